@@ -1,0 +1,33 @@
+"""logitshift: the logit-shift blind spot of gradient explanations, shown, measured and removed.
+
+A classifier's logits ``z`` can be replaced by ``z + t(x)·1``: every prediction
+and probability stays the same, every gradient of a logit changes. See
+Lerma & Lucas, "A Vulnerability of Attribution Methods Using Pre-Softmax
+Scores", arXiv:2307.03305.
+
+    >>> import logitshift as ls
+    >>> m = ls.load_model()                                   # EfficientNet-Lite0, offline
+    >>> x = ls.batch([ls.load_image("chelsea", m.preprocess)])
+    >>> shifted = ls.shift_model(m.module, m.layer, "region", 0.1, ls.parse_target("top-left"), check=x)
+    >>> maps = ls.GradCAM().maps(shifted, x, target=torch.tensor([285]), score="logit",
+    ...                          variant="shifted", layer=m.layer)
+"""
+
+__version__ = "0.1.0"
+
+from .attribution import METHODS, GradCAM, forward_pass, get_method, normalize, upsample
+from .classes import class_name, imagenet_classes, resolve_class
+from .errors import LogitShiftError
+from .images import SAMPLES, batch, load_image
+from .metrics import spearman, target_mass
+from .models import LoadedModel, default_layer, get_layer, load_model
+from .scores import IMMUNE, SCORES, score
+from .shift import Equivalence, ShiftedModel, equivalence, shift_model
+from .targets import Target, parse_target
+
+__all__ = [
+    "GradCAM", "IMMUNE", "METHODS", "SAMPLES", "SCORES", "Equivalence", "LoadedModel", "LogitShiftError",
+    "ShiftedModel", "Target", "batch", "class_name", "default_layer", "equivalence", "forward_pass",
+    "get_layer", "get_method", "imagenet_classes", "load_image", "load_model", "normalize", "parse_target",
+    "resolve_class", "score", "shift_model", "spearman", "target_mass", "upsample",
+]
