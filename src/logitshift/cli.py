@@ -7,15 +7,16 @@ Exit codes: 0 success, 2 a user error (one line on stderr, no traceback;
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import sys
 from typing import Callable, Sequence
 
 from .errors import LogitShiftError
 
-EXAMPLES = {
-    "demo": "example:\n  logitshift demo --out runs/demo --images chelsea coffee --class maze --construction paper",
-}
+#: modules that contribute a sub-command through ``add_command(subparsers)``,
+#: in the order ``--help`` lists them.
+COMMAND_MODULES = ("demo", "export", "matrix", "audit", "evaluate", "report")
 
 
 class Parser(argparse.ArgumentParser):
@@ -36,7 +37,7 @@ def positive_float(text: str) -> float:
     return value
 
 
-def _model_flags(p: argparse.ArgumentParser) -> None:
+def model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="efficientnet-lite0", help="efficientnet-lite0 (default, offline), a torchvision name such as vgg19, or package.module:factory")
     p.add_argument("--weights", default=None, help="local weights file (.pth or .safetensors) for --model")
     p.add_argument("--layer", default=None, help="dotted module name of the explanation layer (default: the model's last feature map)")
@@ -47,60 +48,16 @@ def build_parser() -> Parser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    demo = sub.add_parser(
-        "demo",
-        help="reproduce the paper: pre/post-softmax Grad-CAM of an original and a shifted model",
-        description="Reproduce Lerma & Lucas (arXiv:2307.03305) on a real ImageNet model, offline.",
-        epilog=EXAMPLES["demo"],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    _model_flags(demo)
-    demo.add_argument("--shift-layer", default=None, help="layer the shift reads (default: the explanation layer)")
-    demo.add_argument("--construction", choices=("paper", "region"), default="region")
-    demo.add_argument("--region", default="top-left", help="target of the region shift: x0,y0,x1,y1 pixels, cells:r0,c0,r1,c1, a corner name, or a mask PNG")
-    demo.add_argument("--strength", type=positive_float, default=None, help="shift strength K (default 1 for paper, 0.1 for region)")
-    demo.add_argument("--images", nargs="+", default=None, help="image files or sample names (default: chelsea coffee rocket astronaut)")
-    demo.add_argument("--class", dest="classes", action="append", default=[], help="extra class to explain, by name or index (repeatable)")
-    demo.add_argument("--float64-head", action="store_true", help="add the shift in float64 (keeps probabilities equal for large strengths)")
-    demo.add_argument("--tolerance", type=positive_float, default=1e-5, help="largest max |Δprob| accepted (default 1e-5)")
-    demo.add_argument("--force", action="store_true", help="overwrite a previous run in --out")
-    demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    demo.set_defaults(func=cmd_demo)
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"logitshift.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"logitshift.{module_name}":
+                raise
+            continue  # a command whose module is not part of this build
+        if hasattr(module, "add_command"):
+            module.add_command(sub)
     return parser
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import DemoConfig, run_demo
-    from .images import DEFAULT_SAMPLES
-
-    cfg = DemoConfig(
-        out=args.out,
-        model=args.model,
-        weights=args.weights,
-        layer=args.layer,
-        shift_layer=args.shift_layer,
-        construction=args.construction,
-        region=args.region,
-        strength=args.strength,
-        images=args.images or list(DEFAULT_SAMPLES),
-        classes=args.classes,
-        float64_head=args.float64_head,
-        tolerance=args.tolerance,
-        force=args.force,
-        progress=not args.no_progress,
-    )
-    summary = run_demo(cfg)
-    fooled = [r for r in summary["results"] if r["predicted"]]
-    mass = sum(r["maps"]["shifted_logit"]["target_mass"] for r in fooled) / max(len(fooled), 1)
-    before = sum(r["maps"]["original_logit"]["target_mass"] for r in fooled) / max(len(fooled), 1)
-    print(
-        f"{len(summary['results'])} figures and summary.json in {args.out}\n"
-        f"max |Δprob| {summary['max_abs_prob_diff']:.2e}, top-1 agrees: {summary['top1_agree']}\n"
-        f"pre-softmax Grad-CAM mass in the target: {before:.2f} (original) -> {mass:.2f} (shifted), "
-        f"{summary['seconds']:.1f} s"
-    )
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
