@@ -80,39 +80,83 @@ class RegionShift(nn.Module):
         return self.weights.clone()
 
 
-class ShiftedModel(nn.Module):
-    """A classifier whose logits are shifted by ``t(A)`` read at ``layer``.
+INPUT = "input"  # the layer name that means "the model's input tensor"
 
-    ``head_dtype=torch.float64`` adds the shift in double precision (and
-    returns float64 logits), which keeps probabilities equal for large ``|t|``.
+
+class ShiftedModel(nn.Module):
+    """A classifier whose logits are shifted by ``t = Σ_i shift_i(A_i)``.
+
+    Each term reads the activation ``A_i`` of one layer of the base classifier
+    (named in the base's module tree), or the input itself (layer ``"input"``),
+    all captured in the same forward pass. ``ShiftedModel(base, "head",
+    RegionShift(...))`` is the one-term form; ``ShiftedModel(base, {"head":
+    s1, "input": s2})`` combines terms (e.g. to steer CAMs and input
+    gradients at once). ``head_dtype=torch.float64`` adds the shift in double
+    precision (and returns float64 logits), which keeps probabilities equal
+    for large ``|t|``.
     """
 
-    def __init__(self, base: nn.Module, layer: str, shift: nn.Module, head_dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        base: nn.Module,
+        layer: str | dict[str, nn.Module],
+        shift: nn.Module | None = None,
+        head_dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
-        get_layer(base, layer)  # fail early on an unknown name
+        terms = dict(layer) if isinstance(layer, dict) else {layer: shift}
+        if not terms or any(s is None for s in terms.values()):
+            raise LogitShiftError("shifted model: needs at least one (layer, shift) term")
+        for name in terms:
+            if name != INPUT:
+                get_layer(base, name)  # fail early on an unknown name
         self.base = base
-        self.layer = layer
-        self.shift = shift
+        self.layers = list(terms)
+        self.shifts = nn.ModuleList(terms.values())
         self.head_dtype = head_dtype
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        captured: list[torch.Tensor] = []
-        handle = self.base.get_submodule(self.layer).register_forward_hook(lambda _m, _i, out: captured.append(out))
+    @property
+    def layer(self) -> str:
+        """The layer of the first term."""
+        return self.layers[0]
+
+    @property
+    def shift(self) -> nn.Module:
+        """The first term's shift module."""
+        return self.shifts[0]
+
+    def capture(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One forward pass of the base: its logits and the activations the terms read."""
+        acts: dict[str, torch.Tensor] = {INPUT: x}
+        handles = [
+            self.base.get_submodule(name).register_forward_hook(lambda _m, _i, out, name=name: acts.__setitem__(name, out))
+            for name in self.layers
+            if name != INPUT
+        ]
         try:
             z = self.base(x)
         finally:
-            handle.remove()
-        return self.shifted_logits(z, captured[-1])
+            for h in handles:
+                h.remove()
+        return z, acts
 
-    def shifted_logits(self, logits: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        """The shifted logits from the original logits and the captured activation."""
-        t = self.shift(act)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z, acts = self.capture(x)
+        return self.shifted_logits(z, acts)
+
+    def shift_value(self, acts: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``t`` (shape N) from the captured activations."""
+        return sum(shift(acts[name]) for name, shift in zip(self.layers, self.shifts))  # type: ignore[return-value]
+
+    def shifted_logits(self, logits: torch.Tensor, acts: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The shifted logits from the original logits and the captured activations."""
+        t = self.shift_value(acts)
         if self.head_dtype is not None:
             logits, t = logits.to(self.head_dtype), t.to(self.head_dtype)
         return logits + t[:, None]
 
     def target_weights(self, h: int, w: int) -> torch.Tensor:
-        """Where the shift steers the explanation, as weights on the layer's grid."""
+        """Where the first term steers the explanation, as weights on an h×w grid."""
         return self.shift.target_weights(h, w)
 
 
@@ -140,13 +184,8 @@ def compare(z: torch.Tensor, z_shifted: torch.Tensor) -> Equivalence:
 @torch.no_grad()
 def equivalence(shifted: ShiftedModel, x: torch.Tensor) -> Equivalence:
     """max |Δprob| and top-1 agreement between ``shifted`` and its base on ``x`` (one forward pass)."""
-    captured: list[torch.Tensor] = []
-    handle = shifted.base.get_submodule(shifted.layer).register_forward_hook(lambda _m, _i, out: captured.append(out))
-    try:
-        z = shifted.base(x)
-    finally:
-        handle.remove()
-    return compare(z, shifted.shifted_logits(z, captured[-1]))
+    z, acts = shifted.capture(x)
+    return compare(z, shifted.shifted_logits(z, acts))
 
 
 def layer_grid(model: nn.Module, layer: str, x: torch.Tensor) -> tuple[int, int]:

@@ -25,7 +25,7 @@ from torch import nn
 from ..errors import LogitShiftError
 from ..models import get_layer
 from ..scores import score as score_fn
-from ..shift import ShiftedModel
+from ..shift import INPUT, ShiftedModel
 
 VARIANTS = ("original", "shifted")
 
@@ -67,7 +67,8 @@ def forward_pass(model: nn.Module, x: torch.Tensor, layers: Sequence[str] = (), 
     """Run ``model`` once on ``x`` and capture ``layers`` (names in the base classifier)."""
     shifted = model if isinstance(model, ShiftedModel) else None
     base = shifted.base if shifted is not None else model
-    names = list(dict.fromkeys(list(layers) + ([shifted.layer] if shifted is not None else [])))
+    names = list(dict.fromkeys(list(layers) + (shifted.layers if shifted is not None else [])))
+    names = [n for n in names if n != INPUT]
     captured: dict[str, torch.Tensor] = {}
     handles = []
     for name in names:
@@ -87,11 +88,11 @@ def forward_pass(model: nn.Module, x: torch.Tensor, layers: Sequence[str] = (), 
             z = base(x)
             logits = {"original": z}
             if shifted is not None:
-                logits["shifted"] = shifted.shifted_logits(z, captured[shifted.layer])
+                logits["shifted"] = shifted.shifted_logits(z, {INPUT: x, **captured})
     finally:
         for h in handles:
             h.remove()
-    return Pass(x, logits, {n: captured[n] for n in layers})
+    return Pass(x, logits, {n: (x if n == INPUT else captured[n]) for n in layers})
 
 
 def predicted(p: Pass) -> torch.Tensor:
