@@ -1,8 +1,9 @@
 """Writing outputs safely: atomic files and run folders that are never clobbered.
 
-Every file is written to a temporary name in the same folder and renamed into
-place, so a killed process leaves either the old file or the new one, never a
-half-written one.
+Every file is written to a temporary name in the same folder (a dot-file with
+``.tmp`` in its name) and renamed into place, so a killed process leaves
+either the old file or the new one, never a half-written one under the real
+name. :func:`run_dir` removes such temporary files left by a killed run.
 """
 
 from __future__ import annotations
@@ -50,4 +51,6 @@ def run_dir(path: str | os.PathLike, force: bool = False, marker: str = "summary
     if (path / marker).exists() and not force:
         raise LogitShiftError(f"--out {str(path)!r}: holds a previous run ({marker}); pass --force to overwrite it")
     path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob(".*.tmp*"):  # left by a killed writer: never a finished file
+        stale.unlink(missing_ok=True)
     return path

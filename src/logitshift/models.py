@@ -355,3 +355,16 @@ def get_layer(module: nn.Module, name: str) -> nn.Module:
         candidates = [n for n, _ in base.named_modules() if n]
     shown = ", ".join(candidates[-8:])
     raise LogitShiftError(f"layer {name!r}: not a module of the model; spatial layers end with: {shown}")
+
+
+def check_input(x: torch.Tensor, what: str = "input") -> torch.Tensor:
+    """Refuse a batch that is not N×C×H×W floating point with finite values."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise LogitShiftError(f"{what}: expected a batch of images N×C×H×W, got {shape}")
+    if not torch.is_floating_point(x):
+        raise LogitShiftError(f"{what}: expected floating point values, got {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise LogitShiftError(f"{what}: {bad} NaN or infinite values; expected finite pixel values")
+    return x

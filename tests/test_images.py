@@ -1,0 +1,131 @@
+"""Issue 7: every kind of image a user may point the tool at."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image as PILImage
+
+from logitshift.errors import LogitShiftError
+from logitshift.images import SAMPLES, load_image, read_rgb
+from logitshift.models import Preprocess
+
+PRE = Preprocess(size=32, resize=32)
+
+
+def _save(tmp_path, name, im, **kw):
+    path = tmp_path / name
+    im.save(path, **kw)
+    return path
+
+
+def _gradient(w=40, h=30):
+    x = np.linspace(0, 255, w, dtype=np.uint8)[None, :].repeat(h, 0)
+    return np.stack([x, x[::-1], np.full_like(x, 128)], axis=-1)
+
+
+@pytest.mark.parametrize(
+    "mode,ext",
+    [("L", "png"), ("RGBA", "png"), ("P", "png"), ("CMYK", "jpg"), ("LA", "png"), ("1", "png"), ("RGB", "jpg")],
+)
+def test_modes_become_rgb(tmp_path, mode, ext):
+    im = PILImage.fromarray(_gradient()).convert(mode)
+    image = load_image(_save(tmp_path, f"im.{ext}", im), PRE)
+    assert image.rgb.shape == (32, 32, 3) and image.rgb.dtype == np.uint8
+    assert tuple(image.tensor.shape) == (3, 32, 32)
+
+
+def test_rgba_is_composited_on_white(tmp_path):
+    rgba = np.zeros((20, 20, 4), np.uint8)  # fully transparent black
+    rgb = read_rgb(_save(tmp_path, "t.png", PILImage.fromarray(rgba, "RGBA")))
+    assert (rgb == 255).all()
+
+
+def test_sixteen_bit_is_scaled_not_clipped(tmp_path):
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    path = _save(tmp_path, "deep.png", PILImage.fromarray(ramp))
+    rgb = read_rgb(path)
+    assert rgb.min() == 0 and rgb.max() == 255
+    assert len(np.unique(rgb[..., 0])) > 200  # a ramp, not a binary image
+
+
+def test_exif_orientation_is_honoured(tmp_path):
+    arr = np.zeros((10, 30, 3), np.uint8)  # wide
+    arr[:, :5] = 255
+    exif = PILImage.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    path = _save(tmp_path, "rot.jpg", PILImage.fromarray(arr), exif=exif)
+    assert read_rgb(path).shape[:2] == (30, 10)  # tall once honoured
+
+
+def test_small_images_are_upsampled(tmp_path):
+    path = _save(tmp_path, "tiny.png", PILImage.fromarray(_gradient(5, 4)))
+    assert load_image(path, Preprocess()).rgb.shape == (224, 224, 3)
+
+
+@pytest.mark.parametrize(
+    "name,content,needle",
+    [
+        ("empty.jpg", b"", "empty file"),
+        ("text.png", b"this is not a png", "not a readable image"),
+        ("trunc.jpg", None, "not a readable image"),
+    ],
+)
+def test_bad_files_are_refused_by_name(tmp_path, name, content, needle):
+    if content is None:
+        buf = io.BytesIO()
+        PILImage.fromarray(_gradient(200, 200)).save(buf, "JPEG")
+        content = buf.getvalue()[: len(buf.getvalue()) // 2]
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(LogitShiftError, match=rf"image '.*{name}': {needle}"):
+        load_image(path, PRE)
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    path = _save(tmp_path, "big.png", PILImage.new("RGB", (200, 200)))
+    with pytest.raises(LogitShiftError, match="exceeds the limit of 10,000"):
+        load_image(path, PRE, max_pixels=10_000)
+    assert load_image(path, PRE, max_pixels=40_000).rgb.shape == (32, 32, 3)
+
+
+def test_unknown_sample_names_the_samples():
+    with pytest.raises(LogitShiftError, match="samples are chelsea"):
+        load_image("chelsa", PRE)
+    assert "chelsea" in SAMPLES
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=2048), ext=st.sampled_from(["png", "jpg", "gif", "bmp", "tif"]))
+def test_fuzz_loader_loads_or_refuses_cleanly(tmp_path, data, ext):
+    path = tmp_path / f"fuzz.{ext}"
+    path.write_bytes(data)
+    try:
+        image = load_image(path, PRE)
+    except LogitShiftError as exc:
+        assert "\n" not in str(exc) and "fuzz" in str(exc)
+    else:
+        assert image.rgb.shape == (32, 32, 3)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    w=st.integers(1, 64),
+    h=st.integers(1, 64),
+    mode=st.sampled_from(["L", "RGB", "RGBA", "P", "I;16", "CMYK", "LA", "1", "I", "F"]),
+    ext=st.sampled_from(["png", "tif", "jpg", "bmp", "gif"]),
+)
+def test_fuzz_valid_images_of_any_mode_and_size(tmp_path, w, h, mode, ext):
+    rng = np.random.default_rng(w * 100 + h)
+    im = PILImage.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).convert(mode)
+    path = tmp_path / f"img.{ext}"
+    try:
+        im.save(path)
+    except (OSError, ValueError, KeyError):
+        return  # this format cannot store this mode: nothing to load
+    image = load_image(path, PRE)
+    assert image.rgb.shape == (32, 32, 3) and image.rgb.dtype == np.uint8
