@@ -1,10 +1,12 @@
 # Two entry points: `make demo` and `make test`. Both create (or reuse) the
 # project-local virtual environment .venv and install the package into it.
+# `make test` also installs Debian's Chromium (for the HTML report's browser
+# test) when it is missing and we are root.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -14,11 +16,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	      || echo "warning: could not install chromium; the browser tests will fail"; \
+	  else echo "warning: chromium missing; run 'sudo apt-get install chromium chromium-driver'"; fi; }
+
 demo: $(STAMP)
 	$(VENV)/bin/logitshift demo --out runs/demo --force
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache test-artifacts
