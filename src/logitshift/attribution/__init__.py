@@ -1,18 +1,71 @@
-"""Explanation methods, one file each over :mod:`.base`."""
+"""Explanation methods, one file each over :mod:`.base`.
 
-from .base import Attribution, CamMethod, Pass, forward_pass, normalize, predicted, upsample
+CAM family (maps on a spatial layer's grid): ``gradcam``, ``gradcampp``,
+``xgradcam``, ``hirescam``, ``layercam``. Input family (maps on the input
+pixels): ``saliency``, ``gradxinput``, ``ig``, ``smoothgrad``. Each works on a
+batch, for any score of :mod:`logitshift.scores` and either variant
+(``"original"`` / ``"shifted"``) of a :class:`~logitshift.shift.ShiftedModel`.
+"""
+
+from .base import (
+    Attribution,
+    CamMethod,
+    InputMethod,
+    Pass,
+    as_targets,
+    cam_maps,
+    forward_pass,
+    normalize,
+    predicted,
+    upsample,
+)
 from .gradcam import GradCAM
+from .gradcampp import GradCAMPlusPlus
+from .gradxinput import GradientXInput
+from .hirescam import HiResCAM
+from .ig import IntegratedGradients
+from .layercam import LayerCAM
+from .saliency import Saliency
+from .smoothgrad import SmoothGrad
+from .xgradcam import XGradCAM
 
-METHODS: dict[str, type[Attribution]] = {cls.name: cls for cls in (GradCAM,)}
+METHODS: dict[str, type[Attribution]] = {
+    cls.name: cls
+    for cls in (
+        GradCAM,
+        GradCAMPlusPlus,
+        XGradCAM,
+        HiResCAM,
+        LayerCAM,
+        Saliency,
+        GradientXInput,
+        IntegratedGradients,
+        SmoothGrad,
+    )
+}
+CAM_METHODS = tuple(n for n, c in METHODS.items() if c.family == "cam")
+INPUT_METHODS = tuple(n for n, c in METHODS.items() if c.family == "input")
 
 
-def get_method(name: str) -> Attribution:
-    """An attribution method by name (see :data:`METHODS`)."""
+def get_method(name: str, **options) -> Attribution:
+    """An attribution method by name (see :data:`METHODS`), with its options (e.g. ``steps=32`` for ``ig``).
+
+    >>> get_method("ig", steps=16)
+    IntegratedGradients(batch_size=32, steps=16, baseline=0.0)
+    """
     from ..errors import LogitShiftError
 
     if name not in METHODS:
         raise LogitShiftError(f"method {name!r}: unknown; expected one of {', '.join(METHODS)}")
-    return METHODS[name]()
+    try:
+        return METHODS[name](**options)
+    except TypeError:
+        raise LogitShiftError(f"method {name!r}: options {', '.join(options)} not understood") from None
 
 
-__all__ = ["Attribution", "CamMethod", "GradCAM", "METHODS", "Pass", "forward_pass", "get_method", "normalize", "predicted", "upsample"]
+__all__ = [
+    "Attribution", "CAM_METHODS", "CamMethod", "GradCAM", "GradCAMPlusPlus", "GradientXInput", "HiResCAM",
+    "INPUT_METHODS", "InputMethod", "IntegratedGradients", "LayerCAM", "METHODS", "Pass", "Saliency",
+    "SmoothGrad", "XGradCAM", "as_targets", "cam_maps", "forward_pass", "get_method", "normalize", "predicted",
+    "upsample",
+]

@@ -9,7 +9,10 @@ shared trunk). :meth:`Pass.grad` then differentiates a score with
 backward stops at the deepest layer needed and no parameter gradient is made.
 
 Every method is a small subclass of :class:`Attribution`; adding a method is
-adding a file.
+adding a file. :class:`CamMethod` (maps on a spatial layer's grid) only
+defines ``combine(A, ∂s/∂A)``, so :func:`cam_maps` serves every CAM × score ×
+variant from one forward pass; :class:`InputMethod` (maps on the input pixels)
+defines ``attribute`` (the raw N×C×H×W attribution) and a channel reduction.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LogitShiftError
-from ..models import get_layer
+from ..models import check_input, get_layer
 from ..scores import score as score_fn
 from ..shift import INPUT, ShiftedModel
 
@@ -65,6 +68,7 @@ class Pass:
 
 def forward_pass(model: nn.Module, x: torch.Tensor, layers: Sequence[str] = (), input_grad: bool = False) -> Pass:
     """Run ``model`` once on ``x`` and capture ``layers`` (names in the base classifier)."""
+    check_input(x)
     shifted = model if isinstance(model, ShiftedModel) else None
     base = shifted.base if shifted is not None else model
     names = list(dict.fromkeys(list(layers) + (shifted.layers if shifted is not None else [])))
@@ -100,6 +104,16 @@ def predicted(p: Pass) -> torch.Tensor:
     return p.logits["original"].argmax(dim=1)
 
 
+def as_targets(target: torch.Tensor | int | Sequence[int], n: int, device: torch.device | None = None) -> torch.Tensor:
+    """One class index per image: an int (the same class for all), or N of them."""
+    t = torch.as_tensor(target, device=device).long().reshape(-1)
+    if t.numel() == 1:
+        return t.expand(n).clone()
+    if t.numel() != n:
+        raise LogitShiftError(f"target: {t.numel()} classes for {n} images, expected one class or one per image")
+    return t
+
+
 class Attribution:
     """Base of every explanation method.
 
@@ -122,28 +136,153 @@ class Attribution:
         """Raw maps, N×h×w (the layer's grid for CAMs, the input for input methods)."""
         raise NotImplementedError
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
 
 class CamMethod(Attribution):
-    """A class-activation-map method: ``map = combine(A, ∂s/∂A)``."""
+    """A class-activation-map method: ``map = combine(A, ∂s/∂A)``.
+
+    ``A`` is the activation of a spatial layer (N×C×h×w) and ``∂s/∂A`` the
+    gradient of the score there; every CAM of one (score, variant) shares that
+    one gradient, and every CAM of one pass shares the one forward (see
+    :func:`cam_maps`). Following pytorch-grad-cam, every map is ReLU-ed.
+    """
 
     family = "cam"
 
     def combine(self, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """The map N×h×w from the activation and the score's gradient at the layer (both N×C×h×w)."""
         raise NotImplementedError
 
     def maps(self, model, x, target, score="logit", variant="original", layer=None):
         if layer is None:
-            raise LogitShiftError(f"method {self.name!r}: needs a layer")
-        p = forward_pass(model, x, [layer])
-        return self.from_pass(p, layer, target, score, variant)
+            raise LogitShiftError(f"method {self.name!r}: needs a layer (a CAM maps a spatial layer of the model)")
+        p = forward_pass(model, x, [layer], input_grad=layer == INPUT)
+        return self.from_pass(p, layer, as_targets(target, x.shape[0], x.device), score, variant)
 
     def from_pass(self, p: Pass, layer: str, target: torch.Tensor, score: str = "logit", variant: str = "original") -> torch.Tensor:
-        act = p.acts[layer]
-        if act.dim() != 4:
-            raise LogitShiftError(f"method {self.name!r}: layer {layer!r} outputs shape {tuple(act.shape)}, expected N×C×H×W")
+        act = self.activation(p, layer)
         grad = p.grad(act, target, score, variant)
         with torch.no_grad():
             return self.combine(act.detach(), grad)
+
+    def activation(self, p: Pass, layer: str) -> torch.Tensor:
+        """The layer's activation in ``p``, refused unless it is spatial (N×C×h×w)."""
+        if layer not in p.acts:
+            raise LogitShiftError(f"layer {layer!r}: not captured by this forward pass (captured: {', '.join(p.acts) or 'none'})")
+        act = p.acts[layer]
+        if act.dim() != 4:
+            raise LogitShiftError(
+                f"method {self.name!r}: layer {layer!r} outputs shape {tuple(act.shape)}, expected a spatial N×C×H×W map"
+            )
+        return act
+
+
+def cam_maps(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor | int,
+    layer: str,
+    methods: Sequence[CamMethod],
+    scores: Sequence[str] = ("logit",),
+    variants: Sequence[str] = ("original",),
+) -> dict[tuple[str, str, str], torch.Tensor]:
+    """Every CAM ``method`` × ``score`` × ``variant`` from ONE forward pass.
+
+    One backward per (score, variant), down to ``layer`` only; each method is
+    then a cheap ``combine`` of the same activation and gradient. Returns
+    ``{(method.name, score, variant): N×h×w}``. Example::
+
+        >>> out = cam_maps(model, x, 285, "head", [GradCAM(), HiResCAM()], scores=("logit", "prob"))
+        >>> out["hirescam", "prob", "original"].shape
+        torch.Size([1, 7, 7])
+    """
+    for m in methods:
+        if not isinstance(m, CamMethod):
+            raise LogitShiftError(f"method {getattr(m, 'name', m)!r}: not a CAM method; cam_maps serves CAMs only")
+    if not methods:
+        return {}
+    p = forward_pass(model, x, [layer], input_grad=layer == INPUT)
+    target = as_targets(target, x.shape[0], x.device)
+    act = methods[0].activation(p, layer)
+    out: dict[tuple[str, str, str], torch.Tensor] = {}
+    for variant in variants:
+        for sc in scores:
+            grad = p.grad(act, target, sc, variant)
+            with torch.no_grad():
+                for m in methods:
+                    out[m.name, sc, variant] = m.combine(act.detach(), grad)
+    return out
+
+
+class InputMethod(Attribution):
+    """A method on the input pixels, built from ``∂s/∂x`` at one or more inputs.
+
+    :meth:`attribute` gives the raw attribution N×C×H×W (what Captum returns);
+    :meth:`maps` reduces it over channels to N×H×W with :attr:`reduction`:
+    ``"sum"`` (``Σ_c``, keeps the sign; for methods whose values add up, such
+    as gradient × input and Integrated Gradients) or ``"maxabs"``
+    (``max_c |·|``, Simonyan et al. 2013, for gradient magnitudes).
+
+    Methods that need many inputs per image (Integrated Gradients steps,
+    SmoothGrad samples) send them through the model in chunks of
+    ``batch_size`` rows: one forward and one backward per chunk.
+    """
+
+    family = "input"
+    reduction: str = "sum"
+
+    def __init__(self, batch_size: int = 32) -> None:
+        if int(batch_size) < 1:
+            raise LogitShiftError(f"batch_size {batch_size!r}: expected a positive integer")
+        self.batch_size = int(batch_size)
+
+    def attribute(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        target: torch.Tensor | int,
+        score: str = "logit",
+        variant: str = "original",
+    ) -> torch.Tensor:
+        """The raw attribution, N×C×H×W (same shape as ``x``)."""
+        raise NotImplementedError
+
+    def reduce(self, raw: torch.Tensor) -> torch.Tensor:
+        """N×C×H×W → N×H×W by :attr:`reduction`."""
+        if self.reduction == "maxabs":
+            return raw.abs().amax(dim=1)
+        return raw.sum(dim=1)
+
+    def maps(self, model, x, target, score="logit", variant="original", layer=None):
+        if layer not in (None, INPUT):
+            raise LogitShiftError(
+                f"method {self.name!r}: maps the input pixels, cannot serve layer {layer!r} (pass no layer, or {INPUT!r})"
+            )
+        return self.reduce(self.attribute(model, x, target, score, variant))
+
+    @staticmethod
+    def input_grad(model: nn.Module, x: torch.Tensor, target: torch.Tensor, score: str, variant: str) -> torch.Tensor:
+        """``∂s/∂x`` for a batch of inputs, in one forward and one backward."""
+        p = forward_pass(model, x, input_grad=True)
+        return p.grad(p.x, target, score, variant).detach()
+
+    def chunks(self, rows: int) -> Iterator[tuple[int, int]]:
+        """``(start, stop)`` of each chunk of ``rows`` rows, with a progress bar on stderr when there are many."""
+        starts = range(0, rows, self.batch_size)
+        if len(starts) > 4:
+            import sys
+
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc=self.name, unit="batch", leave=False, file=sys.stderr, disable=None)
+        for start in starts:
+            yield start, min(start + self.batch_size, rows)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({fields})"
 
 
 def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:

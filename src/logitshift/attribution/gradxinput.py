@@ -1,0 +1,23 @@
+"""Gradient × input (Shrikumar et al., 2016).
+
+Raw attribution (N×C×H×W): ``x ⊙ ∂s/∂x`` for the score ``s`` (see
+:mod:`logitshift.scores`), as Captum's ``InputXGradient``. Map (N×H×W):
+``Σ_c x_c · ∂s/∂x_c`` (signed; summed over channels so that, like the raw
+values, the map's total is the first-order Taylor term ``x · ∇s``).
+
+Example::
+
+    >>> maps = GradientXInput().maps(model, x, target=torch.tensor([285]), score="logit")
+"""
+
+from __future__ import annotations
+
+from .saliency import Saliency
+
+
+class GradientXInput(Saliency):
+    name = "gradxinput"
+    reduction = "sum"
+
+    def attribute(self, model, x, target, score="logit", variant="original"):
+        return x * super().attribute(model, x, target, score, variant)

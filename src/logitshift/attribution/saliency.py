@@ -1,0 +1,31 @@
+"""Vanilla gradient, "saliency" (Simonyan et al., 2013).
+
+Raw attribution (:meth:`Saliency.attribute`, N×C×H×W): the signed gradient
+``∂s/∂x`` of the score ``s`` (see :mod:`logitshift.scores`). Map
+(:meth:`~.base.InputMethod.maps`, N×H×W): ``max_c |∂s/∂x_c|``, Simonyan et
+al.'s channel reduction. Captum's ``Saliency`` returns ``|∂s/∂x|`` with its
+default ``abs=True`` and ``∂s/∂x`` with ``abs=False``.
+
+Example::
+
+    >>> grads = Saliency().attribute(model, x, target=torch.tensor([285]), score="logit")   # N×3×224×224
+    >>> maps = Saliency().maps(model, x, target=torch.tensor([285]), score="logit")         # N×224×224
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import InputMethod, as_targets
+
+
+class Saliency(InputMethod):
+    name = "saliency"
+    reduction = "maxabs"
+
+    def attribute(self, model, x, target, score="logit", variant="original"):
+        target = as_targets(target, x.shape[0], x.device)
+        out = torch.empty_like(x)
+        for lo, hi in self.chunks(x.shape[0]):
+            out[lo:hi] = self.input_grad(model, x[lo:hi], target[lo:hi], score, variant)
+        return out
