@@ -12,6 +12,7 @@ from __future__ import annotations
 import platform
 import sys
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,6 +153,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         "max_abs_shift": eq_all.max_abs_shift,
         "results": results,
         "seconds": round(time.perf_counter() - start, 2),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),
     }
     write_json(Path(out) / "summary.json", summary)
@@ -186,6 +188,7 @@ def add_command(subparsers) -> None:
     demo.add_argument("--tolerance", type=positive_float, default=1e-5, help="largest max |Δprob| accepted (default 1e-5)")
     demo.add_argument("--force", action="store_true", help="overwrite a previous run in --out")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    demo.add_argument("--report", action="store_true", help="also write report.html, one self-contained HTML page, into --out")
     demo.set_defaults(func=cmd_demo)
 
 
@@ -218,6 +221,10 @@ def cmd_demo(args) -> int:
         f"pre-softmax Grad-CAM mass in the target: {before:.2f} (original) -> {mass:.2f} (shifted), "
         f"{summary['seconds']:.1f} s"
     )
+    if getattr(args, "report", False):
+        from .report import write_report
+
+        print(f"report: {write_report(args.out)}")
     return 0
 
 
