@@ -11,6 +11,7 @@ Scores", arXiv:2307.03305.
     >>> shifted = ls.shift_model(m.module, m.layer, "region", 0.1, ls.parse_target("top-left"), check=x)
     >>> maps = ls.GradCAM().maps(shifted, x, target=torch.tensor([285]), score="logit",
     ...                          variant="shifted", layer=m.layer)
+    >>> steered = ls.steer(m, "top-left", methods=["gradcampp", "saliency"], strength="auto", check=x)
 """
 
 __version__ = "0.1.0"
@@ -23,11 +24,13 @@ from .metrics import spearman, target_mass
 from .models import LoadedModel, default_layer, get_layer, load_model
 from .scores import IMMUNE, SCORES, score
 from .shift import Equivalence, ShiftedModel, equivalence, shift_model
+from .steer import steer
+from .export import load_shifted
 from .targets import Target, parse_target
 
 __all__ = [
     "GradCAM", "IMMUNE", "METHODS", "SAMPLES", "SCORES", "Equivalence", "LoadedModel", "LogitShiftError",
     "ShiftedModel", "Target", "batch", "class_name", "default_layer", "equivalence", "forward_pass",
     "get_layer", "get_method", "imagenet_classes", "load_image", "load_model", "normalize", "parse_target",
-    "resolve_class", "score", "shift_model", "spearman", "target_mass", "upsample",
+    "resolve_class", "score", "shift_model", "spearman", "steer", "load_shifted", "target_mass", "upsample",
 ]

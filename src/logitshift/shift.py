@@ -16,6 +16,14 @@ Constructions (``A_k`` is channel k, the grid has H·W cells):
   mean of the rest, ``t = K · HW/2 · (‖a_R‖² − ‖a_N‖²)``. Grad-CAM's channel
   weights gain ``K (a_R − a_N)``, so the map tends to
   ``ReLU(Σ_k (a_Rk − a_Nk) A_k)``: high on the target, zero elsewhere.
+* ``gate`` (:class:`GateShift`): ``K`` times the total activation of the
+  channels most concentrated in the target, minus a little of the others'
+  activity outside it; steers all five CAMs, Grad-CAM++ included.
+* ``input`` (:class:`InputShift`, layer ``"input"``): a sawtooth (or
+  quadratic) function of the target's pixels; steers saliency, gradient ×
+  input, Integrated Gradients and SmoothGrad while ``|t|`` stays bounded.
+
+:func:`logitshift.steer.steer` combines the terms a list of methods needs.
 
 Example::
 
@@ -33,7 +41,7 @@ import torch
 from torch import nn
 
 from .errors import LogitShiftError
-from .models import get_layer
+from .models import check_input, get_layer
 from .targets import Target
 
 CONSTRUCTIONS = ("paper", "region")
@@ -78,6 +86,137 @@ class RegionShift(nn.Module):
 
     def target_weights(self, h: int, w: int) -> torch.Tensor:
         return self.weights.clone()
+
+
+class GateShift(nn.Module):
+    """The channel-gate construction: steers the whole CAM family, Grad-CAM++ included.
+
+    For grid weights ``w`` (a buffer), channel totals ``S_k = Σ_ij A_kij``,
+    inside masses ``M_k = Σ_ij w_ij A_kij`` and shares ``ρ_k = M_k / S_k``,
+    let ``G`` be the ``channels`` channels with the largest share (among
+    channels holding at least ``1e-3·max_k S_k``). Then::
+
+        t = K · ( Σ_{k∈G} S_k − λ · Σ_{k∉G} (S_k − M_k) )
+
+    ``G`` is piecewise constant in ``A`` (it only changes where two shares
+    cross), so almost everywhere ``∂t/∂A_kij = K`` for ``k ∈ G`` (every cell)
+    and ``−K·λ·(1 − w_ij)`` for ``k ∉ G`` — exact autograd gradients, no
+    stop-gradient trick. Grad-CAM, XGrad-CAM, HiResCAM and LayerCAM then tend
+    to ``Σ_{k∈G} A_k`` minus the out-of-target activity of the other channels.
+    Grad-CAM++ saturates (its per-cell weight ``g/(2 + ΣA_k·g)`` tends to
+    ``1/ΣA_k`` whatever the gradient), so no strength can buy it; what moves it
+    is *which* channels get a positive gradient: here only ``G``, and its map
+    tends to ``Σ_{k∈G} A_k/S_k``, whose target share is the mean ``ρ_k`` over
+    ``G``. (The ``region`` construction gives a positive gradient in the target
+    cells of every channel active there, which is why Grad-CAM++ hardly moved.)
+    Its target share cannot exceed ``max_k ρ_k``: a Grad-CAM++ map is a
+    non-negative mix of the layer's channels.
+
+    Example::
+
+        >>> term = GateShift(1.0, parse_target("top-left").weights(7, 7))
+        >>> t = term(torch.rand(2, 1280, 7, 7))        # shape (2,)
+    """
+
+    def __init__(self, strength: float, weights: torch.Tensor, channels: int = 8, leak: float = 0.01) -> None:
+        super().__init__()
+        if weights.dim() != 2 or not (0 < float(weights.sum()) < weights.numel()):
+            raise LogitShiftError("gate: the target must cover some but not all cells of the layer's grid")
+        if int(channels) < 1:
+            raise LogitShiftError(f"gate: channels {channels!r}, expected a positive integer")
+        self.strength = float(strength)
+        self.channels = int(channels)
+        self.leak = float(leak)
+        self.register_buffer("weights", weights.detach().float().clone())
+        # A constant subtracted from t: it changes no gradient and keeps |t| (and
+        # with it the float32 rounding of z + t) small; see center_shift().
+        self.register_buffer("offset", torch.zeros(()))
+
+    def gate(self, act: torch.Tensor) -> torch.Tensor:
+        """The 0/1 gate of each channel (N×C); carries no gradient."""
+        total = act.sum(dim=(2, 3))
+        inside = (act * self.weights.to(act.dtype)).sum(dim=(2, 3))
+        floor = 1e-3 * total.amax(dim=1, keepdim=True)
+        share = torch.where(total > floor, inside / total.clamp_min(1e-12), torch.zeros_like(total)).detach()
+        m = min(self.channels, share.shape[1])
+        return torch.zeros_like(share).scatter(1, share.topk(m, dim=1).indices, 1.0)
+
+    def forward(self, act: torch.Tensor) -> torch.Tensor:
+        w = self.weights.to(act.dtype)
+        total = act.sum(dim=(2, 3))
+        outside = total - (act * w).sum(dim=(2, 3))
+        g = self.gate(act)
+        t = self.strength * ((g * total).sum(dim=1) - self.leak * ((1 - g) * outside).sum(dim=1))
+        return t - self.offset.to(t.dtype)
+
+    def target_weights(self, h: int, w: int) -> torch.Tensor:
+        return _resample(self.weights, h, w)
+
+
+class InputShift(nn.Module):
+    """An input-space term for the gradient family (saliency, gradient × input, IG, SmoothGrad).
+
+    For pixel weights ``w`` (H×W, a buffer) and the input ``x`` (N×C×H×W)::
+
+        sawtooth:   t = K · Σ_ij w_ij Σ_c (|x_cij| mod P)      ∂t/∂x = K · w · sign(x)
+        quadratic:  t = K/2 · Σ_ij w_ij Σ_c x_cij²             ∂t/∂x = K · w · x
+
+    Both give gradients that live only on the target and have the sign of
+    ``x``, so saliency (``|∂s/∂x|``) gains ``K·w`` (sawtooth) or ``K·w·|x|``,
+    gradient × input gains ``K·w·|x|`` (or ``K·w·x²``) ≥ 0, Integrated
+    Gradients from a zero baseline gains the same, and SmoothGrad the
+    saliency's gain averaged over noise. The quadratic term is smooth, but
+    ``|t|`` grows as ``K·Σw·x²`` — and Integrated Gradients' completeness
+    (``Σ IG = t(x) − t(0)``) means a smooth ``t`` needs a large ``|t|`` to move
+    IG, which float32 rounds away from ``z + t``. The sawtooth (the default)
+    keeps ``0 ≤ t < K·P·C·Σw`` however large ``K``: its jumps at multiples of
+    ``P`` carry the value back down, and gradients, which only see slopes,
+    never see them (IG's completeness needs continuity). The default period
+    ``P = 1/(K·Σw)`` bounds ``t`` by the channel count ``C``.
+
+    Example::
+
+        >>> term = InputShift(1.0, parse_target("top-left").mask)
+        >>> term(x)        # shape (N,), each in [0, 3)
+    """
+
+    PROFILES = ("sawtooth", "quadratic")
+
+    def __init__(self, strength: float, weights: torch.Tensor, period: float | None = None, profile: str = "sawtooth") -> None:
+        super().__init__()
+        if weights.dim() != 2 or not float(weights.sum()) > 0:
+            raise LogitShiftError("input shift: the target must cover some pixels of the input")
+        if profile not in self.PROFILES:
+            raise LogitShiftError(f"input shift: profile {profile!r}, expected one of {', '.join(self.PROFILES)}")
+        if period is None:
+            period = 1.0 / max(abs(float(strength)) * float(weights.sum()), 1e-30)
+        if not period > 0:
+            raise LogitShiftError(f"input shift: period {period!r}, expected a number > 0")
+        self.strength = float(strength)
+        self.period = float(period)
+        self.profile = profile
+        self.register_buffer("weights", weights.detach().float().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != tuple(self.weights.shape):
+            raise LogitShiftError(
+                f"input shift: input is {x.shape[-2]}×{x.shape[-1]}, the target mask {self.weights.shape[0]}×{self.weights.shape[1]}"
+            )
+        if self.profile == "sawtooth":
+            v = torch.remainder(x.abs(), self.period)
+        else:
+            v = 0.5 * x.pow(2)
+        return self.strength * (v * self.weights.to(x.dtype)).sum(dim=(1, 2, 3))
+
+    def target_weights(self, h: int, w: int) -> torch.Tensor:
+        return _resample(self.weights, h, w)
+
+
+def _resample(weights: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Target weights on another grid (share of each cell covered, by area)."""
+    if (h, w) == tuple(weights.shape):
+        return weights.clone()
+    return torch.nn.functional.adaptive_avg_pool2d(weights[None, None].float(), (h, w))[0, 0]
 
 
 INPUT = "input"  # the layer name that means "the model's input tensor"
@@ -151,9 +290,10 @@ class ShiftedModel(nn.Module):
     def shifted_logits(self, logits: torch.Tensor, acts: dict[str, torch.Tensor]) -> torch.Tensor:
         """The shifted logits from the original logits and the captured activations."""
         t = self.shift_value(acts)
-        if self.head_dtype is not None:
-            logits, t = logits.to(self.head_dtype), t.to(self.head_dtype)
-        return logits + t[:, None]
+        # The output keeps the classifier's dtype (a drop-in replacement), unless a
+        # wider head is asked for: float16 logits + t rounds to 2^-11·|t|.
+        dtype = self.head_dtype or logits.dtype
+        return logits.to(dtype) + t.to(dtype)[:, None]
 
     def target_weights(self, h: int, w: int) -> torch.Tensor:
         """Where the first term steers the explanation, as weights on an h×w grid."""
@@ -173,9 +313,14 @@ class Equivalence:
 
 
 def compare(z: torch.Tensor, z_shifted: torch.Tensor) -> Equivalence:
-    """Compare probabilities as a user computes them: ``softmax`` of each model's output."""
-    p = torch.softmax(z, dim=1).double()
-    q = torch.softmax(z_shifted, dim=1).double()
+    """Compare the probabilities the two outputs stand for.
+
+    Softmax is taken in float64 on each model's output as it is (rounded to
+    its own dtype), so the figure measures what the shift changed, not the
+    rounding of a low-precision softmax.
+    """
+    p = torch.softmax(z.double(), dim=1)
+    q = torch.softmax(z_shifted.double(), dim=1)
     t = (z_shifted.double() - z.double()).mean(dim=1)
     agree = (p.argmax(1) == q.argmax(1)).double().mean()
     return Equivalence(float((p - q).abs().max()), float(agree), float(t.abs().max()))
@@ -217,6 +362,8 @@ def shift_model(
     ``check`` is a batch of model inputs; the build fails with the measured
     max |Δprob| when it exceeds ``tolerance`` or a top-1 class changes.
     """
+    if check is not None:
+        check_input(check, "check images")
     if construction not in CONSTRUCTIONS:
         raise LogitShiftError(f"construction {construction!r}: unknown; expected one of {', '.join(CONSTRUCTIONS)}")
     strength = DEFAULT_STRENGTH[construction] if strength is None else float(strength)

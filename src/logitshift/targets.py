@@ -124,3 +124,36 @@ def _mask_image(path: str, size: int) -> Target:
     if mask.sum() == mask.numel():
         raise LogitShiftError(f"region {path!r}: the mask covers the whole image; a target must leave something out")
     return Target(mask, path)
+
+
+def text_mask(text: str, size: int = 224, path: str | os.PathLike | None = None) -> Target:
+    """A target shaped like ``text``, drawn with Pillow's bundled font to fill a ``size``×``size`` mask.
+
+    With ``path`` the mask is also written as a PNG (white text on black), the
+    form ``--target`` takes on the command line. Example::
+
+        >>> target = text_mask("HI", 224, "hi.png")   # then: logitshift attack --target hi.png ...
+    """
+    from PIL import Image as PILImage
+    from PIL import ImageDraw, ImageFont
+
+    if not text.strip():
+        raise LogitShiftError("text mask: empty text; expected at least one visible character")
+    im = PILImage.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(im)
+    font_size = size
+    while font_size > 4:
+        font = ImageFont.load_default(size=font_size)
+        x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
+        if x1 - x0 <= 0.9 * size and y1 - y0 <= 0.8 * size:
+            break
+        font_size = int(font_size * 0.9)
+    draw.text(((size - (x1 - x0)) / 2 - x0, (size - (y1 - y0)) / 2 - y0), text, fill=255, font=font)
+    if path is not None:
+        from .files import atomic_write
+
+        atomic_write(path, lambda tmp: im.save(tmp, format="PNG"))
+    mask = torch.from_numpy((np.asarray(im, dtype=np.float32) / 255.0 > 0.5).astype(np.float32))
+    if mask.sum() == 0:
+        raise LogitShiftError(f"text mask {text!r}: draws no pixel at size {size}")
+    return Target(mask, str(path) if path is not None else f"text:{text}")

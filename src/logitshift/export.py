@@ -1,0 +1,338 @@
+"""``logitshift attack``: write a shifted model to files, for red-teaming an explanation pipeline.
+
+Two forms:
+
+* **A ``torch.export`` program** (``.pt2``), which plain PyTorch loads with
+  logitshift not installed::
+
+      ep = torch.export.load("shifted.pt2")
+      model = torch.export.unflatten(ep)          # the module tree comes back
+      layer = model.get_submodule("base.head")    # hookable by Captum / pytorch-grad-cam
+
+  Why ``torch.export`` and not TorchScript (measured with torch 2.14, Captum
+  0.9, pytorch-grad-cam 1.5.7 on EfficientNet-Lite0): a loaded TorchScript
+  module refuses ``register_forward_hook`` ("not supported on
+  ScriptModules"), and both Captum's ``LayerGradCam`` and every
+  pytorch-grad-cam CAM hook the layer they explain, so neither runs on it.
+  ``torch.export.unflatten`` rebuilds the submodules as hookable modules;
+  both libraries run on it unchanged (``tests/test_export.py`` runs them in a
+  fresh interpreter that never imports logitshift). The program is traced
+  once with a dynamic batch dimension; the flat ``ep.module()`` also runs but
+  has no submodules to hook and refuses ``.eval()``. Loading reads a JSON
+  graph and tensors; it runs no pickled code. The file also carries
+  ``logitshift.json`` (``extra_files``): the dotted path of the CAM layer
+  inside the unflattened module, and the input size.
+* **safetensors + JSON** (``.safetensors`` and ``.json``), which
+  :func:`load_shifted` turns back into a :class:`~logitshift.shift.ShiftedModel`:
+  the JSON names the base model (rebuilt with :func:`~logitshift.models.load_model`)
+  and each shift term's kind, layer and numbers; the safetensors file holds
+  the terms' tensors (target weights, offsets). Nothing is pickled.
+
+Either way the export is checked before any file is left in place: the
+reloaded model's probabilities must equal the original's within the tolerance
+(1e-5) with identical top-1 classes on the check images, or the export is
+refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import LogitShiftError
+from .files import atomic_write, write_json
+from .shift import INPUT, TOLERANCE, GateShift, InputShift, PaperShift, RegionShift, ShiftedModel, compare
+
+FORMAT = "logitshift-shifted-model"
+VERSION = 1
+META_NAME = "logitshift.json"
+
+
+# ----------------------------------------------------------------------------- safetensors + JSON
+
+
+def describe_terms(shifted: ShiftedModel) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """Each term as a JSON-able dict, and its tensors keyed ``terms.<i>.<name>``."""
+    terms, tensors = [], {}
+    for i, (layer, term) in enumerate(zip(shifted.layers, shifted.shifts)):
+        if isinstance(term, GateShift):
+            d = {"kind": "gate", "strength": term.strength, "channels": term.channels, "leak": term.leak}
+            tensors[f"terms.{i}.weights"] = term.weights
+            tensors[f"terms.{i}.offset"] = term.offset.reshape(1)
+        elif isinstance(term, InputShift):
+            d = {"kind": "input", "strength": term.strength, "period": term.period, "profile": term.profile}
+            tensors[f"terms.{i}.weights"] = term.weights
+        elif isinstance(term, RegionShift):
+            d = {"kind": "region", "strength": term.strength}
+            tensors[f"terms.{i}.weights"] = term.weights
+        elif isinstance(term, PaperShift):
+            d = {"kind": "paper", "strength": term.strength, "cell": list(term.cell)}
+        else:
+            raise LogitShiftError(f"shift term {type(term).__name__}: cannot be saved; known kinds are gate, input, region, paper")
+        terms.append({"layer": layer, **d})
+    return terms, {k: v.detach().float().contiguous().cpu() for k, v in tensors.items()}
+
+
+def build_terms(terms: list[dict], tensors: dict[str, torch.Tensor], source: str) -> dict[str, nn.Module]:
+    """Rebuild the shift terms from :func:`describe_terms`' output."""
+    out: dict[str, nn.Module] = {}
+    for i, d in enumerate(terms):
+        try:
+            kind, layer = d["kind"], d["layer"]
+            if kind == "gate":
+                term: nn.Module = GateShift(d["strength"], tensors[f"terms.{i}.weights"], d["channels"], d["leak"])
+                term.offset.copy_(tensors[f"terms.{i}.offset"].reshape(()))
+            elif kind == "input":
+                term = InputShift(d["strength"], tensors[f"terms.{i}.weights"], d["period"], d["profile"])
+            elif kind == "region":
+                term = RegionShift(d["strength"], tensors[f"terms.{i}.weights"])
+            elif kind == "paper":
+                term = PaperShift(d["strength"], tuple(d["cell"]))
+            else:
+                raise LogitShiftError(f"shift file {source!r}: term {i} has unknown kind {kind!r}")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LogitShiftError(f"shift file {source!r}: term {i} is malformed ({type(exc).__name__}: {exc})") from None
+        out[layer] = term
+    return out
+
+
+def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``(json, safetensors)`` for a path given with either suffix, ``.pt2``, or none."""
+    p = Path(path)
+    stem = p.with_suffix("") if p.suffix in (".json", ".safetensors", ".pt2") else p
+    return stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+
+
+def save_shifted(shifted: ShiftedModel, path: str | os.PathLike, model: str, weights: str | None = None, extra: dict | None = None) -> tuple[Path, Path]:
+    """Write ``<stem>.json`` and ``<stem>.safetensors`` (see :func:`load_shifted`)."""
+    from safetensors.torch import save_file
+
+    terms, tensors = describe_terms(shifted)
+    jpath, spath = _paths(path)
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": model,
+        "weights": None if weights is None else str(weights),
+        "head_dtype": None if shifted.head_dtype is None else str(shifted.head_dtype).replace("torch.", ""),
+        "terms": terms,
+        "tensors": spath.name,
+        **(extra or {}),
+    }
+    atomic_write(spath, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
+    write_json(jpath, meta)
+    return jpath, spath
+
+
+def load_shifted(path: str | os.PathLike) -> ShiftedModel:
+    """Rebuild a shifted model from :func:`save_shifted`'s files (either path, or their common stem).
+
+    The base is loaded by name with :func:`~logitshift.models.load_model`
+    (with the recorded weights file, if any); the terms from the safetensors
+    file. Example::
+
+        >>> shifted = load_shifted("runs/attack/shifted.json")
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .models import load_model
+
+    jpath, spath = _paths(path)
+    if not jpath.is_file():
+        raise LogitShiftError(f"shift file {str(jpath)!r}: not found")
+    try:
+        meta = json.loads(jpath.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LogitShiftError(f"shift file {str(jpath)!r}: not readable JSON ({type(exc).__name__})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise LogitShiftError(f"shift file {str(jpath)!r}: not a {FORMAT} file")
+    if meta.get("version") != VERSION:
+        raise LogitShiftError(f"shift file {str(jpath)!r}: version {meta.get('version')!r}, this logitshift reads version {VERSION}")
+    spath = jpath.parent / str(meta.get("tensors", spath.name))
+    if not spath.is_file():
+        raise LogitShiftError(f"shift file {str(spath)!r}: not found (named by {jpath.name})")
+    try:
+        tensors = load_file(str(spath))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise LogitShiftError(f"shift file {str(spath)!r}: not a readable safetensors file ({exc})") from None
+    if not isinstance(meta.get("model"), str) or not isinstance(meta.get("terms"), list):
+        raise LogitShiftError(f"shift file {str(jpath)!r}: expected a model name and a list of terms")
+    loaded = load_model(meta["model"], meta.get("weights"))
+    terms = build_terms(meta.get("terms") or [], tensors, str(jpath))
+    dtype = {None: None, "float64": torch.float64, "float32": torch.float32}.get(meta.get("head_dtype"))
+    shifted = ShiftedModel(loaded.module, terms, head_dtype=dtype).eval()
+    shifted.steering = meta.get("steering", {})
+    return shifted
+
+
+# ----------------------------------------------------------------------------- torch.export
+
+
+def export_program(
+    shifted: ShiftedModel,
+    path: str | os.PathLike,
+    check: torch.Tensor,
+    tolerance: float = TOLERANCE,
+    meta: dict | None = None,
+) -> dict:
+    """Write ``shifted`` as a ``torch.export`` program and verify the file.
+
+    The program is traced on ``check`` with a dynamic batch dimension, saved to
+    a temporary file, loaded back with ``torch.export.load`` and run on
+    ``check``; only if its probabilities match the base model's within
+    ``tolerance`` (and every top-1 class agrees) is it moved to ``path``.
+    Returns what was measured.
+    """
+    path = Path(path)
+    shifted = shifted.eval()
+    example = check if check.shape[0] >= 2 else check.expand(2, *check.shape[1:]).clone()
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    try:
+        program = torch.export.export(shifted, (example,), dynamic_shapes={"x": {0: batch}}, strict=False)
+    except Exception as exc:  # the tracer's errors are long; keep the first line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LogitShiftError(f"model: torch.export could not trace the shifted model ({first[:200]})") from exc
+    info = {
+        "format": "torch.export",
+        "layers": {name: f"base.{name}" for name in shifted.layers if name != INPUT},
+        "input_size": list(check.shape[1:]),
+        "load": "torch.export.unflatten(torch.export.load(path))",
+        **(meta or {}),
+    }
+    extra = {META_NAME: json.dumps(info)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.pt2", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.export.save(program, tmp, extra_files=extra)
+        reloaded = torch.export.load(tmp).module()
+        with torch.no_grad():
+            z = shifted.base(check)
+            z_file = reloaded(check)
+        eq = compare(z, z_file)
+        if not eq.ok(tolerance):
+            raise LogitShiftError(
+                f"--out {str(path)!r}: the exported program changes probabilities by up to {eq.max_abs_prob_diff:.2e} "
+                f"(top-1 agreement {eq.top1_agree:.2f}) on the check images, over the tolerance {tolerance:g}; nothing written"
+            )
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the program is meant to be handed over
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return {"max_abs_prob_diff": eq.max_abs_prob_diff, "top1_agree": eq.top1_agree == 1.0, "max_abs_shift": eq.max_abs_shift}
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_command(subparsers) -> None:
+    """Register ``logitshift attack``."""
+    import argparse
+
+    from .cli import model_flags, positive_float
+
+    p = subparsers.add_parser(
+        "attack",
+        help="write a shifted model (same probabilities, steered logit explanations) as files",
+        description=(
+            "Build a shifted model whose logit explanations point at --target for the named methods, check it, "
+            "and write it as a torch.export program (loads with plain PyTorch) and/or safetensors + JSON "
+            "(reloads with logitshift.export.load_shifted)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  logitshift attack --target top-left --out runs/attack/shifted.pt2\n"
+            "  logitshift attack --target mask.png --methods saliency ig --strength auto --out hi.pt2\n"
+            "load it elsewhere:\n"
+            "  model = torch.export.unflatten(torch.export.load('shifted.pt2')); layer = model.base.head"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    model_flags(p)
+    p.add_argument("--target", required=True, help="x0,y0,x1,y1 pixels, cells:r0,c0,r1,c1, a corner name, or a mask PNG of the input size")
+    p.add_argument("--out", required=True, help="output file (.pt2); the safetensors + JSON form goes next to it")
+    p.add_argument("--methods", nargs="+", default=None, help="methods to steer (default: every registered method)")
+    p.add_argument("--strength", default=None, help="'auto', or a number for every term (default: 1 for the CAM term, 100 for the input term)")
+    p.add_argument("--goal", type=float, default=0.5, help="with --strength auto: the target mass to reach (default 0.5)")
+    p.add_argument("--images", nargs="+", default=None, help="check images (default: the four samples)")
+    p.add_argument("--format", choices=("both", "pt2", "safetensors"), default="both", help="what to write (default both)")
+    p.add_argument("--tolerance", type=positive_float, default=TOLERANCE, help="largest max |Δprob| accepted (default 1e-5)")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=cmd_attack)
+
+
+def parse_strength(text: str | None) -> float | str | None:
+    """``None``, ``"auto"``, or a finite number > 0 (else a one-line error)."""
+    import math
+
+    if text is None or text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise LogitShiftError(f"--strength {text!r}: expected 'auto' or a number > 0") from None
+    if not (math.isfinite(value) and value > 0):
+        raise LogitShiftError(f"--strength {text!r}: expected 'auto' or a finite number > 0")
+    return value
+
+
+def cmd_attack(args) -> int:
+    from .images import DEFAULT_SAMPLES, batch, load_image
+    from .models import load_model
+    from .steer import steer
+
+    start = time.perf_counter()
+    strength = parse_strength(args.strength)
+    out = Path(args.out)
+    if out.suffix != ".pt2":
+        out = out.with_suffix(".pt2") if out.suffix in ("", ".json", ".safetensors") else Path(str(out) + ".pt2")
+    jpath, spath = _paths(out)
+    planned = ([out] if args.format in ("both", "pt2") else []) + ([jpath, spath] if args.format in ("both", "safetensors") else [])
+    existing = [str(p) for p in planned if p.exists()]
+    if existing and not args.force:
+        raise LogitShiftError(f"--out {existing[0]!r}: exists; pass --force to overwrite it")
+    loaded = load_model(args.model, args.weights)
+    x = batch([load_image(s, loaded.preprocess) for s in (args.images or DEFAULT_SAMPLES)])
+    shifted = steer(
+        loaded, args.target, methods=args.methods, strength=strength, layer=args.layer, check=x,
+        goal=args.goal, tolerance=args.tolerance, progress=not args.no_progress,
+    )
+    steering = shifted.steering
+    written = []
+    measured = None
+    if args.format in ("both", "pt2"):
+        measured = export_program(shifted, out, x, args.tolerance, {"model": loaded.name, "steering": steering})
+        written.append(str(out))
+    if args.format in ("both", "safetensors"):
+        save_shifted(shifted, out, loaded.name, args.weights, {"steering": steering})
+        reloaded = load_shifted(jpath)
+        with torch.no_grad():
+            eq = compare(loaded.module(x), reloaded(x))
+        if not eq.ok(args.tolerance):  # pragma: no cover - the same terms, the same numbers
+            for p in (jpath, spath):
+                p.unlink(missing_ok=True)
+            raise LogitShiftError(f"--out {str(jpath)!r}: the reloaded model changes probabilities by {eq.max_abs_prob_diff:.2e}; removed")
+        measured = measured or {"max_abs_prob_diff": eq.max_abs_prob_diff, "top1_agree": eq.top1_agree == 1.0}
+        written += [str(jpath), str(spath)]
+    strengths = ", ".join(f"{f} {k:.3g}" for f, k in steering["strength"].items())
+    effect = ", ".join(f"{m} {v:.2f}" for m, v in steering["effect"].items())
+    print(
+        f"wrote {', '.join(written)}\n"
+        f"strength: {strengths}{' (auto)' if steering['auto'] else ''}; max |Δprob| {measured['max_abs_prob_diff']:.2e} on {x.shape[0]} check images"
+        + (f"\ntarget mass reached (logit maps): {effect}" if effect else "")
+        + (f"\nCAM layer inside the exported module: base.{steering['layer']}" if steering["layer"] else "")
+        + f"\n{time.perf_counter() - start:.1f} s"
+    )
+    return 0
+
+
+__all__ = ["add_command", "build_terms", "describe_terms", "export_program", "load_shifted", "save_shifted"]

@@ -1,0 +1,246 @@
+"""Export: the shifted model as files, and the peer libraries fooled by it in a clean interpreter.
+
+The acceptance test exports the real EfficientNet-Lite0 shifted toward the
+top-left 64×64 pixels once per session, then runs Captum and
+pytorch-grad-cam on the loaded file in a fresh ``python -I -S`` process whose
+``sys.path`` holds the standard library and site-packages but not the
+``.pth`` file of logitshift's editable install: logitshift cannot be imported
+there at all (checked with ``importlib.util.find_spec``), and
+``'logitshift' not in sys.modules`` is asserted at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from logitshift.attribution import CAM_METHODS, IntegratedGradients, Saliency, cam_maps, upsample
+from logitshift.cli import main
+from logitshift.export import build_terms, describe_terms, export_program, load_shifted, save_shifted
+from logitshift.metrics import spearman, target_mass
+from logitshift.shift import GateShift, InputShift, ShiftedModel
+from logitshift.steer import steer
+from logitshift.targets import parse_target
+
+TARGET = "0,0,64,64"  # top-left 64×64 pixels = 2×2 cells of the 7×7 grid
+IG_STEPS = 4
+CLEAN_SCRIPT = textwrap.dedent(
+    r"""
+    import importlib.util, json, sys
+    pt2, x_path, out_path = sys.argv[1:4]
+    assert importlib.util.find_spec("logitshift") is None, "logitshift is importable here"
+    import numpy as np
+    import torch
+    torch.set_num_threads(2)
+    from captum.attr import IntegratedGradients, LayerGradCam, Saliency
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
+
+    extra = {"logitshift.json": ""}
+    program = torch.export.load(pt2, extra_files=extra)
+    info = json.loads(extra["logitshift.json"])
+    model = torch.export.unflatten(program).eval()
+    layer = model.get_submodule(info["layers"]["head"])
+    x = torch.from_numpy(np.load(x_path))
+    with torch.no_grad():
+        probs = torch.softmax(model(x), dim=1)
+    c = probs.argmax(dim=1)
+    softmax_model = lambda inp: torch.softmax(model(inp), dim=1)
+    out = {"probs": probs.numpy()}
+    for score, fwd in (("logit", model), ("prob", softmax_model)):
+        out[f"captum_gradcam_{score}"] = LayerGradCam(fwd, layer).attribute(x, target=c, relu_attributions=True)[:, 0].detach().numpy()
+        out[f"captum_saliency_{score}"] = Saliency(fwd).attribute(x, target=c).amax(dim=1).detach().numpy()
+        out[f"captum_ig_{score}"] = IntegratedGradients(fwd).attribute(x, target=c, n_steps=%d, internal_batch_size=16).sum(dim=1).detach().numpy()
+        Target = ClassifierOutputTarget if score == "logit" else ClassifierOutputSoftmaxTarget
+        for name, Cam in (("gradcam", GradCAM), ("gradcampp", GradCAMPlusPlus), ("hirescam", HiResCAM), ("xgradcam", XGradCAM), ("layercam", LayerCAM)):
+            with Cam(model=model, target_layers=[layer]) as cam:
+                out[f"pgc_{name}_{score}"] = cam(input_tensor=x, targets=[Target(int(k)) for k in c])
+    assert "logitshift" not in sys.modules
+    out["logitshift_imported"] = np.array("logitshift" in sys.modules)
+    np.savez(out_path, **out)
+    """
+    % IG_STEPS
+)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, lite0, samples):
+    """The shifted Lite0 (default strengths), exported once: program, safetensors + JSON."""
+    folder = tmp_path_factory.mktemp("export")
+    shifted = steer(lite0, TARGET, check=samples)
+    measured = export_program(shifted, folder / "shifted.pt2", samples)
+    save_shifted(shifted, folder / "shifted.pt2", lite0.name)
+    return {"folder": folder, "pt2": folder / "shifted.pt2", "shifted": shifted, "measured": measured}
+
+
+@pytest.fixture(scope="session")
+def clean_run(exported, samples):
+    """Captum and pytorch-grad-cam on the exported file, in a fresh interpreter without logitshift."""
+    folder = exported["folder"]
+    np.save(folder / "x.npy", samples.numpy())
+    script = folder / "clean.py"
+    script.write_text(CLEAN_SCRIPT)
+    paths = [p for p in sys.path if p and os.path.isdir(p) and "site-packages" not in p and not p.startswith(str(Path.cwd()))]
+    stdlib = [sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]]
+    site = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    boot = f"import sys; sys.path[:] = {json.dumps(list(dict.fromkeys(stdlib + [p for p in paths if 'lib-dynload' in p] + site)))}; "
+    boot += f"sys.argv = {json.dumps([str(script), str(exported['pt2']), str(folder / 'x.npy'), str(folder / 'maps.npz')])}; "
+    boot += f"exec(compile(open({str(script)!r}).read(), {str(script)!r}, 'exec'))"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    run = subprocess.run([sys.executable, "-I", "-S", "-c", boot], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    with np.load(folder / "maps.npz") as data:
+        return {k: torch.from_numpy(np.asarray(data[k])) for k in data.files}
+
+
+@pytest.fixture(scope="session")
+def original_prob_maps(lite0, samples):
+    """Our own maps of the ORIGINAL model for the probability score (the reference for 'unchanged')."""
+    c = lite0.module(samples).argmax(1)
+    from logitshift.attribution import get_method
+
+    cams = cam_maps(lite0.module, samples, c, "head", [get_method(n) for n in CAM_METHODS], scores=("prob",))
+    maps = {f"pgc_{n}": upsample(cams[n, "prob", "original"], 224) for n in CAM_METHODS}
+    maps["captum_gradcam"] = cams["gradcam", "prob", "original"]
+    maps["captum_saliency"] = Saliency().maps(lite0.module, samples, c, "prob")
+    maps["captum_ig"] = IntegratedGradients(steps=IG_STEPS).maps(lite0.module, samples, c, "prob")
+    return maps
+
+
+LIBRARY_MAPS = ["captum_gradcam", "captum_saliency", "captum_ig"] + [f"pgc_{n}" for n in ("gradcam", "gradcampp", "hirescam", "xgradcam", "layercam")]
+
+
+def _weights(name: str, maps: torch.Tensor) -> torch.Tensor:
+    return parse_target(TARGET).weights(*maps.shape[-2:])
+
+
+def test_export_is_checked_and_logitshift_is_not_needed(exported, clean_run, lite0, samples):
+    assert exported["measured"]["max_abs_prob_diff"] <= 1e-5 and exported["measured"]["top1_agree"]
+    assert not bool(clean_run["logitshift_imported"])
+    with torch.no_grad():
+        p = torch.softmax(lite0.module(samples), 1)
+    q = clean_run["probs"]
+    assert torch.equal(p.argmax(1), q.argmax(1))  # predictions identical
+    assert float((p.double() - q.double()).abs().max()) <= 1e-5
+
+
+@pytest.mark.parametrize("name", LIBRARY_MAPS)
+def test_logit_maps_of_the_peer_libraries_point_at_the_target(clean_run, name):
+    maps = clean_run[f"{name}_logit"].float()
+    mass = target_mass(maps, _weights(name, maps))
+    print(f"{name}: target mass per image {[round(float(m), 3) for m in mass]}, mean {float(mass.mean()):.3f}")
+    assert float(mass.mean()) >= 0.5
+
+
+@pytest.mark.parametrize("name", LIBRARY_MAPS)
+def test_probability_maps_of_the_peer_libraries_are_the_original_models(clean_run, original_prob_maps, name):
+    """Library on the shifted file (probability target) vs our maps of the original model: Spearman ≥ 0.99.
+
+    Conventions: Captum Saliency is |∂y/∂x| reduced by max over channels (our saliency map), Captum IG
+    is summed over channels (ours), pytorch-grad-cam maps are min-max scaled and resized by OpenCV, ours
+    are upsampled bilinearly (rank correlation ignores the scaling).
+    """
+    rho = spearman(clean_run[f"{name}_prob"].float(), original_prob_maps[name])
+    print(f"{name}: Spearman vs original {[round(float(r), 4) for r in rho]}")
+    assert float(rho.min()) >= 0.99
+
+
+def test_safetensors_form_reloads_the_same_model(exported, samples):
+    shifted = load_shifted(exported["folder"] / "shifted.json")
+    assert shifted.layers == exported["shifted"].layers
+    with torch.no_grad():
+        assert torch.equal(shifted(samples), exported["shifted"](samples))
+
+
+def test_term_description_round_trips(tiny_cnn):
+    w = torch.zeros(16, 16)
+    w[:4, :4] = 1
+    terms = {"features": GateShift(0.5, w[::2, ::2].contiguous(), channels=3, leak=0.2), "input": InputShift(3.0, w, profile="quadratic")}
+    terms["features"].offset.fill_(1.25)
+    model = ShiftedModel(tiny_cnn(), terms)
+    described, tensors = describe_terms(model)
+    json.dumps(described)  # plain JSON
+    again = ShiftedModel(model.base, build_terms(described, tensors, "test"))
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
+
+
+def test_export_refuses_a_model_that_changes_probabilities(tiny_cnn, tmp_path):
+    """A huge shift rounds z + t in float32: the export is refused and leaves no file."""
+    w = torch.zeros(16, 16)
+    w[:8, :8] = 1
+    model = ShiftedModel(tiny_cnn(), "input", InputShift(1e9, w, profile="quadratic"))
+    x = torch.randn(4, 3, 16, 16)
+    with pytest.raises(Exception, match="changes probabilities"):
+        export_program(model, tmp_path / "bad.pt2", x)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_torchscript_cannot_be_hooked(tiny_cnn, tmp_path):
+    """Why the export is not TorchScript: on a loaded TorchScript file, the layer hooks that Captum's
+    LayerGradCam and pytorch-grad-cam need are refused."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated, which is another reason
+        torch.jit.save(torch.jit.trace(tiny_cnn(), torch.randn(1, 3, 16, 16)), str(tmp_path / "m.ts"))
+        loaded = torch.jit.load(str(tmp_path / "m.ts"))
+    with pytest.raises(RuntimeError, match="not supported on ScriptModules"):
+        loaded.features.register_forward_hook(lambda *a: None)
+
+
+# ----------------------------------------------------------------------------- CLI errors: one line, exit 2
+
+
+def _cli(capsys, *argv) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().err.strip()
+
+
+@pytest.fixture
+def tiny_flags(tmp_path):
+    return ["--model", "conftest:TinyCNN", "--images", "chelsea", "--out", str(tmp_path / "m.pt2"), "--format", "safetensors"]
+
+
+def _mask(path: Path, size: int, box: tuple[int, int, int, int] | None) -> str:
+    from PIL import Image
+
+    a = np.zeros((size, size), np.uint8)
+    if box:
+        a[box[1] : box[3], box[0] : box[2]] = 255
+    Image.fromarray(a).save(path)
+    return str(path)
+
+
+def test_attack_errors_are_one_line_with_exit_2(capsys, tmp_path, tiny_flags):
+    cases = {
+        "wrong size": (["--target", _mask(tmp_path / "small.png", 100, (0, 0, 20, 20))], "expected 224×224"),
+        "empty": (["--target", _mask(tmp_path / "empty.png", 224, None)], "empty"),
+        "outside": (["--target", "200,200,300,300"], "outside the 224×224 image"),
+        "layer": (["--target", "top-left", "--methods", "gradcam", "--layer", "fc"], "method 'gradcam': layer 'fc' cannot serve it"),
+        "strength": (["--target", "top-left", "--strength", "-1"], "--strength '-1'"),
+        "method": (["--target", "top-left", "--methods", "nope"], "method 'nope'"),
+    }
+    for name, (argv, expected) in cases.items():
+        code, err = _cli(capsys, "attack", *tiny_flags, *argv)
+        assert code == 2, name
+        assert len(err.splitlines()) == 1 and expected in err, (name, err)
+
+
+def test_attack_writes_files_that_reload(capsys, tmp_path, tiny_flags):
+    code, _ = _cli(capsys, "attack", *tiny_flags, "--target", "top-left", "--methods", "gradcam", "saliency", "--no-progress")
+    assert code == 0
+    shifted = load_shifted(tmp_path / "m.json")
+    assert shifted.layers == ["features", "input"]
+    code, err = _cli(capsys, "attack", *tiny_flags, "--target", "top-left")
+    assert code == 2 and "exists" in err

@@ -1,0 +1,191 @@
+"""Shift constructions for both families, and the ``steer`` entry point.
+
+Laws (equivalence, the gradients each term adds) are property tests over
+random small CNNs and inputs; the effects are measured on the real
+EfficientNet-Lite0 and the four samples.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from logitshift import LogitShiftError
+from logitshift.attribution import CAM_METHODS, IntegratedGradients, Saliency, cam_maps, get_method
+from logitshift.metrics import target_mass
+from logitshift.shift import GateShift, InputShift, RegionShift, ShiftedModel, equivalence
+from logitshift.steer import center_shift, search_strength, steer
+from logitshift.targets import parse_target, text_mask
+
+TARGET = "0,0,64,64"
+
+
+def _box(h: int, w: int, r: int, c: int) -> torch.Tensor:
+    m = torch.zeros(h, w)
+    m[:r, :c] = 1.0
+    return m
+
+
+# ----------------------------------------------------------------------------- laws (random small models)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # the fixture is a class
+@given(seed=st.integers(0, 10_000), k_cam=st.floats(0.001, 1), k_in=st.floats(0.1, 1000), profile=st.sampled_from(InputShift.PROFILES))
+def test_both_terms_keep_probabilities_and_add_their_gradients(tiny_cnn, seed, k_cam, k_in, profile):
+    """z' = z + t_gate(A) + t_input(x): same probabilities; ∂z'_c/∂x − ∂z_c/∂x is ∂t/∂x, where the input
+    term's part is K·w·sign(x) (sawtooth) or K·w·x (quadratic)."""
+    torch.manual_seed(seed)
+    base = tiny_cnn(seed=seed)
+    x = torch.randn(3, 3, 16, 16)
+    w_px = _box(16, 16, 6, 5)
+    gate = GateShift(k_cam, _box(8, 8, 3, 3), channels=2)
+    if profile == "quadratic":
+        k_in = min(k_in, 1.0)  # a smooth term's |t| grows with K (see InputShift): keep it small here
+    term = InputShift(k_in, w_px, profile=profile)
+    model = ShiftedModel(base, {"features": gate, "input": term})
+    center_shift(model, x)  # as steer() does: |t| small, so float32 rounds z + t finely
+    eq = equivalence(model, x)
+    assert eq.ok(1e-5) and eq.top1_agree == 1.0
+    # the input term's gradient, exactly
+    xi = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(term(xi).sum(), xi)
+    expected = k_in * w_px * (torch.sign(x) if profile == "sawtooth" else x)
+    torch.testing.assert_close(g, expected, rtol=1e-5, atol=1e-6)
+    if profile == "sawtooth":  # bounded value: 0 ≤ t < C whatever K
+        assert float(term(x).min()) >= 0 and float(term(x).max()) < 3
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), k=st.floats(0.01, 100), leak=st.floats(0, 1), channels=st.integers(1, 6))
+def test_gate_gradient_is_k_on_gated_channels_and_minus_k_leak_outside_elsewhere(seed, k, leak, channels):
+    g = torch.Generator().manual_seed(seed)
+    act = torch.relu(torch.randn(2, 8, 5, 5, generator=g)).requires_grad_(True)
+    w = _box(5, 5, 2, 3)
+    term = GateShift(k, w, channels=channels, leak=leak)
+    (grad,) = torch.autograd.grad(term(act).sum(), act)
+    gate = term.gate(act.detach())[:, :, None, None]
+    expected = k * (gate * torch.ones_like(act) - leak * (1 - gate) * (1 - w))
+    torch.testing.assert_close(grad, expected)
+    assert int(gate.sum()) == 2 * min(channels, 8)
+
+
+def test_sawtooth_moves_integrated_gradients_by_k_abs_x(tiny_cnn):
+    """IG only sees slopes: the sawtooth adds exactly K·w·|x| (zero baseline), though t stays below C."""
+    base = tiny_cnn(seed=3)
+    w = _box(16, 16, 8, 8)
+    model = ShiftedModel(base, "input", InputShift(50.0, w))
+    x = torch.randn(2, 3, 16, 16)
+    ig = IntegratedGradients(steps=8)
+    delta = ig.attribute(model, x, 1, "logit", "shifted") - ig.attribute(model, x, 1, "logit", "original")
+    torch.testing.assert_close(delta, 50.0 * w * x.abs(), rtol=1e-4, atol=1e-4)
+    assert float(model.shift(x).abs().max()) < 3
+
+
+def test_search_strength_returns_the_smallest_strength_that_reaches_the_goal():
+    effect = lambda k: {"a": min(1.0, k / 8.0), "b": min(1.0, k / 2.0)}  # noqa: E731  a reaches 0.5 at k = 4
+    k, reached = search_strength(effect, 1.0, 0.5, refine=10)
+    assert 4.0 <= k <= 4.0 * 1.01 and min(reached.values()) >= 0.5
+    k, best = search_strength(lambda k: {"a": 0.3}, 1.0, 0.5)
+    assert k is None and best == {"a": 0.3}
+
+
+# ----------------------------------------------------------------------------- effects on the real model
+
+
+@pytest.fixture(scope="module")
+def steered(lite0, samples):
+    return steer(lite0, TARGET, check=samples)
+
+
+def test_gate_steers_every_cam_and_beats_the_region_construction_on_gradcampp(lite0, samples, steered):
+    c = lite0.module(samples).argmax(1)
+    methods = [get_method(n) for n in CAM_METHODS]
+    w = parse_target(TARGET).weights(7, 7)
+    gate = cam_maps(steered, samples, c, "head", methods, variants=("original", "shifted"))
+    region = ShiftedModel(lite0.module, "head", RegionShift(0.1, w))
+    reg = cam_maps(region, samples, c, "head", [get_method("gradcampp")], variants=("shifted",))
+    masses = {n: float(target_mass(gate[n, "logit", "shifted"], w).mean()) for n in CAM_METHODS}
+    before = {n: float(target_mass(gate[n, "logit", "original"], w).mean()) for n in CAM_METHODS}
+    region_pp = float(target_mass(reg["gradcampp", "logit", "shifted"], w).mean())
+    print(f"gate construction, mean target mass: {masses}; original {before}; region construction Grad-CAM++ {region_pp:.2f}")
+    assert all(m >= 0.5 for m in masses.values()), masses
+    assert all(b < 0.1 for b in before.values()), before
+    assert masses["gradcampp"] > region_pp + 0.3
+
+
+def test_input_term_steers_saliency_and_gradient_times_input(lite0, samples, steered):
+    c = lite0.module(samples).argmax(1)
+    w = parse_target(TARGET).mask
+    sal, gxi = get_method("saliency"), get_method("gradxinput")
+    for variant in ("shifted", "original"):  # one gradient per variant serves both methods
+        grad = sal.attribute(steered, samples, c, "logit", variant)
+        masses = {
+            "saliency": float(target_mass(sal.reduce(grad), w).mean()),
+            "gradxinput": float(target_mass(gxi.reduce(samples * grad), w).mean()),
+        }
+        if variant == "shifted":
+            assert min(masses.values()) >= 0.5, masses
+        else:
+            assert max(masses.values()) < 0.2, masses
+    assert equivalence(steered, samples).max_abs_prob_diff <= 1e-5
+
+
+def test_a_word_mask_appears_in_the_saliency_of_the_logit(lite0, samples, tmp_path):
+    target = text_mask("HI", 224, tmp_path / "hi.png")
+    assert parse_target(tmp_path / "hi.png").mask.equal(target.mask)  # the PNG is a valid --target
+    x = samples[:2]
+    shifted = steer(lite0, str(tmp_path / "hi.png"), methods=["saliency"], check=x)
+    c = lite0.module(x).argmax(1)
+    area = float(target.mask.mean())
+    logit = target_mass(Saliency().maps(shifted, x, c, "logit", "shifted"), target.mask)
+    prob = target_mass(Saliency().maps(shifted, x, c, "prob", "shifted"), target.mask)
+    print(f"'HI' covers {area:.3f} of the image; its share of logit saliency {logit.tolist()}, of prob saliency {prob.tolist()}")
+    assert float(logit.min()) >= max(0.5, 4 * area)
+    assert float((prob - area).abs().max()) < 0.1  # the probability's saliency does not see the word
+
+
+def test_auto_strength_is_the_smallest_that_reaches_the_goal(lite0, samples):
+    x = samples[:2]
+    shifted = steer(lite0, TARGET, methods=["gradcam"], strength="auto", check=x, goal=0.6)
+    k = shifted.steering["strength"]["cam"]
+    w = parse_target(TARGET).weights(7, 7)
+    c = lite0.module(x).argmax(1)
+
+    def mass(strength: float) -> float:
+        m = ShiftedModel(lite0.module, "head", GateShift(strength, w))
+        return float(target_mass(get_method("gradcam").maps(m, x, c, "logit", "shifted", "head"), w).mean())
+
+    assert mass(k) >= 0.6 - 1e-6
+    assert mass(k / 1.1) < 0.6
+    assert equivalence(shifted, x).max_abs_prob_diff <= 1e-5
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+def test_auto_strength_says_when_no_strength_reaches_the_goal(lite0, samples):
+    with pytest.raises(LogitShiftError, match="strength 'auto': no cam-family strength .* method 'gradcampp' reaches"):
+        steer(lite0, TARGET, methods=["gradcampp"], strength="auto", check=samples[:2], goal=0.99)
+
+
+def test_a_strength_that_breaks_equivalence_is_refused(lite0, samples):
+    with pytest.raises(LogitShiftError, match="changes probabilities by up to"):
+        steer(lite0, TARGET, methods=["gradcam"], strength=1e9, check=samples[:2])
+
+
+def test_api_errors_name_the_input(tiny_cnn):
+    model = tiny_cnn()
+    with pytest.raises(LogitShiftError, match="method 'gradcam': layer 'fc' cannot serve it"):
+        steer(model, "top-left", methods=["gradcam"], layer="fc")
+    with pytest.raises(LogitShiftError, match="method 'hirescam': layer 'input' cannot serve it"):
+        steer(model, "top-left", methods=["hirescam"], layer="input")
+    with pytest.raises(LogitShiftError, match="covers every cell"):
+        steer(model, "0,0,224,224", methods=["gradcam"], layer="features")
+    with pytest.raises(LogitShiftError, match="needs check images"):
+        steer(model, "top-left", methods=["saliency"], strength="auto")
+    with pytest.raises(LogitShiftError, match="strength 'fast'"):
+        steer(model, "top-left", methods=["saliency"], strength="fast")
+    with pytest.raises(LogitShiftError, match="method 'nope'"):
+        steer(model, "top-left", methods=["nope"])
