@@ -9,20 +9,17 @@ and, per map, ``target_mass`` and ``spearman_vs_original``.
 
 from __future__ import annotations
 
-import platform
 import sys
 import time
-from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from . import __version__
 from .attribution import GradCAM, forward_pass, normalize, predicted, upsample
 from .classes import class_name, resolve_class
-from .files import run_dir, write_json
+from .files import provenance, run_dir, write_json
 from .images import DEFAULT_SAMPLES, batch, load_image
 from .metrics import spearman, target_mass
 from .models import DEFAULT_MODEL, get_layer, load_model
@@ -50,12 +47,6 @@ class DemoConfig:
     force: bool = False
     figures: bool = True
     progress: bool = True
-
-
-def versions() -> dict[str, str]:
-    import numpy
-
-    return {"logitshift": __version__, "torch": torch.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
 
 
 def run_demo(cfg: DemoConfig) -> dict:
@@ -153,8 +144,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         "max_abs_shift": eq_all.max_abs_shift,
         "results": results,
         "seconds": round(time.perf_counter() - start, 2),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": versions(),
+        **provenance(),
     }
     write_json(Path(out) / "summary.json", summary)
     return summary

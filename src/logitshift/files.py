@@ -54,3 +54,19 @@ def run_dir(path: str | os.PathLike, force: bool = False, marker: str = "summary
     for stale in path.glob(".*.tmp*"):  # left by a killed writer: never a finished file
         stale.unlink(missing_ok=True)
     return path
+
+
+def provenance() -> dict[str, Any]:
+    """When and with what a run was made, for the record in every summary."""
+    import platform
+    from datetime import datetime, timezone
+
+    import numpy
+    import torch
+
+    from . import __version__
+
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"logitshift": __version__, "torch": torch.__version__, "numpy": numpy.__version__, "python": platform.python_version()},
+    }

@@ -31,7 +31,7 @@ import torch
 
 from .attribution import METHODS, CamMethod, cam_maps, get_method, normalize, upsample
 from .errors import LogitShiftError
-from .files import atomic_write, run_dir, write_json
+from .files import atomic_write, provenance, run_dir, write_json
 from .metrics import spearman, target_mass
 from .scores import IMMUNE, SCORES, check_score
 from .shift import ShiftedModel, compare
@@ -222,6 +222,7 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
         "top1_agree": eq.top1_agree == 1.0,
         "rows": rows,
         "figure": None,
+        **provenance(),
     }
     if cfg.figure:
         target_px = target.mask.numpy()
@@ -260,6 +261,7 @@ def add_command(subparsers) -> None:
     p.add_argument("--steps", type=int, default=None, help="Integrated Gradients steps and SmoothGrad samples (default: the methods' own)")
     p.add_argument("--no-figure", action="store_true", help="skip matrix.png")
     p.add_argument("--force", action="store_true", help="overwrite a previous run in --out")
+    p.add_argument("--report", action="store_true", help="also write report.html, one self-contained HTML page, into --out")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_matrix)
 
@@ -286,6 +288,10 @@ def cmd_matrix(args) -> int:
         + "".join(f"\n  not as expected: {r['method']} × {r['score']} ({r['verdict']})" for r in off)
         + f"\nmax |Δprob| {summary['max_abs_prob_diff']:.2e}, {summary['seconds']:.0f} s"
     )
+    if args.report:
+        from .report import write_report
+
+        print(f"report: {write_report(args.out)}")
     return 0
 
 
