@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 
 
 def target_mass(maps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -26,6 +25,8 @@ def target_mass(maps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation per row of two batches of maps (N×...)."""
+    from scipy.stats import rankdata  # imported here: scipy.stats costs seconds at start-up
+
     a = a.detach().double().flatten(1).cpu().numpy()
     b = b.detach().double().flatten(1).cpu().numpy()
     out = np.empty(len(a))

@@ -1,0 +1,304 @@
+"""Speed of the batch engine against the floor, pytorch-grad-cam and Captum.
+
+Everything is measured in one run, on the same model, layer, images and batch
+size, with the same number of CPU threads; each timing is the median of
+``--repeats`` repeats, the contenders interleaved within each repeat (so a
+burst of load on a shared machine hits them alike). Printed as Markdown and
+written to ``benchmarks/results/speed.md``.
+
+1. **Grad-CAM of the predicted class**:
+   * floor: one forward (parameters frozen) + a backward only down to the
+     Grad-CAM layer, nothing else;
+   * ours: :func:`logitshift.engine.explain` with ``gradcam`` / ``logit``;
+   * pytorch-grad-cam ``GradCAM`` (``targets=None``: its predicted class;
+     backward through the whole network, then its resize and min-max scaling);
+   * Captum ``LayerGradCam`` (``relu_attributions=True``) plus the separate
+     no-grad forward that picks the class.
+   Goals: ours ≤ 1.15 × floor; pytorch-grad-cam ≥ 4 × ours; Captum ≥ 1.6 × ours.
+2. **The paper's four maps** (original/shifted × logit/prob, paper shift at
+   the Grad-CAM layer) against one plain Grad-CAM of ours. Goal ≤ 1.5×.
+3. **Methods × scores matrix** (gradcam, saliency, gradxinput, ig,
+   smoothgrad × logit, prob, logprob, centered, contrast, predicted class):
+   ours in one :func:`~logitshift.engine.explain` call against Captum run
+   cell by cell (``LayerGradCam``, ``Saliency(abs=False)``, ``InputXGradient``,
+   ``IntegratedGradients``, ``NoiseTunnel(Saliency)``) on a module that
+   returns the score of every class, the way a Captum user picks a score.
+   IG and SmoothGrad use the same steps / samples on both sides.
+
+Models: the default EfficientNet-Lite0 (real weights) and torchvision
+``resnet18`` / ``mobilenet_v2`` with random weights (speed does not depend
+on the weights). Images: the 8 scikit-image samples and their mirror images
+(16, one batch).
+
+Run: ``.venv/bin/python benchmarks/speed.py [--models ...] [--repeats 5] [--threads 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from logitshift.attribution import GradCAM, get_method  # noqa: E402
+from logitshift.engine import explain  # noqa: E402
+from logitshift.images import SAMPLES, batch, load_image  # noqa: E402
+from logitshift.models import get_layer, load_model, torchvision_model  # noqa: E402
+from logitshift.scores import SCORES  # noqa: E402
+from logitshift.shift import shift_model  # noqa: E402
+
+MATRIX_METHODS = ("gradcam", "saliency", "gradxinput", "ig", "smoothgrad")
+
+
+def load(name: str):
+    if name in ("efficientnet-lite0", "efficientnet_lite0"):
+        return load_model(name)
+    torch.manual_seed(0)
+    return torchvision_model(name, random_init=True)
+
+
+def images(loaded, n: int) -> torch.Tensor:
+    base = [load_image(s, loaded.preprocess).tensor for s in SAMPLES]
+    xs = base + [t.flip(-1) for t in base]
+    while len(xs) < n:
+        xs = xs + xs
+    return torch.stack(xs[:n])
+
+
+def timeit(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each function; one warm-up each, then the functions interleaved per repeat."""
+    for f in fns.values():
+        f()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+# ----------------------------------------------------------------------------- contenders
+
+
+def floor_fn(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """One forward with frozen parameters, a backward only down to ``layer``."""
+
+    def run() -> torch.Tensor:
+        box: dict[str, torch.Tensor] = {}
+
+        def hook(_m, _i, out):
+            out.requires_grad_(True)
+            box["a"] = out
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        for p in params:
+            p.requires_grad_(False)
+        handle = layer.register_forward_hook(hook)
+        try:
+            with torch.enable_grad():
+                z = model(x)
+                s = z.gather(1, z.argmax(1, keepdim=True)).sum()
+                (g,) = torch.autograd.grad(s, box["a"])
+        finally:
+            handle.remove()
+            for p in params:
+                p.requires_grad_(True)
+        return g
+
+    return run
+
+
+class AllScores(nn.Module):
+    """The score of every class, N×C, for Captum's ``target=`` to pick one (how a Captum user chooses a score)."""
+
+    def __init__(self, model: nn.Module, score: str) -> None:
+        super().__init__()
+        self.model, self.score = model, score
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.model(x)
+        if self.score == "logit":
+            return z
+        if self.score == "prob":
+            return torch.softmax(z, dim=1)
+        if self.score == "logprob":
+            return torch.log_softmax(z, dim=1)
+        if self.score == "centered":
+            return z - z.mean(dim=1, keepdim=True)
+        # contrast: z_c - logsumexp_{j≠c} z_j = log p_c - log(1 - p_c)
+        logp = torch.log_softmax(z, dim=1)
+        return logp - torch.log1p(-logp.exp().clamp(max=1 - 1e-7))
+
+
+def captum_cell(model: nn.Module, layer: nn.Module, method: str, score: str, x: torch.Tensor, steps: int, samples: int):
+    import captum.attr as ca
+
+    f = AllScores(model, score)
+
+    def run() -> torch.Tensor:
+        with torch.no_grad():
+            target = model(x).argmax(1)
+        if method == "gradcam":
+            return ca.LayerGradCam(f, layer).attribute(x, target=target, relu_attributions=True)
+        if method == "saliency":
+            return ca.Saliency(f).attribute(x, target=target, abs=False)
+        if method == "gradxinput":
+            return ca.InputXGradient(f).attribute(x, target=target)
+        if method == "ig":
+            return ca.IntegratedGradients(f).attribute(x, target=target, n_steps=steps, internal_batch_size=32)
+        if method == "smoothgrad":
+            nt = ca.NoiseTunnel(ca.Saliency(f))
+            return nt.attribute(x, target=target, nt_type="smoothgrad", nt_samples=samples, nt_samples_batch_size=32, stdevs=0.15, abs=False)
+        raise ValueError(method)
+
+    return run
+
+
+# ----------------------------------------------------------------------------- the benchmark
+
+
+def bench_model(name: str, n: int, repeats: int, steps: int, samples: int, matrix: bool, matrix_repeats: int) -> list[str]:
+    from captum.attr import LayerGradCam
+    from pytorch_grad_cam import GradCAM as PGCGradCAM
+
+    loaded = load(name)
+    model, layer_name = loaded.module, loaded.layer
+    layer = get_layer(model, layer_name)
+    x = images(loaded, n)
+    cam = GradCAM()
+    pgc = PGCGradCAM(model=model, target_layers=[layer])
+    lgc = LayerGradCam(model, layer)
+
+    def captum_gradcam():
+        with torch.no_grad():
+            target = model(x).argmax(1)
+        return lgc.attribute(x, target=target, relu_attributions=True)
+
+    t = timeit(
+        {
+            "floor": floor_fn(model, layer, x),
+            "ours": lambda: explain(model, x, layer_name, [cam], ["logit"]),
+            "pytorch-grad-cam": lambda: pgc(input_tensor=x, targets=None),
+            "captum": captum_gradcam,
+        },
+        repeats,
+    )
+    pgc.activations_and_grads.release()
+    # sanity: the same maps (Captum and ours both un-normalised, ReLU-ed)
+    ours_map = explain(model, x, layer_name, [cam], ["logit"]).maps[(0, "gradcam", "logit", "original")]
+    ref = captum_gradcam()[:, 0].detach()
+    agree = float(((ours_map - ref).abs().max() / ref.abs().max().clamp_min(1e-12)))
+
+    shifted = shift_model(model, layer_name, "paper", 1.0)
+    t4 = timeit(
+        {
+            "one": lambda: explain(model, x, layer_name, [cam], ["logit"]),
+            "four": lambda: explain(shifted, x, layer_name, [cam], ["logit", "prob"], ("original", "shifted")),
+        },
+        repeats,
+    )
+    lines = [
+        f"### {name} (layer `{layer_name}`, {n} images of {x.shape[-1]}×{x.shape[-1]}, batch {n})",
+        "",
+        "| Grad-CAM of the predicted class | seconds | ratio | goal |",
+        "|---|---:|---:|---|",
+        f"| floor: forward + backward to the layer | {t['floor']:.3f} | 1.00 × floor | |",
+        f"| ours (`explain`) | {t['ours']:.3f} | {t['ours'] / t['floor']:.2f} × floor | ≤ 1.15 × floor {mark(t['ours'] / t['floor'] <= 1.15)} |",
+        f"| pytorch-grad-cam `GradCAM` | {t['pytorch-grad-cam']:.3f} | {t['pytorch-grad-cam'] / t['ours']:.2f} × ours | ≥ 4 × ours {mark(t['pytorch-grad-cam'] / t['ours'] >= 4)} |",
+        f"| Captum `LayerGradCam` + forward for the class | {t['captum']:.3f} | {t['captum'] / t['ours']:.2f} × ours | ≥ 1.6 × ours {mark(t['captum'] / t['ours'] >= 1.6)} |",
+        "",
+        f"Max relative difference of our map from Captum's: {agree:.1e}.",
+        "",
+        "| paper's four maps | seconds | ratio | goal |",
+        "|---|---:|---:|---|",
+        f"| one plain Grad-CAM (ours) | {t4['one']:.3f} | 1.00 | |",
+        f"| original/shifted × logit/prob (ours, one pass) | {t4['four']:.3f} | {t4['four'] / t4['one']:.2f} × one | ≤ 1.5 × {mark(t4['four'] / t4['one'] <= 1.5)} |",
+        "",
+    ]
+    if matrix:
+        lines += bench_matrix(model, layer, layer_name, x, matrix_repeats, steps, samples)
+    return lines
+
+
+def bench_matrix(model, layer, layer_name, x, repeats, steps, samples) -> list[str]:
+    options = {"ig": {"steps": steps}, "smoothgrad": {"samples": samples, "stdev": 0.15}}
+    cells = {m: [captum_cell(model, layer, m, s, x, steps, samples) for s in SCORES] for m in MATRIX_METHODS}
+    fns: dict[str, Callable[[], object]] = {}
+    # ours, all at once, and split into the part served by the one shared pass and the parts with passes of their own
+    methods = {m: get_method(m, **options.get(m, {})) for m in MATRIX_METHODS}
+    shared = [m for m in MATRIX_METHODS if m not in ("ig", "smoothgrad")]
+    fns["ours: " + ", ".join(shared)] = lambda: explain(model, x, layer_name, [methods[m] for m in shared], SCORES)
+    fns["captum: " + ", ".join(shared)] = lambda: [f() for m in shared for f in cells[m]]
+    for m in ("ig", "smoothgrad"):
+        fns[f"ours: {m}"] = lambda m=m: explain(model, x, layer_name, [methods[m]], SCORES)
+        fns[f"captum: {m}"] = lambda m=m: [f() for f in cells[m]]
+    t = timeit(fns, repeats)
+    # explain() with all five methods runs exactly these three parts one after the other
+    for side in ("ours", "captum"):
+        t[f"{side}: whole matrix"] = sum(t[f"{side}: {part}"] for part in (", ".join(shared), "ig", "smoothgrad"))
+    lines = [
+        f"| methods × scores ({len(MATRIX_METHODS)} × {len(SCORES)}, predicted class; ig steps {steps}, smoothgrad samples {samples}) | ours s | Captum cell by cell s | Captum / ours |",
+        "|---|---:|---:|---:|",
+    ]
+    for part in ["whole matrix", ", ".join(shared), "ig", "smoothgrad"]:
+        a, b = t[f"ours: {part}"], t[f"captum: {part}"]
+        lines.append(f"| {part} | {a:.3f} | {b:.3f} | {b / a:.2f} |")
+    return lines + [""]
+
+
+def mark(ok: bool) -> str:
+    return "✓" if ok else "✗"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="+", default=["efficientnet-lite0", "resnet18", "mobilenet_v2"])
+    ap.add_argument("--images", type=int, default=16, help="images in the batch (default 16)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--matrix-repeats", type=int, default=3, help="repeats of the (slow) matrix timings (default 3)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ig-steps", type=int, default=8)
+    ap.add_argument("--smoothgrad-samples", type=int, default=8)
+    ap.add_argument("--no-matrix", action="store_true", help="skip the methods × scores matrix (the slow part)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speed.md"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require gradients")
+    import captum
+    import pytorch_grad_cam  # noqa: F401
+
+    head = [
+        "# Speed: logitshift's batch engine against the floor and the peer libraries",
+        "",
+        f"`python benchmarks/speed.py {' '.join(sys.argv[1:])}`: torch {torch.__version__}, captum {captum.__version__}, "
+        f"grad-cam 1.5.7, {args.threads} threads, median of {args.repeats} interleaved repeats "
+        f"({args.matrix_repeats} for the matrix; its whole-matrix row is the sum of its three parts, which is what one "
+        f"`explain` call with all five methods runs), CPU "
+        f"{platform.processor() or platform.machine()}, {time.strftime('%Y-%m-%d')}.",
+        "",
+    ]
+    print("\n".join(head), flush=True)
+    lines = list(head)
+    for name in args.models:
+        part = bench_model(name, args.images, args.repeats, args.ig_steps, args.smoothgrad_samples, not args.no_matrix, args.matrix_repeats)
+        print("\n".join(part), flush=True)
+        lines += part
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,803 @@
+"""``logitshift evaluate``: explanations of an original and a shifted model over a dataset.
+
+For every image, class (the top-1 class, plus any ``--class``), method, score
+and model variant (``original`` / ``shifted``) one row of metrics is written:
+
+* ``target_mass``: share of the map's positive mass inside the shift's target
+  region, ``Σ ReLU(m)·w / Σ ReLU(m)`` (:func:`logitshift.metrics.target_mass`);
+* ``spearman_vs_original``: rank correlation with the original model's map of
+  the same class, method and score (1 on the original rows);
+* ``max_abs_prob_diff``: ``max_j |softmax(z)_j − softmax(z')_j|`` for the image;
+* ``prob``, ``top1``: the variant's probability of the class and its top-1.
+
+How it runs: images are listed once (folders recursively, ``@list.txt`` /
+``--list`` files, sample names) in a fixed order and cut into fixed batches of
+``--batch-size``; a DataLoader decodes the next batches in worker processes
+while :func:`logitshift.engine.explain` serves every requested map of a batch
+from one forward pass. A file that cannot be read is recorded with its reason
+and the run goes on. Each batch is committed to the results store in one
+transaction (:mod:`logitshift.store`, SQLite in WAL mode: why, there), so a
+run killed at any moment resumes with ``--resume`` and ends with exactly one
+row per item. Under ``torchrun --nproc_per_node N`` (``RANK`` /
+``WORLD_SIZE`` in the environment) batch ``b`` goes to rank ``b mod N``
+(gloo on CPU, NCCL on GPU); each rank writes its own part and rank 0 merges
+them. The batches are the same as in a single-process run, so the rows are
+too. ``--out`` must be visible to every rank (one machine, or a shared file
+system).
+
+Run folder (read by ``logitshift report``)::
+
+    OUT/results.sqlite       the store: tables rows, images, meta (see logitshift.store)
+    OUT/parts/rank-R.sqlite  per-rank stores while a torchrun run is going (merged, then deleted)
+    OUT/rows.csv             every row, for spreadsheets            (written at the end)
+    OUT/summary.json         configuration, counts, bad files, per-(method, score, variant)
+                             statistics, equivalence, plots        (written last)
+    OUT/summary.md           the same as Markdown tables
+    OUT/plots/target_mass.png, plots/spearman_vs_original.png, plots/max_abs_prob_diff.png
+
+A folder without ``summary.json`` holds a run that was interrupted (the store
+has what was finished). Example::
+
+    logitshift evaluate photos/ @more.txt chelsea --methods gradcam --scores logit prob \\
+        --construction region --region top-left --out runs/eval
+    torchrun --nproc_per_node 2 -m logitshift.cli evaluate photos/ --out runs/eval
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .errors import LogitShiftError
+from .store import FIELDS, Store, remove
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+STORE = "results.sqlite"
+PARTS = "parts"
+PLOTS = ("target_mass", "spearman_vs_original", "max_abs_prob_diff")
+#: the configuration fields that decide the rows; a resume must not change them.
+IDENTITY = (
+    "model",
+    "weights",
+    "layer",
+    "shift_layer",
+    "construction",
+    "region",
+    "strength",
+    "float64_head",
+    "methods",
+    "method_options",
+    "scores",
+    "classes",
+)
+
+
+@dataclass
+class EvalConfig:
+    images: list[str]
+    out: str = "runs/evaluate"
+    lists: list[str] = field(default_factory=list)
+    methods: list[str] = field(default_factory=lambda: ["gradcam"])
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"ig": {"steps": 16}}
+    scores: list[str] = field(default_factory=lambda: ["logit", "prob"])
+    model: str = "efficientnet-lite0"
+    weights: str | None = None
+    layer: str | None = None
+    shift_layer: str | None = None
+    construction: str = "region"
+    region: str = "top-left"
+    strength: float | None = None
+    float64_head: bool = False
+    tolerance: float = 1e-5
+    classes: list[str] = field(default_factory=list)
+    batch_size: int = 16
+    workers: int = 2
+    device: str = "auto"
+    resume: bool = False
+    force: bool = False
+    progress: bool = True
+    plots: bool = True
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image to evaluate: its identity in the store, a display name, and what to load."""
+
+    key: str
+    name: str
+    spec: str
+
+
+# ----------------------------------------------------------------------------- listing images
+
+
+def collect_images(specs: Sequence[str], lists: Sequence[str] = ()) -> tuple[list[Item], int]:
+    """The images named by ``specs`` (files, folders, ``@list`` files, samples) and ``lists``.
+
+    Folders are searched recursively for files with an image extension (hidden
+    files skipped), in sorted order. A list file has one path or sample name a
+    line (``#`` comments, blank lines ignored; relative paths are relative to
+    the list file). Entries of a list file that do not exist become bad images
+    later (recorded, not fatal); a command-line argument that is none of the
+    above is an error. Duplicates are dropped. Returns the items and the
+    number of non-image files skipped in folders.
+    """
+    from .images import SAMPLES
+
+    items: list[Item] = []
+    seen: set[str] = set()
+    skipped = 0
+
+    def add(item: Item) -> None:
+        if item.key not in seen:
+            seen.add(item.key)
+            items.append(item)
+
+    def add_entry(text: str, base: Path | None, strict: bool) -> None:
+        nonlocal skipped
+        if text.startswith("@"):
+            read_list(text[1:])
+            return
+        path = Path(text) if base is None or Path(text).is_absolute() else base / text
+        if path.is_dir():
+            for f in sorted(path.rglob("*")):
+                if any(part.startswith(".") for part in f.relative_to(path).parts) or not f.is_file():
+                    continue
+                if f.suffix.lower() in IMAGE_EXTENSIONS:
+                    add(Item(str(f.resolve()), f.stem, str(f)))
+                else:
+                    skipped += 1
+        elif path.exists():
+            add(Item(str(path.resolve()), path.stem, str(path)))
+        elif text in SAMPLES + ("cat",):
+            add(Item(f"sample:{text}", text, text))
+        elif strict:
+            raise LogitShiftError(f"image {text!r}: no such file, folder or sample; samples are {', '.join(SAMPLES)}")
+        else:
+            add(Item(str(path.resolve()), path.stem, str(path)))  # recorded as bad when loaded
+
+    def read_list(name: str) -> None:
+        path = Path(name)
+        if not path.is_file():
+            raise LogitShiftError(f"list {name!r}: no such file (expected a text file with one image a line)")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LogitShiftError(f"list {name!r}: not a readable UTF-8 text file ({type(exc).__name__})") from exc
+        for line in lines:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                add_entry(line, path.parent, strict=False)
+
+    for spec in specs:
+        add_entry(str(spec), None, strict=True)
+    for name in lists:
+        read_list(name)
+    if not items:
+        raise LogitShiftError("images: none found (expected image files, folders, @list files or sample names)")
+    return items, skipped
+
+
+def batches_of(items: Sequence[Item], size: int) -> list[list[Item]]:
+    """Fixed batches: ``items[b·size : (b+1)·size]`` for b = 0, 1, …"""
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+class BatchLoader(torch.utils.data.Dataset):
+    """A dataset whose element ``i`` is batch ``i``, decoded: ``{"good": [...], "x": N×3×S×S, "bad": [...]}``."""
+
+    def __init__(self, batches: Sequence[Sequence[Item]], preprocess) -> None:
+        self.batches = [list(b) for b in batches]
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from .images import load_image
+
+        good, tensors, bad = [], [], []
+        for item in self.batches[i]:
+            try:
+                tensors.append(load_image(item.spec, self.preprocess).tensor)
+                good.append(item)
+            except LogitShiftError as exc:
+                bad.append((item, str(exc)))
+            except Exception as exc:  # a decoder failing in a way we did not foresee: record it, go on
+                bad.append((item, f"image {item.spec!r}: {type(exc).__name__}: {str(exc)[:160]}"))
+        x = torch.stack(tensors) if tensors else None
+        return {"good": good, "x": x, "bad": bad}
+
+
+def _identity(batch: Any) -> Any:
+    return batch
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from the environment torchrun sets (0, 1, 0 without it)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise LogitShiftError("--device cuda: no CUDA device is available")
+        return torch.device("cuda", local_rank)
+    if name != "cpu":
+        raise LogitShiftError(f"--device {name!r}: expected auto, cpu or cuda")
+    return torch.device("cpu")
+
+
+def _init_dist(world: int, device: torch.device) -> bool:
+    """Join the process group (gloo on CPU, NCCL on GPU); True if this call created it."""
+    import torch.distributed as dist
+
+    if world <= 1 or dist.is_initialized():
+        return False
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _prepare_out(out: Path, cfg: EvalConfig, rank: int, world: int) -> None:
+    previous = (out / STORE).exists() or (out / "summary.json").exists() or (out / PARTS).exists()
+    if out.exists() and not out.is_dir():
+        raise LogitShiftError(f"--out {str(out)!r}: exists and is not a folder")
+    if previous and not (cfg.resume or cfg.force):
+        raise LogitShiftError(f"--out {str(out)!r}: holds a previous run; pass --resume to continue it or --force to start over")
+    _barrier(world)  # every rank has checked before rank 0 deletes anything
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        if previous and cfg.force and not cfg.resume:
+            remove(out / STORE)
+            shutil.rmtree(out / PARTS, ignore_errors=True)
+            shutil.rmtree(out / "plots", ignore_errors=True)
+            for name in ("summary.json", "summary.md", "rows.csv"):
+                (out / name).unlink(missing_ok=True)
+    _barrier(world)
+
+
+def _identity_config(cfg: EvalConfig, layer: str, shift_layer: str, strength: float) -> dict[str, Any]:
+    d = asdict(cfg)
+    d.update(layer=layer, shift_layer=shift_layer, strength=strength)
+    return {k: d[k] for k in IDENTITY}
+
+
+def _check_resume(store: Store, ident: dict[str, Any]) -> None:
+    stored = store.get_meta("config")
+    if stored is None:
+        store.set_meta("config", ident)
+        return
+    changed = [k for k in IDENTITY if stored.get(k) != ident.get(k)]
+    if changed:
+        k = changed[0]
+        raise LogitShiftError(
+            f"--resume: the run in {str(store.path.parent)!r} was made with {k}={stored.get(k)!r}, not {ident.get(k)!r}; "
+            "resume with the same settings or start over with --force"
+        )
+
+
+def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None) -> dict[str, Any] | None:
+    """Evaluate, resume-safe; returns the summary on rank 0 (``None`` on other ranks).
+
+    ``on_batch(n_done)`` is called after each committed batch (benchmarks use it).
+    """
+    from .attribution import get_method
+    from .classes import resolve_class
+    from .models import get_layer, load_model
+    from .scores import check_score
+    from .shift import DEFAULT_STRENGTH, layer_grid, shift_model
+    from .targets import parse_target
+
+    start = time.perf_counter()
+    rank, world, local_rank = dist_env()
+    device = _device(cfg.device, local_rank)
+    if cfg.batch_size < 1:
+        raise LogitShiftError(f"--batch-size {cfg.batch_size}: expected an integer >= 1")
+    if cfg.workers < 0:
+        raise LogitShiftError(f"--workers {cfg.workers}: expected an integer >= 0")
+    methods = [get_method(m, **cfg.method_options.get(m, {})) for m in dict.fromkeys(cfg.methods)]
+    scores = [check_score(s) for s in dict.fromkeys(cfg.scores)]
+    items, skipped = collect_images(cfg.images, cfg.lists)
+    loaded = load_model(cfg.model, cfg.weights)
+    layer = cfg.layer or loaded.layer
+    shift_layer = cfg.shift_layer or layer
+    get_layer(loaded.module, layer)
+    get_layer(loaded.module, shift_layer)
+    extra = list(dict.fromkeys(resolve_class(c, loaded.num_classes) for c in cfg.classes))
+    size = loaded.preprocess.size
+    probe = torch.zeros(1, 3, size, size)
+    shift_grid = layer_grid(loaded.module, shift_layer, probe)
+    target = parse_target(cfg.region, size, shift_grid) if cfg.construction == "region" else None
+    shifted = shift_model(
+        loaded.module, shift_layer, cfg.construction, cfg.strength, target, head_dtype=torch.float64 if cfg.float64_head else None
+    )
+    strength = float(shifted.shift.strength)
+    target_px = F.interpolate(shifted.target_weights(*shift_grid)[None, None], size=(size, size), mode="nearest")[0, 0]
+
+    def weights_for(h: int, w: int) -> torch.Tensor:
+        if target is not None:
+            return target.weights(h, w)
+        return F.adaptive_avg_pool2d(target_px[None, None], (h, w))[0, 0]
+
+    shifted.to(device)
+    created = _init_dist(world, device)
+    try:
+        out = Path(cfg.out)
+        _prepare_out(out, cfg, rank, world)
+        ident = _identity_config(cfg, layer, shift_layer, strength)
+        main = Store(out / STORE) if rank == 0 else None
+        if main is not None:
+            _check_resume(main, ident)
+        _barrier(world)
+        store = main if world == 1 else Store(out / PARTS / f"rank-{rank}.sqlite")
+        if store is not main:
+            _check_resume(store, ident)
+        finished = _finished(out)
+        mine = batches_of(items, cfg.batch_size)[rank::world]
+        todo = [[it for it in b if it.key not in finished] for b in mine]
+        todo = [b for b in todo if b]
+        total = sum(len(b) for b in mine)
+        done_before = total - sum(len(b) for b in todo)
+        _run_batches(
+            todo, loaded.preprocess, cfg, shifted, layer, methods, scores, extra, weights_for, store, rank, world,
+            device, total, done_before, on_batch,
+        )
+        if store is not main:
+            store.close()
+        _barrier(world)
+        summary = None
+        if rank == 0:
+            assert main is not None
+            parts = sorted((out / PARTS).glob("rank-*.sqlite")) if (out / PARTS).is_dir() else []
+            if parts:
+                main.merge(parts)
+                for part in parts:
+                    remove(part)
+                shutil.rmtree(out / PARTS, ignore_errors=True)
+            summary = write_summary(out, main, items, skipped, cfg, ident, loaded.name, DEFAULT_STRENGTH[cfg.construction],
+                                    world, time.perf_counter() - start)
+            main.close()
+        _barrier(world)
+        return summary
+    finally:
+        if created:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _finished(out: Path) -> set[str]:
+    """Images finished in the main store or in any rank's part (the world size may have changed)."""
+    done: set[str] = set()
+    paths = [out / STORE] + (sorted((out / PARTS).glob("rank-*.sqlite")) if (out / PARTS).is_dir() else [])
+    for path in paths:
+        if path.exists():
+            with Store(path) as st:
+                done |= st.finished()
+    return done
+
+
+def _run_batches(todo, preprocess, cfg, shifted, layer, methods, scores, extra, weights_for, store, rank, world, device,
+                 total, done_before, on_batch) -> None:
+    from tqdm import tqdm
+
+    from .engine import explain
+
+    loader = torch.utils.data.DataLoader(
+        BatchLoader(todo, preprocess),
+        batch_size=None,
+        shuffle=False,
+        num_workers=cfg.workers,
+        collate_fn=_identity,
+        prefetch_factor=2 if cfg.workers > 0 else None,
+    )
+    desc = "evaluate" if world == 1 else f"evaluate rank {rank}"
+    bar = tqdm(total=total, initial=done_before, desc=desc, unit="img", disable=not cfg.progress, file=sys.stderr,
+               position=rank if world > 1 else None, dynamic_ncols=True)
+    checked = False
+    done = done_before
+    try:
+        for batch in loader:
+            rows: list[dict[str, Any]] = []
+            good: list[Item] = batch["good"]
+            if good:
+                x = batch["x"].to(device)
+                result = explain(shifted, x, layer, methods, scores, ("original", "shifted"), extra)
+                if not checked:
+                    _check_equivalence(result.logits, cfg.tolerance, strength=float(shifted.shift.strength))
+                    checked = True
+                rows = batch_rows(result, good, weights_for)
+            store.commit_batch(
+                rows,
+                done=[(it.key, it.name) for it in good],
+                bad=[(it.key, it.name, reason) for it, reason in batch["bad"]],
+                rank=rank,
+            )
+            n = len(good) + len(batch["bad"])
+            done += n
+            bar.update(n)
+            if on_batch is not None:
+                on_batch(done)
+    finally:
+        bar.close()
+
+
+def _check_equivalence(logits: dict[str, torch.Tensor], tolerance: float, strength: float) -> None:
+    from .shift import compare
+
+    eq = compare(logits["original"].cpu(), logits["shifted"].cpu())
+    if not eq.ok(tolerance):
+        raise LogitShiftError(
+            f"strength {strength:g}: shifted model changes probabilities by up to {eq.max_abs_prob_diff:.2e} "
+            f"(top-1 agreement {eq.top1_agree:.2f}, |t| up to {eq.max_abs_shift:.3g}) on the first batch, over the "
+            f"tolerance {tolerance:g}; use a smaller strength or a float64 head (--float64-head)"
+        )
+
+
+def batch_rows(result, good: Sequence[Item], weights_for: Callable[[int, int], torch.Tensor]) -> list[dict[str, Any]]:
+    """One row per (image, class, method, score, variant) of an :class:`~logitshift.engine.Explained` batch."""
+    from .metrics import spearman, target_mass
+
+    probs = {v: torch.softmax(z.double(), dim=1).cpu() for v, z in result.logits.items()}
+    top1 = {v: p.argmax(dim=1) for v, p in probs.items()}
+    diff = (probs["original"] - probs["shifted"]).abs().max(dim=1).values if "shifted" in probs else torch.zeros(len(good))
+    base_top1 = result.top1.cpu()
+    targets = [t.cpu() for t in result.targets]
+    rows = []
+    for (slot, method, score, variant), maps in result.maps.items():
+        maps = maps.detach().double().cpu()
+        mass = target_mass(maps, weights_for(*maps.shape[-2:]))
+        if variant == "original":
+            rho = torch.ones(len(good), dtype=torch.float64)
+        else:
+            rho = spearman(maps, result.maps[(slot, method, score, "original")])
+        for i, item in enumerate(good):
+            c = int(targets[slot][i])
+            if slot > 0 and c == int(base_top1[i]):
+                continue  # an extra class that is this image's top-1: already a row of slot 0
+            rows.append(
+                {
+                    "image": item.key,
+                    "name": item.name,
+                    "class": c,
+                    "is_top1": int(c == int(base_top1[i])),
+                    "method": method,
+                    "score": score,
+                    "variant": variant,
+                    "target_mass": float(mass[i]),
+                    "spearman_vs_original": float(rho[i]),
+                    "max_abs_prob_diff": float(diff[i]),
+                    "prob": float(probs[variant][i, c]),
+                    "top1": int(top1[variant][i]),
+                }
+            )
+    return rows
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    v = sorted(values)
+    if not v:
+        return {}
+
+    def q(p: float) -> float:
+        return v[min(len(v) - 1, max(0, round(p * (len(v) - 1))))]
+
+    return {"mean": statistics.fmean(v), "median": statistics.median(v), "p10": q(0.1), "p90": q(0.9), "min": v[0], "max": v[-1]}
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (method, score, variant): row count and statistics of target_mass and spearman_vs_original."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["score"], r["variant"]), []).append(r)
+    table = []
+    for (method, score, variant), rs in sorted(groups.items()):
+        table.append(
+            {
+                "method": method,
+                "score": score,
+                "variant": variant,
+                "rows": len(rs),
+                "target_mass": _stats([r["target_mass"] for r in rs]),
+                "spearman_vs_original": _stats([r["spearman_vs_original"] for r in rs]),
+            }
+        )
+    return table
+
+
+def write_summary(out: Path, store: Store, items: Sequence[Item], skipped: int, cfg: EvalConfig, ident: dict[str, Any],
+                  model_name: str, default_strength: float, world: int, seconds: float) -> dict[str, Any]:
+    """rows.csv, the plots, summary.md and (last) summary.json, each written atomically."""
+    from .files import provenance
+    from .files import atomic_write, write_json
+
+    rows = store.rows()
+    images = store.images()
+    bad = [{"image": r["image"], "name": r["name"], "reason": r["reason"]} for r in images if r["status"] == "bad"]
+    listed = {it.key for it in items}
+    handled = {r["image"] for r in images}
+    per_image: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        e = per_image.setdefault(r["image"], {"diff": r["max_abs_prob_diff"], "top1": {}})
+        e["top1"][r["variant"]] = r["top1"]
+    diffs = [e["diff"] for e in per_image.values()]
+    agree = [len(set(e["top1"].values())) == 1 for e in per_image.values()]
+    table = summarize(rows)
+    plots = write_plots(out / "plots", rows) if cfg.plots and rows else []
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(FIELDS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(out / "rows.csv", buf.getvalue())
+    summary = {
+        "command": "evaluate",
+        "complete": listed <= handled,
+        "model": model_name,
+        **{k: ident[k] for k in ("weights", "layer", "shift_layer", "construction", "strength", "float64_head", "methods", "scores", "classes")},
+        "region": cfg.region if cfg.construction == "region" else "cell (0, 0) of the shift layer",
+        "default_strength": default_strength,
+        "tolerance": cfg.tolerance,
+        "variants": ["original", "shifted"],
+        "batch_size": cfg.batch_size,
+        "world_size": world,
+        "images": {
+            "listed": len(items),
+            "evaluated": sum(1 for r in images if r["status"] == "done"),
+            "bad": len(bad),
+            "missing": len(listed - handled),
+            "skipped_non_images": skipped,
+        },
+        "bad_images": bad,
+        "rows": len(rows),
+        "equivalence": {
+            "max_abs_prob_diff": max(diffs) if diffs else None,
+            "images_over_tolerance": sum(1 for d in diffs if d > cfg.tolerance),
+            "top1_agree": (sum(agree) / len(agree)) if agree else None,
+        },
+        "table": table,
+        "files": {"store": STORE, "rows": "rows.csv", "markdown": "summary.md", "plots": [f"plots/{p}" for p in plots]},
+        "seconds": round(seconds, 2),
+        **provenance(),
+    }
+    atomic_write(out / "summary.md", markdown(summary))
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The summary as Markdown: what was run, equivalence, the metrics table, bad files."""
+    im, eq = summary["images"], summary["equivalence"]
+    fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = [
+        "# logitshift evaluate",
+        "",
+        f"Model `{summary['model']}`, layer `{summary['layer']}`; {summary['construction']} shift at "
+        f"`{summary['shift_layer']}`, strength {summary['strength']:g}, target {summary['region']}.",
+        f"Images: {im['listed']} listed, {im['evaluated']} evaluated, {im['bad']} unreadable, {im['missing']} missing; "
+        f"{summary['rows']} rows.",
+        "",
+        "## Equivalence of the shifted model",
+        "",
+        f"max |Δprob| {eq['max_abs_prob_diff'] if eq['max_abs_prob_diff'] is not None else '–'}; "
+        f"images over the tolerance {summary['tolerance']:g}: {eq['images_over_tolerance']}; "
+        f"top-1 agreement {fmt(eq['top1_agree'])}.",
+        "",
+        "## Explanations",
+        "",
+        "| method | score | variant | rows | target mass (mean) | target mass (median) | Spearman vs original (mean) | Spearman (min) |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for t in summary["table"]:
+        tm, sp = t["target_mass"], t["spearman_vs_original"]
+        lines.append(
+            f"| {t['method']} | {t['score']} | {t['variant']} | {t['rows']} | {fmt(tm.get('mean'))} | {fmt(tm.get('median'))} "
+            f"| {fmt(sp.get('mean'))} | {fmt(sp.get('min'))} |"
+        )
+    if summary["bad_images"]:
+        lines += ["", "## Unreadable images", "", "| image | reason |", "|---|---|"]
+        for b in summary["bad_images"]:
+            lines.append(f"| {b['image']} | {b['reason'].replace('|', '/')} |")
+    if summary["files"]["plots"]:
+        lines += ["", "## Distributions", ""] + [f"![{Path(p).stem}]({p})" for p in summary["files"]["plots"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_plots(folder: Path, rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Distribution plots (PNG): target mass and Spearman per method·score and variant; max |Δprob| per image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .files import atomic_write
+
+    folder.mkdir(parents=True, exist_ok=True)
+    combos = sorted({(r["method"], r["score"]) for r in rows})
+    names = []
+
+    def save(fig, name: str) -> None:
+        atomic_write(folder / f"{name}.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+        plt.close(fig)
+        names.append(f"{name}.png")
+
+    for metric, label, variants in (
+        ("target_mass", "share of positive map mass in the target", ("original", "shifted")),
+        ("spearman_vs_original", "Spearman vs the original model's map", ("shifted",)),
+    ):
+        fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(combos) * len(variants)), 3.6))
+        data, labels, colors = [], [], []
+        for method, score in combos:
+            for v in variants:
+                vals = [r[metric] for r in rows if r["method"] == method and r["score"] == score and r["variant"] == v]
+                data.append(vals or [float("nan")])
+                labels.append(f"{method}\n{score}\n{v}")
+                colors.append("#4c72b0" if v == "original" else "#dd8452")
+        parts = ax.boxplot(data, patch_artist=True, showfliers=True, medianprops={"color": "black"})
+        ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=7)
+        for patch, color in zip(parts["boxes"], colors):
+            patch.set_facecolor(color)
+        from matplotlib.patches import Patch
+
+        ax.legend(handles=[Patch(color="#4c72b0" if v == "original" else "#dd8452", label=f"{v} model") for v in variants],
+                  loc="upper right", fontsize=7)
+        ax.set_ylabel(label)
+        ax.set_ylim(-1.05 if metric.startswith("spearman") else -0.02, 1.05)
+        ax.set_title(f"{metric} over {len({r['image'] for r in rows})} images")
+        save(fig, metric)
+    per_image = {r["image"]: r["max_abs_prob_diff"] for r in rows}
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    vals = [max(v, 1e-18) for v in per_image.values()]
+    lo, hi = min(vals), max(vals)
+    import numpy as np
+
+    bins = np.logspace(np.log10(lo), np.log10(hi), 30) if hi > lo * 1.0001 else 10
+    ax.hist(vals, bins=bins, color="#55a868")
+    if hi > lo * 1.0001:
+        ax.set_xscale("log")
+    ax.set_xlabel("max |Δprob| between original and shifted model (per image)")
+    ax.set_ylabel("images")
+    save(fig, "max_abs_prob_diff")
+    return names
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_command(subparsers) -> None:
+    """Register ``logitshift evaluate``."""
+    import argparse
+
+    from .cli import model_flags, positive_float
+
+    def positive_int(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 1")
+        return value
+
+    def count(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 0")
+        return value
+
+    p = subparsers.add_parser(
+        "evaluate",
+        help="explain an original and a shifted model over many images; one row of metrics per map, resumable",
+        description=(
+            "Evaluate explanations of an original and a shifted model over a dataset. One row per (image, class, "
+            "method, score, variant) goes to OUT/results.sqlite, one transaction per batch: a killed run continues "
+            "with --resume. Runs under torchrun --nproc_per_node N as well (images are sharded across ranks)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  logitshift evaluate photos/ @list.txt chelsea --methods gradcam --scores logit prob --out runs/eval\n"
+            "  logitshift evaluate photos/ --out runs/eval --resume\n"
+            "  torchrun --nproc_per_node 2 -m logitshift.cli evaluate photos/ --out runs/eval"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("images", nargs="*", help="image files, folders (searched recursively), @list.txt files, or sample names")
+    p.add_argument("--list", dest="lists", action="append", default=[], help="a text file with one image path or sample a line (repeatable)")
+    p.add_argument("--methods", nargs="+", default=["gradcam"], help="attribution methods (default gradcam)")
+    p.add_argument("--ig-steps", type=positive_int, default=None, help="Integrated Gradients: quadrature steps (default: the method's)")
+    p.add_argument("--smoothgrad-samples", type=positive_int, default=None, help="SmoothGrad: noisy samples per image (default: the method's)")
+    p.add_argument("--scores", nargs="+", default=["logit", "prob"], help="scores to explain (default logit prob)")
+    p.add_argument("--out", default="runs/evaluate", help="output folder (default runs/evaluate)")
+    model_flags(p)
+    p.add_argument("--shift-layer", default=None, help="layer the shift reads (default: the explanation layer)")
+    p.add_argument("--construction", choices=("paper", "region"), default="region")
+    p.add_argument("--region", default="top-left", help="target of the region shift: x0,y0,x1,y1 pixels, cells:r0,c0,r1,c1, a corner name, or a mask PNG")
+    p.add_argument("--strength", type=positive_float, default=None, help="shift strength K (default 1 for paper, 0.1 for region)")
+    p.add_argument("--class", dest="classes", action="append", default=[], help="extra class to explain for every image, by name or index (repeatable)")
+    p.add_argument("--float64-head", action="store_true", help="add the shift in float64")
+    p.add_argument("--tolerance", type=positive_float, default=1e-5, help="largest max |Δprob| accepted on the first batch (default 1e-5)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
+    p.add_argument("--workers", type=count, default=2, help="image-decoding worker processes (default 2; 0 decodes in the main process)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default: cuda if available)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out (skips the images it finished)")
+    p.add_argument("--force", action="store_true", help="delete the previous run in --out and start over")
+    p.add_argument("--no-plots", action="store_true", help="skip the distribution plots")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args) -> int:
+    if not args.images and not args.lists:
+        raise LogitShiftError("images: none given (expected image files, folders, @list files or sample names)")
+    if args.resume and args.force:
+        raise LogitShiftError("--resume and --force: choose one (continue the previous run, or delete it)")
+    options: dict[str, dict[str, Any]] = {}
+    if args.ig_steps is not None:
+        options["ig"] = {"steps": args.ig_steps}
+    if args.smoothgrad_samples is not None:
+        options["smoothgrad"] = {"samples": args.smoothgrad_samples}
+    cfg = EvalConfig(
+        images=list(args.images),
+        method_options=options,
+        lists=list(args.lists),
+        out=args.out,
+        methods=list(args.methods),
+        scores=list(args.scores),
+        model=args.model,
+        weights=args.weights,
+        layer=args.layer,
+        shift_layer=args.shift_layer,
+        construction=args.construction,
+        region=args.region,
+        strength=args.strength,
+        float64_head=args.float64_head,
+        tolerance=args.tolerance,
+        classes=list(args.classes),
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        resume=args.resume,
+        force=args.force,
+        progress=not args.no_progress,
+        plots=not args.no_plots,
+    )
+    summary = run_evaluate(cfg)
+    if summary is not None:
+        im, eq = summary["images"], summary["equivalence"]
+        print(
+            f"{summary['rows']} rows for {im['evaluated']} images ({im['bad']} unreadable) in {args.out}: "
+            f"results.sqlite, rows.csv, summary.json, summary.md\n"
+            f"max |Δprob| {eq['max_abs_prob_diff']}, top-1 agreement {eq['top1_agree']}, {summary['seconds']:.1f} s"
+        )
+    return 0
