@@ -752,6 +752,7 @@ def add_command(subparsers) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default: cuda if available)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (skips the images it finished)")
     p.add_argument("--force", action="store_true", help="delete the previous run in --out and start over")
+    p.add_argument("--report", action="store_true", help="also write report.html, one self-contained HTML page, into --out")
     p.add_argument("--no-plots", action="store_true", help="skip the distribution plots")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_evaluate)
@@ -800,4 +801,8 @@ def cmd_evaluate(args) -> int:
             f"results.sqlite, rows.csv, summary.json, summary.md\n"
             f"max |Δprob| {eq['max_abs_prob_diff']}, top-1 agreement {eq['top1_agree']}, {summary['seconds']:.1f} s"
         )
+        if args.report:
+            from .report import write_report
+
+            print(f"report: {write_report(args.out)}")
     return 0
