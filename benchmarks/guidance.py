@@ -1,0 +1,202 @@
+"""Which shift-immune score should an explanation use? Measured on honest models.
+
+For each model and each method in :data:`logitshift.attribution.METHODS`
+(whatever it holds when this runs), the map of the top-1 class under each
+immune score (prob, logprob, centered, contrast) is compared with the map of
+the logit, which is what the method shows on an honest model: Spearman over
+the map's cells/pixels, median and minimum over images.
+
+Saturation: the share of images whose top-1 probability is ≥ 0.99, and what
+it does to the maps. Natural images rarely saturate a 1000-class model, so
+the second table sharpens the honest model (logits × T, an honest model with
+the same predictions and explanations under the logit or centered logit
+up to scale) and follows the probability's maps as ``p → 1``.
+
+Models: EfficientNet-Lite0 with real ImageNet weights (224 px, the 4 default sample
+images); torchvision ``resnet18``, ``vgg11`` and ``mobilenet_v2`` with RANDOM
+weights (no real weights offline; 128 px). Integrated Gradients uses 8 steps
+and SmoothGrad 8 samples here (enough to compare scores; the comparison is
+between scores, not against a converged integral).
+
+Run: ``.venv/bin/python benchmarks/guidance.py`` (writes
+``benchmarks/results/guidance.json`` and ``.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from logitshift.attribution import METHODS, get_method  # noqa: E402
+from logitshift.images import SAMPLES, batch, load_image  # noqa: E402
+from logitshift.metrics import spearman  # noqa: E402
+from logitshift.models import Preprocess, load_model, torchvision_model  # noqa: E402
+from logitshift.scores import IMMUNE  # noqa: E402
+
+OPTIONS = {"ig": {"steps": 8}, "smoothgrad": {"samples": 8}}
+SATURATED = 0.99
+
+
+class Sharpened(nn.Module):
+    """An honest model with logits × T (same predictions, sharper probabilities)."""
+
+    def __init__(self, model: nn.Module, temperature: float) -> None:
+        super().__init__()
+        self.model = model
+        self.temperature = temperature
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) * self.temperature
+
+
+def models(quick: bool):
+    lite = load_model()
+    names = SAMPLES[:2] if quick else SAMPLES[:4]
+    x = batch([load_image(s, lite.preprocess) for s in names])
+    yield "efficientnet-lite0 (real weights)", lite.module, "head", x, ""
+    if quick:
+        return
+    pre = Preprocess(size=128, resize=128)
+    x128 = batch([load_image(s, pre) for s in SAMPLES[:4]])
+    for name in ("resnet18", "vgg11", "mobilenet_v2"):
+        torch.manual_seed(0)  # the random weights, reproducibly
+        loaded = torchvision_model(name, random_init=True)
+        yield f"{name} (random weights)", loaded.module, loaded.layer, x128, "base."
+
+
+def maps_for(model: nn.Module, layer: str, x: torch.Tensor, target: torch.Tensor, scores) -> dict:
+    out = {}
+    for name, cls in METHODS.items():
+        m = get_method(name, **OPTIONS.get(name, {}))
+        for s in scores:
+            out[name, s] = m.maps(model, x, target, score=s, layer=layer if cls.family == "cam" else None).detach()
+    return out
+
+
+def agreement(model_name: str, model: nn.Module, layer: str, x: torch.Tensor) -> list[dict]:
+    with torch.no_grad():
+        z = model(x)
+    target = z.argmax(1)
+    p = torch.softmax(z.double(), 1).gather(1, target[:, None])[:, 0]
+    maps = maps_for(model, layer, x, target, ("logit",) + IMMUNE)
+    rows = []
+    for name in METHODS:
+        row = {"model": model_name, "method": name, "images": len(x), "saturated": float((p >= SATURATED).double().mean())}
+        for s in IMMUNE:
+            rho = spearman(maps[name, s], maps[name, "logit"]).numpy()
+            row[s] = {"median": float(np.median(rho)), "min": float(rho.min())}
+        rows.append(row)
+    return rows
+
+
+def saturation(model: nn.Module, layer: str, x: torch.Tensor, temperatures=(1, 2, 4, 8, 16)) -> list[dict]:
+    """Grad-CAM and saliency of prob / centered vs logit as the honest model is sharpened."""
+    rows = []
+    with torch.no_grad():
+        z = model(x)
+    target = z.argmax(1)
+    base_maps = {k: v for k, v in maps_for_subset(model, layer, x, target, ("logit",)).items()}
+    for t in temperatures:
+        sharp = Sharpened(model, float(t))
+        with torch.no_grad():
+            p = torch.softmax(sharp(x), 1).gather(1, target[:, None])[:, 0]
+        maps = maps_for_subset(sharp, "model." + layer, x, target, ("prob", "centered"))
+        row = {"T": t, "p_top_median": float(p.median()), "saturated": float((p >= SATURATED).float().mean())}
+        for method in ("gradcam", "saliency"):
+            for s in ("prob", "centered"):
+                m = maps[method, s]
+                rho = spearman(m, base_maps[method, "logit"]).numpy()
+                row[f"{method}_{s}_median"] = float(np.median(rho))
+                row[f"{method}_{s}_min"] = float(rho.min())
+                row[f"{method}_{s}_zero_maps"] = int((m.flatten(1).abs().amax(1) == 0).sum())
+        rows.append(row)
+    return rows
+
+
+def maps_for_subset(model, layer, x, target, scores) -> dict:
+    out = {}
+    for name in ("gradcam", "saliency"):
+        m = get_method(name)
+        for s in scores:
+            out[name, s] = m.maps(model, x, target, score=s, layer=layer if name == "gradcam" else None).detach()
+    return out
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        "# Guidance: immune scores against the logit on honest models",
+        "",
+        f"Generated by `benchmarks/guidance.py` in {result['seconds']:.0f} s (torch {result['torch']}, "
+        f"{result['threads']} CPU threads). Cells: Spearman of the immune score's map against the logit's map "
+        "for the top-1 class, median over images (minimum in brackets). IG: 8 steps; SmoothGrad: 8 samples.",
+        "",
+        "| model | method | saturated (p ≥ 0.99) | " + " | ".join(IMMUNE) + " |",
+        "|---|---|---:|" + "---:|" * len(IMMUNE),
+    ]
+    for r in result["agreement"]:
+        cells = " | ".join(f"{r[s]['median']:.3f} ({r[s]['min']:.2f})" for s in IMMUNE)
+        lines.append(f"| {r['model']} | {r['method']} | {r['saturated']:.0%} | {cells} |")
+    lines += [
+        "",
+        "## Saturation (EfficientNet-Lite0, logits × T)",
+        "",
+        "Spearman against the original logit map, median (min); `zero` = maps that are exactly zero "
+        "(the float32 gradient of p underflowed).",
+        "",
+        "| T | median p(top-1) | saturated | Grad-CAM prob | Grad-CAM centered | saliency prob | saliency centered | zero prob maps |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["saturation"]:
+        lines.append(
+            f"| {r['T']} | {r['p_top_median']:.3f} | {r['saturated']:.0%} | "
+            f"{r['gradcam_prob_median']:.3f} ({r['gradcam_prob_min']:.2f}) | {r['gradcam_centered_median']:.3f} ({r['gradcam_centered_min']:.2f}) | "
+            f"{r['saliency_prob_median']:.3f} ({r['saliency_prob_min']:.2f}) | {r['saliency_centered_median']:.3f} ({r['saliency_centered_min']:.2f}) | "
+            f"{r['gradcam_prob_zero_maps'] + r['saliency_prob_zero_maps']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tqdm import tqdm
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the default model on 2 images only")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    start = time.perf_counter()
+    agree, sat = [], []
+    for name, module, layer, x, _ in tqdm(list(models(args.quick)), desc="guidance", unit="model", file=sys.stderr):
+        agree += agreement(name, module, layer, x)
+        if name.startswith("efficientnet"):
+            sat = saturation(module, layer, x)
+    result = {
+        "agreement": agree,
+        "saturation": sat,
+        "seconds": time.perf_counter() - start,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "guidance-quick" if args.quick else "guidance"
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"{stem}.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,568 @@
+"""``logitshift audit``: has this model been logit-shifted?
+
+A shifted model outputs ``z' = z + t(x)·1``. Its probabilities are those of an
+honest model, so no output test can see ``t``; its gradients can. Write
+``G`` for the Jacobian of the C logits with respect to an activation ``A``
+(or the input), ``g_j = ∇z_j`` its rows. The shift adds ``∇t`` to every row,
+hence ``C·∇t`` to the gradient of the logit sum ``Σ_j z_j``, and nothing to
+any logit difference (``P G``, with ``P = I − 11ᵀ/C`` the centering).
+
+The audit's statistic compares the common-mode gradient with the spread of
+the class gradients, at each candidate layer and at the input::
+
+    κ = ‖Σ_j g_j‖ / sqrt( C/(C−1) · ‖P G‖_F² )
+
+Calibration. If the C rows ``g_j`` were exchangeable and independent (a
+classifier whose classes share no common direction), ``E‖Σ_j g_j‖² = C·tr Σ``
+and ``E‖PG‖_F² = (C−1)·tr Σ``, so ``κ ≈ 1``. Trained classifiers sit below
+that: cross-entropy's gradient with respect to the last layer's weights has
+rows summing to zero (``Σ_j (p_j − y_j) = 0``), so training never grows the
+common-mode direction of the classifier, and weight decay shrinks it.
+A fooling shift needs ``‖∇t‖`` comparable to a class gradient
+``‖g_c − ḡ‖ ≈ ‖PG‖_F/√C``, which makes ``κ ≈ √C·‖∇t‖/‖g_c − ḡ‖ ≫ 1``.
+``‖P G‖_F²`` is estimated without C backward passes (Hutchinson): for
+``v ~ N(0, I_C)``, ``E‖Gᵀ P v‖² = ‖P G‖_F²``, one backward pass per probe.
+
+The verdict is ``shifted`` when the largest κ over images and layers exceeds
+:data:`THRESHOLD`, calibrated on honest models (``benchmarks/detection.py``,
+``docs/audit.md``). The report also gives, per layer, the disagreement
+``1 − Spearman`` between the Grad-CAM map of the top-1 logit and of the
+centered logit ``z_c − mean_j z_j`` (saliency maps at the input): that is how
+much the common mode changes what a user would see.
+
+Example::
+
+    $ logitshift audit resnet18 --weights resnet18.pth --out runs/audit
+    $ echo $?        # 0 clean, 1 shifted, 2 error
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import LogitShiftError
+
+#: κ above which a model is called shifted (see docs/audit.md for the calibration).
+THRESHOLD = 3.0
+INPUT = "input"
+DEFAULT_PROBES = 4
+DEFAULT_MAX_LAYERS = 8
+
+
+# ----------------------------------------------------------------------------- candidate layers
+
+
+def candidate_layers(model: nn.Module, x: torch.Tensor, max_layers: int = DEFAULT_MAX_LAYERS) -> list[str]:
+    """Spatial layers of ``model`` (outputs N×C×H×W, H·W > 1), one name per distinct tensor.
+
+    Modules that return the same tensor (a ``Sequential`` and its last child)
+    are named once, by the outermost. At most ``max_layers`` are kept, evenly
+    spaced in execution order, always including the last one.
+    """
+    seen: dict[int, str] = {}
+    order: list[int] = []
+    keep: list[torch.Tensor] = []  # keep outputs alive so ids stay unique
+    handles = []
+    for name, sub in model.named_modules():
+        if not name:
+            continue
+
+        def hook(_m, _i, out, name=name):
+            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-1] * out.shape[-2] > 1:
+                key = id(out)
+                if key not in seen:
+                    order.append(key)
+                    keep.append(out)
+                seen[key] = name if key not in seen or name.count(".") < seen[key].count(".") else seen[key]
+
+        try:
+            handles.append(sub.register_forward_hook(hook))
+        except Exception:  # TorchScript submodules take no hooks
+            continue
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    except Exception as exc:
+        raise LogitShiftError(f"model: a forward pass on a {'×'.join(map(str, x[:1].shape))} input failed ({_first_line(exc)})") from exc
+    finally:
+        for h in handles:
+            h.remove()
+    names = [seen[k] for k in order]
+    if len(names) > max_layers:
+        picks = np.unique(np.round(np.linspace(0, len(names) - 1, max_layers)).astype(int))
+        names = [names[i] for i in picks]
+    return names
+
+
+# ----------------------------------------------------------------------------- evidence
+
+
+@dataclass
+class LayerEvidence:
+    """The audit's measurements at one layer (or at the input)."""
+
+    layer: str
+    shape: list[int]
+    kappa: list[float]  # per image
+    common_norm: list[float]  # ‖∇ mean_j z_j‖ per image
+    class_norm: list[float]  # ‖∇(z_c − mean_j z_j)‖, c = top-1, per image
+    disagreement: list[float]  # 1 − Spearman(map of z_c, map of z_c − mean z), per image
+    cells: list[list[float]] = field(default_factory=list)  # per-cell κ, mean over images (H×W)
+    classes: int = 0
+
+    @property
+    def kappa_max(self) -> float:
+        return max(self.kappa)
+
+
+def _norms(g: torch.Tensor) -> torch.Tensor:
+    return g.detach().double().flatten(1).norm(dim=1)
+
+
+def _cell_sq(g: torch.Tensor) -> torch.Tensor:
+    """Squared norm over channels per cell (N×H×W) for N×C×H×W gradients."""
+    return g.detach().double().pow(2).sum(dim=1)
+
+
+def _ratio(num: torch.Tensor, den_sq: torch.Tensor, classes: int) -> torch.Tensor:
+    den = torch.sqrt(den_sq * classes / (classes - 1))
+    out = torch.where(den > 0, num / den.clamp_min(1e-300), torch.where(num > 0, torch.full_like(num, 1e6), torch.zeros_like(num)))
+    return out.clamp(max=1e6)
+
+
+def _gradcam(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    alpha = grad.mean(dim=(2, 3), keepdim=True)
+    return torch.relu((alpha * act).sum(dim=1))
+
+
+def _saliency(grad: torch.Tensor) -> torch.Tensor:
+    return grad.abs().amax(dim=1)
+
+
+def _spearman(a: torch.Tensor, b: torch.Tensor) -> list[float]:
+    from .metrics import spearman
+
+    return [float(v) for v in spearman(a, b)]
+
+
+def measure(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: Sequence[str],
+    probes: int = DEFAULT_PROBES,
+    seed: int = 0,
+    progress: bool = False,
+) -> list[LayerEvidence]:
+    """Evidence at the input (first entry) and at each of ``layers``, from one forward pass.
+
+    Backward passes: one for the top-1 logits, one for the logit sum, one per
+    probe; each reaches the input and every layer at once.
+    """
+    acts: dict[str, torch.Tensor] = {}
+    handles = []
+    for name in layers:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError as exc:
+            raise LogitShiftError(f"layer {name!r}: not a module of the model") from exc
+        handles.append(module.register_forward_hook(lambda _m, _i, out, name=name: acts.__setitem__(name, out)))
+    xg = x.detach().clone().requires_grad_(True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            z = model(xg)
+    except Exception as exc:
+        raise LogitShiftError(f"model: forward pass failed ({_first_line(exc)})") from exc
+    finally:
+        for h in handles:
+            h.remove()
+        for p in params:
+            p.requires_grad_(True)
+    if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] < 2:
+        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise LogitShiftError(f"model: outputs {shape}, expected logits N×C with C ≥ 2 classes")
+    missing = [n for n in layers if n not in acts or not isinstance(acts[n], torch.Tensor) or acts[n].dim() != 4]
+    if missing:
+        raise LogitShiftError(f"layer {missing[0]!r}: produced no N×C×H×W output in the forward pass")
+    names = [INPUT, *layers]
+    wrt = [xg] + [acts[n] for n in layers]
+    classes = z.shape[1]
+
+    def grads(s: torch.Tensor) -> list[torch.Tensor]:
+        out = torch.autograd.grad(s, wrt, retain_graph=True, allow_unused=True)
+        return [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, out)]
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=probes + 2, desc="audit", unit="backward", disable=not progress, file=sys.stderr, leave=False)
+    top = z.detach().argmax(dim=1, keepdim=True)
+    g_top = grads(z.gather(1, top).sum())
+    g_sum = grads(z.sum())
+    bar.update(2)
+    gen = torch.Generator().manual_seed(seed)
+    frob = [torch.zeros(len(x), dtype=torch.float64) for _ in wrt]
+    frob_cells = [torch.zeros(w.shape[0], *w.shape[2:], dtype=torch.float64) for w in wrt]
+    for _ in range(probes):
+        bar.update(1)
+        v = torch.randn(z.shape, generator=gen, dtype=torch.float64)
+        v = (v - v.mean(dim=1, keepdim=True)).to(z.dtype)
+        for i, g in enumerate(grads((v * z).sum())):
+            frob[i] += _norms(g).pow(2) / probes
+            frob_cells[i] += _cell_sq(g) / probes
+    bar.close()
+    out = []
+    for i, name in enumerate(names):
+        common = g_sum[i].detach() / classes
+        centered = g_top[i].detach() - common
+        kappa = _ratio(_norms(g_sum[i]), frob[i], classes)
+        cells = _ratio(_cell_sq(g_sum[i]).sqrt(), frob_cells[i], classes).mean(dim=0)
+        if name == INPUT:
+            a, b = _saliency(g_top[i].detach()), _saliency(centered)
+        else:
+            act = wrt[i].detach()
+            a, b = _gradcam(act, g_top[i].detach()), _gradcam(act, centered)
+        out.append(
+            LayerEvidence(
+                layer=name,
+                shape=list(wrt[i].shape[1:]),
+                kappa=[float(k) for k in kappa],
+                common_norm=[float(v) for v in _norms(common)],
+                class_norm=[float(v) for v in _norms(centered)],
+                disagreement=[1.0 - s for s in _spearman(a, b)],
+                cells=cells.tolist() if name != INPUT else [],
+                classes=classes,
+            )
+        )
+    return out
+
+
+def measure_batches(model, x, layers, probes=DEFAULT_PROBES, seed=0, progress=False) -> list[LayerEvidence]:
+    """:func:`measure` image by image when the model takes a fixed batch size, else on the whole batch."""
+    try:
+        return measure(model, x, layers, probes, seed, progress)
+    except LogitShiftError:
+        if len(x) == 1:
+            raise
+    from tqdm import tqdm
+
+    parts = [measure(model, x[i : i + 1], layers, probes, seed + i) for i in tqdm(range(len(x)), desc="audit", unit="image", disable=not progress, file=sys.stderr)]
+    merged = []
+    for rows in zip(*parts):
+        first = rows[0]
+        cells = np.mean([np.asarray(r.cells) for r in rows], axis=0).tolist() if first.cells else []
+        merged.append(
+            LayerEvidence(
+                first.layer,
+                first.shape,
+                [k for r in rows for k in r.kappa],
+                [k for r in rows for k in r.common_norm],
+                [k for r in rows for k in r.class_norm],
+                [k for r in rows for k in r.disagreement],
+                cells,
+                first.classes,
+            )
+        )
+    return merged
+
+
+@dataclass
+class AuditResult:
+    """The verdict and the evidence behind it."""
+
+    verdict: str  # "clean" or "shifted"
+    score: float  # largest κ over images and layers
+    threshold: float
+    where: str  # the layer (or "input") with the largest κ
+    classes: int
+    images: list[str]
+    evidence: list[LayerEvidence]
+
+    @property
+    def shifted(self) -> bool:
+        return self.verdict == "shifted"
+
+    def to_json(self) -> dict:
+        return {
+            "verdict": self.verdict,
+            "score": self.score,
+            "threshold": self.threshold,
+            "where": self.where,
+            "classes": self.classes,
+            "images": self.images,
+            "evidence": [
+                {**asdict(e), "kappa_max": e.kappa_max, "disagreement_max": max(e.disagreement)} for e in self.evidence
+            ],
+        }
+
+
+def audit_model(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: Sequence[str] | None = None,
+    threshold: float = THRESHOLD,
+    probes: int = DEFAULT_PROBES,
+    max_layers: int = DEFAULT_MAX_LAYERS,
+    image_names: Sequence[str] | None = None,
+    seed: int = 0,
+    require_spatial: bool = True,
+    progress: bool = False,
+) -> AuditResult:
+    """Audit ``model`` on the batch ``x``: verdict, score (max κ) and per-layer evidence.
+
+    >>> result = audit_model(model, x)        # x: a few preprocessed images
+    >>> result.verdict, result.score, result.where   # e.g. ('clean', 0.7, 'blocks.4._project_conv')
+    """
+    if layers is None:
+        layers = candidate_layers(model, x, max_layers)
+        if not layers and require_spatial:
+            raise LogitShiftError(
+                f"model {type(model).__name__!r}: no layer outputs a spatial feature map (N×C×H×W); the audit needs a convolutional classifier"
+            )
+    evidence = measure_batches(model, x, list(layers), probes, seed, progress)
+    best = max(evidence, key=lambda e: e.kappa_max)
+    classes = evidence[0].classes
+    score = best.kappa_max
+    return AuditResult(
+        verdict="shifted" if score > threshold else "clean",
+        score=score,
+        threshold=threshold,
+        where=best.layer,
+        classes=classes,
+        images=list(image_names) if image_names is not None else [str(i) for i in range(len(x))],
+        evidence=evidence,
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_file(path: str | Path) -> tuple[nn.Module, bool]:
+    """A model from a file, never unpickling: a ``torch.export`` program (``.pt2``) or TorchScript.
+
+    Returns the module and whether its layers can be hooked (TorchScript
+    submodules cannot, so only the input gradient is audited there).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LogitShiftError(f"model file {str(path)!r}: not found")
+    if not zipfile.is_zipfile(path):
+        raise LogitShiftError(f"model file {str(path)!r}: not a torch.export (.pt2) or TorchScript archive")
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    if any(n.endswith("archive_format") for n in names):
+        try:
+            program = torch.export.load(str(path))
+        except Exception as exc:
+            raise LogitShiftError(f"model file {str(path)!r}: a torch.export archive that cannot be loaded ({_first_line(exc)})") from exc
+        try:
+            return torch.export.unflatten(program), True  # keeps the module tree, so layers can be hooked
+        except Exception:
+            return program.module(), True
+    if any("/code/" in n or n.endswith("constants.pkl") for n in names):
+        import warnings
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise LogitShiftError(f"model file {str(path)!r}: a TorchScript archive that cannot be loaded ({_first_line(exc)})") from exc
+        return module.eval(), False
+    raise LogitShiftError(
+        f"model file {str(path)!r}: neither a torch.export program nor TorchScript (a pickled state dict? "
+        "audit it as MODEL --weights FILE; pickled models are never loaded)"
+    )
+
+
+def load_target(spec: str, weights: str | None = None):
+    """``(module, preprocess, hookable, name)`` for a model name (as in ``load_model``) or a model file.
+
+    Files: a ``torch.export`` program (``.pt2``), TorchScript, or the
+    safetensors + JSON pair that ``logitshift attack`` writes (rebuilt with
+    :func:`logitshift.export.load_shifted`). The preprocessing is the recorded
+    model's when a JSON beside the file names it, else ImageNet mean/std at 224 px.
+    """
+    from .models import Preprocess, load_model, prepare
+
+    path = Path(spec)
+    is_file = path.suffix in (".pt2", ".pt", ".pth", ".jit", ".ts", ".zip", ".json", ".safetensors") or path.is_file()
+    if not is_file:
+        loaded = load_model(spec, weights)
+        return loaded.module, loaded.preprocess, True, loaded.name
+    if weights is not None:
+        raise LogitShiftError(f"--weights {weights!r}: only for a model name; {spec!r} is a file with its own weights")
+    if path.suffix in (".json", ".safetensors"):
+        from .export import load_shifted
+
+        module = load_shifted(path)
+        return prepare(module), _recorded_preprocess(path.with_suffix(".json")), True, path.name
+    module, hookable = load_file(path)
+    if hookable:
+        prepare(module)
+    return module, _recorded_preprocess(path.with_suffix(".json")), hookable, path.name
+
+
+def _recorded_preprocess(sidecar: Path):
+    """The preprocessing of the model named in ``sidecar`` (a JSON written beside an export), if any."""
+    import json
+
+    from .models import Preprocess, load_model
+
+    try:
+        name = json.loads(sidecar.read_text()).get("model")
+        if isinstance(name, str) and ":" not in name:  # never import code named by a file
+            return load_model(name).preprocess
+    except Exception:  # no sidecar, not JSON, model not loadable here: the ImageNet default
+        pass
+    return Preprocess()
+
+
+# ----------------------------------------------------------------------------- figure
+
+
+def _short(name: str) -> str:
+    """A layer name short enough for a figure label: ``base.`` dropped, ``blocks.9._dw.pad`` → ``blocks.9…pad``."""
+    parts = name.removeprefix("base.").split(".")
+    return f"{parts[0]}.{parts[1]}…{parts[-1]}" if len(parts) > 3 else ".".join(parts)
+
+
+def figure(result: AuditResult, path: str | Path) -> Path:
+    """Where the shift acts: κ per layer (bars) and the per-cell κ of each layer (heat maps)."""
+    from matplotlib.colors import LogNorm
+
+    from .figures import _plt
+    from .files import atomic_write
+
+    plt = _plt()
+    spatial = [e for e in result.evidence if e.cells]
+    cols = max(len(spatial), 1)
+    fig = plt.figure(figsize=(max(2.0 * cols, 7.0), 6.6), dpi=100)
+    grid = fig.add_gridspec(2, cols, height_ratios=[1.0, 1.1], hspace=0.75, left=0.07, right=0.9, bottom=0.04, top=0.92)
+    ax = fig.add_subplot(grid[0, :])
+    labels = [e.layer for e in result.evidence]
+    values = [max(e.kappa_max, 1e-3) for e in result.evidence]
+    colors = ["tab:red" if v > result.threshold else "tab:blue" for v in values]
+    ax.bar(range(len(values)), values, color=colors)
+    ax.axhline(result.threshold, color="k", ls="--", lw=1, label=f"threshold κ = {result.threshold:g}")
+    ax.axhline(1.0, color="grey", ls=":", lw=1, label="κ = 1 (exchangeable classes)")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels([_short(n) for n in labels], rotation=20, ha="right", fontsize=7)
+    ax.set_ylabel("κ (max over images)")
+    ax.set_title(f"verdict: {result.verdict}  (score κ = {result.score:.3g}, largest at {result.where})", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    norm = LogNorm(vmin=0.1, vmax=max(100.0, result.score))
+    for i, e in enumerate(spatial):
+        axh = fig.add_subplot(grid[1, i])
+        im = axh.imshow(np.clip(np.asarray(e.cells), 0.1, None), cmap="magma", norm=norm)
+        axh.set_title(f"{_short(e.layer)}\n{e.shape[1]}×{e.shape[2]}  κ={e.kappa_max:.2g}", fontsize=7)
+        axh.set_axis_off()
+    if spatial:
+        cax = fig.add_axes([0.92, 0.05, 0.012, 0.3])
+        fig.colorbar(im, cax=cax, label="κ per cell")
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return out
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_command(subparsers) -> None:
+    """Register ``logitshift audit``."""
+    import argparse
+
+    from .cli import positive_float
+
+    p = subparsers.add_parser(
+        "audit",
+        help="decide whether a model carries an input-dependent logit shift (exit 0 clean, 1 shifted, 2 error)",
+        description=(
+            "Audit a classifier for a common-mode logit shift z + t(x)·1 from its gradients alone. "
+            "MODEL_OR_FILE is a model name (efficientnet-lite0, a torchvision name with --weights, package.module:factory) "
+            "or a file: a torch.export program (.pt2), TorchScript, or the .json/.safetensors pair of logitshift attack. "
+            "Exit codes: 0 clean, 1 shifted, 2 error."
+        ),
+        epilog="example:\n  logitshift audit shifted.pt2 --images chelsea coffee --out runs/audit",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL_OR_FILE")
+    p.add_argument("--weights", default=None, help="local weights file for a model name")
+    p.add_argument("--images", nargs="+", default=None, help="image files or sample names (default: chelsea coffee rocket astronaut)")
+    p.add_argument("--layers", nargs="+", default=None, help="layers to audit (default: up to --max-layers spatial layers)")
+    p.add_argument("--max-layers", type=int, default=DEFAULT_MAX_LAYERS, help=f"spatial layers audited, evenly spaced (default {DEFAULT_MAX_LAYERS})")
+    p.add_argument("--probes", type=int, default=DEFAULT_PROBES, help=f"random probes for the class-gradient spread (default {DEFAULT_PROBES})")
+    p.add_argument("--threshold", type=positive_float, default=THRESHOLD, help=f"κ above which the model is called shifted (default {THRESHOLD:g})")
+    p.add_argument("--size", type=int, default=None, help="input size for a model file (default 224)")
+    p.add_argument("--out", default=None, help="folder for audit.json and audit.png")
+    p.add_argument("--force", action="store_true", help="overwrite a previous audit in --out")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=cmd_audit)
+
+
+def cmd_audit(args) -> int:
+    from dataclasses import replace
+
+    from .files import run_dir, write_json
+    from .images import DEFAULT_SAMPLES, batch, load_image
+
+    start = time.perf_counter()
+    if args.max_layers < 0 or args.probes < 1:
+        raise LogitShiftError("--max-layers must be ≥ 0 and --probes ≥ 1")
+    out = run_dir(args.out, args.force, marker="audit.json") if args.out else None
+    module, pre, hookable, name = load_target(args.model, args.weights)
+    if args.size:
+        pre = replace(pre, size=args.size, resize=max(args.size, pre.resize * args.size // pre.size))
+    images = [load_image(s, pre) for s in (args.images or DEFAULT_SAMPLES)]
+    x = batch(images)
+    if args.layers is not None:
+        layers = args.layers
+    elif hookable:
+        layers = candidate_layers(module, x, args.max_layers)
+        if not layers:
+            raise LogitShiftError(f"model {args.model!r}: no layer outputs a spatial feature map (N×C×H×W); the audit needs a convolutional classifier")
+    else:
+        layers = []
+        sys.stderr.write(f"logitshift audit: {name} is TorchScript, whose layers cannot be hooked: auditing the input gradient only\n")
+    dtype = next((p.dtype for p in module.parameters()), torch.float32)
+    result = audit_model(module, x.to(dtype), layers, args.threshold, args.probes, image_names=[im.name for im in images], progress=not args.no_progress)
+    print(f"{'layer':<28} {'shape':<16} {'κ max':>9} {'‖∇mean z‖':>11} {'‖∇(z_c−mean z)‖':>16} {'1−Spearman':>10}")
+    for e in result.evidence:
+        print(
+            f"{e.layer[:28]:<28} {'×'.join(map(str, e.shape)):<16} {e.kappa_max:>9.3g} "
+            f"{float(np.mean(e.common_norm)):>11.3g} {float(np.mean(e.class_norm)):>16.3g} {max(e.disagreement):>10.3f}"
+        )
+    print(f"verdict: {result.verdict} (score κ = {result.score:.3g}, threshold {result.threshold:g}, largest at {result.where})")
+    if out is not None:
+        figure(result, out / "audit.png")
+        summary = {"command": "audit", "model": args.model, **result.to_json(), "seconds": round(time.perf_counter() - start, 2)}
+        write_json(out / "audit.json", _finite(summary))
+        print(f"audit.json and audit.png in {out}")
+    return 1 if result.shifted else 0
+
+
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
