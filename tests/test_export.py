@@ -25,6 +25,7 @@ import torch
 
 from logitshift.attribution import CAM_METHODS, IntegratedGradients, Saliency, cam_maps, upsample
 from logitshift.cli import main
+from logitshift.errors import LogitShiftError
 from logitshift.export import build_terms, describe_terms, export_program, load_shifted, save_shifted
 from logitshift.metrics import spearman, target_mass
 from logitshift.shift import GateShift, InputShift, ShiftedModel
@@ -240,7 +241,9 @@ def test_attack_errors_are_one_line_with_exit_2(capsys, tmp_path, tiny_flags):
 def test_attack_writes_files_that_reload(capsys, tmp_path, tiny_flags):
     code, _ = _cli(capsys, "attack", *tiny_flags, "--target", "top-left", "--methods", "gradcam", "saliency", "--no-progress")
     assert code == 0
-    shifted = load_shifted(tmp_path / "m.json")
+    with pytest.raises(LogitShiftError, match="names the model factory"):
+        load_shifted(tmp_path / "m.json")  # a file never imports code on its own
+    shifted = load_shifted(tmp_path / "m.json", allow_factory=True)
     assert shifted.layers == ["features", "input"]
     code, err = _cli(capsys, "attack", *tiny_flags, "--target", "top-left")
     assert code == 2 and "exists" in err

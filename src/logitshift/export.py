@@ -130,12 +130,14 @@ def save_shifted(shifted: ShiftedModel, path: str | os.PathLike, model: str, wei
     return jpath, spath
 
 
-def load_shifted(path: str | os.PathLike) -> ShiftedModel:
+def load_shifted(path: str | os.PathLike, allow_factory: bool = False) -> ShiftedModel:
     """Rebuild a shifted model from :func:`save_shifted`'s files (either path, or their common stem).
 
     The base is loaded by name with :func:`~logitshift.models.load_model`
     (with the recorded weights file, if any); the terms from the safetensors
-    file. Example::
+    file. A file that names a user factory (``package.module:factory``) would
+    import code chosen by whoever wrote the file: it is refused unless the
+    caller passes ``allow_factory=True``. Example::
 
         >>> shifted = load_shifted("runs/attack/shifted.json")
     """
@@ -164,6 +166,11 @@ def load_shifted(path: str | os.PathLike) -> ShiftedModel:
         raise LogitShiftError(f"shift file {str(spath)!r}: not a readable safetensors file ({exc})") from None
     if not isinstance(meta.get("model"), str) or not isinstance(meta.get("terms"), list):
         raise LogitShiftError(f"shift file {str(jpath)!r}: expected a model name and a list of terms")
+    if ":" in meta["model"] and not allow_factory:
+        raise LogitShiftError(
+            f"shift file {str(jpath)!r}: names the model factory {meta['model']!r}; code is imported only when "
+            "named explicitly (load_shifted(..., allow_factory=True))"
+        )
     loaded = load_model(meta["model"], meta.get("weights"))
     terms = build_terms(meta.get("terms") or [], tensors, str(jpath))
     dtype = {None: None, "float64": torch.float64, "float32": torch.float32}.get(meta.get("head_dtype"))
@@ -314,7 +321,7 @@ def cmd_attack(args) -> int:
         written.append(str(out))
     if args.format in ("both", "safetensors"):
         save_shifted(shifted, out, loaded.name, args.weights, {"steering": steering})
-        reloaded = load_shifted(jpath)
+        reloaded = load_shifted(jpath, allow_factory=True)  # the user named this model on the command line
         with torch.no_grad():
             eq = compare(loaded.module(x), reloaded(x))
         if not eq.ok(args.tolerance):  # pragma: no cover - the same terms, the same numbers
