@@ -22,7 +22,6 @@ Run: ``.venv/bin/python benchmarks/memory.py [--models ...] [--images 500]``
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import sys
 import tempfile

@@ -52,7 +52,7 @@ from torch import nn  # noqa: E402
 
 from logitshift.attribution import GradCAM, get_method  # noqa: E402
 from logitshift.engine import explain  # noqa: E402
-from logitshift.images import SAMPLES, batch, load_image  # noqa: E402
+from logitshift.images import SAMPLES, load_image  # noqa: E402
 from logitshift.models import get_layer, load_model, torchvision_model  # noqa: E402
 from logitshift.scores import SCORES  # noqa: E402
 from logitshift.shift import shift_model  # noqa: E402

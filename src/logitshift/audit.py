@@ -399,7 +399,7 @@ def load_target(spec: str, weights: str | None = None):
     :func:`logitshift.export.load_shifted`). The preprocessing is the recorded
     model's when a JSON beside the file names it, else ImageNet mean/std at 224 px.
     """
-    from .models import Preprocess, load_model, prepare
+    from .models import load_model, prepare
 
     path = Path(spec)
     is_file = path.suffix in (".pt2", ".pt", ".pth", ".jit", ".ts", ".zip", ".json", ".safetensors") or path.is_file()

@@ -43,6 +43,16 @@ def model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", default=None, help="dotted module name of the explanation layer (default: the model's last feature map)")
 
 
+def shift_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that describe the shift of ``demo`` and ``evaluate``."""
+    p.add_argument("--shift-layer", default=None, help="layer the shift reads (default: the explanation layer)")
+    p.add_argument("--construction", choices=("paper", "region"), default="region")
+    p.add_argument("--region", default="top-left", help="target of the region shift: x0,y0,x1,y1 pixels, cells:r0,c0,r1,c1, a corner name, or a mask PNG")
+    p.add_argument("--strength", type=positive_float, default=None, help="shift strength K (default 1 for paper, 0.1 for region)")
+    p.add_argument("--float64-head", action="store_true", help="add the shift in float64 (keeps probabilities equal for large strengths)")
+    p.add_argument("--tolerance", type=positive_float, default=1e-5, help="largest max |Δprob| accepted (default 1e-5)")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="logitshift", description="Show, measure and remove the logit-shift blind spot of gradient explanations.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")

@@ -157,7 +157,7 @@ def add_command(subparsers) -> None:
     """Register ``logitshift demo``."""
     import argparse
 
-    from .cli import model_flags, positive_float
+    from .cli import model_flags, shift_flags
 
     demo = subparsers.add_parser(
         "demo",
@@ -168,14 +168,9 @@ def add_command(subparsers) -> None:
     )
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     model_flags(demo)
-    demo.add_argument("--shift-layer", default=None, help="layer the shift reads (default: the explanation layer)")
-    demo.add_argument("--construction", choices=("paper", "region"), default="region")
-    demo.add_argument("--region", default="top-left", help="target of the region shift: x0,y0,x1,y1 pixels, cells:r0,c0,r1,c1, a corner name, or a mask PNG")
-    demo.add_argument("--strength", type=positive_float, default=None, help="shift strength K (default 1 for paper, 0.1 for region)")
+    shift_flags(demo)
     demo.add_argument("--images", nargs="+", default=None, help="image files or sample names (default: chelsea coffee rocket astronaut)")
     demo.add_argument("--class", dest="classes", action="append", default=[], help="extra class to explain, by name or index (repeatable)")
-    demo.add_argument("--float64-head", action="store_true", help="add the shift in float64 (keeps probabilities equal for large strengths)")
-    demo.add_argument("--tolerance", type=positive_float, default=1e-5, help="largest max |Δprob| accepted (default 1e-5)")
     demo.add_argument("--force", action="store_true", help="overwrite a previous run in --out")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     demo.add_argument("--report", action="store_true", help="also write report.html, one self-contained HTML page, into --out")

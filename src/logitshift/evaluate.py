@@ -696,7 +696,7 @@ def add_command(subparsers) -> None:
     """Register ``logitshift evaluate``."""
     import argparse
 
-    from .cli import model_flags, positive_float
+    from .cli import model_flags, shift_flags
 
     def positive_int(text: str) -> int:
         try:
@@ -740,13 +740,8 @@ def add_command(subparsers) -> None:
     p.add_argument("--scores", nargs="+", default=["logit", "prob"], help="scores to explain (default logit prob)")
     p.add_argument("--out", default="runs/evaluate", help="output folder (default runs/evaluate)")
     model_flags(p)
-    p.add_argument("--shift-layer", default=None, help="layer the shift reads (default: the explanation layer)")
-    p.add_argument("--construction", choices=("paper", "region"), default="region")
-    p.add_argument("--region", default="top-left", help="target of the region shift: x0,y0,x1,y1 pixels, cells:r0,c0,r1,c1, a corner name, or a mask PNG")
-    p.add_argument("--strength", type=positive_float, default=None, help="shift strength K (default 1 for paper, 0.1 for region)")
+    shift_flags(p)
     p.add_argument("--class", dest="classes", action="append", default=[], help="extra class to explain for every image, by name or index (repeatable)")
-    p.add_argument("--float64-head", action="store_true", help="add the shift in float64")
-    p.add_argument("--tolerance", type=positive_float, default=1e-5, help="largest max |Δprob| accepted on the first batch (default 1e-5)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--workers", type=count, default=2, help="image-decoding worker processes (default 2; 0 decodes in the main process)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default: cuda if available)")
