@@ -489,7 +489,7 @@ def add_command(subparsers) -> None:
     """Register ``logitshift audit``."""
     import argparse
 
-    from .cli import positive_float
+    from .cli import int_at_least, positive_float
 
     p = subparsers.add_parser(
         "audit",
@@ -507,10 +507,10 @@ def add_command(subparsers) -> None:
     p.add_argument("--weights", default=None, help="local weights file for a model name")
     p.add_argument("--images", nargs="+", default=None, help="image files or sample names (default: chelsea coffee rocket astronaut)")
     p.add_argument("--layers", nargs="+", default=None, help="layers to audit (default: up to --max-layers spatial layers)")
-    p.add_argument("--max-layers", type=int, default=DEFAULT_MAX_LAYERS, help=f"spatial layers audited, evenly spaced (default {DEFAULT_MAX_LAYERS})")
-    p.add_argument("--probes", type=int, default=DEFAULT_PROBES, help=f"random probes for the class-gradient spread (default {DEFAULT_PROBES})")
+    p.add_argument("--max-layers", type=int_at_least(0), default=DEFAULT_MAX_LAYERS, help=f"spatial layers audited, evenly spaced (default {DEFAULT_MAX_LAYERS})")
+    p.add_argument("--probes", type=int_at_least(1), default=DEFAULT_PROBES, help=f"random probes for the class-gradient spread (default {DEFAULT_PROBES})")
     p.add_argument("--threshold", type=positive_float, default=THRESHOLD, help=f"κ above which the model is called shifted (default {THRESHOLD:g})")
-    p.add_argument("--size", type=int, default=None, help="input size for a model file (default 224)")
+    p.add_argument("--size", type=int_at_least(8), default=None, help="input size for a model file (default 224)")
     p.add_argument("--out", default=None, help="folder for audit.json and audit.png")
     p.add_argument("--force", action="store_true", help="overwrite a previous audit in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -524,8 +524,6 @@ def cmd_audit(args) -> int:
     from .images import DEFAULT_SAMPLES, batch, load_image
 
     start = time.perf_counter()
-    if args.max_layers < 0 or args.probes < 1:
-        raise LogitShiftError("--max-layers must be ≥ 0 and --probes ≥ 1")
     out = run_dir(args.out, args.force, marker="audit.json") if args.out else None
     module, pre, hookable, name = load_target(args.model, args.weights)
     if args.size:

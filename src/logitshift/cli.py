@@ -37,6 +37,21 @@ def positive_float(text: str) -> float:
     return value
 
 
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer ``>= minimum`` (one-line error otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= {minimum}")
+        return value
+
+    return parse
+
+
 def model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="efficientnet-lite0", help="efficientnet-lite0 (default, offline), a torchvision name such as vgg19, or package.module:factory")
     p.add_argument("--weights", default=None, help="local weights file (.pth or .safetensors) for --model")

@@ -696,25 +696,9 @@ def add_command(subparsers) -> None:
     """Register ``logitshift evaluate``."""
     import argparse
 
-    from .cli import model_flags, shift_flags
+    from .cli import int_at_least, model_flags, shift_flags
 
-    def positive_int(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 1")
-        return value
-
-    def count(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 0")
-        return value
+    positive_int, count = int_at_least(1), int_at_least(0)
 
     p = subparsers.add_parser(
         "evaluate",

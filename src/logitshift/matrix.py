@@ -241,7 +241,7 @@ def add_command(subparsers) -> None:
     """Register ``logitshift matrix``."""
     import argparse
 
-    from .cli import model_flags
+    from .cli import int_at_least, model_flags
 
     p = subparsers.add_parser(
         "matrix",
@@ -258,7 +258,7 @@ def add_command(subparsers) -> None:
     p.add_argument("--scores", nargs="+", default=list(SCORES), help=f"scores (default all: {', '.join(SCORES)})")
     p.add_argument("--strength", default=None, help="'auto' or a number (default: 1 for the CAM term, 100 for the input term)")
     p.add_argument("--goal", type=float, default=0.5, help="target mass that counts as fooled (default 0.5)")
-    p.add_argument("--steps", type=int, default=None, help="Integrated Gradients steps and SmoothGrad samples (default: the methods' own)")
+    p.add_argument("--steps", type=int_at_least(1), default=None, help="Integrated Gradients steps and SmoothGrad samples (default: the methods' own)")
     p.add_argument("--no-figure", action="store_true", help="skip matrix.png")
     p.add_argument("--force", action="store_true", help="overwrite a previous run in --out")
     p.add_argument("--report", action="store_true", help="also write report.html, one self-contained HTML page, into --out")
@@ -269,8 +269,6 @@ def add_command(subparsers) -> None:
 def cmd_matrix(args) -> int:
     from .export import parse_strength
 
-    if args.steps is not None and args.steps < 1:
-        raise LogitShiftError(f"--steps {args.steps}: expected a positive integer")
     cfg = MatrixConfig(
         out=args.out, model=args.model, weights=args.weights, layer=args.layer, target=args.target,
         images=args.images or [], methods=args.methods or [], scores=args.scores, strength=parse_strength(args.strength),
