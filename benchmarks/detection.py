@@ -9,7 +9,7 @@ random CNNs (``tests/conftest.py::TinyCNN``, widths 4-16, 10 or 100 classes,
 Shifted models: every construction in :mod:`logitshift.shift` (``paper``,
 ``region`` and, when present, ``gate`` and the input-space ``InputShift``)
 at several layers and strengths spanning three to four orders of magnitude,
-and three shifts written here, outside the project's constructions, on a
+and four shifts written here, outside the project's constructions, on a
 plain forward hook (no :class:`~logitshift.shift.ShiftedModel`):
 
 * ``tanh-norm``: ``t = K · tanh(mean A) · ‖A‖`` (a nonlinear function of an
@@ -17,7 +17,15 @@ plain forward hook (no :class:`~logitshift.shift.ShiftedModel`):
 * ``gated``: ``t = K · σ(40 (mean x − τ)) · Σ A[:, :H/2, :W/2]`` with ``τ`` the
   median brightness of the images: switched on for some inputs only;
 * ``logit-square``: ``t = K · mean_j z_j²`` (a function of the logits
-  themselves).
+  themselves);
+* ``linear-head``: ``t = K · uᵀh`` with ``h`` the input of the last linear
+  layer and ``u`` a random direction as long as a class row: the classifier
+  weights become ``W + K·1uᵀ``, an honest linear classifier, so only κ can
+  see it.
+
+Honest models also include small CNNs whose logits read an early layer
+directly (``TwoHeadCNN``), so the classifier's input is not a cut of the
+graph: the bypass test must not call that a shift.
 
 For every shifted model, "fooled" means that the Grad-CAM map (default layer)
 or the saliency map of the top-1 logit has a Spearman correlation below 0.5
@@ -105,6 +113,59 @@ def logit_square(k: float):
     return lambda a, x, z: k * z.pow(2).mean(dim=1)
 
 
+def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+
+
+class LinearHeadShifted(nn.Module):
+    """``base(x) + K·(uᵀh)·1`` with ``h`` the input of the last linear layer: the classifier's rows all gain ``K·u``.
+
+    ``u`` is a random direction as long as an average class row of the weights,
+    so ``K`` is the shift's size relative to a class. The shifted model *is*
+    an honest linear classifier with weights ``W + K·1uᵀ``: only its size (κ)
+    can give it away, no structural test can."""
+
+    def __init__(self, base: nn.Module, k: float, seed: int = 0) -> None:
+        super().__init__()
+        self.base = base
+        self.layer, linear = last_linear(base)
+        weight = linear.weight.detach().double()
+        u = torch.randn(weight.shape[1], generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        self.register_buffer("u", k * u / u.norm() * weight.norm(dim=1).mean())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        store: dict[str, torch.Tensor] = {}
+        handle = self.base.get_submodule(self.layer).register_forward_pre_hook(lambda _m, inputs: store.__setitem__("h", inputs[0]))
+        try:
+            z = self.base(x)
+        finally:
+            handle.remove()
+        return z.double() + (store["h"].double().flatten(1) @ self.u)[:, None]
+
+
+class TwoHeadCNN(nn.Module):
+    """An honest CNN whose logits also read an early layer directly (a skip into the classifier).
+
+    Its last linear layer's input is not a cut of the graph: the bypass test
+    sees gradient go around it, for the centered gradients as much as for the
+    common mode, and must not call that a shift."""
+
+    def __init__(self, classes: int, width: int, seed: int) -> None:
+        super().__init__()
+        self.body = TinyCNN(classes, width, seed)
+        g = torch.Generator().manual_seed(1000 + seed)
+        self.skip = nn.Linear(width, classes)
+        with torch.no_grad():
+            for p in self.skip.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        early = self.body.features[1](self.body.features[0](x))
+        skip = self.skip(early.mean(dim=(2, 3)))
+        return skip + self.body.fc(torch.flatten(self.body.pool(self.body.features[3](self.body.features[2](early))), 1))
+
+
 HAND = {"tanh-norm": tanh_norm, "gated": gated, "logit-square": logit_square}
 
 
@@ -129,6 +190,17 @@ def tiny_bases(count: int) -> list[Base]:
         width = (4, 8, 16)[i % 3]
         classes = (10, 100)[(i // 3) % 2]
         out.append(Base(f"tiny-w{width}-c{classes}-s{i}", TinyCNN(classes, width, seed=i), x, "features", ["features", "features.1"], "random"))
+    return out
+
+
+def two_head_bases(count: int) -> list[Base]:
+    pre = Preprocess(size=32, resize=32)
+    x = batch([load_image(s, pre) for s in DEFAULT_SAMPLES])
+    out = []
+    for i in range(count):
+        width = (4, 8, 16)[i % 3]
+        classes = (10, 100)[(i // 3) % 2]
+        out.append(Base(f"twohead-w{width}-c{classes}-s{i}", TwoHeadCNN(classes, width, seed=i), x, "body.features", [], "random"))
     return out
 
 
@@ -187,6 +259,8 @@ def hand_shifts(base: Base, layer: str) -> list[tuple[str, float, Callable[[], n
         out.append(("gated", k, lambda k=k: HookShifted(base.module, layer, gated(k, tau))))
     for k in (1e-3, 1e-2, 1e-1):
         out.append(("logit-square", k, lambda k=k: HookShifted(base.module, layer, logit_square(k))))
+    for k in (1e-3, 1e-2, 1e-1, 1.0):
+        out.append(("linear-head", k, lambda k=k: LinearHeadShifted(base.module, k)))
     return out
 
 
@@ -228,8 +302,13 @@ def fooling(base: Base, shifted: nn.Module, reference: tuple[torch.Tensor, torch
 
 def audit_row(model: nn.Module, x: torch.Tensor, probes: int) -> dict:
     r = audit_model(model, x, probes=probes)
+    tests = r.tests()
     return {
         "score": r.score,
+        "kappa": r.kappa,
+        "bypass": tests["bypass"]["ratio"] if "bypass" in tests else None,
+        "head": tests["head"]["ratio"] if "head" in tests else None,
+        "deciding": max(tests, key=lambda k: tests[k]["ratio"]),
         "flagged": r.shifted,
         "where": r.where,
         "disagreement_max": max(max(e.disagreement) for e in r.evidence),
@@ -249,9 +328,16 @@ def roc_auc(scores: list[float], labels: list[bool]) -> float:
     return float(greater / (len(pos) * len(neg)))
 
 
-def summarize(rows: list[dict], threshold: float) -> dict:
+#: Constructions that are honest classifiers by construction: reported as the audit's limit, not in the headline figures.
+LIMITS = ("linear-head",)
+
+
+def summarize(every: list[dict], threshold: float) -> dict:
+    """Headline figures over every row but the ``LIMITS`` constructions; those get their own block."""
+    rows = [r for r in every if r["construction"] not in LIMITS]
     honest = [r for r in rows if not r["shifted"]]
     shifted = [r for r in rows if r["shifted"]]
+    limit = [r for r in every if r["construction"] in LIMITS]
     fooling = [r for r in shifted if r["fooled"]]
     changed = [r for r in shifted if r["changed"]]
     return {
@@ -269,7 +355,20 @@ def summarize(rows: list[dict], threshold: float) -> dict:
         "roc_auc_fooling_vs_honest": roc_auc([r["score"] for r in honest + fooling], [False] * len(honest) + [True] * len(fooling)),
         "honest_score_max": max(r["score"] for r in honest),
         "fooling_score_min": min((r["score"] for r in fooling), default=float("nan")),
+        "honest_kappa_max": max(r["kappa"] for r in honest),
+        "fooling_kappa_min": min((r["kappa"] for r in fooling), default=float("nan")),
         "threshold": threshold,
+        "by_test": {t: sum(r["flagged"] and r["deciding"] == t for r in shifted) for t in ("kappa", "bypass", "head")},
+        "roc_auc_kappa_only": roc_auc([r["kappa"] for r in rows], [r["shifted"] for r in rows]),
+        "limits": {
+            "models": len(limit),
+            "flagged": sum(r["flagged"] for r in limit),
+            "fooling": sum(r["fooled"] for r in limit),
+            "fooling_missed": sum(r["fooled"] and not r["flagged"] for r in limit),
+            "changing_missed": sum(r["changed"] and not r["flagged"] for r in limit),
+            "roc_auc_vs_honest": roc_auc([r["score"] for r in honest + limit], [False] * len(honest) + [True] * len(limit)),
+            "roc_auc_every_row": roc_auc([r["score"] for r in every], [r["shifted"] for r in every]),
+        },
     }
 
 
@@ -281,8 +380,8 @@ def markdown(result: dict) -> str:
         f"Generated by `benchmarks/detection.py` on {result['machine']} in {result['seconds']:.0f} s wall"
         + (f" ({result['cpu_seconds']:.0f} s CPU)" if "cpu_seconds" in result else "")
         + " "
-        f"(torch {result['torch']}, {result['threads']} threads). Score: κ, the largest common-mode ratio over "
-        f"images and layers; threshold κ > {s['threshold']:g}. A shift *fools* when the top-1 logit's Grad-CAM "
+        f"(torch {result['torch']}, {result['threads']} threads). Score: max(κ / {s['threshold']:g}, bypass ratio, head ratio) "
+        f"(`logitshift.audit`); above 1 the audit says *shifted*. A shift *fools* when the top-1 logit's Grad-CAM "
         f"(default layer) or saliency map has Spearman < {FOOLED_BELOW} against the original's on some image.",
         "",
         "| | value |",
@@ -297,28 +396,52 @@ def markdown(result: dict) -> str:
         f"| shifts that change a map (Spearman < {CHANGED_BELOW}) | {s['changing_shifts']}, missed {s['changing_missed']} |",
         f"| ROC-AUC, map-changing shifts vs honest | {s['roc_auc_changing_vs_honest']:.4f} |",
         f"| shifts that change no map (all Spearman ≥ {CHANGED_BELOW}) flagged | {s['inconsequential_flagged']} / {s['shifted_models'] - s['changing_shifts']} |",
-        f"| largest κ of an honest model | {s['honest_score_max']:.3g} |",
-        f"| smallest κ of a fooling shift | {s['fooling_score_min']:.3g} |",
+        f"| largest score of an honest model | {s['honest_score_max']:.3g} |",
+        f"| smallest score of a fooling shift | {s['fooling_score_min']:.3g} |",
+        f"| largest κ of an honest model / smallest κ of a fooling shift | {s['honest_kappa_max']:.3g} / {s['fooling_kappa_min']:.3g} |",
+        f"| flagged shifts decided by κ / bypass / head | {s['by_test']['kappa']} / {s['by_test']['bypass']} / {s['by_test']['head']} |",
+        f"| ROC-AUC with κ alone (no structural test) | {s['roc_auc_kappa_only']:.4f} |",
+        "",
+        "## Limit: a linear shift of the classifier's input",
+        "",
+        "`linear-head` (``t = K·uᵀh``) turns the classifier weights into ``W + K·1uᵀ``: the shifted model *is* an honest "
+        "linear classifier, so no test of the function can single it out; only its size (κ) can. These rows are not in "
+        "the figures above.",
+        "",
+        "| | value |",
+        "|---|---|",
+        f"| `linear-head` models flagged | {s['limits']['flagged']} / {s['limits']['models']} |",
+        f"| of them fooling, missed | {s['limits']['fooling_missed']} of {s['limits']['fooling']} |",
+        f"| of them changing a map (Spearman < {CHANGED_BELOW}), missed | {s['limits']['changing_missed']} |",
+        f"| ROC-AUC, `linear-head` vs honest | {s['limits']['roc_auc_vs_honest']:.4f} |",
+        f"| ROC-AUC, every row of this benchmark (`linear-head` included) | {s['limits']['roc_auc_every_row']:.4f} |",
         "",
         "## Honest models",
         "",
-        "| model | weights | κ | largest at | max 1−Spearman (logit vs centered) |",
-        "|---|---|---:|---|---:|",
+        "| model | weights | score | κ | bypass | head | evidence at | max 1−Spearman (logit vs centered) |",
+        "|---|---|---:|---:|---:|---:|---|---:|",
     ]
+
+    def ratio(v) -> str:
+        return "–" if v is None else f"{v:.3g}"
+
     for r in result["rows"]:
         if not r["shifted"]:
-            lines.append(f"| {r['model']} | {r['weights']} | {r['score']:.3g} | {r['where']} | {r['disagreement_max']:.3f} |")
+            lines.append(
+                f"| {r['model']} | {r['weights']} | {r['score']:.3g} | {r['kappa']:.3g} | {ratio(r['bypass'])} | {ratio(r['head'])} | {r['where']} | {r['disagreement_max']:.3f} |"
+            )
     lines += [
         "",
         "## Shifted models",
         "",
-        "| model | construction | layer | K | κ | flagged | fooled | Grad-CAM ρ min | saliency ρ min | max Δp |",
-        "|---|---|---|---:|---:|---|---|---:|---:|---:|",
+        "| model | construction | layer | K | score | κ | bypass | head | flagged | fooled | Grad-CAM ρ min | saliency ρ min | max Δp |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|",
     ]
     for r in result["rows"]:
         if r["shifted"]:
             lines.append(
-                f"| {r['model']} | {r['construction']} | {r['layer']} | {r['strength']:g} | {r['score']:.3g} | "
+                f"| {r['model']} | {r['construction']} | {r['layer']} | {r['strength']:g} | {r['score']:.3g} | {r['kappa']:.3g} | "
+                f"{ratio(r['bypass'])} | {ratio(r['head'])} | "
                 f"{'yes' if r['flagged'] else 'no'} | {'yes' if r['fooled'] else 'no'} | {r['gradcam_spearman_min']:.2f} | "
                 f"{r['saliency_spearman_min']:.2f} | {r['max_abs_prob_diff']:.1e} |"
             )
@@ -333,7 +456,7 @@ def run(quick: bool, probes: int, progress: bool = True) -> dict:
 
     start, cpu = time.perf_counter(), time.process_time()
     bases: list[Base] = tiny_bases(4 if quick else 30)
-    honest_only: list[Base] = []
+    honest_only: list[Base] = two_head_bases(2 if quick else 12)
     if not quick:
         bases.append(torchvision_base("resnet18", 128, "layer4", ["layer4", "layer2"]))
         honest_only += [torchvision_base("vgg11", 128, "features.19", []), torchvision_base("mobilenet_v2", 128, "features", [])]

@@ -23,9 +23,36 @@ A fooling shift needs ``‖∇t‖`` comparable to a class gradient
 ``‖P G‖_F²`` is estimated without C backward passes (Hutchinson): for
 ``v ~ N(0, I_C)``, ``E‖Gᵀ P v‖² = ‖P G‖_F²``, one backward pass per probe.
 
-The verdict is ``shifted`` when the largest κ over images and layers exceeds
-:data:`THRESHOLD`, calibrated on honest models (``benchmarks/detection.py``,
-``docs/audit.md``). The report also gives, per layer, the disagreement
+κ is statistical: it needs the shift to be comparable with a class
+gradient. Two structural tests find shifts of any size, because an honest
+classifier passes them exactly (to floating-point round-off):
+
+* **bypass**: the logits of an honest model depend on the input only through
+  the input ``h`` of its classifier layer (the last leaf module whose output
+  has one entry per class), so every gradient at an earlier layer ``L`` is
+  the gradient at ``h`` pulled back through ``∂h/∂A_L``. A shift that reads
+  ``L`` (or anything between ``L`` and ``h``) reaches the logits around ``h``:
+  the common-mode gradient at ``L`` gains a part ``C·∇t`` that the pull-back
+  does not give, while the centered gradients (which a shift cannot touch
+  without changing the probabilities) still pull back exactly. Evidence is
+  ``min(β / TOLERANCE, κ_bypass / THRESHOLD)``, with ``β`` the fraction of the
+  common-mode gradient that bypasses ``h`` and ``κ_bypass`` the κ of that
+  part against the centered gradients' part (both 0 for an honest model
+  whose classifier input is a cut of its graph; a class-specific skip
+  around ``h`` moves the centered gradients as much, so κ_bypass stays ≈ 1).
+* **head**: an honest linear classifier has the same gradient
+  ``∂z/∂h = W`` on every image. A shift that is a function of ``h`` or of the
+  logits themselves (``t = K·mean z²``) makes the common-mode row of that
+  Jacobian vary from image to image while the centered rows stay constant.
+  Evidence is ``min(spread / TOLERANCE, κ_head / THRESHOLD)`` over the
+  images' deviations from the batch mean.
+
+The score is ``max(κ / THRESHOLD, bypass, head)``: above 1 the verdict is
+``shifted``. Cost: one forward pass, ``2 + probes`` backward passes, and
+``1 + probes`` pull-backs from ``h``. The one shift no gradient test can single out is a linear
+function of ``h`` (``W + 1aᵀ`` as the classifier weights): that *is* an honest
+linear classifier, and only its size (κ) gives it away (``docs/audit.md``).
+The report also gives, per layer, the disagreement
 ``1 − Spearman`` between the Grad-CAM map of the top-1 logit and of the
 centered logit ``z_c − mean_j z_j`` (saliency maps at the input): that is how
 much the common mode changes what a user would see.
@@ -54,6 +81,8 @@ from .errors import LogitShiftError
 
 #: κ above which a model is called shifted (see docs/audit.md for the calibration).
 THRESHOLD = 3.0
+#: Smallest bypass / head fraction counted as evidence (honest models: round-off, ≤ 1e-6 measured).
+TOLERANCE = 1e-4
 INPUT = "input"
 DEFAULT_PROBES = 4
 DEFAULT_MAX_LAYERS = 8
@@ -119,10 +148,35 @@ class LayerEvidence:
     disagreement: list[float]  # 1 − Spearman(map of z_c, map of z_c − mean z), per image
     cells: list[list[float]] = field(default_factory=list)  # per-cell κ, mean over images (H×W)
     classes: int = 0
+    bypass: list[float] = field(default_factory=list)  # β: common-mode fraction not pulled back from the classifier input, per image
+    bypass_kappa: list[float] = field(default_factory=list)  # κ of the part that bypasses it, per image
+    bypass_centered: list[float] = field(default_factory=list)  # fraction of the centered gradients that bypasses it (0 for a cut)
 
     @property
     def kappa_max(self) -> float:
         return max(self.kappa)
+
+    def bypass_ratio(self, threshold: float = THRESHOLD) -> float:
+        """Largest ``min(β / TOLERANCE, κ_bypass / threshold)`` over images (0 without a classifier layer)."""
+        return max((_evidence_ratio(b, k, threshold) for b, k in zip(self.bypass, self.bypass_kappa)), default=0.0)
+
+
+def _evidence_ratio(fraction: float, kappa: float, threshold: float) -> float:
+    """Structural evidence: above 1 when a common-mode part stands above round-off *and* above the classes' spread."""
+    return min(fraction / TOLERANCE, kappa / threshold)
+
+
+@dataclass
+class HeadEvidence:
+    """Gradients at the classifier's input ``h``: the cut the bypass test pulls back from."""
+
+    layer: str  # the classifier module whose input is h
+    width: int  # entries of h
+    spread: list[float]  # ‖∇_h Σz (image n) − its mean over images‖ / ‖mean‖, per image (empty for one image)
+    kappa: list[float]  # κ of those deviations against the centered rows' deviations, per image
+
+    def ratio(self, threshold: float = THRESHOLD) -> float:
+        return max((_evidence_ratio(f, k, threshold) for f, k in zip(self.spread, self.kappa)), default=0.0)
 
 
 def _norms(g: torch.Tensor) -> torch.Tensor:
@@ -140,6 +194,18 @@ def _ratio(num: torch.Tensor, den_sq: torch.Tensor, classes: int) -> torch.Tenso
     return out.clamp(max=1e6)
 
 
+def _fraction(part: torch.Tensor, whole: torch.Tensor) -> list[float]:
+    """``‖part‖ / ‖whole‖`` per image (0 where both vanish)."""
+    num, den = _norms(part), _norms(whole)
+    return [float(v) for v in torch.where(den > 0, num / den.clamp_min(1e-300), torch.where(num > 0, torch.ones_like(num), torch.zeros_like(num)))]
+
+
+def _deviation(g: torch.Tensor) -> torch.Tensor:
+    """``g_n − mean_n g`` (each image's gradient less the batch mean)."""
+    g = g.detach().double()
+    return g - g.mean(dim=0, keepdim=True)
+
+
 def _gradcam(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     alpha = grad.mean(dim=(2, 3), keepdim=True)
     return torch.relu((alpha * act).sum(dim=1))
@@ -155,6 +221,10 @@ def _spearman(a: torch.Tensor, b: torch.Tensor) -> list[float]:
     return [float(v) for v in spearman(a, b)]
 
 
+def _is_leaf(module: nn.Module) -> bool:
+    return next(iter(module.children()), None) is None
+
+
 def measure(
     model: nn.Module,
     x: torch.Tensor,
@@ -162,13 +232,17 @@ def measure(
     probes: int = DEFAULT_PROBES,
     seed: int = 0,
     progress: bool = False,
-) -> list[LayerEvidence]:
+) -> tuple[list[LayerEvidence], HeadEvidence | None]:
     """Evidence at the input (first entry) and at each of ``layers``, from one forward pass.
 
+    Also finds the classifier's input ``h`` (the input of the last leaf module
+    whose output has one entry per class) for the bypass and head tests.
     Backward passes: one for the top-1 logits, one for the logit sum, one per
-    probe; each reaches the input and every layer at once.
+    probe (each reaching the input and every layer at once), and two pulled
+    back from ``h`` when it is found.
     """
     acts: dict[str, torch.Tensor] = {}
+    heads: list[tuple[str, torch.Tensor, int]] = []
     handles = []
     for name in layers:
         try:
@@ -177,6 +251,19 @@ def measure(
             raise LogitShiftError(f"layer {name!r}: not a module of the model") from exc
         handles.append(module.register_forward_hook(lambda _m, _i, out, name=name: acts.__setitem__(name, out)))
     xg = x.detach().clone().requires_grad_(True)
+
+    def head_hook(_m, inputs, out, name):
+        if isinstance(out, torch.Tensor) and out.dim() == 2 and inputs and isinstance(inputs[0], torch.Tensor):
+            h = inputs[0]
+            if h is not xg and h.is_floating_point() and h.requires_grad and h.shape[0] == out.shape[0]:
+                heads.append((name, h, out.shape[1]))
+
+    for name, sub in model.named_modules():
+        if name and _is_leaf(sub):
+            try:
+                handles.append(sub.register_forward_hook(lambda m, i, o, name=name: head_hook(m, i, o, name)))
+            except Exception:  # TorchScript submodules take no hooks
+                continue
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.requires_grad_(False)
@@ -196,31 +283,66 @@ def measure(
     missing = [n for n in layers if n not in acts or not isinstance(acts[n], torch.Tensor) or acts[n].dim() != 4]
     if missing:
         raise LogitShiftError(f"layer {missing[0]!r}: produced no N×C×H×W output in the forward pass")
-    names = [INPUT, *layers]
-    wrt = [xg] + [acts[n] for n in layers]
     classes = z.shape[1]
+    head = next((hd for hd in reversed(heads) if hd[2] == classes), None)
+    names = [INPUT, *layers]
+    wrt = [xg] + [acts[n] for n in layers] + ([head[1]] if head is not None else [])
+    spatial = len(names)
 
     def grads(s: torch.Tensor) -> list[torch.Tensor]:
         out = torch.autograd.grad(s, wrt, retain_graph=True, allow_unused=True)
         return [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, out)]
 
+    def pull_back(g_h: torch.Tensor) -> list[torch.Tensor]:
+        out = torch.autograd.grad(head[1], wrt[:spatial], grad_outputs=g_h, retain_graph=True, allow_unused=True)
+        return [torch.zeros_like(w) if g is None else g for w, g in zip(wrt[:spatial], out)]
+
     from tqdm import tqdm
 
-    bar = tqdm(total=probes + 2, desc="audit", unit="backward", disable=not progress, file=sys.stderr, leave=False)
+    bar = tqdm(total=2 + probes + (probes + 1 if head else 0), desc="audit", unit="backward", disable=not progress, file=sys.stderr, leave=False)
     top = z.detach().argmax(dim=1, keepdim=True)
     g_top = grads(z.gather(1, top).sum())
     g_sum = grads(z.sum())
     bar.update(2)
     gen = torch.Generator().manual_seed(seed)
-    frob = [torch.zeros(len(x), dtype=torch.float64) for _ in wrt]
-    frob_cells = [torch.zeros(w.shape[0], *w.shape[2:], dtype=torch.float64) for w in wrt]
+    frob = [torch.zeros(len(x), dtype=torch.float64) for _ in wrt[:spatial]]
+    frob_cells = [torch.zeros(w.shape[0], *w.shape[2:], dtype=torch.float64) for w in wrt[:spatial]]
+    frob_bypass = [torch.zeros(len(x), dtype=torch.float64) for _ in wrt[:spatial]]
+    frob_head = torch.zeros(len(x), dtype=torch.float64)
     for _ in range(probes):
+        # one probe for every image, so that the head test can compare images
+        v = torch.randn((1, classes), generator=gen, dtype=torch.float64)
+        v = (v - v.mean(dim=1, keepdim=True)).to(z.dtype).expand_as(z)
+        g = grads((v * z).sum())
         bar.update(1)
-        v = torch.randn(z.shape, generator=gen, dtype=torch.float64)
-        v = (v - v.mean(dim=1, keepdim=True)).to(z.dtype)
-        for i, g in enumerate(grads((v * z).sum())):
-            frob[i] += _norms(g).pow(2) / probes
-            frob_cells[i] += _cell_sq(g) / probes
+        for i in range(spatial):
+            frob[i] += _norms(g[i]).pow(2) / probes
+            frob_cells[i] += _cell_sq(g[i]) / probes
+        if head is not None:
+            pulled = pull_back(g[-1])
+            bar.update(1)
+            for i in range(spatial):
+                frob_bypass[i] += _norms(g[i].detach() - pulled[i].detach()).pow(2) / probes
+            frob_head += _norms(_deviation(g[-1])).pow(2) / probes
+    bypass: list[list[float]] = [[] for _ in range(spatial)]
+    bypass_kappa: list[list[float]] = [[] for _ in range(spatial)]
+    bypass_centered: list[list[float]] = [[] for _ in range(spatial)]
+    head_evidence = None
+    if head is not None:
+        pulled = pull_back(g_sum[-1])
+        bar.update(1)
+        for i in range(spatial):
+            part = g_sum[i].detach() - pulled[i].detach()
+            bypass[i] = _fraction(part, g_sum[i])
+            bypass_kappa[i] = [float(k) for k in _ratio(_norms(part), frob_bypass[i], classes)]
+            bypass_centered[i] = [float(v) for v in torch.where(frob[i] > 0, (frob_bypass[i] / frob[i].clamp_min(1e-300)).sqrt(), torch.zeros_like(frob[i]))]
+        spread, kappa_head = [], []
+        if len(x) > 1:
+            dev = _deviation(g_sum[-1])
+            mean_norm = float(g_sum[-1].detach().double().mean(dim=0).norm())
+            spread = [float(d) / mean_norm if mean_norm > 0 else float(d > 0) for d in _norms(dev)]
+            kappa_head = [float(k) for k in _ratio(_norms(dev), frob_head, classes)]
+        head_evidence = HeadEvidence(head[0], int(head[1][0].numel()), spread, kappa_head)
     bar.close()
     out = []
     for i, name in enumerate(names):
@@ -243,13 +365,19 @@ def measure(
                 disagreement=[1.0 - s for s in _spearman(a, b)],
                 cells=cells.tolist() if name != INPUT else [],
                 classes=classes,
+                bypass=bypass[i],
+                bypass_kappa=bypass_kappa[i],
+                bypass_centered=bypass_centered[i],
             )
         )
-    return out
+    return out, head_evidence
 
 
-def measure_batches(model, x, layers, probes=DEFAULT_PROBES, seed=0, progress=False) -> list[LayerEvidence]:
-    """:func:`measure` image by image when the model takes a fixed batch size, else on the whole batch."""
+def measure_batches(model, x, layers, probes=DEFAULT_PROBES, seed=0, progress=False) -> tuple[list[LayerEvidence], HeadEvidence | None]:
+    """:func:`measure` image by image when the model takes a fixed batch size, else on the whole batch.
+
+    Image by image, the head test has one image to compare with itself: it is left out.
+    """
     try:
         return measure(model, x, layers, probes, seed, progress)
     except LogitShiftError:
@@ -257,9 +385,9 @@ def measure_batches(model, x, layers, probes=DEFAULT_PROBES, seed=0, progress=Fa
             raise
     from tqdm import tqdm
 
-    parts = [measure(model, x[i : i + 1], layers, probes, seed + i) for i in tqdm(range(len(x)), desc="audit", unit="image", disable=not progress, file=sys.stderr)]
+    parts = [measure(model, x[i : i + 1], layers, probes, seed) for i in tqdm(range(len(x)), desc="audit", unit="image", disable=not progress, file=sys.stderr)]
     merged = []
-    for rows in zip(*parts):
+    for rows in zip(*(p[0] for p in parts)):
         first = rows[0]
         cells = np.mean([np.asarray(r.cells) for r in rows], axis=0).tolist() if first.cells else []
         merged.append(
@@ -272,9 +400,13 @@ def measure_batches(model, x, layers, probes=DEFAULT_PROBES, seed=0, progress=Fa
                 [k for r in rows for k in r.disagreement],
                 cells,
                 first.classes,
+                [k for r in rows for k in r.bypass],
+                [k for r in rows for k in r.bypass_kappa],
+                [k for r in rows for k in r.bypass_centered],
             )
         )
-    return merged
+    head = parts[0][1]
+    return merged, (HeadEvidence(head.layer, head.width, [], []) if head is not None else None)
 
 
 @dataclass
@@ -282,27 +414,64 @@ class AuditResult:
     """The verdict and the evidence behind it."""
 
     verdict: str  # "clean" or "shifted"
-    score: float  # largest κ over images and layers
-    threshold: float
-    where: str  # the layer (or "input") with the largest κ
+    score: float  # max(κ / threshold, bypass ratio, head ratio): above 1 means shifted
+    threshold: float  # κ threshold
+    where: str  # the layer (or "input") that carries the deciding evidence
     classes: int
     images: list[str]
     evidence: list[LayerEvidence]
+    head: HeadEvidence | None = None
 
     @property
     def shifted(self) -> bool:
         return self.verdict == "shifted"
+
+    @property
+    def kappa(self) -> float:
+        """Largest κ over images and layers."""
+        return max(e.kappa_max for e in self.evidence)
+
+    @property
+    def bypass(self) -> float:
+        """Largest bypass ratio over images and layers (0 when no classifier layer was found)."""
+        return max((e.bypass_ratio(self.threshold) for e in self.evidence), default=0.0)
+
+    def tests(self) -> dict[str, dict]:
+        """Each test's statistic, its ratio to the point where it fires (1), and whether it fired."""
+        out: dict[str, dict] = {"kappa": {"value": self.kappa, "ratio": self.kappa / self.threshold, "threshold": self.threshold}}
+        if self.head is not None:
+            worst = max(self.evidence, key=lambda e: e.bypass_ratio(self.threshold))
+            out["bypass"] = {
+                "value": max(worst.bypass, default=0.0),
+                "kappa": max(worst.bypass_kappa, default=0.0),
+                "ratio": self.bypass,
+                "layer": worst.layer,
+                "tolerance": TOLERANCE,
+            }
+            out["head"] = {
+                "value": max(self.head.spread) if self.head.spread else None,
+                "kappa": max(self.head.kappa) if self.head.kappa else None,
+                "ratio": self.head.ratio(self.threshold),
+                "layer": self.head.layer,
+                "tolerance": TOLERANCE,
+            }
+        for t in out.values():
+            t["fired"] = t["ratio"] > 1.0
+        return out
 
     def to_json(self) -> dict:
         return {
             "verdict": self.verdict,
             "score": self.score,
             "threshold": self.threshold,
+            "kappa": self.kappa,
             "where": self.where,
             "classes": self.classes,
+            "classifier": asdict(self.head) if self.head is not None else None,
+            "tests": self.tests(),
             "images": self.images,
             "evidence": [
-                {**asdict(e), "kappa_max": e.kappa_max, "disagreement_max": max(e.disagreement)} for e in self.evidence
+                {**asdict(e), "kappa_max": e.kappa_max, "disagreement_max": max(e.disagreement), "bypass_max": max(e.bypass, default=None)} for e in self.evidence
             ],
         }
 
@@ -319,10 +488,12 @@ def audit_model(
     require_spatial: bool = True,
     progress: bool = False,
 ) -> AuditResult:
-    """Audit ``model`` on the batch ``x``: verdict, score (max κ) and per-layer evidence.
+    """Audit ``model`` on the batch ``x``: verdict, score and per-layer evidence.
+
+    ``score = max(κ / threshold, bypass ratio, head ratio)``; above 1 the verdict is ``shifted``.
 
     >>> result = audit_model(model, x)        # x: a few preprocessed images
-    >>> result.verdict, result.score, result.where   # e.g. ('clean', 0.7, 'blocks.4._project_conv')
+    >>> result.verdict, result.score, result.where   # e.g. ('clean', 0.2, 'blocks.4._project_conv')
     """
     if layers is None:
         layers = candidate_layers(model, x, max_layers)
@@ -330,18 +501,32 @@ def audit_model(
             raise LogitShiftError(
                 f"model {type(model).__name__!r}: no layer outputs a spatial feature map (N×C×H×W); the audit needs a convolutional classifier"
             )
-    evidence = measure_batches(model, x, list(layers), probes, seed, progress)
-    best = max(evidence, key=lambda e: e.kappa_max)
+    evidence, head = measure_batches(model, x, list(layers), probes, seed, progress)
     classes = evidence[0].classes
-    score = best.kappa_max
+    kappa_layer = max(evidence, key=lambda e: e.kappa_max)
+    parts = {
+        "kappa": kappa_layer.kappa_max / threshold,
+        "bypass": max((e.bypass_ratio(threshold) for e in evidence), default=0.0),
+        "head": head.ratio(threshold) if head else 0.0,
+    }
+    score = max(parts.values())
+    deciding = max(parts, key=parts.get)
+    if deciding == "bypass":
+        # the shift reads at or after the last layer it bypasses from, and before the classifier's input
+        where = [e for e in evidence if e.bypass_ratio(threshold) > 1.0][-1].layer if score > 1.0 else max(evidence, key=lambda e: e.bypass_ratio(threshold)).layer
+    elif deciding == "head":
+        where = head.layer
+    else:
+        where = kappa_layer.layer
     return AuditResult(
-        verdict="shifted" if score > threshold else "clean",
+        verdict="shifted" if score > 1.0 else "clean",
         score=score,
         threshold=threshold,
-        where=best.layer,
+        where=where,
         classes=classes,
         images=list(image_names) if image_names is not None else [str(i) for i in range(len(x))],
         evidence=evidence,
+        head=head,
     )
 
 
@@ -444,7 +629,7 @@ def _short(name: str) -> str:
 
 
 def figure(result: AuditResult, path: str | Path) -> Path:
-    """Where the shift acts: κ per layer (bars) and the per-cell κ of each layer (heat maps)."""
+    """Where the shift acts: κ per layer, the bypass fraction per layer, and the per-cell κ of each layer."""
     from matplotlib.colors import LogNorm
 
     from .figures import _plt
@@ -453,29 +638,44 @@ def figure(result: AuditResult, path: str | Path) -> Path:
     plt = _plt()
     spatial = [e for e in result.evidence if e.cells]
     cols = max(len(spatial), 1)
-    fig = plt.figure(figsize=(max(2.0 * cols, 7.0), 6.6), dpi=100)
-    grid = fig.add_gridspec(2, cols, height_ratios=[1.0, 1.1], hspace=0.75, left=0.07, right=0.9, bottom=0.04, top=0.92)
-    ax = fig.add_subplot(grid[0, :])
+    structural = result.head is not None
+    ratios = [1.0, 0.8, 1.1] if structural else [1.0, 1.1]
+    fig = plt.figure(figsize=(max(2.0 * cols, 7.0), 6.6 + 2.6 * structural), dpi=100)
+    grid = fig.add_gridspec(len(ratios), cols, height_ratios=ratios, hspace=0.8, left=0.07, right=0.9, bottom=0.04, top=0.93)
     labels = [e.layer for e in result.evidence]
+    ticks = [_short(n) for n in labels]
+    ax = fig.add_subplot(grid[0, :])
     values = [max(e.kappa_max, 1e-3) for e in result.evidence]
-    colors = ["tab:red" if v > result.threshold else "tab:blue" for v in values]
-    ax.bar(range(len(values)), values, color=colors)
+    ax.bar(range(len(values)), values, color=["tab:red" if v > result.threshold else "tab:blue" for v in values])
     ax.axhline(result.threshold, color="k", ls="--", lw=1, label=f"threshold κ = {result.threshold:g}")
     ax.axhline(1.0, color="grey", ls=":", lw=1, label="κ = 1 (exchangeable classes)")
     ax.set_yscale("log")
     ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels([_short(n) for n in labels], rotation=20, ha="right", fontsize=7)
+    ax.set_xticklabels(ticks, rotation=20, ha="right", fontsize=7)
     ax.set_ylabel("κ (max over images)")
-    ax.set_title(f"verdict: {result.verdict}  (score κ = {result.score:.3g}, largest at {result.where})", fontsize=10)
+    ax.set_title(f"verdict: {result.verdict}  (score {result.score:.3g}, evidence at {result.where})", fontsize=10)
     ax.legend(fontsize=7, loc="upper left")
-    norm = LogNorm(vmin=0.1, vmax=max(100.0, result.score))
+    if structural:
+        floor = 1e-12
+        axb = fig.add_subplot(grid[1, :])
+        fractions = [max(max(e.bypass), floor) for e in result.evidence]
+        axb.bar(range(len(fractions)), fractions, color=["tab:red" if e.bypass_ratio(result.threshold) > 1 else "tab:blue" for e in result.evidence])
+        axb.axhline(TOLERANCE, color="k", ls="--", lw=1, label=f"tolerance {TOLERANCE:g}")
+        axb.set_yscale("log")
+        axb.set_ylim(floor / 2, 2.0)
+        axb.set_xticks(range(len(labels)))
+        axb.set_xticklabels(ticks, rotation=20, ha="right", fontsize=7)
+        axb.set_ylabel("bypass fraction")
+        axb.set_title(f"common-mode gradient that does not flow through the classifier input ({result.head.layer}); honest: 0", fontsize=8)
+        axb.legend(fontsize=7, loc="upper right")
+    norm = LogNorm(vmin=0.1, vmax=max(100.0, result.kappa))
     for i, e in enumerate(spatial):
-        axh = fig.add_subplot(grid[1, i])
+        axh = fig.add_subplot(grid[-1, i])
         im = axh.imshow(np.clip(np.asarray(e.cells), 0.1, None), cmap="magma", norm=norm)
         axh.set_title(f"{_short(e.layer)}\n{e.shape[1]}×{e.shape[2]}  κ={e.kappa_max:.2g}", fontsize=7)
         axh.set_axis_off()
     if spatial:
-        cax = fig.add_axes([0.92, 0.05, 0.012, 0.3])
+        cax = fig.add_axes([0.92, 0.05, 0.012, 0.22])
         fig.colorbar(im, cax=cax, label="κ per cell")
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
@@ -541,13 +741,21 @@ def cmd_audit(args) -> int:
         sys.stderr.write(f"logitshift audit: {name} is TorchScript, whose layers cannot be hooked: auditing the input gradient only\n")
     dtype = next((p.dtype for p in module.parameters()), torch.float32)
     result = audit_model(module, x.to(dtype), layers, args.threshold, args.probes, image_names=[im.name for im in images], progress=not args.no_progress)
-    print(f"{'layer':<28} {'shape':<16} {'κ max':>9} {'‖∇mean z‖':>11} {'‖∇(z_c−mean z)‖':>16} {'1−Spearman':>10}")
+    bypass_col = result.head is not None
+    print(f"{'layer':<28} {'shape':<16} {'κ max':>9} {'‖∇mean z‖':>11} {'‖∇(z_c−mean z)‖':>16} {'1−Spearman':>10}" + (f" {'bypass':>9}" if bypass_col else ""))
     for e in result.evidence:
         print(
             f"{e.layer[:28]:<28} {'×'.join(map(str, e.shape)):<16} {e.kappa_max:>9.3g} "
             f"{float(np.mean(e.common_norm)):>11.3g} {float(np.mean(e.class_norm)):>16.3g} {max(e.disagreement):>10.3f}"
+            + (f" {max(e.bypass):>9.2g}" if bypass_col else "")
         )
-    print(f"verdict: {result.verdict} (score κ = {result.score:.3g}, threshold {result.threshold:g}, largest at {result.where})")
+    for key, t in result.tests().items():
+        extra = f" at {t['layer']}" if t.get("layer") else ""
+        value = "n/a (one image)" if t["value"] is None else f"{t['value']:.3g}"
+        print(f"test {key:<7} {value:>16}  ratio {t['ratio']:.3g}{extra}  {'FIRED' if t['fired'] else 'ok'}")
+    if not bypass_col:
+        print("tests bypass/head: not run (no classifier layer with one output per class was found; κ only)")
+    print(f"verdict: {result.verdict} (score {result.score:.3g}, κ max {result.kappa:.3g} against {result.threshold:g}, deciding evidence at {result.where})")
     if out is not None:
         figure(result, out / "audit.png")
         summary = {"command": "audit", "model": args.model, **result.to_json(), "seconds": round(time.perf_counter() - start, 2)}

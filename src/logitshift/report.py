@@ -933,16 +933,16 @@ class Report:
         verdict = self.s.get("verdict")
         if verdict is None and self.run.command != "audit":
             return
-        self.consumed.update({"verdict", "score", "threshold", "where", "classes", "evidence", "figure", "figures", "exit_code"})
+        self.consumed.update({"verdict", "score", "threshold", "kappa", "where", "classes", "classifier", "tests", "evidence", "figure", "figures", "exit_code"})
         word = str(verdict).lower() if verdict is not None else "unknown"
         cls = word if word in ("clean", "shifted") else "unknown"
         detail = []
-        for key, label in (("score", "score κ ="), ("threshold", "threshold")):
+        for key, label in (("score", "score"), ("kappa", "κ max"), ("threshold", "κ threshold")):
             value = self.s.get(key)
             if value is not None:
                 detail.append(f"{label} {value:.3g}" if _num(value) is not None else f"{label} {value}")
         if self.s.get("where"):
-            detail.append(f"largest at {self.s['where']}")
+            detail.append(f"evidence at {self.s['where']}")
         if self.s.get("classes"):
             detail.append(f"{self.s['classes']} classes")
         if verdict is None:
@@ -951,8 +951,15 @@ class Report:
             f'<div class="verdict {cls}"><span class="word">{_e(word)}</span><span class="detail">{_e(" · ".join(detail))}</span></div>'
             '<p class="lede">κ compares the gradient of the logit sum (the common mode a shift t(x)·1 adds to every logit) with the spread of the '
             "class gradients, at the input and at each layer: about 1 or below for an honest classifier, far above the threshold for a shifted one. "
+            "The bypass test measures the part of the common-mode gradient that does not flow through the classifier's input (zero for an honest "
+            "model, whatever its size); the head test, how much the classifier's common-mode gradient varies from image to image. "
+            "The score is the largest of κ / threshold and the two test ratios: above 1 the model is called shifted. "
             "1 − Spearman is how much the common mode changes what a user sees (logit map against centered-logit map).</p>"
         )
+        tests = self.s.get("tests")
+        if isinstance(tests, dict) and tests and all(isinstance(t, dict) for t in tests.values()):
+            rows = [{"test": k, "value": t.get("value"), "ratio": t.get("ratio"), "layer": t.get("layer", ""), "fired": "yes" if t.get("fired") else "no"} for k, t in tests.items()]
+            body += "<h3>Tests</h3>" + table([("test", "test"), ("value", "statistic"), ("ratio", "ratio (fires above 1)"), ("layer", "layer"), ("fired", "fired")], rows)
         evidence = self.s.get("evidence")
         if isinstance(evidence, list) and evidence and all(isinstance(e, dict) for e in evidence):
             body += "<h3>Evidence per layer</h3>" + self.audit_evidence(evidence)
@@ -995,9 +1002,18 @@ class Report:
                     "common": mean(e.get("common_norm")),
                     "class": mean(e.get("class_norm")),
                     "disagreement": e.get("disagreement_max", top(e.get("disagreement"))),
+                    "bypass": e.get("bypass_max", top(e.get("bypass"))),
                 }
             )
-        cols = [("layer", "layer"), ("shape", "shape"), ("kappa_max", "κ max"), ("common", "mean ‖∇ mean z‖"), ("class", "mean ‖∇(z_c − mean z)‖"), ("disagreement", "max 1 − Spearman")]
+        cols = [
+            ("layer", "layer"),
+            ("shape", "shape"),
+            ("kappa_max", "κ max"),
+            ("common", "mean ‖∇ mean z‖"),
+            ("class", "mean ‖∇(z_c − mean z)‖"),
+            ("disagreement", "max 1 − Spearman"),
+            ("bypass", "max bypass fraction"),
+        ]
         cols = [c for c in cols if any(r.get(c[0]) is not None for r in rows)]
         out = table(cols, rows)
         names = [str(n) for n in self.s.get("images", [])] if isinstance(self.s.get("images"), list) else []
