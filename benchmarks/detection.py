@@ -372,6 +372,20 @@ def summarize(every: list[dict], threshold: float) -> dict:
     }
 
 
+def per_construction(rows: list[dict]) -> list[str]:
+    out = []
+    names = list(dict.fromkeys(r["construction"] for r in rows if r["shifted"]))
+    for name in names:
+        rs = [r for r in rows if r["construction"] == name]
+        changed, fooled = [r for r in rs if r["changed"]], [r for r in rs if r["fooled"]]
+        decided = "/".join(str(sum(r["flagged"] and r["deciding"] == t for r in rs)) for t in ("kappa", "bypass", "head"))
+        out.append(
+            f"| `{name}` | {len(rs)} | {sum(r['flagged'] for r in rs)} | {len(changed)} / {sum(r['flagged'] for r in changed)} | "
+            f"{len(fooled)} / {sum(r['flagged'] for r in fooled)} | {min(r['score'] for r in rs):.3g} | {decided} |"
+        )
+    return out
+
+
 def markdown(result: dict) -> str:
     s = result["summary"]
     lines = [
@@ -401,6 +415,12 @@ def markdown(result: dict) -> str:
         f"| largest κ of an honest model / smallest κ of a fooling shift | {s['honest_kappa_max']:.3g} / {s['fooling_kappa_min']:.3g} |",
         f"| flagged shifts decided by κ / bypass / head | {s['by_test']['kappa']} / {s['by_test']['bypass']} / {s['by_test']['head']} |",
         f"| ROC-AUC with κ alone (no structural test) | {s['roc_auc_kappa_only']:.4f} |",
+        "",
+        "## Per construction",
+        "",
+        "| construction | models | flagged | change a map (ρ < 0.9) / flagged | fool (ρ < 0.5) / flagged | smallest score | decided by κ / bypass / head |",
+        "|---|---:|---:|---:|---:|---:|---|",
+        *per_construction(result["rows"]),
         "",
         "## Limit: a linear shift of the classifier's input",
         "",

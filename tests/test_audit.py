@@ -259,3 +259,16 @@ def test_a_linear_shift_of_the_classifier_input_is_an_honest_classifier_and_only
     weak, strong = audit_model(RowShift(1e-3), x), audit_model(RowShift(100.0), x)
     assert weak.verdict == "clean"
     assert strong.verdict == "shifted" and strong.tests()["kappa"]["fired"] and not strong.tests()["bypass"]["fired"]
+
+
+def test_an_exported_fixed_batch_model_still_gets_the_head_test(tmp_path, capsys):
+    """A ``torch.export`` program takes one image at a time; the audit runs image by image with the
+    same probes and merges them, so a logit-function shift is still caught across images."""
+    path = export(LogitFunctionShifted(TinyCNN(10, 8, 6), 1e-3), tmp_path / "square.pt2")
+    out = tmp_path / "run"
+    code = main(["audit", str(path), "--size", str(SIZE), "--images", "chelsea", "coffee", "rocket", "--out", str(out), "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 1 and "verdict: shifted" in printed
+    report = json.loads((out / "audit.json").read_text())
+    assert report["tests"]["head"]["fired"] and not report["tests"]["bypass"]["fired"]
+    assert len(report["classifier"]["spread"]) == 3

@@ -384,3 +384,30 @@ def test_figures_outside_the_run_folder_are_not_embedded(tmp_path):
     assert "data:image/" not in text
     assert text.count("lies outside the run folder") == 2
     assert "2 figure reference(s) point outside the run folder" in text
+
+
+@needs_browser
+def test_a_real_audit_report_shows_each_test_and_where_the_shift_acts(tmp_path, browser):
+    """``logitshift audit --report`` on an exported shifted model: the page a reviewer opens."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import TinyCNN
+
+    from logitshift.shift import PaperShift, ShiftedModel
+
+    path = tmp_path / "shifted.pt2"
+    model = ShiftedModel(TinyCNN(10, 8, 2), "features", PaperShift(1e-3))
+    torch.export.save(torch.export.export(model, (torch.randn(1, 3, 32, 32),)), str(path))
+    out = tmp_path / "audit"
+    assert main(["audit", str(path), "--size", "32", "--images", "chelsea", "coffee", "--out", str(out), "--report", "--no-progress"]) == 1
+    page = open_clean(browser, out / "report.html", "audit-real")
+    assert "SHIFTED" in page.evaluate("document.querySelector('.verdict').innerText").upper()
+    tests = page.evaluate("Array.from(document.querySelectorAll('#audit table')[0].tBodies[0].rows).map(r => [r.cells[0].innerText, r.cells[4].innerText])")
+    assert [t[0] for t in tests] == ["kappa", "bypass", "head"]
+    assert dict(tests)["bypass"] == "yes" and dict(tests)["head"] == "no"
+    layers = page.evaluate("document.querySelectorAll('#audit table')[1].tBodies[0].rows.length")
+    assert layers == 5  # the input and four layers
+    assert page.evaluate("document.querySelectorAll('#audit img.zoom').length") == 1

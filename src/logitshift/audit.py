@@ -174,9 +174,27 @@ class HeadEvidence:
     width: int  # entries of h
     spread: list[float]  # ‖∇_h Σz (image n) − its mean over images‖ / ‖mean‖, per image (empty for one image)
     kappa: list[float]  # κ of those deviations against the centered rows' deviations, per image
+    common_rows: torch.Tensor | None = field(default=None, repr=False)  # ∇_h Σz, N×width (to merge batches)
+    probe_rows: torch.Tensor | None = field(default=None, repr=False)  # ∇_h vᵀz per probe, probes×N×width
 
     def ratio(self, threshold: float = THRESHOLD) -> float:
         return max((_evidence_ratio(f, k, threshold) for f, k in zip(self.spread, self.kappa)), default=0.0)
+
+    def to_json(self) -> dict:
+        return {"layer": self.layer, "width": self.width, "spread": self.spread, "kappa": self.kappa}
+
+    @classmethod
+    def from_rows(cls, layer: str, common: torch.Tensor, probes: torch.Tensor, classes: int) -> "HeadEvidence":
+        """Spread and κ of the images' deviations from the batch mean (none for one image)."""
+        spread: list[float] = []
+        kappa: list[float] = []
+        if common.shape[0] > 1:
+            dev = _deviation(common)
+            mean_norm = float(common.double().mean(dim=0).norm())
+            spread = [float(d) / mean_norm if mean_norm > 0 else float(d > 0) for d in _norms(dev)]
+            frob = sum(_norms(_deviation(p)).pow(2) for p in probes) / len(probes)
+            kappa = [float(k) for k in _ratio(_norms(dev), frob, classes)]
+        return cls(layer, int(common[0].numel()), spread, kappa, common, probes)
 
 
 def _norms(g: torch.Tensor) -> torch.Tensor:
@@ -308,7 +326,7 @@ def measure(
     frob = [torch.zeros(len(x), dtype=torch.float64) for _ in wrt[:spatial]]
     frob_cells = [torch.zeros(w.shape[0], *w.shape[2:], dtype=torch.float64) for w in wrt[:spatial]]
     frob_bypass = [torch.zeros(len(x), dtype=torch.float64) for _ in wrt[:spatial]]
-    frob_head = torch.zeros(len(x), dtype=torch.float64)
+    probe_rows = []
     for _ in range(probes):
         # one probe for every image, so that the head test can compare images
         v = torch.randn((1, classes), generator=gen, dtype=torch.float64)
@@ -323,7 +341,7 @@ def measure(
             bar.update(1)
             for i in range(spatial):
                 frob_bypass[i] += _norms(g[i].detach() - pulled[i].detach()).pow(2) / probes
-            frob_head += _norms(_deviation(g[-1])).pow(2) / probes
+            probe_rows.append(g[-1].detach().double().flatten(1))
     bypass: list[list[float]] = [[] for _ in range(spatial)]
     bypass_kappa: list[list[float]] = [[] for _ in range(spatial)]
     bypass_centered: list[list[float]] = [[] for _ in range(spatial)]
@@ -336,13 +354,7 @@ def measure(
             bypass[i] = _fraction(part, g_sum[i])
             bypass_kappa[i] = [float(k) for k in _ratio(_norms(part), frob_bypass[i], classes)]
             bypass_centered[i] = [float(v) for v in torch.where(frob[i] > 0, (frob_bypass[i] / frob[i].clamp_min(1e-300)).sqrt(), torch.zeros_like(frob[i]))]
-        spread, kappa_head = [], []
-        if len(x) > 1:
-            dev = _deviation(g_sum[-1])
-            mean_norm = float(g_sum[-1].detach().double().mean(dim=0).norm())
-            spread = [float(d) / mean_norm if mean_norm > 0 else float(d > 0) for d in _norms(dev)]
-            kappa_head = [float(k) for k in _ratio(_norms(dev), frob_head, classes)]
-        head_evidence = HeadEvidence(head[0], int(head[1][0].numel()), spread, kappa_head)
+        head_evidence = HeadEvidence.from_rows(head[0], g_sum[-1].detach().double().flatten(1), torch.stack(probe_rows), classes)
     bar.close()
     out = []
     for i, name in enumerate(names):
@@ -376,7 +388,7 @@ def measure(
 def measure_batches(model, x, layers, probes=DEFAULT_PROBES, seed=0, progress=False) -> tuple[list[LayerEvidence], HeadEvidence | None]:
     """:func:`measure` image by image when the model takes a fixed batch size, else on the whole batch.
 
-    Image by image, the head test has one image to compare with itself: it is left out.
+    Every image gets the same probes (same ``seed``), so the head test can still compare images.
     """
     try:
         return measure(model, x, layers, probes, seed, progress)
@@ -405,8 +417,12 @@ def measure_batches(model, x, layers, probes=DEFAULT_PROBES, seed=0, progress=Fa
                 [k for r in rows for k in r.bypass_centered],
             )
         )
-    head = parts[0][1]
-    return merged, (HeadEvidence(head.layer, head.width, [], []) if head is not None else None)
+    heads = [p[1] for p in parts]
+    if any(h is None for h in heads):
+        return merged, None
+    common = torch.cat([h.common_rows for h in heads])
+    probe_rows = torch.cat([h.probe_rows for h in heads], dim=1)
+    return merged, HeadEvidence.from_rows(heads[0].layer, common, probe_rows, first.classes)
 
 
 @dataclass
@@ -440,7 +456,8 @@ class AuditResult:
         """Each test's statistic, its ratio to the point where it fires (1), and whether it fired."""
         out: dict[str, dict] = {"kappa": {"value": self.kappa, "ratio": self.kappa / self.threshold, "threshold": self.threshold}}
         if self.head is not None:
-            worst = max(self.evidence, key=lambda e: e.bypass_ratio(self.threshold))
+            firing = [e for e in self.evidence if e.bypass_ratio(self.threshold) > 1.0]
+            worst = firing[-1] if firing else max(self.evidence, key=lambda e: e.bypass_ratio(self.threshold))
             out["bypass"] = {
                 "value": max(worst.bypass, default=0.0),
                 "kappa": max(worst.bypass_kappa, default=0.0),
@@ -467,7 +484,7 @@ class AuditResult:
             "kappa": self.kappa,
             "where": self.where,
             "classes": self.classes,
-            "classifier": asdict(self.head) if self.head is not None else None,
+            "classifier": self.head.to_json() if self.head is not None else None,
             "tests": self.tests(),
             "images": self.images,
             "evidence": [
@@ -641,7 +658,7 @@ def figure(result: AuditResult, path: str | Path) -> Path:
     structural = result.head is not None
     ratios = [1.0, 0.8, 1.1] if structural else [1.0, 1.1]
     fig = plt.figure(figsize=(max(2.0 * cols, 7.0), 6.6 + 2.6 * structural), dpi=100)
-    grid = fig.add_gridspec(len(ratios), cols, height_ratios=ratios, hspace=0.8, left=0.07, right=0.9, bottom=0.04, top=0.93)
+    grid = fig.add_gridspec(len(ratios), cols, height_ratios=ratios, hspace=0.8, left=0.09, right=0.9, bottom=0.04, top=0.93)
     labels = [e.layer for e in result.evidence]
     ticks = [_short(n) for n in labels]
     ax = fig.add_subplot(grid[0, :])
@@ -713,6 +730,7 @@ def add_command(subparsers) -> None:
     p.add_argument("--size", type=int_at_least(8), default=None, help="input size for a model file (default 224)")
     p.add_argument("--out", default=None, help="folder for audit.json and audit.png")
     p.add_argument("--force", action="store_true", help="overwrite a previous audit in --out")
+    p.add_argument("--report", action="store_true", help="also write report.html, one self-contained HTML page, into --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_audit)
 
@@ -724,6 +742,8 @@ def cmd_audit(args) -> int:
     from .images import DEFAULT_SAMPLES, batch, load_image
 
     start = time.perf_counter()
+    if args.report and not args.out:
+        raise LogitShiftError("--report: needs --out, the folder the page is written into")
     out = run_dir(args.out, args.force, marker="audit.json") if args.out else None
     module, pre, hookable, name = load_target(args.model, args.weights)
     if args.size:
@@ -756,11 +776,19 @@ def cmd_audit(args) -> int:
     if not bypass_col:
         print("tests bypass/head: not run (no classifier layer with one output per class was found; κ only)")
     print(f"verdict: {result.verdict} (score {result.score:.3g}, κ max {result.kappa:.3g} against {result.threshold:g}, deciding evidence at {result.where})")
+    if result.tests().get("bypass", {}).get("fired"):
+        names = [e.layer for e in result.evidence]
+        later = names[names.index(result.where) + 1 :]
+        print(f"the shift reads {result.where} or a later layer, before {later[0] if later else 'the classifier'} (its gradient goes around the classifier's input there)")
     if out is not None:
         figure(result, out / "audit.png")
         summary = {"command": "audit", "model": args.model, **result.to_json(), "seconds": round(time.perf_counter() - start, 2)}
         write_json(out / "audit.json", _finite(summary))
         print(f"audit.json and audit.png in {out}")
+        if args.report:
+            from .report import write_report
+
+            print(f"report: {write_report(out)}")
     return 1 if result.shifted else 0
 
 
