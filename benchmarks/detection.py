@@ -182,25 +182,19 @@ class Base:
     weights: str  # "real" or "random"
 
 
-def tiny_bases(count: int) -> list[Base]:
+def small_bases(count: int, kind: str = "tiny") -> list[Base]:
+    """``count`` small random CNNs at 32 px (widths 4/8/16, 10 or 100 classes): ``TinyCNN`` or ``TwoHeadCNN``."""
     pre = Preprocess(size=32, resize=32)
     x = batch([load_image(s, pre) for s in DEFAULT_SAMPLES])
     out = []
     for i in range(count):
         width = (4, 8, 16)[i % 3]
         classes = (10, 100)[(i // 3) % 2]
-        out.append(Base(f"tiny-w{width}-c{classes}-s{i}", TinyCNN(classes, width, seed=i), x, "features", ["features", "features.1"], "random"))
-    return out
-
-
-def two_head_bases(count: int) -> list[Base]:
-    pre = Preprocess(size=32, resize=32)
-    x = batch([load_image(s, pre) for s in DEFAULT_SAMPLES])
-    out = []
-    for i in range(count):
-        width = (4, 8, 16)[i % 3]
-        classes = (10, 100)[(i // 3) % 2]
-        out.append(Base(f"twohead-w{width}-c{classes}-s{i}", TwoHeadCNN(classes, width, seed=i), x, "body.features", [], "random"))
+        name = f"{kind}-w{width}-c{classes}-s{i}"
+        if kind == "tiny":
+            out.append(Base(name, TinyCNN(classes, width, seed=i), x, "features", ["features", "features.1"], "random"))
+        else:
+            out.append(Base(name, TwoHeadCNN(classes, width, seed=i), x, "body.features", [], "random"))
     return out
 
 
@@ -475,8 +469,8 @@ def run(quick: bool, probes: int, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     start, cpu = time.perf_counter(), time.process_time()
-    bases: list[Base] = tiny_bases(4 if quick else 30)
-    honest_only: list[Base] = two_head_bases(2 if quick else 12)
+    bases: list[Base] = small_bases(4 if quick else 30)
+    honest_only: list[Base] = small_bases(2 if quick else 12, "twohead")
     if not quick:
         bases.append(torchvision_base("resnet18", 128, "layer4", ["layer4", "layer2"]))
         honest_only += [torchvision_base("vgg11", 128, "features.19", []), torchvision_base("mobilenet_v2", 128, "features", [])]
