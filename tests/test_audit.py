@@ -272,3 +272,40 @@ def test_an_exported_fixed_batch_model_still_gets_the_head_test(tmp_path, capsys
     report = json.loads((out / "audit.json").read_text())
     assert report["tests"]["head"]["fired"] and not report["tests"]["bypass"]["fired"]
     assert len(report["classifier"]["spread"]) == 3
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    classes=st.sampled_from([3, 10, 100]),
+    form=st.sampled_from(["square", "exp"]),
+    log_strength=st.floats(-3, 0),
+)
+def test_the_head_test_fires_for_any_shift_computed_from_the_logits(seed, classes, form, log_strength):
+    """Law: a shift ``K·f(z)`` with ``f`` curved makes the classifier's common-mode row vary over
+    images while its centered rows stay put; no bypass is there to see."""
+    # curved everywhere: a piecewise-linear f (max_j z_j), or one that saturates on these images
+    # (logsumexp when every image is one confident class), is linear in h there, i.e. an honest
+    # linear classifier (the linear-head limit), which only κ can weigh
+    f = {"square": lambda z: z.pow(2).mean(dim=1), "exp": lambda z: (z / 4).exp().mean(dim=1)}[form]
+    base, k = TinyCNN(classes, 8, seed), 10.0**log_strength
+
+    class FromLogits(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.base = base
+
+        def forward(self, x):
+            z = self.base(x).double()
+            return z + k * f(z)[:, None]
+
+    result = audit_model(FromLogits(), images(4, seed))
+    tests = result.tests()
+    assert tests["head"]["fired"] and not tests["bypass"]["fired"], (form, k, tests)
+
+
+def test_a_model_that_outputs_log_probabilities_is_called_shifted():
+    """``log_softmax(z) = z − logsumexp(z)·1``: an input-dependent common mode, as documented."""
+    model = nn.Sequential(TinyCNN(10, 8, 1), nn.LogSoftmax(dim=1)).eval()
+    result = audit_model(model, images())
+    assert result.verdict == "shifted" and result.tests()["head"]["fired"]
