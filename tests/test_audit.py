@@ -279,16 +279,21 @@ def test_an_exported_fixed_batch_model_still_gets_the_head_test(tmp_path, capsys
     seed=st.integers(0, 10_000),
     classes=st.sampled_from([3, 10, 100]),
     form=st.sampled_from(["square", "exp"]),
-    log_strength=st.floats(-3, 0),
+    log_strength=st.floats(-4, 0),
 )
-def test_the_head_test_fires_for_any_shift_computed_from_the_logits(seed, classes, form, log_strength):
-    """Law: a shift ``K·f(z)`` with ``f`` curved makes the classifier's common-mode row vary over
-    images while its centered rows stay put; no bypass is there to see."""
-    # curved everywhere: a piecewise-linear f (max_j z_j), or one that saturates on these images
-    # (logsumexp when every image is one confident class), is linear in h there, i.e. an honest
-    # linear classifier (the linear-head limit), which only κ can weigh
-    f = {"square": lambda z: z.pow(2).mean(dim=1), "exp": lambda z: (z / 4).exp().mean(dim=1)}[form]
-    base, k = TinyCNN(classes, 8, seed), 10.0**log_strength
+def test_the_head_test_measures_a_shift_computed_from_the_logits(seed, classes, form, log_strength):
+    """Law, against an analytic oracle: for ``t = K·mean_j f(z_j)`` the common-mode row of ``∂z'/∂h`` on
+    image n is ``1ᵀW + K·f'(z_n)ᵀW``; the audit's spread is that row's spread over the images, and the
+    head test fires whenever it stands above the tolerance (never the bypass test: nothing goes
+    around the classifier). A curved ``f`` moves the row; how far depends on K and on how different
+    the images' logits are, hence the oracle rather than a fixed strength."""
+    from logitshift.audit import TOLERANCE
+
+    f, df = {
+        "square": (lambda z: z.pow(2), lambda z: 2 * z),
+        "exp": (lambda z: (z / 4).exp(), lambda z: (z / 4).exp() / 4),
+    }[form]
+    base, k, x = TinyCNN(classes, 8, seed), 10.0**log_strength, images(4, seed)
 
     class FromLogits(nn.Module):
         def __init__(self):
@@ -297,11 +302,19 @@ def test_the_head_test_fires_for_any_shift_computed_from_the_logits(seed, classe
 
         def forward(self, x):
             z = self.base(x).double()
-            return z + k * f(z)[:, None]
+            return z + k * f(z).mean(dim=1, keepdim=True)
 
-    result = audit_model(FromLogits(), images(4, seed))
+    with torch.no_grad():
+        z = base(x).double()
+    w = base.fc.weight.detach().double()
+    rows = w.sum(dim=0) + k * df(z) @ w  # C·(1/C)·Σ_j f'(z_j) W_j = Σ_j f'(z_j) W_j
+    oracle = float(((rows - rows.mean(dim=0)).norm(dim=1) / rows.mean(dim=0).norm()).max())
+    result = audit_model(FromLogits(), x)
     tests = result.tests()
-    assert tests["head"]["fired"] and not tests["bypass"]["fired"], (form, k, tests)
+    assert abs(tests["head"]["value"] - oracle) <= 1e-3 * oracle + 1e-7, (tests["head"]["value"], oracle)
+    assert not tests["bypass"]["fired"]
+    if oracle > 2 * TOLERANCE:
+        assert tests["head"]["fired"], (form, k, oracle, tests["head"])
 
 
 def test_a_model_that_outputs_log_probabilities_is_called_shifted():
@@ -309,3 +322,44 @@ def test_a_model_that_outputs_log_probabilities_is_called_shifted():
     model = nn.Sequential(TinyCNN(10, 8, 1), nn.LogSoftmax(dim=1)).eval()
     result = audit_model(model, images())
     assert result.verdict == "shifted" and result.tests()["head"]["fired"]
+
+
+class Shift2D(nn.Module):
+    """A leaf module that computes ``t`` from a flattened activation: it takes an N×w input too."""
+
+    def forward(self, a_flat):
+        return 1e-3 * a_flat[:, : a_flat.shape[1] // 8].sum(dim=1)
+
+
+class AddCommon(nn.Module):
+    """A leaf module that adds ``t`` to the logits: its first input is N×C, like a classifier's."""
+
+    def forward(self, z, t):
+        return z + t[:, None]
+
+
+class Packaged(nn.Module):
+    """A shift hidden in leaf modules whose inputs look like a classifier's (N×w and N×C tensors)."""
+
+    def __init__(self, base: nn.Module, add_in_module: bool = True) -> None:
+        super().__init__()
+        self.base, self.shift, self.add = base, Shift2D(), AddCommon()
+        self.add_in_module = add_in_module
+
+    def forward(self, x):
+        a = self.base.features(x)
+        z = self.base.fc(torch.flatten(self.base.pool(a), 1))
+        t = self.shift(torch.flatten(a, 1))
+        return self.add(z, t) if self.add_in_module else z + t[:, None]
+
+
+def test_a_shift_packaged_in_modules_that_look_like_a_classifier_is_still_caught():
+    """The classifier's input is the last 2-D module input through which every centered gradient flows:
+    ``AddCommon``'s input (the unshifted logits) qualifies and the bypass goes around it; ``Shift2D``'s
+    input carries no class gradient and is passed over."""
+    result = audit_model(Packaged(TinyCNN(10, 8, 7)), images())
+    assert result.head.layer == "add" and result.verdict == "shifted" and result.tests()["bypass"]["fired"]
+    result = audit_model(Packaged(TinyCNN(10, 8, 7), add_in_module=False), images())
+    assert result.head.layer == "base.fc" and result.verdict == "shifted" and result.tests()["bypass"]["fired"]
+    honest = audit_model(TinyCNN(10, 8, 7), images())
+    assert honest.head.layer == "fc" and honest.verdict == "clean"

@@ -28,8 +28,8 @@ gradient. Two structural tests find shifts of any size, because an honest
 classifier passes them exactly (to floating-point round-off):
 
 * **bypass**: the logits of an honest model depend on the input only through
-  the input ``h`` of its classifier layer (the last leaf module whose output
-  has one entry per class), so every gradient at an earlier layer ``L`` is
+  the input ``h`` of its classifier layer (the last 2-D module input that
+  carries every centered gradient, see :func:`measure`), so every gradient at an earlier layer ``L`` is
   the gradient at ``h`` pulled back through ``∂h/∂A_L``. A shift that reads
   ``L`` (or anything between ``L`` and ``h``) reaches the logits around ``h``:
   the common-mode gradient at ``L`` gains a part ``C·∇t`` that the pull-back
@@ -83,6 +83,8 @@ from .errors import LogitShiftError
 THRESHOLD = 3.0
 #: Smallest bypass / head fraction counted as evidence (honest models: round-off, ≤ 1e-6 measured).
 TOLERANCE = 1e-4
+#: 2-D module inputs tried, from the last, as the classifier's input.
+MAX_HEADS = 8
 INPUT = "input"
 DEFAULT_PROBES = 4
 DEFAULT_MAX_LAYERS = 8
@@ -243,6 +245,34 @@ def _is_leaf(module: nn.Module) -> bool:
     return next(iter(module.children()), None) is None
 
 
+def _choose_cut(heads, classes, spatial, g, pull_back):
+    """The last 2-D module input that carries every centered gradient (a probe's ``g``) to the input and layers.
+
+    Returns its index into the gradient list and the probe's pull-back from it.
+    An honest classifier's input passes at the first try. When none passes (a
+    class-specific path around the classifier), the input of the last module
+    with one output per class is used, and κ_bypass keeps such paths from
+    counting as a shift.
+    """
+
+    def leak(pulled) -> float:
+        worst = 0.0
+        for i in range(spatial):
+            full = _norms(g[i])
+            part = _norms(g[i].detach() - pulled[i].detach())
+            worst = max(worst, float(torch.where(full > 0, part / full.clamp_min(1e-300), part).max()))
+        return worst
+
+    tried: dict[int, list[torch.Tensor]] = {}
+    for j in reversed(range(len(heads))):
+        index = spatial + j
+        tried[index] = pull_back(heads[j][1], g[index])
+        if leak(tried[index]) <= TOLERANCE:
+            return index, tried[index]
+    fallback = next((spatial + j for j in reversed(range(len(heads))) if heads[j][2] == classes), spatial + len(heads) - 1)
+    return fallback, tried[fallback]
+
+
 def measure(
     model: nn.Module,
     x: torch.Tensor,
@@ -253,14 +283,16 @@ def measure(
 ) -> tuple[list[LayerEvidence], HeadEvidence | None]:
     """Evidence at the input (first entry) and at each of ``layers``, from one forward pass.
 
-    Also finds the classifier's input ``h`` (the input of the last leaf module
-    whose output has one entry per class) for the bypass and head tests.
-    Backward passes: one for the top-1 logits, one for the logit sum, one per
-    probe (each reaching the input and every layer at once), and two pulled
-    back from ``h`` when it is found.
+    Also finds the classifier's input ``h`` for the bypass and head tests: the
+    input of the last leaf module that takes an N×w tensor *through which the
+    centered gradients all flow* (checked with the first probe; so a module
+    that only feeds a shift cannot pose as the classifier). Backward passes:
+    one for the top-1 logits, one for the logit sum, one per probe (each
+    reaching the input and every layer at once), and one pull-back from ``h``
+    per probe plus one (more when a later 2-D input proves no cut).
     """
     acts: dict[str, torch.Tensor] = {}
-    heads: list[tuple[str, torch.Tensor, int]] = []
+    heads: list[tuple[str, torch.Tensor, int]] = []  # (module, its N×w input, its output's width)
     handles = []
     for name in layers:
         try:
@@ -271,10 +303,10 @@ def measure(
     xg = x.detach().clone().requires_grad_(True)
 
     def head_hook(_m, inputs, out, name):
-        if isinstance(out, torch.Tensor) and out.dim() == 2 and inputs and isinstance(inputs[0], torch.Tensor):
-            h = inputs[0]
-            if h is not xg and h.is_floating_point() and h.requires_grad and h.shape[0] == out.shape[0]:
-                heads.append((name, h, out.shape[1]))
+        h = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+        if h is not None and h is not xg and h.dim() == 2 and h.is_floating_point() and h.requires_grad and h.shape[0] == len(x):
+            width = out.shape[-1] if isinstance(out, torch.Tensor) and out.dim() == 2 else 0
+            heads.append((name, h, width))
 
     for name, sub in model.named_modules():
         if name and _is_leaf(sub):
@@ -302,22 +334,22 @@ def measure(
     if missing:
         raise LogitShiftError(f"layer {missing[0]!r}: produced no N×C×H×W output in the forward pass")
     classes = z.shape[1]
-    head = next((hd for hd in reversed(heads) if hd[2] == classes), None)
+    heads = heads[-MAX_HEADS:]
     names = [INPUT, *layers]
-    wrt = [xg] + [acts[n] for n in layers] + ([head[1]] if head is not None else [])
     spatial = len(names)
+    wrt = [xg] + [acts[n] for n in layers] + [hd[1] for hd in heads]
 
     def grads(s: torch.Tensor) -> list[torch.Tensor]:
         out = torch.autograd.grad(s, wrt, retain_graph=True, allow_unused=True)
         return [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, out)]
 
-    def pull_back(g_h: torch.Tensor) -> list[torch.Tensor]:
-        out = torch.autograd.grad(head[1], wrt[:spatial], grad_outputs=g_h, retain_graph=True, allow_unused=True)
+    def pull_back(h: torch.Tensor, g_h: torch.Tensor) -> list[torch.Tensor]:
+        out = torch.autograd.grad(h, wrt[:spatial], grad_outputs=g_h, retain_graph=True, allow_unused=True)
         return [torch.zeros_like(w) if g is None else g for w, g in zip(wrt[:spatial], out)]
 
     from tqdm import tqdm
 
-    bar = tqdm(total=2 + probes + (probes + 1 if head else 0), desc="audit", unit="backward", disable=not progress, file=sys.stderr, leave=False)
+    bar = tqdm(total=2 + probes + (probes + 1 if heads else 0), desc="audit", unit="backward", disable=not progress, file=sys.stderr, leave=False)
     top = z.detach().argmax(dim=1, keepdim=True)
     g_top = grads(z.gather(1, top).sum())
     g_sum = grads(z.sum())
@@ -327,7 +359,8 @@ def measure(
     frob_cells = [torch.zeros(w.shape[0], *w.shape[2:], dtype=torch.float64) for w in wrt[:spatial]]
     frob_bypass = [torch.zeros(len(x), dtype=torch.float64) for _ in wrt[:spatial]]
     probe_rows = []
-    for _ in range(probes):
+    head: int | None = None  # index into wrt of the chosen classifier input
+    for k in range(probes):
         # one probe for every image, so that the head test can compare images
         v = torch.randn((1, classes), generator=gen, dtype=torch.float64)
         v = (v - v.mean(dim=1, keepdim=True)).to(z.dtype).expand_as(z)
@@ -336,25 +369,28 @@ def measure(
         for i in range(spatial):
             frob[i] += _norms(g[i]).pow(2) / probes
             frob_cells[i] += _cell_sq(g[i]) / probes
+        if k == 0 and heads:
+            head, pulled = _choose_cut(heads, classes, spatial, g, pull_back)
+        elif head is not None:
+            pulled = pull_back(wrt[head], g[head])
         if head is not None:
-            pulled = pull_back(g[-1])
             bar.update(1)
             for i in range(spatial):
                 frob_bypass[i] += _norms(g[i].detach() - pulled[i].detach()).pow(2) / probes
-            probe_rows.append(g[-1].detach().double().flatten(1))
+            probe_rows.append(g[head].detach().double().flatten(1))
     bypass: list[list[float]] = [[] for _ in range(spatial)]
     bypass_kappa: list[list[float]] = [[] for _ in range(spatial)]
     bypass_centered: list[list[float]] = [[] for _ in range(spatial)]
     head_evidence = None
     if head is not None:
-        pulled = pull_back(g_sum[-1])
+        pulled = pull_back(wrt[head], g_sum[head])
         bar.update(1)
         for i in range(spatial):
             part = g_sum[i].detach() - pulled[i].detach()
             bypass[i] = _fraction(part, g_sum[i])
             bypass_kappa[i] = [float(k) for k in _ratio(_norms(part), frob_bypass[i], classes)]
             bypass_centered[i] = [float(v) for v in torch.where(frob[i] > 0, (frob_bypass[i] / frob[i].clamp_min(1e-300)).sqrt(), torch.zeros_like(frob[i]))]
-        head_evidence = HeadEvidence.from_rows(head[0], g_sum[-1].detach().double().flatten(1), torch.stack(probe_rows), classes)
+        head_evidence = HeadEvidence.from_rows(heads[head - spatial][0], g_sum[head].detach().double().flatten(1), torch.stack(probe_rows), classes)
     bar.close()
     out = []
     for i, name in enumerate(names):
