@@ -748,7 +748,10 @@ def add_command(subparsers) -> None:
         "audit",
         help="decide whether a model carries an input-dependent logit shift (exit 0 clean, 1 shifted, 2 error)",
         description=(
-            "Audit a classifier for a common-mode logit shift z + t(x)·1 from its gradients alone. "
+            "Audit a classifier for a common-mode logit shift z + t(x)·1 from its gradients alone, with three tests: "
+            "kappa (the common-mode gradient's size against the class gradients), bypass (common-mode gradient that goes "
+            "around the classifier's input: zero for an honest model) and head (the classifier's common-mode row varying "
+            "from image to image). "
             "MODEL_OR_FILE is a model name (efficientnet-lite0, a torchvision name with --weights, package.module:factory) "
             "or a file: a torch.export program (.pt2), TorchScript, or the .json/.safetensors pair of logitshift attack. "
             "Exit codes: 0 clean, 1 shifted, 2 error."
@@ -762,7 +765,7 @@ def add_command(subparsers) -> None:
     p.add_argument("--layers", nargs="+", default=None, help="layers to audit (default: up to --max-layers spatial layers)")
     p.add_argument("--max-layers", type=int_at_least(0), default=DEFAULT_MAX_LAYERS, help=f"spatial layers audited, evenly spaced (default {DEFAULT_MAX_LAYERS})")
     p.add_argument("--probes", type=int_at_least(1), default=DEFAULT_PROBES, help=f"random probes for the class-gradient spread (default {DEFAULT_PROBES})")
-    p.add_argument("--threshold", type=positive_float, default=THRESHOLD, help=f"κ above which the model is called shifted (default {THRESHOLD:g})")
+    p.add_argument("--threshold", type=positive_float, default=THRESHOLD, help=f"κ above which the kappa test fires (default {THRESHOLD:g}); also scales κ_bypass and κ_head")
     p.add_argument("--size", type=int_at_least(8), default=None, help="input size for a model file (default 224)")
     p.add_argument("--out", default=None, help="folder for audit.json and audit.png")
     p.add_argument("--force", action="store_true", help="overwrite a previous audit in --out")
