@@ -12,10 +12,12 @@ Scores", arXiv:2307.03305.
     >>> maps = ls.GradCAM().maps(shifted, x, target=torch.tensor([285]), score="logit",
     ...                          variant="shifted", layer=m.layer)
     >>> steered = ls.steer(m, "top-left", methods=["gradcampp", "saliency"], strength="auto", check=x)
+    >>> ls.audit_model(shifted, x).verdict                    # 'shifted'
 """
 
 __version__ = "0.1.0"
 
+from .audit import AuditResult, audit_model
 from .attribution import METHODS, GradCAM, forward_pass, get_method, normalize, upsample
 from .classes import class_name, imagenet_classes, resolve_class
 from .errors import LogitShiftError
@@ -29,6 +31,7 @@ from .export import load_shifted
 from .targets import Target, parse_target
 
 __all__ = [
+    "AuditResult", "audit_model",
     "GradCAM", "IMMUNE", "METHODS", "SAMPLES", "SCORES", "Equivalence", "LoadedModel", "LogitShiftError",
     "ShiftedModel", "Target", "batch", "class_name", "default_layer", "equivalence", "forward_pass",
     "get_layer", "get_method", "imagenet_classes", "load_image", "load_model", "normalize", "parse_target",
