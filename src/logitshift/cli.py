@@ -68,6 +68,12 @@ def shift_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tolerance", type=positive_float, default=1e-5, help="largest max |Δprob| accepted (default 1e-5)")
 
 
+def shift_setup(args: argparse.Namespace) -> dict:
+    """The :class:`logitshift.shift.ShiftSetup` fields from parsed ``model_flags`` + ``shift_flags`` (+ ``--classes``)."""
+    keys = ("model", "weights", "layer", "shift_layer", "construction", "region", "strength", "float64_head", "tolerance")
+    return {**{k: getattr(args, k) for k in keys}, "classes": list(getattr(args, "classes", None) or [])}
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="logitshift", description="Show, measure and remove the logit-shift blind spot of gradient explanations.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")

@@ -22,28 +22,18 @@ from .classes import class_name, resolve_class
 from .files import provenance, run_dir, write_json
 from .images import DEFAULT_SAMPLES, batch, load_image
 from .metrics import spearman, target_mass
-from .models import DEFAULT_MODEL, get_layer, load_model
+from .models import get_layer, load_model
 from .figures import paper_figure
-from .shift import DEFAULT_STRENGTH, compare, layer_grid, shift_model
+from .shift import DEFAULT_STRENGTH, ShiftSetup, compare, layer_grid, shift_model
 from .targets import parse_target
 
 MAPS = ("original_logit", "original_prob", "shifted_logit", "shifted_prob")
 
 
-@dataclass
-class DemoConfig:
+@dataclass(kw_only=True)
+class DemoConfig(ShiftSetup):
     out: str = "runs/demo"
-    model: str = DEFAULT_MODEL
-    weights: str | None = None
-    layer: str | None = None
-    shift_layer: str | None = None
-    construction: str = "region"
-    region: str = "top-left"
-    strength: float | None = None
     images: list[str] = field(default_factory=lambda: list(DEFAULT_SAMPLES))
-    classes: list[str] = field(default_factory=list)
-    float64_head: bool = False
-    tolerance: float = 1e-5
     force: bool = False
     figures: bool = True
     progress: bool = True
@@ -180,19 +170,12 @@ def add_command(subparsers) -> None:
 def cmd_demo(args) -> int:
     from .images import DEFAULT_SAMPLES
 
+    from .cli import shift_setup
+
     cfg = DemoConfig(
+        **shift_setup(args),
         out=args.out,
-        model=args.model,
-        weights=args.weights,
-        layer=args.layer,
-        shift_layer=args.shift_layer,
-        construction=args.construction,
-        region=args.region,
-        strength=args.strength,
         images=args.images or list(DEFAULT_SAMPLES),
-        classes=args.classes,
-        float64_head=args.float64_head,
-        tolerance=args.tolerance,
         force=args.force,
         progress=not args.no_progress,
     )

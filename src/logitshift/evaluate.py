@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import LogitShiftError
+from .shift import ShiftSetup
 from .store import FIELDS, Store, remove
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
@@ -83,24 +84,14 @@ IDENTITY = (
 )
 
 
-@dataclass
-class EvalConfig:
+@dataclass(kw_only=True)
+class EvalConfig(ShiftSetup):
     images: list[str]
     out: str = "runs/evaluate"
     lists: list[str] = field(default_factory=list)
     methods: list[str] = field(default_factory=lambda: ["gradcam"])
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"ig": {"steps": 16}}
     scores: list[str] = field(default_factory=lambda: ["logit", "prob"])
-    model: str = "efficientnet-lite0"
-    weights: str | None = None
-    layer: str | None = None
-    shift_layer: str | None = None
-    construction: str = "region"
-    region: str = "top-left"
-    strength: float | None = None
-    float64_head: bool = False
-    tolerance: float = 1e-5
-    classes: list[str] = field(default_factory=list)
     batch_size: int = 16
     workers: int = 2
     device: str = "auto"
@@ -747,6 +738,8 @@ def cmd_evaluate(args) -> int:
         options["ig"] = {"steps": args.ig_steps}
     if args.smoothgrad_samples is not None:
         options["smoothgrad"] = {"samples": args.smoothgrad_samples}
+    from .cli import shift_setup
+
     cfg = EvalConfig(
         images=list(args.images),
         method_options=options,
@@ -754,16 +747,7 @@ def cmd_evaluate(args) -> int:
         out=args.out,
         methods=list(args.methods),
         scores=list(args.scores),
-        model=args.model,
-        weights=args.weights,
-        layer=args.layer,
-        shift_layer=args.shift_layer,
-        construction=args.construction,
-        region=args.region,
-        strength=args.strength,
-        float64_head=args.float64_head,
-        tolerance=args.tolerance,
-        classes=list(args.classes),
+        **shift_setup(args),
         batch_size=args.batch_size,
         workers=args.workers,
         device=args.device,

@@ -35,13 +35,13 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .errors import LogitShiftError
-from .models import check_input, get_layer
+from .models import DEFAULT_MODEL, check_input, get_layer
 from .targets import Target
 
 CONSTRUCTIONS = ("paper", "region")
@@ -298,6 +298,26 @@ class ShiftedModel(nn.Module):
     def target_weights(self, h: int, w: int) -> torch.Tensor:
         """Where the first term steers the explanation, as weights on an h×w grid."""
         return self.shift.target_weights(h, w)
+
+
+@dataclass(kw_only=True)
+class ShiftSetup:
+    """Which model, which layers and which shift: the settings ``demo`` and ``evaluate`` share.
+
+    ``strength=None`` takes the construction's default; ``tolerance`` is the
+    largest max |Δprob| accepted between the original and the shifted model.
+    """
+
+    model: str = DEFAULT_MODEL
+    weights: str | None = None
+    layer: str | None = None  # explanation layer (None: the model's last feature map)
+    shift_layer: str | None = None  # layer the shift reads (None: the explanation layer)
+    construction: str = "region"
+    region: str = "top-left"
+    strength: float | None = None
+    float64_head: bool = False
+    tolerance: float = 1e-5
+    classes: list[str] = field(default_factory=list)  # extra classes to explain besides the prediction
 
 
 @dataclass
