@@ -363,3 +363,26 @@ def test_a_shift_packaged_in_modules_that_look_like_a_classifier_is_still_caught
     assert result.head.layer == "base.fc" and result.verdict == "shifted" and result.tests()["bypass"]["fired"]
     honest = audit_model(TinyCNN(10, 8, 7), images())
     assert honest.head.layer == "fc" and honest.verdict == "clean"
+
+
+class WithBiasTable(nn.Module):
+    """A CNN with a 4-D tensor computed from a buffer alone (as Swin V2's position-bias MLP): no gradient."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = TinyCNN(10, 8, 8)
+        self.register_buffer("table", torch.randn(1, 8, 4, 4, generator=torch.Generator().manual_seed(0)))
+        self.bias_mlp = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        bias = self.bias_mlp(self.table).mean()
+        return self.body(x) + bias
+
+
+def test_layers_whose_output_does_not_depend_on_the_input_are_not_audited():
+    model = WithBiasTable().eval()
+    layers = candidate_layers(model, images(1))
+    assert "bias_mlp" not in layers and layers
+    assert audit_model(model, images()).verdict == "clean"
+    with pytest.raises(LogitShiftError, match="does not depend on the input"):
+        audit_model(model, images(), layers=["bias_mlp"])

@@ -94,7 +94,7 @@ DEFAULT_MAX_LAYERS = 8
 
 
 def candidate_layers(model: nn.Module, x: torch.Tensor, max_layers: int = DEFAULT_MAX_LAYERS) -> list[str]:
-    """Spatial layers of ``model`` (outputs N×C×H×W, H·W > 1), one name per distinct tensor.
+    """Spatial layers of ``model`` (outputs N×C×H×W, H·W > 1, that depend on the input), one name per distinct tensor.
 
     Modules that return the same tensor (a ``Sequential`` and its last child)
     are named once, by the outermost. At most ``max_layers`` are kept, evenly
@@ -109,7 +109,8 @@ def candidate_layers(model: nn.Module, x: torch.Tensor, max_layers: int = DEFAUL
             continue
 
         def hook(_m, _i, out, name=name):
-            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-1] * out.shape[-2] > 1:
+            # a 4-D output that depends on the input (not, say, a position-bias table computed from buffers)
+            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-1] * out.shape[-2] > 1 and out.requires_grad:
                 key = id(out)
                 if key not in seen:
                     order.append(key)
@@ -120,14 +121,19 @@ def candidate_layers(model: nn.Module, x: torch.Tensor, max_layers: int = DEFAUL
             handles.append(sub.register_forward_hook(hook))
         except Exception:  # TorchScript submodules take no hooks
             continue
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
     try:
-        with torch.no_grad():
-            model(x[:1])
+        with torch.enable_grad():
+            model(x[:1].detach().clone().requires_grad_(True))
     except Exception as exc:
         raise LogitShiftError(f"model: a forward pass on a {'×'.join(map(str, x[:1].shape))} input failed ({_first_line(exc)})") from exc
     finally:
         for h in handles:
             h.remove()
+        for p in params:
+            p.requires_grad_(True)
     names = [seen[k] for k in order]
     if len(names) > max_layers:
         picks = np.unique(np.round(np.linspace(0, len(names) - 1, max_layers)).astype(int))
@@ -333,6 +339,9 @@ def measure(
     missing = [n for n in layers if n not in acts or not isinstance(acts[n], torch.Tensor) or acts[n].dim() != 4]
     if missing:
         raise LogitShiftError(f"layer {missing[0]!r}: produced no N×C×H×W output in the forward pass")
+    constant = [n for n in layers if not acts[n].requires_grad]
+    if constant:
+        raise LogitShiftError(f"layer {constant[0]!r}: its output does not depend on the input, so it has no gradient to audit")
     classes = z.shape[1]
     heads = heads[-MAX_HEADS:]
     names = [INPUT, *layers]
