@@ -75,7 +75,9 @@ def test_cli_exit_codes_and_outputs_for_exported_files(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["audit", str(shifted), "--size", str(SIZE), "--images", "chelsea", "coffee", "--out", str(out), "--no-progress"])
     assert code == 1
-    assert "verdict: shifted" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "verdict: shifted" in printed
+    assert "goes around the classifier's input up to base.features:" in printed  # where the region shift reads
     report = json.loads((out / "audit.json").read_text())
     assert report["verdict"] == "shifted" and report["score"] > THRESHOLD
     assert report["evidence"][0]["layer"] == "input" and len(report["evidence"]) > 1

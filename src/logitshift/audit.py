@@ -824,10 +824,14 @@ def cmd_audit(args) -> int:
     if not bypass_col:
         print("tests bypass/head: not run (no classifier layer with one output per class was found; κ only)")
     print(f"verdict: {result.verdict} (score {result.score:.3g}, κ max {result.kappa:.3g} against {result.threshold:g}, deciding evidence at {result.where})")
-    if result.tests().get("bypass", {}).get("fired"):
+    bypass = result.tests().get("bypass", {})
+    if bypass.get("fired"):
         names = [e.layer for e in result.evidence]
-        later = names[names.index(result.where) + 1 :]
-        print(f"the shift reads {result.where} or a later layer, before {later[0] if later else 'the classifier'} (its gradient goes around the classifier's input there)")
+        later = names[names.index(bypass["layer"]) + 1 :]
+        print(
+            f"the common mode goes around the classifier's input up to {bypass['layer']}: "
+            f"a shift reads {bypass['layer']}, or a layer between it and {later[0] if later else 'the classifier'}"
+        )
     if out is not None:
         figure(result, out / "audit.png")
         summary = {"command": "audit", "model": args.model, **result.to_json(), "seconds": round(time.perf_counter() - start, 2)}
