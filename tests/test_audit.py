@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -388,3 +389,28 @@ def test_layers_whose_output_does_not_depend_on_the_input_are_not_audited():
     assert audit_model(model, images()).verdict == "clean"
     with pytest.raises(LogitShiftError, match="does not depend on the input"):
         audit_model(model, images(), layers=["bias_mlp"])
+
+
+def test_images_come_from_folders_and_lists_evenly_spread(tmp_path, capsys):
+    """Audit with images like the ones the model will be explained on: a folder (recursive), an @list."""
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / ("more" if i > 2 else "") / f"p{i}.png")
+    (folder / "readme.txt").write_text("not an image")
+    listed = tmp_path / "list.txt"
+    listed.write_text("# two of them\nphotos/p0.png\nchelsea\n")
+    path = export(region_shifted(TinyCNN(10, 8, 1)), tmp_path / "shifted.pt2")
+    out = tmp_path / "run"
+    assert main(["audit", str(path), "--size", str(SIZE), "--images", str(folder), "--max-images", "3", "--out", str(out), "--no-progress"]) == 1
+    assert "using 3 of the images" in capsys.readouterr().err
+    assert json.loads((out / "audit.json").read_text())["images"] == ["p3", "p0", "p2"]  # sorted paths: more/p3, more/p4, p0, p1, p2
+    assert main(["audit", str(path), "--size", str(SIZE), "--images", f"@{listed}", "--out", str(out), "--force", "--no-progress"]) == 1
+    assert json.loads((out / "audit.json").read_text())["images"] == ["p0", "chelsea"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["audit", str(path), "--size", str(SIZE), "--images", str(empty)]) == 2
+    assert "none found" in one_line_error(capsys)

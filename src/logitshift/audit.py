@@ -88,6 +88,7 @@ MAX_HEADS = 8
 INPUT = "input"
 DEFAULT_PROBES = 4
 DEFAULT_MAX_LAYERS = 8
+DEFAULT_MAX_IMAGES = 8
 
 
 # ----------------------------------------------------------------------------- candidate layers
@@ -765,12 +766,13 @@ def add_command(subparsers) -> None:
             "or a file: a torch.export program (.pt2), TorchScript, or the .json/.safetensors pair of logitshift attack. "
             "Exit codes: 0 clean, 1 shifted, 2 error."
         ),
-        epilog="example:\n  logitshift audit shifted.pt2 --images chelsea coffee --out runs/audit",
+        epilog="examples:\n  logitshift audit shifted.pt2 --images chelsea coffee --out runs/audit --report\n  logitshift audit resnet50 --weights r50.pth --images photos/ --max-images 8",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL_OR_FILE")
     p.add_argument("--weights", default=None, help="local weights file for a model name")
-    p.add_argument("--images", nargs="+", default=None, help="image files or sample names (default: chelsea coffee rocket astronaut)")
+    p.add_argument("--images", nargs="+", default=None, help="image files, folders, @list files or sample names (default: chelsea coffee rocket astronaut)")
+    p.add_argument("--max-images", type=int_at_least(1), default=DEFAULT_MAX_IMAGES, help=f"use at most this many of them, evenly spread (default {DEFAULT_MAX_IMAGES})")
     p.add_argument("--layers", nargs="+", default=None, help="layers to audit (default: up to --max-layers spatial layers)")
     p.add_argument("--max-layers", type=int_at_least(0), default=DEFAULT_MAX_LAYERS, help=f"spatial layers audited, evenly spaced (default {DEFAULT_MAX_LAYERS})")
     p.add_argument("--probes", type=int_at_least(1), default=DEFAULT_PROBES, help=f"random probes for the class-gradient spread (default {DEFAULT_PROBES})")
@@ -781,6 +783,18 @@ def add_command(subparsers) -> None:
     p.add_argument("--report", action="store_true", help="also write report.html, one self-contained HTML page, into --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_audit)
+
+
+def pick_images(specs: Sequence[str], limit: int) -> list[str]:
+    """Files, folders (searched recursively), ``@list`` files and sample names, as ``evaluate`` reads them;
+    at most ``limit``, evenly spread over the sorted list (the head test compares images, so variety helps)."""
+    from .evaluate import collect_images
+
+    items, _ = collect_images(specs)  # refuses a list that names no image at all
+    if len(items) > limit:
+        items = [items[i] for i in np.unique(np.round(np.linspace(0, len(items) - 1, limit)).astype(int))]
+        sys.stderr.write(f"logitshift audit: using {len(items)} of the images, evenly spread (--max-images)\n")
+    return [item.spec for item in items]
 
 
 def cmd_audit(args) -> int:
@@ -796,7 +810,7 @@ def cmd_audit(args) -> int:
     module, pre, hookable, name = load_target(args.model, args.weights)
     if args.size:
         pre = replace(pre, size=args.size, resize=max(args.size, pre.resize * args.size // pre.size))
-    images = [load_image(s, pre) for s in (args.images or DEFAULT_SAMPLES)]
+    images = [load_image(spec, pre) for spec in pick_images(args.images or DEFAULT_SAMPLES, args.max_images)]
     x = batch(images)
     if args.layers is not None:
         layers = args.layers
