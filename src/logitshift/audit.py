@@ -122,19 +122,7 @@ def candidate_layers(model: nn.Module, x: torch.Tensor, max_layers: int = DEFAUL
             handles.append(sub.register_forward_hook(hook))
         except Exception:  # TorchScript submodules take no hooks
             continue
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        with torch.enable_grad():
-            model(x[:1].detach().clone().requires_grad_(True))
-    except Exception as exc:
-        raise LogitShiftError(f"model: a forward pass on a {'×'.join(map(str, x[:1].shape))} input failed ({_first_line(exc)})") from exc
-    finally:
-        for h in handles:
-            h.remove()
-        for p in params:
-            p.requires_grad_(True)
+    _hooked_forward(model, x[:1].detach().clone().requires_grad_(True), handles, f"a forward pass on a {'×'.join(map(str, x[:1].shape))} input")
     names = [seen[k] for k in order]
     if len(names) > max_layers:
         picks = np.unique(np.round(np.linspace(0, len(names) - 1, max_layers)).astype(int))
@@ -248,6 +236,20 @@ def _spearman(a: torch.Tensor, b: torch.Tensor) -> list[float]:
     return [float(v) for v in spearman(a, b)]
 
 
+def _hooked_forward(model: nn.Module, x: torch.Tensor, handles: list, what: str):
+    """``model(x)`` with the graph to ``x`` but none to the parameters; the hooks are removed afterwards."""
+    from .attribution.base import frozen
+
+    try:
+        with frozen(model), torch.enable_grad():
+            return model(x)
+    except Exception as exc:
+        raise LogitShiftError(f"model: {what} failed ({_first_line(exc)})") from exc
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def _is_leaf(module: nn.Module) -> bool:
     return next(iter(module.children()), None) is None
 
@@ -321,19 +323,7 @@ def measure(
                 handles.append(sub.register_forward_hook(lambda m, i, o, name=name: head_hook(m, i, o, name)))
             except Exception:  # TorchScript submodules take no hooks
                 continue
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        with torch.enable_grad():
-            z = model(xg)
-    except Exception as exc:
-        raise LogitShiftError(f"model: forward pass failed ({_first_line(exc)})") from exc
-    finally:
-        for h in handles:
-            h.remove()
-        for p in params:
-            p.requires_grad_(True)
+    z = _hooked_forward(model, xg, handles, "forward pass")
     if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] < 2:
         shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
         raise LogitShiftError(f"model: outputs {shape}, expected logits N×C with C ≥ 2 classes")
@@ -471,6 +461,33 @@ def measure_batches(model, x, layers, probes=DEFAULT_PROBES, seed=0, progress=Fa
     return merged, HeadEvidence.from_rows(heads[0].layer, common, probe_rows, first.classes)
 
 
+def _tests(evidence: list[LayerEvidence], head: HeadEvidence | None, threshold: float) -> dict[str, dict]:
+    """κ, and when a classifier input was found the bypass and head tests: statistic, ratio (fires above 1), layer."""
+    kappa = max(e.kappa_max for e in evidence)
+    out: dict[str, dict] = {"kappa": {"value": kappa, "ratio": kappa / threshold, "threshold": threshold}}
+    if head is not None:
+        firing = [e for e in evidence if e.bypass_ratio(threshold) > 1.0]
+        # the shift reads at or after the last layer it bypasses from, and before the classifier's input
+        worst = firing[-1] if firing else max(evidence, key=lambda e: e.bypass_ratio(threshold))
+        out["bypass"] = {
+            "value": max(worst.bypass, default=0.0),
+            "kappa": max(worst.bypass_kappa, default=0.0),
+            "ratio": max(e.bypass_ratio(threshold) for e in evidence),
+            "layer": worst.layer,
+            "tolerance": TOLERANCE,
+        }
+        out["head"] = {
+            "value": max(head.spread) if head.spread else None,
+            "kappa": max(head.kappa) if head.kappa else None,
+            "ratio": head.ratio(threshold),
+            "layer": head.layer,
+            "tolerance": TOLERANCE,
+        }
+    for t in out.values():
+        t["fired"] = t["ratio"] > 1.0
+    return out
+
+
 @dataclass
 class AuditResult:
     """The verdict and the evidence behind it."""
@@ -500,27 +517,7 @@ class AuditResult:
 
     def tests(self) -> dict[str, dict]:
         """Each test's statistic, its ratio to the point where it fires (1), and whether it fired."""
-        out: dict[str, dict] = {"kappa": {"value": self.kappa, "ratio": self.kappa / self.threshold, "threshold": self.threshold}}
-        if self.head is not None:
-            firing = [e for e in self.evidence if e.bypass_ratio(self.threshold) > 1.0]
-            worst = firing[-1] if firing else max(self.evidence, key=lambda e: e.bypass_ratio(self.threshold))
-            out["bypass"] = {
-                "value": max(worst.bypass, default=0.0),
-                "kappa": max(worst.bypass_kappa, default=0.0),
-                "ratio": self.bypass,
-                "layer": worst.layer,
-                "tolerance": TOLERANCE,
-            }
-            out["head"] = {
-                "value": max(self.head.spread) if self.head.spread else None,
-                "kappa": max(self.head.kappa) if self.head.kappa else None,
-                "ratio": self.head.ratio(self.threshold),
-                "layer": self.head.layer,
-                "tolerance": TOLERANCE,
-            }
-        for t in out.values():
-            t["fired"] = t["ratio"] > 1.0
-        return out
+        return _tests(self.evidence, self.head, self.threshold)
 
     def to_json(self) -> dict:
         return {
@@ -566,21 +563,10 @@ def audit_model(
             )
     evidence, head = measure_batches(model, x, list(layers), probes, seed, progress)
     classes = evidence[0].classes
-    kappa_layer = max(evidence, key=lambda e: e.kappa_max)
-    parts = {
-        "kappa": kappa_layer.kappa_max / threshold,
-        "bypass": max((e.bypass_ratio(threshold) for e in evidence), default=0.0),
-        "head": head.ratio(threshold) if head else 0.0,
-    }
-    score = max(parts.values())
-    deciding = max(parts, key=parts.get)
-    if deciding == "bypass":
-        # the shift reads at or after the last layer it bypasses from, and before the classifier's input
-        where = [e for e in evidence if e.bypass_ratio(threshold) > 1.0][-1].layer if score > 1.0 else max(evidence, key=lambda e: e.bypass_ratio(threshold)).layer
-    elif deciding == "head":
-        where = head.layer
-    else:
-        where = kappa_layer.layer
+    tests = _tests(evidence, head, threshold)
+    deciding = max(tests, key=lambda k: tests[k]["ratio"])
+    score = tests[deciding]["ratio"]
+    where = tests[deciding].get("layer") or max(evidence, key=lambda e: e.kappa_max).layer
     return AuditResult(
         verdict="shifted" if score > 1.0 else "clean",
         score=score,
