@@ -307,7 +307,7 @@ def cmd_attack(args) -> int:
     existing = [str(p) for p in planned if p.exists()]
     if existing and not args.force:
         raise LogitShiftError(f"--out {existing[0]!r}: exists; pass --force to overwrite it")
-    loaded = load_model(args.model, args.weights)
+    loaded = load_model(args.model, args.weights, num_classes=args.num_classes, class_names=args.class_names)
     x = batch([load_image(s, loaded.preprocess) for s in (args.images or DEFAULT_SAMPLES)])
     shifted = steer(
         loaded, args.target, methods=args.methods, strength=strength, layer=args.layer, check=x,

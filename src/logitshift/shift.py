@@ -310,6 +310,8 @@ class ShiftSetup:
 
     model: str = DEFAULT_MODEL
     weights: str | None = None
+    num_classes: int | None = None  # torchvision head size (None: 1000 ImageNet classes)
+    class_names: str | None = None  # file naming the model's classes (None: ImageNet names for ImageNet models)
     layer: str | None = None  # explanation layer (None: the model's last feature map)
     shift_layer: str | None = None  # layer the shift reads (None: the explanation layer)
     construction: str = "region"
