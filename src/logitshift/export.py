@@ -47,7 +47,7 @@ from torch import nn
 
 from .errors import LogitShiftError
 from .files import atomic_write, write_json
-from .shift import INPUT, TOLERANCE, GateShift, InputShift, PaperShift, RegionShift, ShiftedModel, compare
+from .shift import INPUT, TOLERANCE, GateShift, InputShift, PaperShift, RegionShift, ShiftedModel, Stress, compare
 
 FORMAT = "logitshift-shifted-model"
 VERSION = 1
@@ -336,10 +336,15 @@ def cmd_attack(args) -> int:
         f"wrote {', '.join(written)}\n"
         f"strength: {strengths}{' (auto)' if steering['auto'] else ''}; max |Δprob| {measured['max_abs_prob_diff']:.2e} on {x.shape[0]} check images"
         + (f"\ntarget mass reached (logit maps): {effect}" if effect else "")
+        + (f"\n{Stress(**_stress_args(steering['stress'])).line()}" if steering.get("stress") else "")
         + (f"\nCAM layer inside the exported module: base.{steering['layer']}" if steering["layer"] else "")
         + f"\n{time.perf_counter() - start:.1f} s"
     )
     return 0
+
+
+def _stress_args(d: dict) -> dict:
+    return {"max_abs_prob_diff": d["max_abs_prob_diff"], "worst": d["worst_input"], "tolerance": d["tolerance"]}
 
 
 __all__ = ["add_command", "build_terms", "describe_terms", "export_program", "load_shifted", "save_shifted"]
