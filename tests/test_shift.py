@@ -189,3 +189,42 @@ def test_api_errors_name_the_input(tiny_cnn):
         steer(model, "top-left", methods=["saliency"], strength="fast")
     with pytest.raises(LogitShiftError, match="method 'nope'"):
         steer(model, "top-left", methods=["nope"])
+
+
+# ----------------------------------------------------------------------------- beyond the check images (issue 17)
+
+
+def test_stress_set_reports_the_worst_input(tiny_cnn):
+    from logitshift.shift import ShiftedModel, RegionShift, stress_equivalence, stress_inputs
+
+    model = tiny_cnn(10, 8, 3)
+    x = torch.randn(2, 3, 32, 32)
+    names = [n for n, _ in stress_inputs(x)]
+    assert any("×20" in n for n in names) and any("noise" in n for n in names) and len(set(names)) == len(names)
+    weights = torch.zeros(16, 16)
+    weights[:4, :4] = 1
+    gentle = stress_equivalence(ShiftedModel(model, "features", RegionShift(1e-3, weights)), x)
+    assert gentle.ok and gentle.worst in names
+    harsh = stress_equivalence(ShiftedModel(model, "features", RegionShift(1e5, weights)), x)
+    assert not harsh.ok and harsh.max_abs_prob_diff > 1e-5 and harsh.worst in names
+    assert harsh.worst in harsh.line() and "FAILS" in harsh.line()
+
+
+def test_a_rounding_tie_is_named_as_such():
+    from logitshift.shift import compare
+
+    z = torch.tensor([[0.0, 1e-9, 2e-9]])
+    eq = compare(z, z + 1000.0)  # float32: the three logits round to one value, the argmax moves
+    assert eq.top1_agree == 0.0 and eq.max_abs_prob_diff < 1e-5
+    msg = eq.refusal("strength 1", 1e-5, "use a smaller strength")
+    assert "rounding tie" in msg and "2.00e-09" in msg and "float64" not in msg and "\n" not in msg
+
+
+def test_steer_records_the_stress_check(tiny_cnn):
+    from logitshift.steer import steer
+
+    model = tiny_cnn(10, 8, 4)
+    x = torch.randn(2, 3, 32, 32)
+    shifted = steer(model, "top-left", methods=["saliency"], layer="features", check=x, progress=False)
+    stress = shifted.steering["stress"]
+    assert set(stress) == {"max_abs_prob_diff", "worst_input", "ok", "tolerance"} and stress["max_abs_prob_diff"] >= 0

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
+from typing import Sequence
 
 from .errors import LogitShiftError
 
@@ -21,30 +24,67 @@ def imagenet_classes() -> tuple[str, ...]:
     return tuple(json.loads(text))
 
 
-def class_name(index: int, names: tuple[str, ...] | None = None) -> str:
-    """Human-readable name of class ``index`` (``"class 17"`` when unnamed)."""
+def load_class_names(path: str | os.PathLike) -> tuple[str, ...]:
+    """Class names from a file: a JSON list (or ``{"0": name, …}``), or one name per line."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LogitShiftError(f"class names {str(path)!r}: cannot be read ({exc.__class__.__name__}); expected a UTF-8 text or JSON file") from exc
+    if p.suffix.lower() == ".json" or text.lstrip().startswith(("[", "{")):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise LogitShiftError(f"class names {str(path)!r}: invalid JSON ({exc.msg}, line {exc.lineno})") from exc
+        if isinstance(data, dict):
+            try:
+                data = [data[k] for k in sorted(data, key=int)]
+            except (ValueError, TypeError):
+                raise LogitShiftError(f"class names {str(path)!r}: a JSON object must map indices 0..C-1 to names") from None
+        if not isinstance(data, list) or not all(isinstance(n, str) for n in data):
+            raise LogitShiftError(f"class names {str(path)!r}: expected a JSON list of names")
+        names = [n.strip() for n in data]
+    else:
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise LogitShiftError(f"class names {str(path)!r}: no names found")
+    return tuple(names)
+
+
+def class_name(index: int, names: Sequence[str] | None = None) -> str:
+    """Human-readable name of class ``index`` (``"class 17"`` when unnamed).
+
+    ``names=None`` means the ImageNet names; an empty sequence means the model's
+    classes have none.
+    """
     names = imagenet_classes() if names is None else names
     return names[index] if 0 <= index < len(names) else f"class {index}"
 
 
-def resolve_class(spec: str | int, num_classes: int = 1000, names: tuple[str, ...] | None = None) -> int:
+def resolve_class(spec: str | int, num_classes: int = 1000, names: Sequence[str] | None = None) -> int:
     """Turn ``"maze"``, ``"soccer ball"``, ``"646"`` or ``646`` into a class index.
 
     Names match case-insensitively; a name that is not found raises an error
-    that suggests the closest names.
+    that suggests the closest names. ``names=None`` means the ImageNet names; an
+    empty sequence (a model whose classes have no names) accepts indices only.
     """
-    names = imagenet_classes() if names is None else names
+    names = imagenet_classes() if names is None else tuple(names)
     text = str(spec).strip()
     if text.lstrip("-").isdigit():
         index = int(text)
         if not 0 <= index < num_classes:
             raise LogitShiftError(f"class {text!r}: index out of range, expected 0..{num_classes - 1}")
         return index
+    if not names:
+        raise LogitShiftError(
+            f"class {text!r}: this model's {num_classes} classes have no names; give an index 0..{num_classes - 1} "
+            "or name them with --classes FILE"
+        )
     lowered = [n.lower() for n in names]
     if text.lower() in lowered:
         return lowered.index(text.lower())
     close = difflib.get_close_matches(text.lower(), lowered, n=3, cutoff=0.6)
     hint = ", ".join(repr(names[lowered.index(c)]) for c in close)
     raise LogitShiftError(
-        f"class {text!r}: no such class name" + (f"; did you mean {hint}?" if hint else "; give a name or an index 0..999")
+        f"class {text!r}: no such class name" + (f"; did you mean {hint}?" if hint else f"; give a name or an index 0..{num_classes - 1}")
     )

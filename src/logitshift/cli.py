@@ -56,6 +56,8 @@ def model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="efficientnet-lite0", help="efficientnet-lite0 (default, offline), a torchvision name such as vgg19, or package.module:factory")
     p.add_argument("--weights", default=None, help="local weights file (.pth or .safetensors) for --model")
     p.add_argument("--layer", default=None, help="dotted module name of the explanation layer (default: the model's last feature map)")
+    p.add_argument("--num-classes", type=int_at_least(2), default=None, help="torchvision model with a fine-tuned head of this many classes (weights from --weights)")
+    p.add_argument("--classes", dest="class_names", default=None, metavar="FILE", help="names of the model's classes: one per line, or a JSON list (default: ImageNet names for ImageNet models, indices otherwise)")
 
 
 def shift_flags(p: argparse.ArgumentParser) -> None:
@@ -70,7 +72,7 @@ def shift_flags(p: argparse.ArgumentParser) -> None:
 
 def shift_setup(args: argparse.Namespace) -> dict:
     """The :class:`logitshift.shift.ShiftSetup` fields from parsed ``model_flags`` + ``shift_flags`` (+ ``--classes``)."""
-    keys = ("model", "weights", "layer", "shift_layer", "construction", "region", "strength", "float64_head", "tolerance")
+    keys = ("model", "weights", "num_classes", "class_names", "layer", "shift_layer", "construction", "region", "strength", "float64_head", "tolerance")
     return {**{k: getattr(args, k) for k in keys}, "classes": list(getattr(args, "classes", None) or [])}
 
 

@@ -45,12 +45,12 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     start = time.perf_counter()
     out = run_dir(cfg.out, cfg.force)
-    loaded = load_model(cfg.model, cfg.weights)
+    loaded = load_model(cfg.model, cfg.weights, num_classes=cfg.num_classes, class_names=cfg.class_names)
     layer = cfg.layer or loaded.layer
     shift_layer = cfg.shift_layer or layer
     get_layer(loaded.module, layer)
     get_layer(loaded.module, shift_layer)
-    extra = [resolve_class(c, loaded.num_classes) for c in cfg.classes]
+    extra = list(dict.fromkeys(resolve_class(c, loaded.num_classes, loaded.class_names) for c in cfg.classes))
     images = [load_image(spec, loaded.preprocess) for spec in cfg.images]
     x = batch(images)
     size = x.shape[-1]
@@ -89,7 +89,7 @@ def run_demo(cfg: DemoConfig) -> dict:
             row = {
                 "image": im.name,
                 "class": c,
-                "class_name": class_name(c),
+                "class_name": class_name(c, loaded.class_names),
                 "prob": float(probs[i, c]),
                 "predicted": c == int(top1[i]),
                 "max_abs_prob_diff": eq.max_abs_prob_diff,
@@ -108,7 +108,7 @@ def run_demo(cfg: DemoConfig) -> dict:
                 heats = {k: normalize(upsample(raw[k][i : i + 1], size))[0] for k in MAPS}
                 titles = {
                     k: f"{k.split('_')[0]} · {'pre' if k.endswith('logit') else 'post'}-softmax\n"
-                    f"{class_name(c)}  p={float(probs[i, c]):.3f}  mass={row['maps'][k]['target_mass']:.2f}"
+                    f"{class_name(c, loaded.class_names)}  p={float(probs[i, c]):.3f}  mass={row['maps'][k]['target_mass']:.2f}"
                     for k in MAPS
                 }
                 paper_figure(out / name, im.rgb, heats, titles, f"{im.name}: Grad-CAM at {layer}, {cfg.construction} shift at {shift_layer}", target_px.numpy())

@@ -315,12 +315,12 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
     methods = [get_method(m, **cfg.method_options.get(m, {})) for m in dict.fromkeys(cfg.methods)]
     scores = [check_score(s) for s in dict.fromkeys(cfg.scores)]
     items, skipped = collect_images(cfg.images, cfg.lists)
-    loaded = load_model(cfg.model, cfg.weights)
+    loaded = load_model(cfg.model, cfg.weights, num_classes=cfg.num_classes, class_names=cfg.class_names)
     layer = cfg.layer or loaded.layer
     shift_layer = cfg.shift_layer or layer
     get_layer(loaded.module, layer)
     get_layer(loaded.module, shift_layer)
-    extra = list(dict.fromkeys(resolve_class(c, loaded.num_classes) for c in cfg.classes))
+    extra = list(dict.fromkeys(resolve_class(c, loaded.num_classes, loaded.class_names) for c in cfg.classes))
     size = loaded.preprocess.size
     probe = torch.zeros(1, 3, size, size)
     shift_grid = layer_grid(loaded.module, shift_layer, probe)

@@ -47,7 +47,7 @@ from torch import nn
 
 from .errors import LogitShiftError
 from .files import atomic_write, write_json
-from .shift import INPUT, TOLERANCE, GateShift, InputShift, PaperShift, RegionShift, ShiftedModel, compare
+from .shift import INPUT, TOLERANCE, GateShift, InputShift, PaperShift, RegionShift, ShiftedModel, Stress, compare
 
 FORMAT = "logitshift-shifted-model"
 VERSION = 1
@@ -307,7 +307,7 @@ def cmd_attack(args) -> int:
     existing = [str(p) for p in planned if p.exists()]
     if existing and not args.force:
         raise LogitShiftError(f"--out {existing[0]!r}: exists; pass --force to overwrite it")
-    loaded = load_model(args.model, args.weights)
+    loaded = load_model(args.model, args.weights, num_classes=args.num_classes, class_names=args.class_names)
     x = batch([load_image(s, loaded.preprocess) for s in (args.images or DEFAULT_SAMPLES)])
     shifted = steer(
         loaded, args.target, methods=args.methods, strength=strength, layer=args.layer, check=x,
@@ -336,10 +336,15 @@ def cmd_attack(args) -> int:
         f"wrote {', '.join(written)}\n"
         f"strength: {strengths}{' (auto)' if steering['auto'] else ''}; max |Δprob| {measured['max_abs_prob_diff']:.2e} on {x.shape[0]} check images"
         + (f"\ntarget mass reached (logit maps): {effect}" if effect else "")
+        + (f"\n{Stress(**_stress_args(steering['stress'])).line()}" if steering.get("stress") else "")
         + (f"\nCAM layer inside the exported module: base.{steering['layer']}" if steering["layer"] else "")
         + f"\n{time.perf_counter() - start:.1f} s"
     )
     return 0
+
+
+def _stress_args(d: dict) -> dict:
+    return {"max_abs_prob_diff": d["max_abs_prob_diff"], "worst": d["worst_input"], "tolerance": d["tolerance"]}
 
 
 __all__ = ["add_command", "build_terms", "describe_terms", "export_program", "load_shifted", "save_shifted"]

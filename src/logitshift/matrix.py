@@ -44,6 +44,8 @@ class MatrixConfig:
     out: str = "runs/matrix"
     model: str = "efficientnet-lite0"
     weights: str | None = None
+    num_classes: int | None = None
+    class_names: str | None = None
     layer: str | None = None
     target: str = "top-left"
     images: list[str] = field(default_factory=list)
@@ -190,7 +192,7 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
     for n in methods:
         get_method(n)
     out = run_dir(cfg.out, cfg.force, marker="matrix.json")
-    loaded = load_model(cfg.model, cfg.weights)
+    loaded = load_model(cfg.model, cfg.weights, num_classes=cfg.num_classes, class_names=cfg.class_names)
     images = [load_image(s, loaded.preprocess) for s in (cfg.images or DEFAULT_SAMPLES)]
     x = batch(images)
     options = method_options(cfg.steps)
@@ -270,7 +272,7 @@ def cmd_matrix(args) -> int:
     from .export import parse_strength
 
     cfg = MatrixConfig(
-        out=args.out, model=args.model, weights=args.weights, layer=args.layer, target=args.target,
+        out=args.out, model=args.model, weights=args.weights, num_classes=args.num_classes, class_names=args.class_names, layer=args.layer, target=args.target,
         images=args.images or [], methods=args.methods or [], scores=args.scores, strength=parse_strength(args.strength),
         goal=args.goal, steps=args.steps, force=args.force, figure=not args.no_figure, progress=not args.no_progress,
     )

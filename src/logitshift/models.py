@@ -12,15 +12,18 @@ from a local file or the torch hub cache.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
 
+from .classes import imagenet_classes, load_class_names
 from .errors import LogitShiftError
 
 DEFAULT_MODEL = "efficientnet-lite0"
@@ -56,6 +59,9 @@ class LoadedModel:
     layer: str
     preprocess: Preprocess = field(default_factory=Preprocess)
     num_classes: int = 1000
+    #: one name per class (index i names class i); empty when the model's classes have no names,
+    #: so they are shown and addressed by index. Only ImageNet models get the ImageNet names.
+    class_names: tuple[str, ...] = ()
 
 
 class EfficientNetLite0(nn.Module):
@@ -116,13 +122,50 @@ def load_state_dict(path: str | os.PathLike, expected_sha256: str | None = None)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle refusal, truncated file, wrong format
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise LogitShiftError(
+                f"weights file {str(path)!r}: holds pickled Python objects (a whole model?), which are never unpickled; "
+                "save the weights instead: torch.save(model.state_dict(), PATH) or safetensors"
+            ) from exc
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LogitShiftError(f"weights file {str(path)!r}: cannot be loaded safely ({reason[:200]})") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
     if not isinstance(state, dict):
         raise LogitShiftError(f"weights file {str(path)!r}: expected a state dict, found {type(state).__name__}")
-    return state
+    return unwrap_checkpoint(state, str(path))
+
+
+#: keys under which training scripts commonly nest the weights of a checkpoint.
+CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "weights")
+#: prefixes that wrappers add to every key: DataParallel/DDP (``module.``), ``torch.compile`` (``_orig_mod.``).
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def unwrap_checkpoint(state: dict, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The state dict inside a training checkpoint.
+
+    Accepts a plain state dict, ``{'state_dict': …}`` / ``{'model': …}`` (and the
+    other :data:`CHECKPOINT_KEYS`) checkpoints, and strips the key prefixes that
+    DataParallel/DDP and ``torch.compile`` add (:data:`WRAPPER_PREFIXES`) when
+    every key carries them.
+    """
+    for _ in range(3):  # {'model': {'state_dict': ...}} nests at most a couple of levels
+        if all(isinstance(v, torch.Tensor) for v in state.values()):
+            break
+        nested = next((state[k] for k in CHECKPOINT_KEYS if isinstance(state.get(k), dict)), None)
+        if nested is None:
+            break
+        state = nested
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        found = ", ".join(sorted(map(str, state))[:6]) or "nothing"
+        raise LogitShiftError(
+            f"weights file {source!r}: no tensors found (top-level keys: {found}); expected a state dict or a checkpoint "
+            f"with one of {', '.join(CHECKPOINT_KEYS)}"
+        )
+    for prefix in WRAPPER_PREFIXES:
+        if all(k.startswith(prefix) for k in tensors):
+            tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+    return tensors
 
 
 def prepare(module: nn.Module) -> nn.Module:
@@ -136,7 +179,43 @@ def prepare(module: nn.Module) -> nn.Module:
     for sub in module.modules():
         if getattr(sub, "inplace", False) is True:
             sub.inplace = False
+    if not getattr(module, "_logitshift_logits_hook", False):
+        # A root forward hook that returns a value replaces the output: tuples, dicts and
+        # HuggingFace-style output objects become the logits tensor, and the module tree
+        # (the layer names users give) stays as it is.
+        module.register_forward_hook(lambda _m, _i, out: as_logits(out))
+        module._logitshift_logits_hook = True  # type: ignore[assignment]
     return module
+
+
+def as_logits(out: object, what: str = "model output") -> torch.Tensor:
+    """The N×C logits in a model's output.
+
+    Accepted: a tensor; a tuple/list whose first item is one (torchvision's
+    Inception aux outputs, many research models); a dict or an object with a
+    ``logits`` entry (HuggingFace's ``ImageClassifierOutput``). Anything else is a
+    one-line error naming what was found.
+    """
+    found = out
+    if isinstance(out, (tuple, list)) and out:
+        out = out[0]
+    elif isinstance(out, dict):
+        out = out.get("logits", out.get("logit"))
+    elif not isinstance(out, torch.Tensor) and hasattr(out, "logits"):
+        out = out.logits
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        if isinstance(found, dict):
+            desc = f"a dict with keys {', '.join(map(str, list(found)[:6]))}"
+        elif isinstance(out, torch.Tensor):
+            desc = f"a tensor of shape {tuple(out.shape)}"
+        else:
+            desc = type(found).__name__
+        raise LogitShiftError(
+            f"{what}: found {desc}; expected N×C logits (a tensor, a tuple whose first item is one, or a dict/object with 'logits')"
+        )
+    if not torch.is_floating_point(out):
+        raise LogitShiftError(f"{what}: logits of dtype {out.dtype}; expected floating point")
+    return out
 
 
 def efficientnet_lite0(weights: str | os.PathLike | None = None) -> LoadedModel:
@@ -169,7 +248,7 @@ def efficientnet_lite0(weights: str | os.PathLike | None = None) -> LoadedModel:
     net = EfficientNet.from_name("efficientnet-lite0")
     _load_into(net, state, weights)
     pre = Preprocess(size=224, resize=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    return LoadedModel(prepare(EfficientNetLite0(net)), DEFAULT_MODEL, "head", pre)
+    return LoadedModel(prepare(EfficientNetLite0(net)), DEFAULT_MODEL, "head", pre, class_names=imagenet_classes())
 
 
 #: default explanation layer for torchvision families: the last convolutional
@@ -189,7 +268,9 @@ _TORCHVISION_LAYERS = {
 }
 
 
-def torchvision_model(name: str, weights: str | os.PathLike | None = None, *, random_init: bool = False) -> LoadedModel:
+def torchvision_model(
+    name: str, weights: str | os.PathLike | None = None, *, random_init: bool = False, num_classes: int | None = None
+) -> LoadedModel:
     """A torchvision classifier (``vgg19``, ``resnet50``, …) with local weights.
 
     ``weights`` is a local ``.pth``/``.safetensors`` file; without it the torch
@@ -197,6 +278,8 @@ def torchvision_model(name: str, weights: str | os.PathLike | None = None, *, ra
     downloaded: when no weights are at hand the error gives the one command
     that fetches them on a machine with internet. ``random_init=True`` builds
     the architecture with random weights (tests, benchmarks of speed).
+    ``num_classes`` builds a fine-tuned head (its weights must then come from
+    ``weights``); its classes are addressed by index unless names are given.
     """
     import torchvision
 
@@ -205,12 +288,18 @@ def torchvision_model(name: str, weights: str | os.PathLike | None = None, *, ra
     except ValueError as exc:
         known = ", ".join(sorted(torchvision.models.list_models(torchvision.models))[:12])
         raise LogitShiftError(f"model {name!r}: unknown; expected {DEFAULT_MODEL!r}, a torchvision classifier ({known}, …) or package.module:factory") from exc
-    module = builder(weights=None)
+    classes = 1000 if num_classes is None else num_classes
+    if classes < 2:
+        raise LogitShiftError(f"--num-classes {classes}: expected an integer >= 2")
+    module = builder(weights=None, num_classes=classes)
     if not random_init:
+        if weights is None and classes != 1000:
+            raise LogitShiftError(f"model {name!r} with {classes} classes: its weights are yours; pass --weights PATH")
         path = Path(weights) if weights is not None else _cached_torchvision_weights(name)
         _load_into(module, load_state_dict(path), path)
     prepare(module)
-    return LoadedModel(module, name, default_layer(module, name))
+    names = imagenet_classes() if classes == 1000 else ()
+    return LoadedModel(module, name, default_layer(module, name), num_classes=classes, class_names=names)
 
 
 def _cached_torchvision_weights(name: str) -> Path:
@@ -253,7 +342,8 @@ def factory_model(spec: str, weights: str | os.PathLike | None = None) -> Loaded
         raise LogitShiftError(f"model {spec!r}: cannot import {attr!r} from {module_name!r} ({exc})") from exc
     made = factory()
     if isinstance(made, LoadedModel):
-        loaded = made
+        # recorded under the spec the user gave, so a saved run or export reloads it the same way
+        loaded = dataclasses.replace(made, name=spec)
     elif isinstance(made, nn.Module):
         loaded = LoadedModel(made, spec, "")
     else:
@@ -263,16 +353,56 @@ def factory_model(spec: str, weights: str | os.PathLike | None = None) -> Loaded
     prepare(loaded.module)
     if not loaded.layer:
         loaded.layer = default_layer(loaded.module, spec, loaded.preprocess.size)
+    if not isinstance(made, LoadedModel):  # a bare module: its number of classes is what it outputs
+        loaded.num_classes = output_width(loaded.module, loaded.preprocess.size)
     return loaded
 
 
-def load_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike | None = None) -> LoadedModel:
-    """Load a classifier by name: the default model, a torchvision name, or ``pkg.mod:factory``."""
+def output_width(module: nn.Module, size: int = 224) -> int:
+    """How many classes ``module`` scores (one forward pass on a zero image)."""
+    param = next(module.parameters(), None)
+    dtype = param.dtype if param is not None else torch.float32
+    try:
+        with torch.no_grad():
+            z = as_logits(module(torch.zeros(1, 3, size, size, dtype=dtype)))
+    except LogitShiftError:
+        raise
+    except Exception as exc:
+        raise LogitShiftError(f"model: a forward pass on a 1×3×{size}×{size} input failed ({str(exc).strip()[:200]})") from exc
+    return int(z.shape[1])
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    weights: str | os.PathLike | None = None,
+    *,
+    num_classes: int | None = None,
+    class_names: str | os.PathLike | Sequence[str] | None = None,
+) -> LoadedModel:
+    """Load a classifier by name: the default model, a torchvision name, or ``pkg.mod:factory``.
+
+    ``num_classes`` (torchvision only) builds a fine-tuned head; ``class_names``
+    (a file: one name per line, or a JSON list) names the model's classes.
+    """
     if name in (DEFAULT_MODEL, "efficientnet_lite0"):
-        return efficientnet_lite0(weights)
-    if ":" in name:
-        return factory_model(name, weights)
-    return torchvision_model(name, weights)
+        if num_classes not in (None, 1000):
+            raise LogitShiftError(f"--num-classes {num_classes}: model {name!r} has 1000 ImageNet classes")
+        loaded = efficientnet_lite0(weights)
+    elif ":" in name:
+        if num_classes is not None:
+            raise LogitShiftError(f"--num-classes: model {name!r} is built by its factory; its output decides the classes")
+        loaded = factory_model(name, weights)
+    else:
+        loaded = torchvision_model(name, weights, num_classes=num_classes)
+    if class_names is not None:
+        names = tuple(class_names) if not isinstance(class_names, (str, os.PathLike)) else load_class_names(class_names)
+        if len(names) != loaded.num_classes:
+            raise LogitShiftError(
+                f"class names {str(class_names) if isinstance(class_names, (str, os.PathLike)) else 'given'}: "
+                f"{len(names)} names for a model with {loaded.num_classes} classes"
+            )
+        loaded.class_names = names
+    return loaded
 
 
 # ----------------------------------------------------------------------------- layers
@@ -341,8 +471,24 @@ def default_layer(module: nn.Module, name: str = "", size: int = 224) -> str:
     return best
 
 
-def get_layer(module: nn.Module, name: str) -> nn.Module:
+def layer_name(module: nn.Module, layer: str | nn.Module) -> str:
+    """The dotted name of ``layer`` in ``module`` (or its ``base``): a name is returned as is,
+    a module object (as Captum and pytorch-grad-cam users pass it) is looked up by identity."""
+    if isinstance(layer, str):
+        return layer
+    if not isinstance(layer, nn.Module):
+        raise LogitShiftError(f"layer: expected a dotted module name or a torch.nn.Module, got {type(layer).__name__}")
+    base = getattr(module, "base", module)
+    for root in (base, module):
+        for name, sub in root.named_modules():
+            if sub is layer and name:
+                return name
+    raise LogitShiftError(f"layer {type(layer).__name__}: this module object is not part of the model")
+
+
+def get_layer(module: nn.Module, name: str | nn.Module) -> nn.Module:
     """The submodule called ``name``; an unknown name lists the spatial layers."""
+    name = layer_name(module, name)
     base = getattr(module, "base", module)
     for root in (module, base):
         try:

@@ -310,6 +310,8 @@ class ShiftSetup:
 
     model: str = DEFAULT_MODEL
     weights: str | None = None
+    num_classes: int | None = None  # torchvision head size (None: 1000 ImageNet classes)
+    class_names: str | None = None  # file naming the model's classes (None: ImageNet names for ImageNet models)
     layer: str | None = None  # explanation layer (None: the model's last feature map)
     shift_layer: str | None = None  # layer the shift reads (None: the explanation layer)
     construction: str = "region"
@@ -327,9 +329,24 @@ class Equivalence:
     max_abs_prob_diff: float
     top1_agree: float  # fraction of images whose top-1 class is unchanged
     max_abs_shift: float  # largest |t| seen
+    logit_span: float = float("inf")  # smallest (max z − min z) over the images
 
     def ok(self, tolerance: float = TOLERANCE) -> bool:
         return self.max_abs_prob_diff <= tolerance and self.top1_agree == 1.0
+
+    def refusal(self, what: str, tolerance: float, remedy: str) -> str:
+        """The one-line reason a shifted model is refused (``what``: the strength, say)."""
+        if self.max_abs_prob_diff <= tolerance:
+            # top-1 flipped although the probabilities agree: a tie decided by rounding
+            return (
+                f"{what}: the top-1 class changed on {1 - self.top1_agree:.0%} of the images although the probabilities differ "
+                f"by at most {self.max_abs_prob_diff:.2e}: the model's logits span only {self.logit_span:.2e} there, so its "
+                "top class is a rounding tie (untrained weights?); check with images the model separates"
+            )
+        return (
+            f"{what}: the shifted model changes probabilities by up to {self.max_abs_prob_diff:.2e} "
+            f"(top-1 agreement {self.top1_agree:.2f}, |t| up to {self.max_abs_shift:.3g}), over the tolerance {tolerance:g}; {remedy}"
+        )
 
 
 def compare(z: torch.Tensor, z_shifted: torch.Tensor) -> Equivalence:
@@ -343,7 +360,59 @@ def compare(z: torch.Tensor, z_shifted: torch.Tensor) -> Equivalence:
     q = torch.softmax(z_shifted.double(), dim=1)
     t = (z_shifted.double() - z.double()).mean(dim=1)
     agree = (p.argmax(1) == q.argmax(1)).double().mean()
-    return Equivalence(float((p - q).abs().max()), float(agree), float(t.abs().max()))
+    span = (z.double().max(1).values - z.double().min(1).values).min()
+    return Equivalence(float((p - q).abs().max()), float(agree), float(t.abs().max()), float(span))
+
+
+#: how the stress set is made from the check images: scaled copies and noise.
+STRESS_SCALES = (0.1, 0.5, 2.0, 5.0, 20.0)
+
+
+def stress_inputs(x: torch.Tensor, seed: int = 0) -> list[tuple[str, torch.Tensor]]:
+    """Inputs beyond the check images on which the equivalence must also hold.
+
+    The check images scaled by each of :data:`STRESS_SCALES`, Gaussian noise
+    (σ = 1 and 3, the spread of normalised pixels and more), and the check
+    images with their pixels shuffled (same statistics, no object).
+    """
+    g = torch.Generator().manual_seed(seed)
+    out = [(f"check images ×{s:g}", x * s) for s in STRESS_SCALES]
+    for sigma in (1.0, 3.0):
+        out.append((f"Gaussian noise σ={sigma:g}", sigma * torch.randn(x.shape, generator=g).to(x)))
+    perm = torch.randperm(x.shape[-2] * x.shape[-1], generator=g)
+    out.append(("check images, pixels shuffled", x.flatten(-2)[..., perm.to(x.device)].reshape(x.shape)))
+    return out
+
+
+@dataclass
+class Stress:
+    """The largest max |Δprob| seen over the stress set, and on which input."""
+
+    max_abs_prob_diff: float
+    worst: str
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs_prob_diff <= self.tolerance
+
+    def to_json(self) -> dict:
+        return {"max_abs_prob_diff": self.max_abs_prob_diff, "worst_input": self.worst, "ok": self.ok, "tolerance": self.tolerance}
+
+    def line(self) -> str:
+        state = "holds" if self.ok else "FAILS"
+        return f"equivalence beyond the check images {state}: max |Δprob| {self.max_abs_prob_diff:.2e} on {self.worst} (tolerance {self.tolerance:g})"
+
+
+@torch.no_grad()
+def stress_equivalence(shifted: ShiftedModel, x: torch.Tensor, tolerance: float = TOLERANCE) -> Stress:
+    """max |Δprob| between ``shifted`` and its base over :func:`stress_inputs` of ``x``."""
+    worst = (-1.0, "")
+    for name, xs in stress_inputs(x):
+        eq = equivalence(shifted, xs)
+        if eq.max_abs_prob_diff > worst[0]:
+            worst = (eq.max_abs_prob_diff, name)
+    return Stress(worst[0], worst[1], tolerance)
 
 
 @torch.no_grad()
@@ -401,9 +470,5 @@ def shift_model(
     if check is not None:
         eq = equivalence(shifted, check)
         if not eq.ok(tolerance):
-            raise LogitShiftError(
-                f"strength {strength:g}: shifted model changes probabilities by up to {eq.max_abs_prob_diff:.2e} "
-                f"(top-1 agreement {eq.top1_agree:.2f}, |t| up to {eq.max_abs_shift:.3g}), over the tolerance {tolerance:g}; "
-                "use a smaller strength or a float64 head (--float64-head)"
-            )
+            raise LogitShiftError(eq.refusal(f"strength {strength:g}", tolerance, "use a smaller strength or a float64 head (--float64-head)"))
     return shifted

@@ -41,7 +41,7 @@ from .attribution import METHODS, InputMethod, forward_pass, get_method
 from .errors import LogitShiftError
 from .metrics import target_mass
 from .models import LoadedModel, default_layer
-from .shift import INPUT, TOLERANCE, GateShift, InputShift, ShiftedModel, equivalence, layer_grid
+from .shift import INPUT, TOLERANCE, GateShift, InputShift, ShiftedModel, Stress, equivalence, layer_grid, stress_equivalence
 from .targets import Target, parse_target
 
 #: default strength of each family's term (used when ``strength`` is None)
@@ -151,15 +151,13 @@ def steer(
         bar.close()
         strengths = chosen
     shifted = build(strengths)
+    stress: Stress | None = None
     if check is not None:
         center_shift(shifted, check)
         eq = equivalence(shifted, check)
         if not eq.ok(tolerance):
-            raise LogitShiftError(
-                f"strength {_fmt(strengths)}: the shifted model changes probabilities by up to {eq.max_abs_prob_diff:.2e} "
-                f"(top-1 agreement {eq.top1_agree:.2f}, |t| up to {eq.max_abs_shift:.3g}), over the tolerance {tolerance:g}; "
-                "use a smaller strength or a float64 head"
-            )
+            raise LogitShiftError(eq.refusal(f"strength {_fmt(strengths)}", tolerance, "use a smaller strength"))
+        stress = stress_equivalence(shifted, check, tolerance)
     shifted.steering = {
         "methods": names,
         "families": families,
@@ -169,6 +167,7 @@ def steer(
         "auto": auto,
         "goal": goal,
         "effect": effects,
+        "stress": stress.to_json() if stress is not None else None,
     }
     return shifted
 
