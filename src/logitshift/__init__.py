@@ -13,6 +13,9 @@ Scores", arXiv:2307.03305.
     ...                          variant="shifted", layer=m.layer)
     >>> steered = ls.steer(m, "top-left", methods=["gradcampp", "saliency"], strength="auto", check=x)
     >>> ls.audit_model(shifted, x).verdict                    # 'shifted'
+    >>> shown = ls.display_maps(maps, x.shape[-1])            # input size, in [0, 1]
+    >>> ls.save_maps("maps.npz", maps, image=["chelsea"], **{"class": [285]}, score=["logit"],
+    ...              method=["gradcam"], variant=["shifted"])
 """
 
 __version__ = "0.1.0"
@@ -20,6 +23,7 @@ __version__ = "0.1.0"
 from .audit import AuditResult, audit_model
 from .attribution import METHODS, GradCAM, forward_pass, get_method, normalize, upsample
 from .classes import class_name, imagenet_classes, resolve_class
+from .display import display_maps, load_maps, overlay, save_maps
 from .errors import LogitShiftError
 from .images import SAMPLES, batch, load_image
 from .metrics import spearman, target_mass
@@ -35,5 +39,5 @@ __all__ = [
     "GradCAM", "IMMUNE", "METHODS", "SAMPLES", "SCORES", "Equivalence", "LoadedModel", "LogitShiftError",
     "ShiftedModel", "Target", "batch", "class_name", "default_layer", "equivalence", "forward_pass",
     "get_layer", "get_method", "imagenet_classes", "load_image", "load_model", "normalize", "parse_target",
-    "resolve_class", "score", "shift_model", "spearman", "steer", "load_shifted", "target_mass", "upsample",
+    "resolve_class", "score", "display_maps", "overlay", "save_maps", "load_maps", "shift_model", "spearman", "steer", "load_shifted", "target_mass", "upsample",
 ]

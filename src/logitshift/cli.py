@@ -76,9 +76,16 @@ def shift_setup(args: argparse.Namespace) -> dict:
     return {**{k: getattr(args, k) for k in keys}, "classes": list(getattr(args, "classes", None) or [])}
 
 
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="logitshift", description="Show, measure and remove the logit-shift blind spot of gradient explanations.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=f"logitshift {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     for module_name in COMMAND_MODULES:
