@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from .attribution import (
     CAM_METHODS,
+    METHOD_LABELS,
     CamMethod,
     forward_pass,
     get_method,
@@ -56,7 +57,6 @@ from .shift import DEFAULT_STRENGTH, ShiftSetup, compare, layer_grid, shift_mode
 from .targets import parse_target
 
 MAPS = ("original_logit", "original_prob", "shifted_logit", "shifted_prob")
-LABELS = {"gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "xgradcam": "XGrad-CAM", "hirescam": "HiResCAM", "layercam": "LayerCAM"}
 
 
 @dataclass(kw_only=True)
@@ -114,7 +114,7 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     cam = get_method(cfg.method)
     assert isinstance(cam, CamMethod)
-    label = LABELS.get(cfg.method, cfg.method)
+    label = METHOD_LABELS.get(cfg.method, cfg.method)
     p = forward_pass(shifted, x, [layer])
     top1 = predicted(p)
     probs = torch.softmax(p.logits["original"].detach(), dim=1)
@@ -250,7 +250,7 @@ def corner_summary(results: list[dict], method: str, area: float) -> dict:
 
 def finding(summary: dict, results: list[dict]) -> str:
     """The result in one sentence with its numbers."""
-    label = LABELS.get(summary["method"], summary["method"])
+    label = METHOD_LABELS.get(summary["method"], summary["method"])
     k = f"K={summary['strength']:g} at {summary['shift_layer']}"
     dp = f"max |Δp| {summary['max_abs_prob_diff']:.1e}, top-1 {'unchanged' if summary['top1_agree'] else 'CHANGED'}"
     agnostic = (summary.get("class_agnostic") or {}).get("gradcam") or {}
