@@ -51,7 +51,7 @@ from .errors import LogitShiftError
 from .figures import classes_figure, paper_figure
 from .files import provenance, run_dir, write_json
 from .images import DEFAULT_SAMPLES, batch, load_image
-from .metrics import spearman, target_mass
+from .metrics import max_in_target, spearman, target_mass
 from .models import get_layer, load_model
 from .shift import DEFAULT_STRENGTH, ShiftSetup, compare, layer_grid, shift_model
 from .targets import parse_target
@@ -67,14 +67,6 @@ class DemoConfig(ShiftSetup):
     force: bool = False
     figures: bool = True
     progress: bool = True
-
-
-def max_in_cell(maps: torch.Tensor, weights: torch.Tensor) -> list[bool]:
-    """Whether each map's largest cell (N×h×w maps) lies in a cell that ``weights`` (h×w) covers at least half; an all-zero map: False."""
-    flat = maps.detach().flatten(1)
-    at = flat.argmax(dim=1)
-    cover = weights.flatten().to(flat.device)[at]
-    return [bool(c >= 0.5 and m > 0) for c, m in zip(cover, flat.amax(dim=1))]
 
 
 def run_demo(cfg: DemoConfig) -> dict:
@@ -142,7 +134,7 @@ def run_demo(cfg: DemoConfig) -> dict:
                 rho = float(spearman(m, raw[f"original_{key.split('_')[1]}"][i : i + 1])[0])
                 if paper:
                     share = float(target_mass(m, weights)[0])
-                    row["maps"][key] = {"corner_share": share, "max_in_corner": max_in_cell(m, weights)[0], "spearman_vs_original": rho}
+                    row["maps"][key] = {"corner_share": share, "max_in_corner": max_in_target(m, weights)[0], "spearman_vs_original": rho}
                 else:
                     row["maps"][key] = {"target_mass": float(target_mass(m, weights)[0]), "spearman_vs_original": rho}
             rows.append(row)
