@@ -149,7 +149,8 @@ def test_paper_corner_with_hirescam_on_three_real_models(model, tmp_path, capsys
 
     out = tmp_path / model
     argv = ["demo", "--construction", "paper", "--method", "hirescam", "--class", "maze", "--model", model, "--out", str(out), "--no-progress"]
-    assert main(argv) == 0
+    report = model == "efficientnet-lite0"
+    assert main(argv + ["--report"] * report) == 0
     console = capsys.readouterr().out.splitlines()
     summary = json.loads((out / "summary.json").read_text())
     assert console[0] == summary["finding"] and "HiResCAM" in console[0] and "upper-left cell" in console[0]
@@ -174,3 +175,10 @@ def test_paper_corner_with_hirescam_on_three_real_models(model, tmp_path, capsys
     assert figures == {f"{name}.png" for name in summary["images"]}
     for name in figures:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if report:  # the page: the finding first, the effects' tables, one panel per image with both classes' numbers
+        import html
+
+        text = (out / "report.html").read_text()
+        assert html.unescape(text).index(summary["finding"]) < text.index("<section")
+        assert 'id="effects"' in text and "The upper-left corner (HiResCAM)" in text and "The class-agnostic map" in text
+        assert text.count('class="panel"') == 4 and text.count("· <b>max</b> ·") == 8  # the shifted pre-softmax map of each image × class
