@@ -66,7 +66,7 @@ def classes_figure(
     """
     plt = _plt()
     cols = 2 * len(heats)
-    fig, axes = plt.subplots(2, cols, figsize=(3.6 * cols, 7.6), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(2, cols, figsize=(3.6 * cols, 8.2), dpi=100, squeeze=False)
     for j, (maps, labels) in enumerate(zip(heats, titles)):
         for r, variant in enumerate(("original", "shifted")):
             for c, score in enumerate(("logit", "prob")):
