@@ -32,6 +32,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -119,7 +120,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         rows, heats, titles = [], [], []
         for target_class, raw in zip(jobs, raws):
             c = int(target_class[i])
-            row = {
+            row: dict[str, Any] = {
                 "image": im.name,
                 "class": c,
                 "class_name": class_name(c),
@@ -157,7 +158,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         results.extend(rows)
     bar.close()
     eq_all = compare(p.logits["original"].detach(), p.logits["shifted"].detach())
-    summary = {
+    summary: dict[str, Any] = {
         "command": "demo",
         "model": loaded.name,
         "layer": layer,
@@ -202,7 +203,8 @@ def class_agnostic(p, layer: str, top1: torch.Tensor, extra: list[int], names: l
     longer depends on the class it is asked about.
     """
     cam = get_method(method)
-    rows = []
+    assert isinstance(cam, CamMethod)
+    rows: list[dict[str, Any]] = []
     own = {v: cam.from_pass(p, layer, top1, "logit", v) for v in ("original", "shifted")}
     for c in extra:
         other = {v: cam.from_pass(p, layer, torch.full_like(top1, c), "logit", v) for v in own}
@@ -226,12 +228,12 @@ def class_agnostic(p, layer: str, top1: torch.Tensor, extra: list[int], names: l
 
 def corner_summary(results: list[dict], method: str, area: float) -> dict:
     """Per class (the prediction; each requested class): mean corner share and how often the maximum is in the corner."""
-    groups: dict[str, list[dict]] = {}
+    groups: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         groups.setdefault("predicted class" if r["predicted"] else r["class_name"], []).append(r)
     out = []
     for name, rows in groups.items():
-        entry: dict = {"class": name, "pairs": len(rows)}
+        entry: dict[str, Any] = {"class": name, "pairs": len(rows)}
         for key in ("shifted_logit", "original_logit", "shifted_prob"):
             entry[f"{key}_mean_share"] = statistics.mean(r["maps"][key]["corner_share"] for r in rows)
             entry[f"{key}_max_in_corner"] = sum(r["maps"][key]["max_in_corner"] for r in rows)
