@@ -25,7 +25,7 @@ written to ``benchmarks/results/speed.md``.
    returns the score of every class, the way a Captum user picks a score.
    IG and SmoothGrad use the same steps / samples on both sides.
 
-Models: the default EfficientNet-Lite0 (real weights) and torchvision
+Models: EfficientNet-Lite0, -Lite1 and -Lite2 (real weights) and torchvision
 ``resnet18`` / ``mobilenet_v2`` with random weights (speed does not depend
 on the weights). Images: the 8 scikit-image samples and their mirror images
 (16, one batch).
@@ -53,7 +53,7 @@ from torch import nn  # noqa: E402
 from logitshift.attribution import GradCAM, get_method  # noqa: E402
 from logitshift.engine import explain  # noqa: E402
 from logitshift.images import SAMPLES, load_image  # noqa: E402
-from logitshift.models import get_layer, load_model, torchvision_model  # noqa: E402
+from logitshift.models import EFFICIENTNET_LITES, get_layer, load_model, torchvision_model  # noqa: E402
 from logitshift.scores import SCORES  # noqa: E402
 from logitshift.shift import shift_model  # noqa: E402
 
@@ -61,7 +61,7 @@ MATRIX_METHODS = ("gradcam", "saliency", "gradxinput", "ig", "smoothgrad")
 
 
 def load(name: str):
-    if name in ("efficientnet-lite0", "efficientnet_lite0"):
+    if name.replace("_", "-") in EFFICIENTNET_LITES:
         return load_model(name)
     torch.manual_seed(0)
     return torchvision_model(name, random_init=True)
@@ -263,7 +263,7 @@ def mark(ok: bool) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", nargs="+", default=["efficientnet-lite0", "resnet18", "mobilenet_v2"])
+    ap.add_argument("--models", nargs="+", default=[*EFFICIENTNET_LITES, "resnet18", "mobilenet_v2"])
     ap.add_argument("--images", type=int, default=16, help="images in the batch (default 16)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--matrix-repeats", type=int, default=3, help="repeats of the (slow) matrix timings (default 3)")

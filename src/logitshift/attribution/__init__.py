@@ -43,6 +43,7 @@ METHODS: dict[str, type[Attribution]] = {
         SmoothGrad,
     )
 }
+METHOD_LABELS: dict[str, str] = {n: c.label or n for n, c in METHODS.items()}
 CAM_METHODS = tuple(n for n, c in METHODS.items() if c.family == "cam")
 INPUT_METHODS = tuple(n for n, c in METHODS.items() if c.family == "input")
 
@@ -65,7 +66,7 @@ def get_method(name: str, **options) -> Attribution:
 
 __all__ = [
     "Attribution", "CAM_METHODS", "CamMethod", "GradCAM", "GradCAMPlusPlus", "GradientXInput", "HiResCAM",
-    "INPUT_METHODS", "InputMethod", "IntegratedGradients", "LayerCAM", "METHODS", "Pass", "Saliency",
+    "INPUT_METHODS", "InputMethod", "IntegratedGradients", "LayerCAM", "METHODS", "METHOD_LABELS", "Pass", "Saliency",
     "SmoothGrad", "XGradCAM", "as_targets", "cam_maps", "forward_pass", "get_method", "normalize", "predicted",
     "upsample",
 ]

@@ -122,6 +122,7 @@ class Attribution:
     """
 
     name: str = ""
+    label: str = ""  # how a figure or a sentence names the method ("Grad-CAM")
     family: str = "cam"
 
     def maps(

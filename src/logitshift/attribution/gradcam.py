@@ -19,6 +19,7 @@ from .base import CamMethod
 
 class GradCAM(CamMethod):
     name = "gradcam"
+    label = "Grad-CAM"
 
     def combine(self, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         alpha = grad.mean(dim=(2, 3), keepdim=True)

@@ -26,6 +26,7 @@ EPS = 1e-6  # pytorch-grad-cam's constant
 
 class GradCAMPlusPlus(CamMethod):
     name = "gradcampp"
+    label = "Grad-CAM++"
 
     def combine(self, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         g2 = grad.pow(2)

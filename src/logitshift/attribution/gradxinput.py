@@ -17,6 +17,7 @@ from .saliency import Saliency
 
 class GradientXInput(Saliency):
     name = "gradxinput"
+    label = "gradient × input"
     reduction = "sum"
 
     def attribute(self, model, x, target, score="logit", variant="original"):

@@ -23,6 +23,7 @@ from .base import CamMethod
 
 class HiResCAM(CamMethod):
     name = "hirescam"
+    label = "HiResCAM"
 
     def combine(self, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         return torch.relu((grad * act).sum(dim=1))

@@ -41,6 +41,7 @@ class IntegratedGradients(InputMethod):
     mean-centred input) or a tensor broadcastable to the input (C×H×W, or N×C×H×W)."""
 
     name = "ig"
+    label = "Integrated Gradients"
 
     def __init__(self, steps: int = 50, baseline: float | torch.Tensor = 0.0, batch_size: int = 32) -> None:
         super().__init__(batch_size)

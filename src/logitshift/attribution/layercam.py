@@ -21,6 +21,7 @@ from .base import CamMethod
 
 class LayerCAM(CamMethod):
     name = "layercam"
+    label = "LayerCAM"
 
     def combine(self, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         return torch.relu((torch.relu(grad) * act).sum(dim=1))

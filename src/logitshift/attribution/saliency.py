@@ -21,6 +21,7 @@ from .base import InputMethod, as_targets
 
 class Saliency(InputMethod):
     name = "saliency"
+    label = "saliency"
     reduction = "maxabs"
 
     def attribute(self, model, x, target, score="logit", variant="original"):

@@ -37,6 +37,7 @@ from .base import InputMethod, as_targets
 
 class SmoothGrad(InputMethod):
     name = "smoothgrad"
+    label = "SmoothGrad"
     reduction = "maxabs"
 
     def __init__(

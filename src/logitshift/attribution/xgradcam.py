@@ -24,6 +24,7 @@ EPS = 1e-7  # pytorch-grad-cam's constant
 
 class XGradCAM(CamMethod):
     name = "xgradcam"
+    label = "XGrad-CAM"
 
     def combine(self, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         sum_act = act.sum(dim=(2, 3), keepdim=True)
