@@ -22,7 +22,9 @@ classifier needs:
   plain export writes (:func:`_member_kind`);
 * no pickle is ever read: ``use_pickle`` entries, ``opaque_obj_`` /
   ``custom_obj_`` constants, legacy ``.pt`` members and compiled
-  (``aotinductor``) payloads are refused; ``sample_inputs`` is skipped unread;
+  (``aotinductor``) payloads are refused; ``sample_inputs`` is skipped unread
+  (after a scan of its pickle opcodes that runs nothing, :func:`scan_sample_inputs`,
+  so that a payload hidden there is reported rather than ignored);
 * the graph JSON (at most :data:`MAX_JSON_BYTES`, parsed here): every node's
   target in :data:`ALLOWED_OPS` (pure aten tensor operators: no file,
   memory-mapping, random, print or side-effecting operator, nothing resolved
@@ -230,6 +232,66 @@ def _json(path: Path, data: bytes, what: str) -> Any:
         raise _refuse(path, f"{what} is nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise _refuse(path, f"{what} is not JSON ({type(exc).__name__})") from None
+
+
+# ----------------------------------------------------------------------------- sample_inputs
+
+#: what a ``torch.save`` of plain tensors names (the ``sample_inputs`` member of an ordinary export)
+PLAIN_PICKLE_GLOBALS = frozenset(
+    {("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter"), ("collections", "OrderedDict"),
+     ("torch", "Size"), ("builtins", "tuple"), ("builtins", "dict"), ("builtins", "list")}
+    | {("torch", f"{t}Storage") for t in ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool")}
+)
+
+
+def scan_sample_inputs(path: Path, data: bytes) -> None:
+    """Refuse a ``sample_inputs`` member whose pickle names anything but plain tensors — without unpickling it.
+
+    Every ordinary ``torch.export.save`` writes this member as a pickle, so it
+    is never read by the loader here (it is replaced by an empty member);
+    this scan only parses the pickle's opcodes (``pickletools.genops``, which
+    runs nothing) so that a file carrying a payload there is reported as the
+    hostile file it is rather than audited. A global pushed in a form this
+    scan cannot follow (``STACK_GLOBAL`` not right after its two names) is
+    refused too.
+    """
+    import io
+    import pickletools
+
+    if not data:
+        return
+    pickles = [data]
+    if data[:2] == b"PK":
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as inner:
+                infos = [i for i in inner.infolist() if i.filename.endswith(".pkl")]
+                if any(i.file_size > MAX_CONFIG_BYTES for i in infos):
+                    raise _refuse(path, "the sample_inputs member holds an oversized pickle")
+                pickles = [inner.read(i) for i in infos]
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+            raise _refuse(path, "the sample_inputs member is not a readable torch.save archive") from None
+    for blob in pickles:
+        strings: list[Any] = []
+        try:
+            for op, arg, _pos in pickletools.genops(blob):
+                if op.name == "GLOBAL":
+                    module, _, name = str(arg).partition(" ")
+                elif op.name == "STACK_GLOBAL":
+                    if len(strings) < 2 or not all(isinstance(v, str) for v in strings[-2:]):
+                        raise _refuse(path, "the sample_inputs member is a pickle that hides the functions it calls")
+                    module, name = strings[-2], strings[-1]
+                elif op.name in ("INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2", "EXT4"):
+                    raise _refuse(path, f"the sample_inputs member is a pickle that builds objects ({op.name}); torch.export.load would run it")
+                else:
+                    strings = (strings + [arg])[-2:] if "UNICODE" in op.name or "STRING" in op.name else (strings if op.name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT") else [])
+                    continue
+                strings = []
+                if (module, name) not in PLAIN_PICKLE_GLOBALS:
+                    raise _refuse(path, f"the sample_inputs member is a pickle that calls {module}.{name}; torch.export.load would run it")
+        except (ValueError, EOFError, UnicodeDecodeError) as exc:
+            if isinstance(exc, UnsafeModelFile):
+                raise
+            raise _refuse(path, f"the sample_inputs member is not a readable pickle ({type(exc).__name__})") from None
 
 
 # ----------------------------------------------------------------------------- graph
@@ -481,6 +543,8 @@ def check_pt2(path: str | os.PathLike, copy_to: str | os.PathLike | None = None)
             records = {r[len(folder):]: i.file_size for r, i in members.items() if r.startswith(folder) and pattern.fullmatch(r[len(folder):])}
             check_payloads(path, config, kind, records)
             configs[rel] = config
+        if "data/sample_inputs/model.pt" in members:
+            scan_sample_inputs(path, _read(path, archive, members["data/sample_inputs/model.pt"], MAX_JSON_BYTES, "data/sample_inputs/model.pt"))
         extra = {}
         for rel, info in members.items():
             if rel.startswith("extra/"):
