@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from .errors import LogitShiftError
-from .files import atomic_write, write_json
+from .files import atomic_write, umask_mode, write_json
 from .safeload import load_program
 from .shift import INPUT, TOLERANCE, GateShift, InputShift, PaperShift, RegionShift, ShiftedModel, compare
 
@@ -240,7 +240,7 @@ def export_program(
                 f"--out {str(path)!r}: the exported program changes probabilities by up to {eq.max_abs_prob_diff:.2e} "
                 f"(top-1 agreement {eq.top1_agree:.2f}) on the check images, over the tolerance {tolerance:g}; nothing written"
             )
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the program is meant to be handed over
+        os.chmod(tmp, umask_mode())  # mkstemp makes it private; the file follows the umask like any new file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
