@@ -241,15 +241,17 @@ def _spearman(a: torch.Tensor, b: torch.Tensor) -> list[float]:
 def _hooked_forward(model: nn.Module, x: torch.Tensor, handles: list, what: str):
     """``model(x)`` with the graph to ``x`` but none to the parameters; the hooks are removed afterwards."""
     from .attribution.base import frozen
+    from .models import check_logits
 
     try:
         with frozen(model), torch.enable_grad():
-            return model(x)
+            z = model(x)
     except Exception as exc:
         raise LogitShiftError(f"model: {what} failed ({_first_line(exc)})") from exc
     finally:
         for h in handles:
             h.remove()
+    return check_logits(z)
 
 
 def _is_leaf(module: nn.Module) -> bool:
