@@ -15,7 +15,7 @@ import pytest
 
 from logitshift import evaluate as evaluate_module
 from logitshift.cli import main
-from logitshift.files import RunLock, atomic_write
+from logitshift.files import RunLock, atomic_write, run_dir
 from logitshift.store import Store
 
 TESTS = Path(__file__).resolve().parent
@@ -214,6 +214,8 @@ def test_the_lock_is_held_by_one_holder_and_dropped_when_it_dies(tmp_path):
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(Exception, match=f"pid {holder.pid}"):
         RunLock(folder).acquire()
+    with pytest.raises(Exception, match=f"pid {holder.pid}"):
+        run_dir(folder, force=True)  # demo, matrix, audit: refused too
     holder.kill()
     holder.wait()
     with RunLock(folder):  # the kernel dropped the dead holder's lock
