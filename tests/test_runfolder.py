@@ -4,7 +4,6 @@ would crash a run are handled; evaluate checks equivalence on every batch; files
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -86,7 +85,7 @@ def test_a_second_run_is_refused_naming_the_first_and_force_cannot_break_in(ws, 
     assert f"in use by another run (pid {first.pid} " in err, err
     assert main(args(ws, out, "--force")) == 2
     assert f"pid {first.pid}" in one_line(capsys)
-    stdout, stderr = first.communicate(timeout=300)
+    _stdout, stderr = first.communicate(timeout=300)
     assert first.returncode == 0, stderr
     with Store(out / "results.sqlite") as st:
         assert len(st.finished()) == 6

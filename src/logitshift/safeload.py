@@ -530,7 +530,7 @@ def check_pt2(path: str | os.PathLike, copy_to: str | os.PathLike | None = None)
     Raises :class:`UnsafeModelFile` with a one-line reason otherwise.
     """
     path = Path(path)
-    archive, root, members = _open_archive(path)
+    archive, _root, members = _open_archive(path)
     with archive:
         fmt = _read(path, archive, members["archive_format"], 64, "archive_format").strip()
         if fmt != b"pt2":

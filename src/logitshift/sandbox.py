@@ -3,7 +3,8 @@
 Defence in depth behind :mod:`logitshift.safeload`: whatever a file we did not
 foresee makes torch do, it happens in a child ``python -m logitshift …`` whose
 address space (``RLIMIT_AS``), CPU time (``RLIMIT_CPU``) and file sizes
-(``RLIMIT_FSIZE``) are bounded, and with no core dumps (``RLIMIT_CORE`` 0). The
+(``RLIMIT_FSIZE``) are bounded, and with no core dumps (``RLIMIT_CORE`` 0),
+all set by the child itself before it opens the file (:func:`enter`). The
 parent copies the child's output as it comes (progress bars included) and
 returns its exit status; a child ended by a signal (the CPU limit sends
 ``SIGXCPU``) becomes a one-line :class:`LogitShiftError`, so the command exits
@@ -12,8 +13,7 @@ returns its exit status; a child ended by a signal (the CPU limit sends
 The memory limit is a budget on top of what the child's interpreter holds
 once torch is imported (torch maps several GB of address space for its
 libraries before any work starts): the child sets ``RLIMIT_AS`` to its own
-``VmSize`` plus the budget as soon as the command starts, before the file is
-opened (:func:`enter`).
+``VmSize`` plus the budget.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 from .errors import LogitShiftError
 
-#: set in the child's environment: the memory budget in bytes
+#: set in the child's environment: ``"<memory budget in bytes>:<CPU seconds>"``
 ENV = "LOGITSHIFT_SANDBOX_MEMORY"
 FILE_SIZE_LIMIT = 1 << 30  # no output of ours comes near 1 GiB
 
@@ -49,33 +49,29 @@ def _vm_size() -> int:
 
 
 def enter() -> int:
-    """In the child: cap the address space at its current size plus the budget; returns the cap (0: none)."""
+    """In the child, before the file is opened: cap the address space at its current size plus the budget, the
+    CPU time, file sizes (``FILE_SIZE_LIMIT``) and core dumps (none). Returns the address-space cap (0: none).
+
+    The limits are set here rather than between fork and exec (``preexec_fn``
+    is unsafe in a parent that runs threads, as torch's does).
+    """
     import resource
 
-    budget = int(os.environ.get(ENV, "0") or 0)
-    if budget <= 0 or not hasattr(resource, "RLIMIT_AS"):
-        return 0
-    cap = _vm_size() + budget
-    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        cap = min(cap, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    memory, _, cpu = os.environ.get(ENV, "").partition(":")
+    limits = [("RLIMIT_FSIZE", FILE_SIZE_LIMIT), ("RLIMIT_CORE", 0)] if cpu else []
+    if cpu.strip().isdigit() and int(cpu) > 0:
+        limits.append(("RLIMIT_CPU", int(cpu)))
+    cap = 0
+    if memory.strip().isdigit() and int(memory) > 0:
+        cap = _vm_size() + int(memory)
+        limits.append(("RLIMIT_AS", cap))
+    for name, value in limits:
+        limit = getattr(resource, name, None)
+        if limit is None:
+            continue
+        _soft, hard = resource.getrlimit(limit)
+        resource.setrlimit(limit, (value if hard == resource.RLIM_INFINITY else min(value, hard), hard))
     return cap
-
-
-def _limits(cpu_seconds: int):
-    def apply() -> None:  # runs in the child between fork and exec
-        import resource
-
-        for name, value in (("RLIMIT_CPU", cpu_seconds), ("RLIMIT_FSIZE", FILE_SIZE_LIMIT), ("RLIMIT_CORE", 0)):
-            limit = getattr(resource, name, None)
-            if limit is None:
-                continue
-            _soft, hard = resource.getrlimit(limit)
-            soft = value if hard == resource.RLIM_INFINITY else min(value, hard)
-            resource.setrlimit(limit, (soft, hard))
-
-    return apply
 
 
 def _pump(src, dst) -> None:
@@ -90,11 +86,10 @@ def _pump(src, dst) -> None:
 
 def run(argv: Sequence[str], what: str, memory_bytes: int, cpu_seconds: int) -> int:
     """``python -m logitshift *argv`` in a limited child; its exit status (0, 1 or 2), or a one-line error."""
-    env = {**os.environ, ENV: str(int(memory_bytes))}
+    env = {**os.environ, ENV: f"{int(memory_bytes)}:{int(cpu_seconds)}"}
     child = subprocess.Popen(
         [sys.executable, "-m", "logitshift", *argv],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=env, preexec_fn=_limits(cpu_seconds), close_fds=True,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, close_fds=True,
     )
     pumps = [threading.Thread(target=_pump, args=(child.stdout, sys.stdout), daemon=True),
              threading.Thread(target=_pump, args=(child.stderr, sys.stderr), daemon=True)]
