@@ -592,10 +592,15 @@ def load_program(path: str | os.PathLike, extra_files: dict[str, Any] | None = N
 
 
 def load_module(path: str | os.PathLike, extra_files: dict[str, Any] | None = None):
-    """The checked program as a hookable module tree (``torch.export.unflatten``), in eval mode where supported."""
+    """The checked program as a hookable module tree (``torch.export.unflatten``; the flat ``program.module()``
+    if unflatten fails), in eval mode where supported."""
     import torch
 
-    module = torch.export.unflatten(load_program(path, extra_files))
+    program = load_program(path, extra_files)
+    try:
+        module = torch.export.unflatten(program)
+    except Exception:  # noqa: BLE001 - a program unflatten cannot rebuild: the flat module (hooks only on its inputs)
+        module = program.module()
     try:
         module.eval()
     except Exception:  # noqa: BLE001 - some unflattened modules refuse eval(); they have no train-mode layers
