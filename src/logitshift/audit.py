@@ -780,7 +780,7 @@ def add_command(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="overwrite a previous audit in --out")
     p.add_argument("--report", action="store_true", help="also write report.html, one self-contained HTML page, into --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--memory-limit", type=positive_float, default=DEFAULT_MEMORY_GB, help=f"a model file is audited in a child process with this many GB of memory beyond the interpreter's own (default {DEFAULT_MEMORY_GB:g})")
+    p.add_argument("--memory-limit", type=positive_float, default=DEFAULT_MEMORY_GB, help=f"a model or weights file is audited in a child process with this many GB of memory beyond the interpreter's own (default {DEFAULT_MEMORY_GB:g})")
     p.add_argument("--cpu-limit", type=int_at_least(1), default=DEFAULT_CPU_SECONDS, help=f"... and this many seconds of CPU time (default {DEFAULT_CPU_SECONDS})")
     p.set_defaults(func=cmd_audit)
 
@@ -808,9 +808,10 @@ def cmd_audit(args) -> int:
     start = time.perf_counter()
     if args.report and not args.out:
         raise LogitShiftError("--report: needs --out, the folder the page is written into")
-    if is_model_file(args.model) and not sandbox.inside():
+    if (is_model_file(args.model) or args.weights) and not sandbox.inside():
         # someone else's file: everything from here on runs in a child with memory, CPU and file-size limits
-        return sandbox.run(args.argv, f"model file {args.model!r}", int(args.memory_limit * 2**30), args.cpu_limit)
+        what = f"model file {args.model!r}" if is_model_file(args.model) else f"weights file {args.weights!r}"
+        return sandbox.run(args.argv, what, int(args.memory_limit * 2**30), args.cpu_limit)
     sandbox.enter()
     out = run_dir(args.out, args.force, marker="audit.json") if args.out else None
     module, pre, hookable, name = load_target(args.model, args.weights)
