@@ -1,7 +1,7 @@
 """``logitshift audit``: clean models pass, shifted ones are flagged, bad inputs fail cleanly.
 
 The model files are written here the way the export command and users write
-them: a ``torch.export`` program (``.pt2``) and TorchScript. Small random
+them: a ``torch.export`` program (``.pt2``); TorchScript is refused. Small random
 CNNs at 32 px keep every audit well under a second of compute.
 """
 
@@ -29,6 +29,12 @@ from logitshift.shift import PaperShift, RegionShift, ShiftedModel  # noqa: E402
 from logitshift.targets import parse_target  # noqa: E402
 
 SIZE = 32
+
+
+@pytest.fixture(autouse=True)
+def _in_process(monkeypatch):
+    """The audit of a file runs here as it runs in the limited child (tests/test_safeload.py runs the real child)."""
+    monkeypatch.setenv("LOGITSHIFT_SANDBOX_MEMORY", "0")
 
 
 def images(n: int = 4, seed: int = 0) -> torch.Tensor:
@@ -88,16 +94,17 @@ def test_cli_exit_codes_and_outputs_for_exported_files(tmp_path, capsys):
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
-def test_torchscript_files_are_audited_through_the_input_gradient(tmp_path, capsys):
+def test_torchscript_files_are_refused_with_what_to_send_instead(tmp_path, capsys):
+    """torch.jit.load runs code from the file (tests/test_safeload.py shows two payloads): never loaded."""
     base = TinyCNN(10, 8, 2)
     path = tmp_path / "shifted.ts"
     with torch.no_grad():
         torch.jit.trace(region_shifted(base), images(1)).save(str(path))
-    module, hookable = load_file(path)
-    assert not hookable
-    assert main(["audit", str(path), "--size", str(SIZE), "--images", "chelsea", "coffee", "--no-progress"]) == 1
-    captured = capsys.readouterr()
-    assert "input gradient only" in captured.err and "verdict: shifted" in captured.out
+    with pytest.raises(LogitShiftError, match="TorchScript is not loaded"):
+        load_file(path)
+    assert main(["audit", str(path), "--size", str(SIZE), "--images", "chelsea", "--no-progress"]) == 2
+    err = one_line_error(capsys)
+    assert "torch.jit.load runs code stored in the file" in err and "torch.export.save" in err
 
 
 def one_line_error(capsys) -> str:

@@ -2,7 +2,8 @@
 
 The acceptance test exports the real EfficientNet-Lite0 shifted toward the
 top-left 64×64 pixels once per session, then runs Captum and
-pytorch-grad-cam on the loaded file in a fresh ``python -I -S`` process whose
+pytorch-grad-cam on the file, loaded with a copy of ``logitshift/safeload.py`` (the
+README's recipe), in a fresh ``python -I -S`` process whose
 ``sys.path`` holds the standard library and site-packages but not the
 ``.pth`` file of logitshift's editable install: logitshift cannot be imported
 there at all (checked with ``importlib.util.find_spec``), and
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -23,6 +25,7 @@ import numpy as np
 import pytest
 import torch
 
+from logitshift import safeload
 from logitshift.attribution import CAM_METHODS, IntegratedGradients, Saliency, cam_maps, upsample
 from logitshift.cli import main
 from logitshift.errors import LogitShiftError
@@ -46,10 +49,11 @@ CLEAN_SCRIPT = textwrap.dedent(
     from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 
+    from safeload import load_module  # the README's recipe: a copy of logitshift/safeload.py, next to this script
+
     extra = {"logitshift.json": ""}
-    program = torch.export.load(pt2, extra_files=extra)
+    model = load_module(pt2, extra_files=extra)
     info = json.loads(extra["logitshift.json"])
-    model = torch.export.unflatten(program).eval()
     layer = model.get_submodule(info["layers"]["head"])
     x = torch.from_numpy(np.load(x_path))
     with torch.no_grad():
@@ -90,10 +94,11 @@ def clean_run(exported, samples):
     np.save(folder / "x.npy", samples.numpy())
     script = folder / "clean.py"
     script.write_text(CLEAN_SCRIPT)
+    shutil.copy(Path(safeload.__file__), folder / "safeload.py")
     paths = [p for p in sys.path if p and os.path.isdir(p) and "site-packages" not in p and not p.startswith(str(Path.cwd()))]
     stdlib = [sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]]
     site = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
-    boot = f"import sys; sys.path[:] = {json.dumps(list(dict.fromkeys(stdlib + [p for p in paths if 'lib-dynload' in p] + site)))}; "
+    boot = f"import sys; sys.path[:] = {json.dumps(list(dict.fromkeys([str(folder)] + stdlib + [p for p in paths if 'lib-dynload' in p] + site)))}; "
     boot += f"sys.argv = {json.dumps([str(script), str(exported['pt2']), str(folder / 'x.npy'), str(folder / 'maps.npz')])}; "
     boot += f"exec(compile(open({str(script)!r}).read(), {str(script)!r}, 'exec'))"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
@@ -153,6 +158,29 @@ def test_probability_maps_of_the_peer_libraries_are_the_original_models(clean_ru
     rho = spearman(clean_run[f"{name}_prob"].float(), original_prob_maps[name])
     print(f"{name}: Spearman vs original {[round(float(r), 4) for r in rho]}")
     assert float(rho.min()) >= 0.99
+
+
+def test_the_exported_file_holds_no_pickle_and_passes_the_checked_loader(exported, samples):
+    """``attack``'s .pt2: the sample_inputs member is empty (no check image embedded), nothing pickled anywhere,
+    and the checked loader (logitshift.safeload) accepts it."""
+    import zipfile
+
+    with zipfile.ZipFile(exported["pt2"]) as z:
+        sizes = {n.split("/", 1)[1]: z.getinfo(n).file_size for n in z.namelist()}
+    assert sizes["data/sample_inputs/model.pt"] == 0
+    assert not [n for n in sizes if n.endswith((".pkl", ".pt")) and sizes[n]]
+    data = exported["pt2"].read_bytes()
+    for image in samples:  # no row of any check image is in the file
+        assert image[0, 100].numpy().tobytes() not in data
+    extra = safeload.check_pt2(exported["pt2"])
+    assert json.loads(extra["logitshift.json"])["layers"] == {"head": "base.head"}
+
+
+def test_the_exported_file_is_audited_as_shifted(exported, capsys, monkeypatch):
+    monkeypatch.setenv("LOGITSHIFT_SANDBOX_MEMORY", "0")  # in process, as the limited child runs it
+    code = main(["audit", str(exported["pt2"]), "--max-images", "2", "--max-layers", "2", "--probes", "2", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 1 and "verdict: shifted" in out, out
 
 
 def test_safetensors_form_reloads_the_same_model(exported, samples):

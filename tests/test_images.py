@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from PIL import Image as PILImage
 
 from logitshift.errors import LogitShiftError
-from logitshift.images import SAMPLES, load_image, read_rgb
+from logitshift.images import MAX_ASPECT, SAMPLES, load_image, read_rgb, resize_crop
 from logitshift.models import Preprocess
 
 PRE = Preprocess(size=32, resize=32)
@@ -127,5 +127,60 @@ def test_fuzz_valid_images_of_any_mode_and_size(tmp_path, w, h, mode, ext):
         im.save(path)
     except (OSError, ValueError, KeyError):
         return  # this format cannot store this mode: nothing to load
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        with pytest.raises(LogitShiftError, match="side ratio"):
+            load_image(path, PRE)
+        return
     image = load_image(path, PRE)
     assert image.rgb.shape == (32, 32, 3) and image.rgb.dtype == np.uint8
+
+
+def test_a_thin_strip_is_refused_from_its_header(tmp_path):
+    """A 1×60000 PNG (about 200 bytes): one line naming it, before decoding."""
+    path = tmp_path / "strip.png"
+    PILImage.new("RGB", (60000, 1), (200, 10, 10)).save(path)
+    with pytest.raises(LogitShiftError, match=r"strip.png.*60000×1 pixels, a side ratio over 50:1"):
+        load_image(path, PRE)
+
+
+def test_resizing_computes_only_the_crop_in_bounded_memory():
+    """resize_crop on a 1×60000 strip and a 60000×4 column (the old resize-then-crop needed 11.8 GB for the
+    strip), in a child whose address space may grow by at most 1 GB after imports: peak RSS growth reported."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import resource, numpy as np
+        from logitshift.images import resize_crop
+        from logitshift.models import Preprocess
+        from logitshift.sandbox import _vm_size
+        resource.setrlimit(resource.RLIMIT_AS, (_vm_size() + (1 << 30), resource.RLIM_INFINITY))
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        for shape in [(1, 60000, 3), (60000, 4, 3), (3000, 3000, 3)]:
+            out = resize_crop(np.full(shape, 128, np.uint8), Preprocess())
+            assert out.shape == (224, 224, 3) and int(out.min()) == int(out.max()) == 128, (shape, out.shape)
+        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    growth = int(run.stdout.strip())
+    print(f"peak RSS growth while resizing: {growth / 2**20:.0f} MiB")
+    assert growth < 1e9
+
+
+def test_crop_first_matches_resize_then_crop():
+    """The crop computed from the source equals the old full resize then crop (to ±1 grey level on a real photo)."""
+    from logitshift.images import sample_array
+
+    rgb = sample_array("chelsea")
+    pre = Preprocess()
+    h, w = rgb.shape[:2]
+    scale = pre.resize / min(h, w)
+    nh, nw = round(h * scale), round(w * scale)
+    full = np.asarray(PILImage.fromarray(rgb).resize((nw, nh), PILImage.BILINEAR)).astype(int)
+    top, left = (nh - pre.size) // 2, (nw - pre.size) // 2
+    old = full[top : top + pre.size, left : left + pre.size]
+    assert np.abs(resize_crop(rgb, pre).astype(int) - old).max() <= 1

@@ -89,6 +89,8 @@ INPUT = "input"
 DEFAULT_PROBES = 4
 DEFAULT_MAX_LAYERS = 8
 DEFAULT_MAX_IMAGES = 8
+DEFAULT_MEMORY_GB = 8.0  # a model file is audited in a child with this budget beyond its interpreter (sandbox.py)
+DEFAULT_CPU_SECONDS = 3600
 
 
 # ----------------------------------------------------------------------------- candidate layers
@@ -239,15 +241,17 @@ def _spearman(a: torch.Tensor, b: torch.Tensor) -> list[float]:
 def _hooked_forward(model: nn.Module, x: torch.Tensor, handles: list, what: str):
     """``model(x)`` with the graph to ``x`` but none to the parameters; the hooks are removed afterwards."""
     from .attribution.base import frozen
+    from .models import check_logits
 
     try:
         with frozen(model), torch.enable_grad():
-            return model(x)
+            z = model(x)
     except Exception as exc:
         raise LogitShiftError(f"model: {what} failed ({_first_line(exc)})") from exc
     finally:
         for h in handles:
             h.remove()
+    return check_logits(z)
 
 
 def _is_leaf(module: nn.Module) -> bool:
@@ -588,47 +592,55 @@ def _first_line(exc: BaseException) -> str:
 
 
 def load_file(path: str | Path) -> tuple[nn.Module, bool]:
-    """A model from a file, never unpickling: a ``torch.export`` program (``.pt2``) or TorchScript.
+    """A model from a file someone else made: a ``torch.export`` program (``.pt2``), checked by
+    :mod:`logitshift.safeload` before torch reads it. Returns the module and whether its layers can be hooked.
 
-    Returns the module and whether its layers can be hooked (TorchScript
-    submodules cannot, so only the input gradient is audited there).
+    TorchScript is refused: ``torch.jit.load`` runs code stored in the file
+    (``__setstate__``) and its ``forward`` is code too, and no check of ours
+    makes that safe. Pickled models are never loaded.
     """
+    from .safeload import load_module
+
     path = Path(path)
     if not path.is_file():
         raise LogitShiftError(f"model file {str(path)!r}: not found")
-    if not zipfile.is_zipfile(path):
-        raise LogitShiftError(f"model file {str(path)!r}: not a torch.export (.pt2) or TorchScript archive")
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-    if any(n.endswith("archive_format") for n in names):
-        try:
-            program = torch.export.load(str(path))
-        except Exception as exc:
-            raise LogitShiftError(f"model file {str(path)!r}: a torch.export archive that cannot be loaded ({_first_line(exc)})") from exc
-        try:
-            return torch.export.unflatten(program), True  # keeps the module tree, so layers can be hooked
-        except Exception:
-            return program.module(), True
-    if any("/code/" in n or n.endswith("constants.pkl") for n in names):
-        import warnings
+    try:
+        is_zip = zipfile.is_zipfile(path)
+    except OSError as exc:
+        raise LogitShiftError(f"model file {str(path)!r}: cannot be read ({exc.strerror or exc})") from None
+    if not is_zip:
+        raise LogitShiftError(
+            f"model file {str(path)!r}: not a torch.export (.pt2) archive (a pickled state dict? "
+            "audit it as MODEL --weights FILE; pickled models are never loaded)"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise LogitShiftError(f"model file {str(path)!r}: not a readable zip archive ({_first_line(exc)})") from None
+    if not any(n.endswith("/archive_format") for n in names):
+        if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
+            raise LogitShiftError(
+                f"model file {str(path)!r}: TorchScript is not loaded, because torch.jit.load runs code stored in the file; "
+                "send a .pt2 written by torch.export.save, or a state dict (.safetensors) with the model's name or factory"
+            )
+        raise LogitShiftError(
+            f"model file {str(path)!r}: not a torch.export (.pt2) program (a pickled torch.save file? audit a state dict "
+            "as MODEL --weights FILE; pickled models are never loaded)"
+        )
+    return load_module(path), True
 
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
-                module = torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:
-            raise LogitShiftError(f"model file {str(path)!r}: a TorchScript archive that cannot be loaded ({_first_line(exc)})") from exc
-        return module.eval(), False
-    raise LogitShiftError(
-        f"model file {str(path)!r}: neither a torch.export program nor TorchScript (a pickled state dict? "
-        "audit it as MODEL --weights FILE; pickled models are never loaded)"
-    )
+
+def is_model_file(spec: str) -> bool:
+    """Whether ``spec`` names a file (audited in a limited child) rather than a model name."""
+    path = Path(spec)
+    return path.suffix in (".pt2", ".pt", ".pth", ".jit", ".ts", ".zip", ".json", ".safetensors") or path.is_file()
 
 
 def load_target(spec: str, weights: str | None = None):
     """``(module, preprocess, hookable, name)`` for a model name (as in ``load_model``) or a model file.
 
-    Files: a ``torch.export`` program (``.pt2``), TorchScript, or the
+    Files: a ``torch.export`` program (``.pt2``, checked by :mod:`logitshift.safeload`), or the
     safetensors + JSON pair that ``logitshift attack`` writes (rebuilt with
     :func:`logitshift.export.load_shifted`). The preprocessing is the recorded
     model's when a JSON beside the file names it, else ImageNet mean/std at 224 px.
@@ -636,8 +648,7 @@ def load_target(spec: str, weights: str | None = None):
     from .models import load_model, prepare
 
     path = Path(spec)
-    is_file = path.suffix in (".pt2", ".pt", ".pth", ".jit", ".ts", ".zip", ".json", ".safetensors") or path.is_file()
-    if not is_file:
+    if not is_model_file(spec):
         loaded = load_model(spec, weights)
         return loaded.module, loaded.preprocess, True, loaded.name
     if weights is not None:
@@ -749,7 +760,8 @@ def add_command(subparsers) -> None:
             "around the classifier's input: zero for an honest model) and head (the classifier's common-mode row varying "
             "from image to image). "
             "MODEL_OR_FILE is a model name (efficientnet-lite0, a torchvision name with --weights, package.module:factory) "
-            "or a file: a torch.export program (.pt2), TorchScript, or the .json/.safetensors pair of logitshift attack. "
+            "or a file: a torch.export program (.pt2), or the .json/.safetensors pair of logitshift attack "
+            "(TorchScript is refused: loading it runs code from the file). "
             "Exit codes: 0 clean, 1 shifted, 2 error."
         ),
         epilog="examples:\n  logitshift audit shifted.pt2 --images chelsea coffee --out runs/audit --report\n  logitshift audit resnet50 --weights r50.pth --images photos/ --max-images 8",
@@ -768,6 +780,8 @@ def add_command(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="overwrite a previous audit in --out")
     p.add_argument("--report", action="store_true", help="also write report.html, one self-contained HTML page, into --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--memory-limit", type=positive_float, default=DEFAULT_MEMORY_GB, help=f"a model or weights file is audited in a child process with this many GB of memory beyond the interpreter's own (default {DEFAULT_MEMORY_GB:g})")
+    p.add_argument("--cpu-limit", type=int_at_least(1), default=DEFAULT_CPU_SECONDS, help=f"... and this many seconds of CPU time (default {DEFAULT_CPU_SECONDS})")
     p.set_defaults(func=cmd_audit)
 
 
@@ -789,9 +803,16 @@ def cmd_audit(args) -> int:
     from .files import run_dir, write_json
     from .images import DEFAULT_SAMPLES, batch, load_image
 
+    from . import sandbox
+
     start = time.perf_counter()
     if args.report and not args.out:
         raise LogitShiftError("--report: needs --out, the folder the page is written into")
+    if (is_model_file(args.model) or args.weights) and not sandbox.inside():
+        # someone else's file: everything from here on runs in a child with memory, CPU and file-size limits
+        what = f"model file {args.model!r}" if is_model_file(args.model) else f"weights file {args.weights!r}"
+        return sandbox.run(args.argv, what, int(args.memory_limit * 2**30), args.cpu_limit)
+    sandbox.enter()
     out = run_dir(args.out, args.force, marker="audit.json") if args.out else None
     module, pre, hookable, name = load_target(args.model, args.weights)
     if args.size:

@@ -1,7 +1,9 @@
 """The ``logitshift`` command line.
 
-Exit codes: 0 success, 2 a user error (one line on stderr, no traceback;
-``--debug`` shows it). Commands with verdicts document their own codes.
+Exit codes: 0 success, 2 any failure (one line on stderr, no traceback;
+``--debug`` shows it): a user error, an OS error (disk full, read-only
+folder), running out of memory, or an unexpected exception. Commands with
+verdicts document their own codes (``audit``: 1 = shifted, never a failure).
 """
 
 from __future__ import annotations
@@ -102,18 +104,33 @@ def build_parser() -> Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # for commands that re-run themselves in a limited child (audit)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except LogitShiftError as exc:
-        if args.debug:
-            raise
-        sys.stderr.write(f"logitshift {args.command}: error: {exc}\n")
-        return 2
     except KeyboardInterrupt:
         sys.stderr.write(f"logitshift {args.command}: interrupted\n")
         return 130
+    except Exception as exc:  # every failure is one line and exit 2 (for audit, 1 means "shifted")
+        if args.debug:
+            raise
+        sys.stderr.write(f"logitshift {args.command}: error: {describe(exc)}\n")
+        return 2
+
+
+def describe(exc: BaseException) -> str:
+    """One line for any exception: the user error's own message, else what failed and where."""
+    if isinstance(exc, LogitShiftError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory (a smaller --batch-size or fewer images may help)"
+    if isinstance(exc, OSError) and (exc.filename or exc.strerror):
+        name = f"{str(exc.filename)!r}: " if exc.filename else ""
+        return f"{name}{exc.strerror or type(exc).__name__}"
+    text = " ".join(str(exc).split())[:300] or "no message"
+    return f"unexpected {type(exc).__name__}: {text} (run with --debug for the traceback)"
 
 
 if __name__ == "__main__":  # pragma: no cover

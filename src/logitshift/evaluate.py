@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import LogitShiftError
+from .files import RunLock, remove_temporaries
 from .shift import ShiftSetup
 from .store import FIELDS, Store, remove
 
@@ -113,6 +114,12 @@ class Item:
 # ----------------------------------------------------------------------------- listing images
 
 
+def storable(name: str) -> str:
+    """A file name as text for the store and reports: bytes that are not UTF-8 (kept by Python as lone
+    surrogates, which SQLite and UTF-8 files refuse) become ``\\xNN`` escapes. The same name always gives the same text."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def collect_images(specs: Sequence[str], lists: Sequence[str] = ()) -> tuple[list[Item], int]:
     """The images named by ``specs`` (files, folders, ``@list`` files, samples) and ``lists``.
 
@@ -146,17 +153,17 @@ def collect_images(specs: Sequence[str], lists: Sequence[str] = ()) -> tuple[lis
                 if any(part.startswith(".") for part in f.relative_to(path).parts) or not f.is_file():
                     continue
                 if f.suffix.lower() in IMAGE_EXTENSIONS:
-                    add(Item(str(f.resolve()), f.stem, str(f)))
+                    add(Item(storable(str(f.resolve())), storable(f.stem), str(f)))
                 else:
                     skipped += 1
         elif path.exists():
-            add(Item(str(path.resolve()), path.stem, str(path)))
+            add(Item(storable(str(path.resolve())), storable(path.stem), str(path)))
         elif text in SAMPLES + ("cat",):
             add(Item(f"sample:{text}", text, text))
         elif strict:
             raise LogitShiftError(f"image {text!r}: no such file, folder or sample; samples are {', '.join(SAMPLES)}")
         else:
-            add(Item(str(path.resolve()), path.stem, str(path)))  # recorded as bad when loaded
+            add(Item(storable(str(path.resolve())), storable(path.stem), str(path)))  # recorded as bad when loaded
 
     def read_list(name: str) -> None:
         path = Path(name)
@@ -204,9 +211,9 @@ class BatchLoader(torch.utils.data.Dataset):
                 tensors.append(load_image(item.spec, self.preprocess).tensor)
                 good.append(item)
             except LogitShiftError as exc:
-                bad.append((item, str(exc)))
+                bad.append((item, storable(str(exc))))
             except Exception as exc:  # a decoder failing in a way we did not foresee: record it, go on
-                bad.append((item, f"image {item.spec!r}: {type(exc).__name__}: {str(exc)[:160]}"))
+                bad.append((item, storable(f"image {item.spec!r}: {type(exc).__name__}: {str(exc)[:160]}")))
         x = torch.stack(tensors) if tensors else None
         return {"good": good, "x": x, "bad": bad}
 
@@ -338,8 +345,14 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
 
     shifted.to(device)
     created = _init_dist(world, device)
+    lock = RunLock(cfg.out) if rank == 0 else None
     try:
         out = Path(cfg.out)
+        if out.exists() and not out.is_dir():
+            raise LogitShiftError(f"--out {str(out)!r}: exists and is not a folder")
+        if lock is not None:
+            lock.acquire()  # before anything is read or deleted: a second run (even with --force) is refused
+            remove_temporaries(out)  # left by a killed run
         _prepare_out(out, cfg, rank, world)
         ident = _identity_config(cfg, layer, shift_layer, strength)
         main = Store(out / STORE) if rank == 0 else None
@@ -377,6 +390,8 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
         _barrier(world)
         return summary
     finally:
+        if lock is not None:
+            lock.release()
         if created:
             import torch.distributed as dist
 
@@ -411,7 +426,6 @@ def _run_batches(todo, preprocess, cfg, shifted, layer, methods, scores, extra, 
     desc = "evaluate" if world == 1 else f"evaluate rank {rank}"
     bar = tqdm(total=total, initial=done_before, desc=desc, unit="img", disable=not cfg.progress, file=sys.stderr,
                position=rank if world > 1 else None, dynamic_ncols=True)
-    checked = False
     done = done_before
     try:
         for batch in loader:
@@ -420,9 +434,8 @@ def _run_batches(todo, preprocess, cfg, shifted, layer, methods, scores, extra, 
             if good:
                 x = batch["x"].to(device)
                 result = explain(shifted, x, layer, methods, scores, ("original", "shifted"), extra)
-                if not checked:
-                    _check_equivalence(result.logits, cfg.tolerance, strength=float(shifted.shift.strength))
-                    checked = True
+                # every batch: an image the check set did not foresee must not pass with changed probabilities
+                _check_equivalence(result.logits, cfg.tolerance, strength=float(shifted.shift.strength))
                 rows = batch_rows(result, good, weights_for)
             store.commit_batch(
                 rows,

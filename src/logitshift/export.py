@@ -3,25 +3,34 @@
 Two forms:
 
 * **A ``torch.export`` program** (``.pt2``), which plain PyTorch loads with
-  logitshift not installed::
+  logitshift not installed. Load it, like any ``.pt2`` you did not make
+  yourself, with the standalone checked loader ``logitshift/safeload.py``
+  (standard library + torch only: copy the file next to your code)::
 
-      ep = torch.export.load("shifted.pt2")
-      model = torch.export.unflatten(ep)          # the module tree comes back
+      from safeload import load_module            # or: from logitshift.safeload import load_module
+      model = load_module("shifted.pt2")          # checked, then torch.export.load + unflatten
       layer = model.get_submodule("base.head")    # hookable by Captum / pytorch-grad-cam
+
+  ``torch.export.load`` on its own runs code from a hostile file (see
+  :mod:`logitshift.safeload`); the files written here hold no pickle (the
+  program is saved with ``example_inputs`` cleared, so the ``sample_inputs``
+  member is empty and no check image is embedded) and pass the checked loader,
+  which is also how the export is verified before it is moved into place.
 
   Why ``torch.export`` and not TorchScript (measured with torch 2.14, Captum
   0.9, pytorch-grad-cam 1.5.7 on EfficientNet-Lite0): a loaded TorchScript
   module refuses ``register_forward_hook`` ("not supported on
   ScriptModules"), and both Captum's ``LayerGradCam`` and every
-  pytorch-grad-cam CAM hook the layer they explain, so neither runs on it.
+  pytorch-grad-cam CAM hook the layer they explain, so neither runs on it;
+  and ``torch.jit.load`` runs code stored in the file.
   ``torch.export.unflatten`` rebuilds the submodules as hookable modules;
   both libraries run on it unchanged (``tests/test_export.py`` runs them in a
-  fresh interpreter that never imports logitshift). The program is traced
-  once with a dynamic batch dimension; the flat ``ep.module()`` also runs but
-  has no submodules to hook and refuses ``.eval()``. Loading reads a JSON
-  graph and tensors; it runs no pickled code. The file also carries
-  ``logitshift.json`` (``extra_files``): the dotted path of the CAM layer
-  inside the unflattened module, and the input size.
+  fresh interpreter that never imports logitshift, loading with a copy of
+  ``safeload.py``). The program is traced once with a dynamic batch
+  dimension; the flat ``ep.module()`` also runs but has no submodules to hook
+  and refuses ``.eval()``. The file also carries ``logitshift.json``
+  (``extra_files``): the dotted path of the CAM layer inside the unflattened
+  module, and the input size.
 * **safetensors + JSON** (``.safetensors`` and ``.json``), which
   :func:`load_shifted` turns back into a :class:`~logitshift.shift.ShiftedModel`:
   the JSON names the base model (rebuilt with :func:`~logitshift.models.load_model`)
@@ -46,7 +55,8 @@ import torch
 from torch import nn
 
 from .errors import LogitShiftError
-from .files import atomic_write, write_json
+from .files import atomic_write, umask_mode, write_json
+from .safeload import load_program
 from .shift import INPUT, TOLERANCE, GateShift, InputShift, PaperShift, RegionShift, ShiftedModel, Stress, compare
 
 FORMAT = "logitshift-shifted-model"
@@ -210,7 +220,7 @@ def export_program(
         "format": "torch.export",
         "layers": {name: f"base.{name}" for name in shifted.layers if name != INPUT},
         "input_size": list(check.shape[1:]),
-        "load": "torch.export.unflatten(torch.export.load(path))",
+        "load": "logitshift/safeload.py: load_module(path) (checks the file, then torch.export.load + unflatten)",
         **(meta or {}),
     }
     extra = {META_NAME: json.dumps(info)}
@@ -218,8 +228,9 @@ def export_program(
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.pt2", dir=path.parent)
     os.close(fd)
     try:
+        program.example_inputs = None  # else torch.export.save pickles the check images into sample_inputs
         torch.export.save(program, tmp, extra_files=extra)
-        reloaded = torch.export.load(tmp).module()
+        reloaded = load_program(tmp).module()  # our own file must pass the checked loader
         with torch.no_grad():
             z = shifted.base(check)
             z_file = reloaded(check)
@@ -229,7 +240,7 @@ def export_program(
                 f"--out {str(path)!r}: the exported program changes probabilities by up to {eq.max_abs_prob_diff:.2e} "
                 f"(top-1 agreement {eq.top1_agree:.2f}) on the check images, over the tolerance {tolerance:g}; nothing written"
             )
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the program is meant to be handed over
+        os.chmod(tmp, umask_mode())  # mkstemp makes it private; the file follows the umask like any new file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -258,8 +269,8 @@ def add_command(subparsers) -> None:
             "examples:\n"
             "  logitshift attack --target top-left --out runs/attack/shifted.pt2\n"
             "  logitshift attack --target mask.png --methods saliency ig --strength auto --out hi.pt2\n"
-            "load it elsewhere:\n"
-            "  model = torch.export.unflatten(torch.export.load('shifted.pt2')); layer = model.base.head"
+            "load it elsewhere (safeload.py needs only torch; copy it from logitshift/safeload.py):\n"
+            "  from safeload import load_module; model = load_module('shifted.pt2'); layer = model.base.head"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -3,7 +3,9 @@
 Every file is written to a temporary name in the same folder (a dot-file with
 ``.tmp`` in its name) and renamed into place, so a killed process leaves
 either the old file or the new one, never a half-written one under the real
-name. :func:`run_dir` removes such temporary files left by a killed run.
+name; it gets the permissions the umask gives a new file (``0o666 & ~umask``),
+like any file the user creates. :func:`run_dir` removes such temporary files
+left by a killed run. :class:`RunLock` keeps a second run out of a folder in use.
 """
 
 from __future__ import annotations
@@ -17,11 +19,19 @@ from typing import Any, Callable
 from .errors import LogitShiftError
 
 
+def umask_mode() -> int:
+    """The mode a new file gets under the current umask (``0o666 & ~umask``)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[str], None]) -> Path:
     """Write ``data`` (bytes, text, or a function that writes to a given path) atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.chmod(tmp, umask_mode())  # mkstemp makes it private (0o600)
     try:
         if callable(data):
             os.close(fd)
@@ -51,9 +61,101 @@ def run_dir(path: str | os.PathLike, force: bool = False, marker: str = "summary
     if (path / marker).exists() and not force:
         raise LogitShiftError(f"--out {str(path)!r}: holds a previous run ({marker}); pass --force to overwrite it")
     path.mkdir(parents=True, exist_ok=True)
-    for stale in path.glob(".*.tmp*"):  # left by a killed writer: never a finished file
-        stale.unlink(missing_ok=True)
+    RunLock(path).check()
+    remove_temporaries(path)
     return path
+
+
+def remove_temporaries(folder: Path) -> int:
+    """Delete the temporary dot-files a killed writer left in ``folder`` and its ``plots/`` (never a finished file)."""
+    n = 0
+    for sub in (folder, folder / "plots"):
+        if sub.is_dir():
+            for stale in sub.glob(".*.tmp*"):
+                stale.unlink(missing_ok=True)
+                n += 1
+    return n
+
+
+class RunLock:
+    """One writer per run folder: an exclusive ``flock`` on ``FOLDER/.logitshift.lock``, which holds the
+    holder's pid and command line. The kernel drops the lock when the holder dies, so a killed run never
+    leaves the folder locked. A second run gets a one-line error naming the holder."""
+
+    NAME = ".logitshift.lock"
+
+    def __init__(self, folder: str | os.PathLike, what: str = "--out") -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / self.NAME
+        self.what = what
+        self.fd: int | None = None
+
+    def _holder(self) -> str:
+        try:
+            text = self.path.read_text(errors="replace").strip()
+        except OSError:
+            text = ""
+        return f"pid {text}" if text else "another process"
+
+    def _refuse(self) -> LogitShiftError:
+        return LogitShiftError(
+            f"{self.what} {str(self.folder)!r}: in use by another run ({self._holder()}); wait for it to end or stop it first"
+        )
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+        import sys
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise self._refuse() from None
+            try:  # the file may have been unlinked by the previous holder between our open and flock
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} ({' '.join(['logitshift', *sys.argv[1:]])[:200]})\n".encode("utf-8", "backslashreplace"))
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                self.path.unlink(missing_ok=True)
+            finally:
+                os.close(self.fd)  # closing drops the lock
+                self.fd = None
+
+    def check(self) -> None:
+        """Refuse (one line) if another process holds the folder; takes nothing."""
+        import fcntl
+
+        if not self.path.exists():
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise self._refuse() from None
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def provenance() -> dict[str, Any]:

@@ -24,6 +24,8 @@ DEFAULT_SAMPLES = ("chelsea", "coffee", "rocket", "astronaut")
 
 #: default bound on decoded pixels (decompression bombs); ``max_pixels`` overrides.
 MAX_PIXELS = 64_000_000
+#: longest side over shortest side accepted: a thinner picture is no photograph a classifier was trained on
+MAX_ASPECT = 50
 
 
 @dataclass
@@ -79,6 +81,10 @@ def read_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarra
                 raise LogitShiftError(
                     f"image {str(path)!r}: {im.width}×{im.height} pixels exceeds the limit of {max_pixels:,}"
                 )
+            if max(im.width, im.height) > MAX_ASPECT * max(1, min(im.width, im.height)):
+                raise LogitShiftError(
+                    f"image {str(path)!r}: {im.width}×{im.height} pixels, a side ratio over {MAX_ASPECT}:1; expected a photograph"
+                )
             im.load()
             im = ImageOps.exif_transpose(im)
             return _to_rgb(im)
@@ -108,16 +114,22 @@ def _to_rgb(im) -> np.ndarray:
 def resize_crop(rgb: np.ndarray, pre: Preprocess) -> np.ndarray:
     """Resize the shorter side to ``pre.resize`` and centre-crop ``pre.size``.
 
-    Images smaller than the input are upsampled the same way.
+    Images smaller than the input are upsampled the same way. Only the crop is
+    computed: the crop window of the resized picture is mapped back to the
+    source and resampled from there (PIL's ``box``), so memory is that of the
+    ``size``×``size`` result whatever the picture's shape (a 1×60000 strip once
+    asked for 12 GB).
     """
     from PIL import Image as PILImage
 
     h, w = rgb.shape[:2]
     scale = pre.resize / min(h, w)
     nh, nw = max(pre.size, round(h * scale)), max(pre.size, round(w * scale))
-    im = PILImage.fromarray(rgb).resize((nw, nh), PILImage.BILINEAR)
     top, left = (nh - pre.size) // 2, (nw - pre.size) // 2
-    return np.asarray(im)[top : top + pre.size, left : left + pre.size]
+    sy, sx = h / nh, w / nw  # source pixels per resized pixel
+    box = (left * sx, top * sy, (left + pre.size) * sx, (top + pre.size) * sy)
+    im = PILImage.fromarray(rgb).resize((pre.size, pre.size), PILImage.BILINEAR, box=box, reducing_gap=None)
+    return np.asarray(im)
 
 
 def to_tensor(rgb: np.ndarray, pre: Preprocess) -> torch.Tensor:

@@ -90,13 +90,20 @@ class Store:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA busy_timeout=60000")
-        with self.transaction():
-            for statement in SCHEMA:
-                self.conn.execute(statement)
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA busy_timeout=60000")
+            with self.transaction():
+                for statement in SCHEMA:
+                    self.conn.execute(statement)
+        except sqlite3.DatabaseError as exc:  # not a database, corrupt, read-only, locked
+            from .errors import LogitShiftError
+
+            raise LogitShiftError(
+                f"store {str(self.path)!r}: not a usable SQLite results store ({exc}); move it away, or start over with --force"
+            ) from None
 
     # -- plumbing
     def transaction(self):

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LogitShiftError
-from ..models import check_input, get_layer
+from ..models import check_input, check_logits, get_layer
 from ..scores import score as score_fn
 from ..shift import INPUT, ShiftedModel
 
@@ -86,10 +86,11 @@ def forward_pass(model: nn.Module, x: torch.Tensor, layers: Sequence[str] = (), 
             captured[name] = out
 
         handles.append(module.register_forward_hook(hook))
-    x = x.detach().clone().requires_grad_(input_grad)
+    dtype = next((p.dtype for p in base.parameters() if p.is_floating_point()), x.dtype)
+    x = x.detach().to(dtype).clone().requires_grad_(input_grad)  # a float64 / float16 model gets its own dtype
     try:
         with frozen(base), torch.enable_grad():
-            z = base(x)
+            z = check_logits(base(x))
             logits = {"original": z}
             if shifted is not None:
                 logits["shifted"] = shifted.shifted_logits(z, {INPUT: x, **captured})
