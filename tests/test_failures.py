@@ -30,8 +30,8 @@ class Returns(nn.Module):
         return {"tuple": lambda: (z, z), "dict": lambda: {"logits": z}, "int": lambda: z.long(), "flat": lambda: z.flatten()}[self.kind]()
 
 
-@pytest.mark.parametrize("kind, needle", [("tuple", "returns a tuple of 2 values"), ("dict", "returns a dict (keys logits)"),
-                                          ("int", "int64 tensor; expected N×K floating-point"), ("flat", "float32 tensor; expected N×K floating-point logits")])
+@pytest.mark.parametrize("kind, needle", [("int", "logits of dtype torch.int64; expected floating point"),
+                                          ("flat", "expected N×C logits")])
 def test_models_that_do_not_return_logits_fail_with_one_line(kind, needle):
     x = torch.randn(2, 3, 16, 16)
     model = Returns(kind).eval()
@@ -40,6 +40,15 @@ def test_models_that_do_not_return_logits_fail_with_one_line(kind, needle):
         with pytest.raises(LogitShiftError, match=re.escape(needle)) as info:
             run()
         assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["tuple", "dict"])
+def test_tuple_and_dict_outputs_are_read_as_their_logits(kind):
+    """Issue 17 asks for these (HF-style dicts, (logits, aux) tuples); issue 11 first refused them."""
+    x = torch.randn(2, 3, 16, 16)
+    model = Returns(kind).eval()
+    plain = GradCAM().maps(model.net, x, torch.tensor([0, 1]), layer="features")
+    torch.testing.assert_close(GradCAM().maps(model, x, torch.tensor([0, 1]), layer="net.features"), plain)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16])

@@ -241,7 +241,7 @@ def _spearman(a: torch.Tensor, b: torch.Tensor) -> list[float]:
 def _hooked_forward(model: nn.Module, x: torch.Tensor, handles: list, what: str):
     """``model(x)`` with the graph to ``x`` but none to the parameters; the hooks are removed afterwards."""
     from .attribution.base import frozen
-    from .models import check_logits
+    from .models import as_logits
 
     try:
         with frozen(model), torch.enable_grad():
@@ -251,7 +251,7 @@ def _hooked_forward(model: nn.Module, x: torch.Tensor, handles: list, what: str)
     finally:
         for h in handles:
             h.remove()
-    return check_logits(z)
+    return as_logits(z)
 
 
 def _is_leaf(module: nn.Module) -> bool:

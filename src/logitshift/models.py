@@ -558,28 +558,6 @@ def get_layer(module: nn.Module, name: str | nn.Module) -> nn.Module:
     raise LogitShiftError(f"layer {name!r}: not a module of the model; spatial layers end with: {shown}")
 
 
-def check_logits(z, what: str = "model") -> torch.Tensor:
-    """The model's output as an N×K floating-point tensor of logits, or a one-line error saying what it returned.
-
-    Tuples, lists and dicts (auxiliary heads, ``{"logits": …}``) are refused
-    rather than guessed at: which entry is the classifier's logits is the
-    user's call (wrap the model so ``forward`` returns it). float16, bfloat16
-    and float64 logits are accepted as they are (the shift is added in the
-    model's dtype; see ``--float64-head``).
-    """
-    if isinstance(z, (tuple, list)):
-        kinds = ", ".join(type(v).__name__ for v in z[:4])
-        raise LogitShiftError(f"{what}: forward returns a {type(z).__name__} of {len(z)} values ({kinds}); expected one N×K tensor of logits (wrap the model so forward returns it)")
-    if isinstance(z, dict):
-        keys = ", ".join(map(str, list(z)[:6]))
-        raise LogitShiftError(f"{what}: forward returns a dict (keys {keys}); expected one N×K tensor of logits (wrap the model so forward returns it)")
-    if not isinstance(z, torch.Tensor):
-        raise LogitShiftError(f"{what}: forward returns {type(z).__name__}; expected an N×K tensor of logits")
-    if z.dim() != 2 or not torch.is_floating_point(z):
-        raise LogitShiftError(f"{what}: forward returns a {'×'.join(map(str, z.shape)) or 'scalar'} {str(z.dtype).replace('torch.', '')} tensor; expected N×K floating-point logits")
-    return z
-
-
 def check_input(x: torch.Tensor, what: str = "input") -> torch.Tensor:
     """Refuse a batch that is not N×C×H×W floating point with finite values."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LogitShiftError
-from ..models import check_input, check_logits, get_layer
+from ..models import check_input, as_logits, get_layer
 from ..scores import score as score_fn
 from ..shift import INPUT, ShiftedModel
 
@@ -90,7 +90,7 @@ def forward_pass(model: nn.Module, x: torch.Tensor, layers: Sequence[str] = (), 
     x = x.detach().to(dtype).clone().requires_grad_(input_grad)  # a float64 / float16 model gets its own dtype
     try:
         with frozen(base), torch.enable_grad():
-            z = check_logits(base(x))
+            z = as_logits(base(x))
             logits = {"original": z}
             if shifted is not None:
                 logits["shifted"] = shifted.shifted_logits(z, {INPUT: x, **captured})
