@@ -178,7 +178,7 @@ def test_the_exported_file_holds_no_pickle_and_passes_the_checked_loader(exporte
 
 def test_the_exported_file_is_audited_as_shifted(exported, capsys, monkeypatch):
     monkeypatch.setenv("LOGITSHIFT_SANDBOX_MEMORY", "0")  # in process, as the limited child runs it
-    code = main(["audit", str(exported["pt2"]), "--max-images", "2", "--max-layers", "2", "--probes", "2", "--no-progress"])
+    code = main(["audit", str(exported["pt2"]), "--max-images", "2", "--max-layers", "1", "--probes", "1", "--no-progress"])
     out = capsys.readouterr().out
     assert code == 1 and "verdict: shifted" in out, out
 
