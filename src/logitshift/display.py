@@ -108,7 +108,7 @@ def save_maps(path: str | os.PathLike, maps: torch.Tensor | np.ndarray, **labels
 
 def _savez(tmp: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to a temporary name
-        np.savez_compressed(fh, **arrays)
+        np.savez_compressed(fh, allow_pickle=False, **arrays)
 
 
 def load_maps(path: str | os.PathLike) -> dict[str, np.ndarray]:

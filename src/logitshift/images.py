@@ -86,8 +86,7 @@ def read_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarra
                     f"image {str(path)!r}: {im.width}×{im.height} pixels, a side ratio over {MAX_ASPECT}:1; expected a photograph"
                 )
             im.load()
-            im = ImageOps.exif_transpose(im)
-            return _to_rgb(im)
+            return _to_rgb(ImageOps.exif_transpose(im))
     except LogitShiftError:
         raise
     except Exception as exc:
@@ -128,7 +127,7 @@ def resize_crop(rgb: np.ndarray, pre: Preprocess) -> np.ndarray:
     top, left = (nh - pre.size) // 2, (nw - pre.size) // 2
     sy, sx = h / nh, w / nw  # source pixels per resized pixel
     box = (left * sx, top * sy, (left + pre.size) * sx, (top + pre.size) * sy)
-    im = PILImage.fromarray(rgb).resize((pre.size, pre.size), PILImage.BILINEAR, box=box, reducing_gap=None)
+    im = PILImage.fromarray(rgb).resize((pre.size, pre.size), PILImage.Resampling.BILINEAR, box=box, reducing_gap=None)
     return np.asarray(im)
 
 

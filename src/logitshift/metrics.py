@@ -36,10 +36,10 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation per row of two batches of maps (N×...)."""
     from scipy.stats import rankdata  # imported here: scipy.stats costs seconds at start-up
 
-    a = a.detach().double().flatten(1).cpu().numpy()
-    b = b.detach().double().flatten(1).cpu().numpy()
-    out = np.empty(len(a))
-    for i, (u, v) in enumerate(zip(a, b)):
+    xa = a.detach().double().flatten(1).cpu().numpy()
+    xb = b.detach().double().flatten(1).cpu().numpy()
+    out = np.empty(len(xa))
+    for i, (u, v) in enumerate(zip(xa, xb)):
         cu, cv = np.ptp(u) == 0, np.ptp(v) == 0
         if cu or cv:
             out[i] = 1.0 if (cu and cv and np.array_equal(u, v)) else 0.0

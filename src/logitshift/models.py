@@ -19,7 +19,7 @@ import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -79,7 +79,7 @@ class EfficientNetLite(nn.Module):
     (``extract_features`` of the original; 7×7 for Lite0). Logits are identical.
     """
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: Any) -> None:  # the PyPI EfficientNet (its submodules by attribute)
         super().__init__()
         self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
         self.blocks = net._blocks
@@ -186,13 +186,13 @@ def prepare(module: nn.Module) -> nn.Module:
     module.eval()
     for sub in module.modules():
         if getattr(sub, "inplace", False) is True:
-            sub.inplace = False
+            setattr(sub, "inplace", False)
     if not getattr(module, "_logitshift_logits_hook", False):
         # A root forward hook that returns a value replaces the output: tuples, dicts and
         # HuggingFace-style output objects become the logits tensor, and the module tree
         # (the layer names users give) stays as it is.
         module.register_forward_hook(lambda _m, _i, out: as_logits(out))
-        module._logitshift_logits_hook = True  # type: ignore[assignment]
+        setattr(module, "_logitshift_logits_hook", True)
     return module
 
 
@@ -512,8 +512,9 @@ def default_layer(module: nn.Module, name: str = "", size: int = 224) -> str:
     than ``layer4.2.relu``).
     """
     family = next((k for k in sorted(_TORCHVISION_LAYERS, key=len, reverse=True) if name.startswith(k)), None)
-    if family and _TORCHVISION_LAYERS[family]:
-        return _TORCHVISION_LAYERS[family]
+    known = _TORCHVISION_LAYERS.get(family) if family else None
+    if known:
+        return known
     order, ident = _trace_outputs(module, size)
     modules = dict(module.named_modules())
     leaves = [n for n, _ in order if not any(True for _ in modules[n].children()) and not isinstance(modules[n], _POOLS)]

@@ -463,7 +463,8 @@ def _span(path: Path, meta: Any, fqn: str) -> int:
     """Bytes a tensor record needs: itemsize × (offset + Σ (size−1)·stride + 1)."""
     if not isinstance(meta, dict):
         raise _refuse(path, f"tensor {fqn!r} has no metadata")
-    itemsize = DTYPE_SIZE.get(meta.get("dtype"))
+    code = meta.get("dtype")
+    itemsize = DTYPE_SIZE.get(code) if isinstance(code, int) else None
     if itemsize is None:
         raise _refuse(path, f"tensor {fqn!r} has dtype code {meta.get('dtype')!r}; accepted: float16/32/64, bfloat16, integers, bool")
     if meta.get("layout") != 7:
@@ -556,14 +557,14 @@ def check_pt2(path: str | os.PathLike, copy_to: str | os.PathLike | None = None)
             with zipfile.ZipFile(copy_to, "w", zipfile.ZIP_STORED) as out:
                 for rel, info in members.items():
                     name = f"archive/{rel}"
-                    kind = _member_kind(rel)
-                    if kind == "sample_inputs":
+                    member = _member_kind(rel)
+                    if member == "sample_inputs":
                         out.writestr(name, b"")  # never read: every plain torch.export.save pickles it
-                    elif kind == "graph":
+                    elif member == "graph":
                         out.writestr(name, json.dumps(graph))
                     elif rel in configs:
                         out.writestr(name, json.dumps(configs[rel]))
-                    elif kind == "extra":
+                    elif member == "extra":
                         out.writestr(name, extra[rel[len("extra/"):]])
                     else:
                         with archive.open(info) as src, out.open(name, "w") as dst:

@@ -85,8 +85,8 @@ def parse_target(spec: str | os.PathLike, size: int = 224, grid: tuple[int, int]
         return Target(up, text)
     numbers = re.fullmatch(rf"{_NUM},{_NUM},{_NUM},{_NUM}", text)
     if numbers:
-        x0, y0, x1, y1 = (float(v) for v in numbers.groups())
-        return _box(text, x0, y0, x1, y1, size)
+        fx0, fy0, fx1, fy1 = (float(v) for v in numbers.groups())
+        return _box(text, fx0, fy0, fx1, fy1, size)
     if text.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")) or os.path.exists(text):
         return _mask_image(text, size)
     raise LogitShiftError(
