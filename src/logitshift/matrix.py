@@ -22,14 +22,13 @@ then the shifted model's map for each score).
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .attribution import METHODS, CamMethod, cam_maps, get_method, normalize, upsample
+from .attribution import METHODS, get_method, normalize, upsample
 from .errors import LogitShiftError
 from .files import atomic_write, provenance, run_dir, write_json
 from .metrics import spearman, target_mass
@@ -75,23 +74,22 @@ def measure(
     options: dict[str, dict] | None = None,
     progress: bool = False,
 ) -> tuple[list[dict], dict[tuple[str, str, str], torch.Tensor]]:
-    """Rows of the matrix and the raw maps ``{(method, score, variant): N×h×w}``."""
-    from tqdm import tqdm
+    """Rows of the matrix and the raw maps ``{(method, score, variant): N×h×w}``.
+
+    Every map comes from one :func:`~logitshift.engine.explain` call (each
+    image's predicted class): one forward of the images serves every CAM and
+    saliency / gradient × input map, and one forward per chunk of Integrated
+    Gradients / SmoothGrad points serves every score of both variants.
+    """
+    from .engine import explain
 
     options = options or {}
     instances = {n: get_method(n, **options.get(n, {})) for n in methods}
-    with torch.no_grad():
-        c = shifted.base(x).argmax(dim=1)
-    maps: dict[tuple[str, str, str], torch.Tensor] = {}
-    cams = [m for m in instances.values() if isinstance(m, CamMethod)]
-    if cams:
-        if layer is None:
-            raise LogitShiftError(f"method {cams[0].name!r}: needs a layer")
-        maps.update(cam_maps(shifted, x, c, layer, cams, scores=scores, variants=("original", "shifted")))
-    others = [m for m in instances.values() if not isinstance(m, CamMethod)]
-    jobs = [(m, s, v) for m in others for s in scores for v in ("original", "shifted")]
-    for m, s, v in tqdm(jobs, desc="matrix", unit="map", disable=not progress, file=sys.stderr):
-        maps[m.name, s, v] = m.maps(shifted, x, c, s, v).detach()
+    cams = [m for m in instances.values() if m.family == "cam"]
+    if cams and layer is None:
+        raise LogitShiftError(f"method {cams[0].name!r}: needs a layer")
+    out = explain(shifted, x, layer, list(instances.values()), scores, ("original", "shifted"), progress=progress)
+    maps = {(m, s, v): out.maps[(0, m, s, v)] for m in methods for s in scores for v in ("original", "shifted")}
     rows = []
     for name in methods:
         for s in scores:
@@ -196,8 +194,8 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
     options = method_options(cfg.steps)
     shifted = steer(loaded, cfg.target, methods=methods, strength=cfg.strength, layer=cfg.layer, check=x, goal=cfg.goal, method_options=options, progress=cfg.progress)
     st = shifted.steering
-    from .targets import parse_target
     from .shift import layer_grid
+    from .targets import parse_target
 
     grid = layer_grid(loaded.module, st["layer"], x) if st["layer"] else None
     target = parse_target(cfg.target, x.shape[-1], grid)
