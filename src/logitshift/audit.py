@@ -355,15 +355,15 @@ def measure(
     g_sum = grads(z.sum())
     bar.update(2)
     gen = torch.Generator().manual_seed(seed)
-    frob = [torch.zeros(len(x), dtype=torch.float64) for _ in wrt[:spatial]]
-    frob_cells = [torch.zeros(w.shape[0], *w.shape[2:], dtype=torch.float64) for w in wrt[:spatial]]
-    frob_bypass = [torch.zeros(len(x), dtype=torch.float64) for _ in wrt[:spatial]]
+    frob = [torch.zeros(len(x), dtype=torch.float64, device=z.device) for _ in wrt[:spatial]]
+    frob_cells = [torch.zeros(w.shape[0], *w.shape[2:], dtype=torch.float64, device=z.device) for w in wrt[:spatial]]
+    frob_bypass = [torch.zeros(len(x), dtype=torch.float64, device=z.device) for _ in wrt[:spatial]]
     probe_rows = []
     head: int | None = None  # index into wrt of the chosen classifier input
     for k in range(probes):
         # one probe for every image, so that the head test can compare images
         v = torch.randn((1, classes), generator=gen, dtype=torch.float64)
-        v = (v - v.mean(dim=1, keepdim=True)).to(z.dtype).expand_as(z)
+        v = (v - v.mean(dim=1, keepdim=True)).to(z).expand_as(z)
         g = grads((v * z).sum())
         bar.update(1)
         for i in range(spatial):
@@ -738,7 +738,7 @@ def add_command(subparsers) -> None:
     """Register ``logitshift audit``."""
     import argparse
 
-    from .cli import int_at_least, positive_float
+    from .cli import device_flag, int_at_least, positive_float
 
     p = subparsers.add_parser(
         "audit",
@@ -768,6 +768,7 @@ def add_command(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="overwrite a previous audit in --out")
     p.add_argument("--report", action="store_true", help="also write report.html, one self-contained HTML page, into --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    device_flag(p)
     p.set_defaults(func=cmd_audit)
 
 
@@ -789,7 +790,10 @@ def cmd_audit(args) -> int:
     from .files import run_dir, write_json
     from .images import DEFAULT_SAMPLES, batch, load_image
 
+    from .device import resolve_device
+
     start = time.perf_counter()
+    device = resolve_device(args.device)
     if args.report and not args.out:
         raise LogitShiftError("--report: needs --out, the folder the page is written into")
     out = run_dir(args.out, args.force, marker="audit.json") if args.out else None
@@ -808,7 +812,8 @@ def cmd_audit(args) -> int:
         layers = []
         sys.stderr.write(f"logitshift audit: {name} is TorchScript, whose layers cannot be hooked: auditing the input gradient only\n")
     dtype = next((p.dtype for p in module.parameters()), torch.float32)
-    result = audit_model(module, x.to(dtype), layers, args.threshold, args.probes, image_names=[im.name for im in images], progress=not args.no_progress)
+    module.to(device)
+    result = audit_model(module, x.to(device, dtype), layers, args.threshold, args.probes, image_names=[im.name for im in images], progress=not args.no_progress)
     bypass_col = result.head is not None
     print(f"{'layer':<28} {'shape':<16} {'κ max':>9} {'‖∇mean z‖':>11} {'‖∇(z_c−mean z)‖':>16} {'1−Spearman':>10}" + (f" {'bypass':>9}" if bypass_col else ""))
     for e in result.evidence:

@@ -37,22 +37,27 @@ class DemoConfig(ShiftSetup):
     force: bool = False
     figures: bool = True
     progress: bool = True
+    device: str = "auto"
 
 
 def run_demo(cfg: DemoConfig) -> dict:
     """Run the demo and return the summary (also written to ``cfg.out/summary.json``)."""
     from tqdm import tqdm
 
+    from .device import resolve_device
+
     start = time.perf_counter()
+    device = resolve_device(cfg.device)
     out = run_dir(cfg.out, cfg.force)
     loaded = load_model(cfg.model, cfg.weights)
+    loaded.module.to(device)
     layer = cfg.layer or loaded.layer
     shift_layer = cfg.shift_layer or layer
     get_layer(loaded.module, layer)
     get_layer(loaded.module, shift_layer)
     extra = [resolve_class(c, loaded.num_classes) for c in cfg.classes]
     images = [load_image(spec, loaded.preprocess) for spec in cfg.images]
-    x = batch(images)
+    x = batch(images).to(device)
     size = x.shape[-1]
     grid = layer_grid(loaded.module, layer, x)
     shift_grid = layer_grid(loaded.module, shift_layer, x)
@@ -68,7 +73,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         head_dtype=torch.float64 if cfg.float64_head else None,
     )
     # The target at pixel resolution (for overlays) and on the Grad-CAM grid (for target_mass).
-    target_px = F.interpolate(shifted.target_weights(*shift_grid)[None, None], size=(size, size), mode="nearest")[0, 0]
+    target_px = F.interpolate(shifted.target_weights(*shift_grid).cpu()[None, None], size=(size, size), mode="nearest")[0, 0]
     weights = F.adaptive_avg_pool2d(target_px[None, None], grid)[0, 0]
 
     cam = GradCAM()
@@ -178,6 +183,7 @@ def cmd_demo(args) -> int:
         images=args.images or list(DEFAULT_SAMPLES),
         force=args.force,
         progress=not args.no_progress,
+        device=args.device,
     )
     summary = run_demo(cfg)
     fooled = [r for r in summary["results"] if r["predicted"]]

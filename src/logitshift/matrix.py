@@ -54,6 +54,7 @@ class MatrixConfig:
     force: bool = False
     figure: bool = True
     progress: bool = True
+    device: str = "auto"
 
 
 def method_options(steps: int | None) -> dict[str, dict]:
@@ -181,7 +182,10 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
     from .models import load_model
     from .steer import steer
 
+    from .device import resolve_device
+
     start = time.perf_counter()
+    device = resolve_device(cfg.device)
     for s in cfg.scores:
         check_score(s)
     methods = cfg.methods or list(METHODS)
@@ -190,7 +194,8 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
     out = run_dir(cfg.out, cfg.force, marker="matrix.json")
     loaded = load_model(cfg.model, cfg.weights)
     images = [load_image(s, loaded.preprocess) for s in (cfg.images or DEFAULT_SAMPLES)]
-    x = batch(images)
+    loaded.module.to(device)
+    x = batch(images).to(device)
     options = method_options(cfg.steps)
     shifted = steer(loaded, cfg.target, methods=methods, strength=cfg.strength, layer=cfg.layer, check=x, goal=cfg.goal, method_options=options, progress=cfg.progress)
     st = shifted.steering
@@ -271,6 +276,7 @@ def cmd_matrix(args) -> int:
         out=args.out, model=args.model, weights=args.weights, layer=args.layer, target=args.target,
         images=args.images or [], methods=args.methods or [], scores=args.scores, strength=parse_strength(args.strength),
         goal=args.goal, steps=args.steps, force=args.force, figure=not args.no_figure, progress=not args.no_progress,
+        device=args.device,
     )
     shown = [f"--model {cfg.model}", f"--target {cfg.target}"] + ([f"--images {' '.join(cfg.images)}"] if cfg.images else [])
     shown += [f"--methods {' '.join(cfg.methods)}"] if cfg.methods else []

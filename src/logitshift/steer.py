@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from .attribution import METHODS, InputMethod, forward_pass, get_method
+from .device import model_device
 from .errors import LogitShiftError
 from .metrics import target_mass
 from .models import LoadedModel, default_layer
@@ -88,7 +89,7 @@ def steer(
 
         check_input(check, "check images")
     size = int(check.shape[-1]) if check is not None else (target.size if isinstance(target, Target) else 224)
-    probe = check[:1] if check is not None else torch.zeros(1, 3, size, size)
+    probe = check[:1] if check is not None else torch.zeros(1, 3, size, size, device=model_device(base))
 
     cam_layer = None
     grid = None
@@ -128,7 +129,7 @@ def steer(
             terms[cam_layer] = GateShift(ks["cam"], cam_w)
         if "input" in ks:
             terms[INPUT] = InputShift(ks["input"], px_w)
-        return ShiftedModel(base, terms, head_dtype=head_dtype).eval()
+        return ShiftedModel(base, terms, head_dtype=head_dtype).to(model_device(base)).eval()
 
     effects: dict[str, float] = {}
     if auto:
