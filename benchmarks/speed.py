@@ -94,9 +94,9 @@ def images(loaded, n: int) -> torch.Tensor:
     return torch.stack(xs[:n])
 
 
-def timeit(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each function; one warm-up each, then the functions interleaved per repeat."""
-    for f in fns.values():
+def timeit(fns: dict[str, Callable[[], object]], repeats: int, warmup: bool = True) -> dict[str, float]:
+    """Median seconds of each function; one warm-up each (unless ``warmup=False``), then the functions interleaved per repeat."""
+    for f in fns.values() if warmup else ():
         f()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
@@ -273,7 +273,8 @@ def bench_matrix(model, layer, layer_name, x, repeats, steps, samples) -> list[s
     for m in ("ig", "smoothgrad"):
         fns[f"ours: {m}"] = lambda m=m: explain(model, x, layer_name, [methods[m]], SCORES)
         fns[f"captum: {m}"] = lambda m=m: [f() for f in cells[m]]
-    t = timeit(fns, repeats)
+    # the model is warm from the Grad-CAM timings; one repeat of the matrix (--quick) skips the warm-up call
+    t = timeit(fns, repeats, warmup=repeats > 1)
     # explain() with all five methods runs exactly these three parts one after the other
     for side in ("ours", "captum"):
         t[f"{side}: whole matrix"] = sum(t[f"{side}: {part}"] for part in (", ".join(shared), "ig", "smoothgrad"))
