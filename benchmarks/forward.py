@@ -97,7 +97,26 @@ def main() -> int:
             else:
                 explain(shifted, x, layer, [GradCAM()], ["logit", "prob"], ("original", "shifted"))
 
-    rows = []
+    rows: list[str] = []
+
+    def write() -> None:
+        lines = [
+            "# Beyond the eager floor: channels_last and torch.compile on CPU",
+            "",
+            f"`python benchmarks/forward.py {' '.join(sys.argv[1:])}`: EfficientNet-Lite0, {args.images} images of 224×224 in "
+            f"batches of {args.batch_size}, torch {torch.__version__}, {args.threads} threads, CPU "
+            f"{platform.processor() or platform.machine()}, {time.strftime('%Y-%m-%d')}; configurations interleaved batch by batch."
+            + (f" **{args.note}**." if args.note else ""),
+            "",
+            "| workload | configuration | images/s, whole run (compile included) | images/s, steady (after batch 1) | steady vs eager | first batch's extra seconds (compile) |",
+            "|---|---|---:|---:|---:|---:|",
+            *rows,
+            "",
+        ]
+        text = "\n".join(lines)
+        print(text, flush=True)
+        Path(args.out).write_text(text)
+
     for work in args.workloads:
         times: dict[str, list[float]] = {c: [] for c in args.configs}
         failed: dict[str, str] = {}
@@ -125,23 +144,7 @@ def main() -> int:
             rows.append(
                 f"| {work} | {cfg} | {args.images / total:.1f} | {steady:.1f} | {steady / eager_steady:.2f} | {first_extra:.1f} |"
             )
-    lines = [
-        "# Beyond the eager floor: channels_last and torch.compile on CPU",
-        "",
-        f"`python benchmarks/forward.py {' '.join(sys.argv[1:])}`: EfficientNet-Lite0, {args.images} images of 224×224 in "
-        f"batches of {args.batch_size}, torch {torch.__version__}, {args.threads} threads, CPU "
-        f"{platform.processor() or platform.machine()}, {time.strftime('%Y-%m-%d')}; configurations interleaved batch by batch."
-        + (f" **{args.note}**." if args.note else ""),
-        "",
-        "| workload | configuration | images/s, whole run (compile included) | images/s, steady (after batch 1) | steady vs eager | first batch's extra seconds (compile) |",
-        "|---|---|---:|---:|---:|---:|",
-        *rows,
-        "",
-    ]
-    text = "\n".join(lines)
-    print(text)
-    Path(args.out).write_text(text)
-    print(f"written to {args.out}", file=sys.stderr)
+        write()
     return 0
 
 
