@@ -21,7 +21,7 @@ SCORES = ["logit", "prob", "centered"]
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("matrix") / "run"
-    argv = ["matrix", "--images", "coffee", "--out", str(out), "--methods", *METHODS, "--scores", *SCORES, "--steps", "4", "--no-progress"]
+    argv = ["matrix", "--images", "coffee", "--out", str(out), "--methods", *METHODS, "--scores", *SCORES, "--steps", "4", "--no-progress", "--device", "cpu"]
     code = main(argv)
     return code, out, argv
 

@@ -359,15 +359,15 @@ def measure(
     g_sum = grads(z.sum())
     bar.update(2)
     gen = torch.Generator().manual_seed(seed)
-    frob = [torch.zeros(len(x), dtype=torch.float64) for _ in wrt[:spatial]]
-    frob_cells = [torch.zeros(w.shape[0], *w.shape[2:], dtype=torch.float64) for w in wrt[:spatial]]
-    frob_bypass = [torch.zeros(len(x), dtype=torch.float64) for _ in wrt[:spatial]]
+    frob = [torch.zeros(len(x), dtype=torch.float64, device=z.device) for _ in wrt[:spatial]]
+    frob_cells = [torch.zeros(w.shape[0], *w.shape[2:], dtype=torch.float64, device=z.device) for w in wrt[:spatial]]
+    frob_bypass = [torch.zeros(len(x), dtype=torch.float64, device=z.device) for _ in wrt[:spatial]]
     probe_rows = []
     head: int | None = None  # index into wrt of the chosen classifier input
     for k in range(probes):
         # one probe for every image, so that the head test can compare images
         v = torch.randn((1, classes), generator=gen, dtype=torch.float64)
-        v = (v - v.mean(dim=1, keepdim=True)).to(z.dtype).expand_as(z)
+        v = (v - v.mean(dim=1, keepdim=True)).to(z).expand_as(z)
         g = grads((v * z).sum())
         bar.update(1)
         for i in range(spatial):
@@ -749,7 +749,7 @@ def add_command(subparsers) -> None:
     """Register ``logitshift audit``."""
     import argparse
 
-    from .cli import int_at_least, positive_float
+    from .cli import device_flag, int_at_least, positive_float
 
     p = subparsers.add_parser(
         "audit",
@@ -782,6 +782,7 @@ def add_command(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--memory-limit", type=positive_float, default=DEFAULT_MEMORY_GB, help=f"a model or weights file is audited in a child process with this many GB of memory beyond the interpreter's own (default {DEFAULT_MEMORY_GB:g})")
     p.add_argument("--cpu-limit", type=int_at_least(1), default=DEFAULT_CPU_SECONDS, help=f"... and this many seconds of CPU time (default {DEFAULT_CPU_SECONDS})")
+    device_flag(p)
     p.set_defaults(func=cmd_audit)
 
 
@@ -804,8 +805,10 @@ def cmd_audit(args) -> int:
     from .images import DEFAULT_SAMPLES, batch, load_image
 
     from . import sandbox
+    from .device import resolve_device
 
     start = time.perf_counter()
+    device = resolve_device(args.device)
     if args.report and not args.out:
         raise LogitShiftError("--report: needs --out, the folder the page is written into")
     if (is_model_file(args.model) or args.weights) and not sandbox.inside():
@@ -829,7 +832,8 @@ def cmd_audit(args) -> int:
         layers = []
         sys.stderr.write(f"logitshift audit: {name} is TorchScript, whose layers cannot be hooked: auditing the input gradient only\n")
     dtype = next((p.dtype for p in module.parameters()), torch.float32)
-    result = audit_model(module, x.to(dtype), layers, args.threshold, args.probes, image_names=[im.name for im in images], progress=not args.no_progress)
+    module.to(device)
+    result = audit_model(module, x.to(device, dtype), layers, args.threshold, args.probes, image_names=[im.name for im in images], progress=not args.no_progress)
     bypass_col = result.head is not None
     print(f"{'layer':<28} {'shape':<16} {'κ max':>9} {'‖∇mean z‖':>11} {'‖∇(z_c−mean z)‖':>16} {'1−Spearman':>10}" + (f" {'bypass':>9}" if bypass_col else ""))
     for e in result.evidence:

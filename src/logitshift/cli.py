@@ -54,7 +54,13 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def device_flag(p: argparse.ArgumentParser) -> None:
+    """``--device auto|cpu|cuda`` (every command that runs a model; resolved by :func:`logitshift.device.resolve_device`)."""
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run: auto (default: cuda if available), cpu or cuda")
+
+
 def model_flags(p: argparse.ArgumentParser) -> None:
+    device_flag(p)
     p.add_argument("--model", default="efficientnet-lite0", help="efficientnet-lite0 (default, offline), a torchvision name such as vgg19, or package.module:factory")
     p.add_argument("--weights", default=None, help="local weights file (.pth or .safetensors) for --model")
     p.add_argument("--layer", default=None, help="dotted module name of the explanation layer (default: the model's last feature map)")

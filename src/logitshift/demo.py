@@ -68,24 +68,29 @@ class DemoConfig(ShiftSetup):
     force: bool = False
     figures: bool = True
     progress: bool = True
+    device: str = "auto"
 
 
 def run_demo(cfg: DemoConfig) -> dict:
     """Run the demo and return the summary (also written to ``cfg.out/summary.json``)."""
     from tqdm import tqdm
 
+    from .device import resolve_device
+
     start = time.perf_counter()
     if cfg.method not in CAM_METHODS:
         raise LogitShiftError(f"method {cfg.method!r}: demo draws maps on a layer's grid; expected one of {', '.join(CAM_METHODS)}")
+    device = resolve_device(cfg.device)
     out = run_dir(cfg.out, cfg.force)
     loaded = load_model(cfg.model, cfg.weights, num_classes=cfg.num_classes, class_names=cfg.class_names)
+    loaded.module.to(device)
     layer = cfg.layer or loaded.layer
     shift_layer = cfg.shift_layer or layer
     get_layer(loaded.module, layer)
     get_layer(loaded.module, shift_layer)
     extra = list(dict.fromkeys(resolve_class(c, loaded.num_classes, loaded.class_names) for c in cfg.classes))
     images = [load_image(spec, loaded.preprocess) for spec in cfg.images]
-    x = batch(images)
+    x = batch(images).to(device)
     size = x.shape[-1]
     grid = layer_grid(loaded.module, layer, x)
     shift_grid = layer_grid(loaded.module, shift_layer, x)
@@ -102,7 +107,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         head_dtype=torch.float64 if cfg.float64_head else None,
     )
     # The target (paper: the corner cell) at pixel resolution (for overlays) and on the map's grid.
-    target_px = F.interpolate(shifted.target_weights(*shift_grid)[None, None], size=(size, size), mode="nearest")[0, 0]
+    target_px = F.interpolate(shifted.target_weights(*shift_grid).cpu()[None, None], size=(size, size), mode="nearest")[0, 0]
     weights = F.adaptive_avg_pool2d(target_px[None, None], grid)[0, 0]
 
     cam = get_method(cfg.method)
@@ -315,6 +320,7 @@ def cmd_demo(args) -> int:
         force=args.force,
         method=args.method,
         progress=not args.no_progress,
+        device=args.device,
     )
     summary = run_demo(cfg)
     figures = len({r["figure"] for r in summary["results"] if r.get("figure")})

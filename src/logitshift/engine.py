@@ -17,12 +17,30 @@ images, :func:`explain` runs the (shifted) model once with
    (``map = combine(A, ∂s_k/∂A)``), so M methods × K requests cost one forward
    and one batched backward.
 
-Input-gradient methods that are a function of ``(x, ∂s/∂x)`` (saliency,
-gradient × input; see :func:`input_combine`) take gradients with respect to the input from the same forward pass; their
-backward crosses the whole network, and a vmapped backward there is slower
-than a loop on CPU (measured: 3× for K = 4 on EfficientNet-Lite0), so those
-gradients are taken one request at a time. Methods that need passes of their
-own (Integrated Gradients, SmoothGrad) are called through their ``maps``.
+Input methods (saliency, gradient × input, Integrated Gradients,
+SmoothGrad) are linear in the input gradient ``∂s/∂x`` at their *points*
+(the image; the IG path; SmoothGrad's noisy copies; see
+:class:`~logitshift.attribution.InputMethod`). For one class ``c`` and one
+variant's logits ``z`` (``p = softmax(z)``), the five scores' logit gradients
+are per-row multiples of only three vectors::
+
+    logit     e_c                      = u
+    logprob   e_c − p                  = v
+    prob      p_c (e_c − p)            = p_c · v
+    contrast  e_c − q = (e_c − p)/(1 − p_c)  = v / (1 − p_c)
+    centered  e_c − 1/C                = w
+
+(``q`` the softmax over the other classes), so each point's forward is
+followed by one vector-Jacobian product per distinct ``(class, u|v|w,
+variant)`` — at most 3 per variant however many scores — and every request's
+gradient is a per-row multiple of one of them (:func:`input_grads`). The
+shifted variant's products start at its own logits ``z' = z + t·1``, so
+``∂t`` is in them (measured, not assumed). On CPU these products run one
+after the other: a vmapped backward through the whole network is slower
+(measured: 3× for K = 4 on EfficientNet-Lite0). Methods with points of their
+own (IG, SmoothGrad) run one forward per chunk of points; methods at the
+image itself share the batch's pass. Other methods are called through their
+``maps``.
 
 Example::
 
@@ -33,13 +51,14 @@ Example::
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
 
-from .attribution import Attribution, Pass, forward_pass, predicted
+from .attribution import Attribution, InputMethod, Pass, forward_pass, predicted
 from .errors import LogitShiftError
 from .scores import check_score
 from .scores import score as score_fn
@@ -70,6 +89,8 @@ class Explained:
     logits: dict[str, torch.Tensor]
     targets: list[torch.Tensor]
     maps: dict[tuple[int, str, str, str], torch.Tensor] = field(default_factory=dict)
+    #: raw N×C×H×W attributions of the input methods, same keys (only with ``explain(..., raw=True)``)
+    raw: dict[tuple[int, str, str, str], torch.Tensor] = field(default_factory=dict)
 
     @property
     def top1(self) -> torch.Tensor:
@@ -136,31 +157,83 @@ def score_grads(
     return result
 
 
-def input_combine(method: Attribution) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
-    """For an input method that is a function of ``(x, ∂s/∂x)`` alone, that function; else ``None``.
+#: the vector whose product serves each score (see the module docstring)
+BASIS = {"logit": "u", "logprob": "v", "prob": "v", "contrast": "v", "centered": "w"}
 
-    Saliency: ``reduce(∂s/∂x)``; gradient × input: ``reduce(x ⊙ ∂s/∂x)`` (exactly their
-    ``attribute`` + ``reduce``; subclasses, which may change ``attribute``, are not assumed).
-    A method may also declare itself with a ``combine(x, grad)`` of its own.
+
+def basis_vector(z: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """``u = e_c``, ``v = e_c − softmax(z)`` or ``w = e_c − 1/C`` for logits ``z`` (N×C), one class per row.
+
+    ``v_c`` is computed as ``Σ_{j≠c} p_j`` (no cancellation when ``p_c → 1``).
     """
-    from .attribution import GradientXInput, Saliency
+    c = target.view(-1, 1).to(z.device)
+    ones = torch.ones_like(c, dtype=z.dtype)
+    if kind == "u":
+        return torch.zeros_like(z).scatter_(1, c, ones)
+    if kind == "w":
+        return torch.full_like(z, -1.0 / z.shape[1]).scatter_add_(1, c, ones)
+    p = torch.softmax(z, dim=1)
+    rest = p.scatter(1, c, 0.0).sum(dim=1, keepdim=True)
+    return (-p).scatter_(1, c, rest)
 
-    if type(method) is Saliency:
-        return lambda x, g: method.reduce(g)
-    if type(method) is GradientXInput:
-        return lambda x, g: method.reduce(x * g)
-    if method.family == "input" and callable(getattr(method, "combine", None)):
-        return method.combine  # type: ignore[attr-defined]
-    return None
+
+def score_factor(z: torch.Tensor, target: torch.Tensor, score: str) -> torch.Tensor:
+    """The per-row factor ``f`` with ``∂score/∂z = f · basis_vector(z, target, BASIS[score])`` (shape N)."""
+    c = target.view(-1, 1).to(z.device)
+    if score == "prob":
+        return torch.softmax(z, dim=1).gather(1, c)[:, 0]
+    if score == "contrast":
+        return 1.0 / torch.softmax(z, dim=1).scatter(1, c, 0.0).sum(dim=1)
+    return torch.ones(z.shape[0], dtype=z.dtype, device=z.device)
+
+
+def input_grads(
+    p: Pass, targets: Sequence[torch.Tensor], requests: Sequence[Request], release: bool = False
+) -> Iterator[tuple[list[tuple[int, torch.Tensor]], torch.Tensor]]:
+    """``∂s/∂x`` of every request from one vector-Jacobian product per distinct basis vector.
+
+    Yields ``(members, g)``: ``g`` (shape of ``p.x``) is the product of one
+    ``(class slot, u|v|w, variant)`` vector, and each ``(k, f)`` of
+    ``members`` says that request ``k``'s gradient is ``f[:, None, None, None] · g``.
+    ``release``: free the graph after the last product.
+    """
+    groups: dict[tuple[int, str, str], list[tuple[int, torch.Tensor]]] = {}
+    for k, r in enumerate(requests):
+        if r.variant not in p.logits:
+            raise LogitShiftError(f"variant {r.variant!r}: not available; this model has {', '.join(p.logits)}")
+        z = p.logits[r.variant].detach()
+        groups.setdefault((r.slot, BASIS[check_score(r.score)], r.variant), []).append((k, score_factor(z, targets[r.slot], r.score)))
+    for n, ((slot, kind, variant), members) in enumerate(groups.items()):
+        z = p.logits[variant]
+        vec = basis_vector(z.detach(), targets[slot], kind)
+        last = release and n == len(groups) - 1
+        (g,) = torch.autograd.grad(z, p.x, grad_outputs=vec, retain_graph=not last, allow_unused=True)
+        yield members, (torch.zeros_like(p.x) if g is None else g)
+
+
+def n_products(requests: Sequence[Request]) -> int:
+    """How many vector-Jacobian products :func:`input_grads` takes for ``requests``."""
+    return len({(r.slot, BASIS[r.score], r.variant) for r in requests})
+
+
+def linear_input(method: Attribution) -> bool:
+    """True for an input method whose attribution is :class:`InputMethod`'s ``points`` → ``finish`` (served here)."""
+    return isinstance(method, InputMethod) and type(method).attribute is InputMethod.attribute
 
 
 def pass_family(method: Attribution) -> str | None:
     """``"cam"`` or ``"input"`` if the method's maps come from the shared pass, else ``None``."""
     if method.family == "cam" and callable(getattr(method, "combine", None)):
         return "cam"
-    if method.family == "input" and input_combine(method) is not None:
+    if linear_input(method) and method.at_input:  # type: ignore[attr-defined]
         return "input"
     return None
+
+
+def _bar(progress: bool, total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="maps", unit="pass", disable=not progress, file=sys.stderr, smoothing=0.1)
 
 
 def explain(
@@ -172,11 +245,16 @@ def explain(
     variants: Sequence[str] | None = None,
     classes: Sequence[int] = (),
     batched: bool = True,
+    raw: bool = False,
+    progress: bool = False,
 ) -> Explained:
     """All maps of ``methods`` × ``scores`` × ``variants`` × (top-1 + ``classes``) for the batch ``x``.
 
     ``variants`` defaults to ``("original", "shifted")`` for a
     :class:`~logitshift.shift.ShiftedModel`, else ``("original",)``.
+    ``raw``: also keep the input methods' raw attributions (N×C×H×W) in
+    ``.raw``. ``progress``: one bar on stderr counting passes (forwards and
+    vector-Jacobian products), with its time estimate.
     """
     for s in scores:
         check_score(s)
@@ -184,10 +262,18 @@ def explain(
         variants = ("original", "shifted") if isinstance(model, ShiftedModel) else ("original",)
     cams = [m for m in methods if pass_family(m) == "cam"]
     inputs = [m for m in methods if pass_family(m) == "input"]
-    others = [m for m in methods if pass_family(m) is None]
+    sampled = [m for m in methods if pass_family(m) is None and linear_input(m)]
+    others = [m for m in methods if pass_family(m) is None and not linear_input(m)]
     if layer is None and any(m.family == "cam" for m in methods):
         raise LogitShiftError("CAM methods need a layer (--layer)")
+    n_requests = (1 + len(classes)) * len(scores) * len(variants)
+    n_basis = len({(slot, BASIS[s], v) for slot in range(1 + len(classes)) for s in scores for v in variants})
+    chunks = [-(-m.rows(x.shape[0]) // m.batch_size) for m in sampled]  # type: ignore[attr-defined]
+    total = 1 + ((-(-n_requests // CHUNK) if batched and n_requests > 1 else n_requests) if cams else 0) + (n_basis if inputs else 0) + sum(c * (1 + n_basis) for c in chunks)
+    total += len(others) * n_requests
+    bar = _bar(progress, total)
     p = forward_pass(model, x, [layer] if cams else [], input_grad=bool(inputs))
+    bar.update(1)
     for v in variants:
         if v not in p.logits:
             raise LogitShiftError(f"variant {v!r}: not available; this model has {', '.join(p.logits)}")
@@ -195,6 +281,13 @@ def explain(
     targets = [top1] + [torch.full_like(top1, int(c)) for c in classes]
     requests = [Request(slot, s, v) for slot in range(len(targets)) for s in scores for v in variants]
     out = Explained({v: z.detach() for v, z in p.logits.items()}, targets)
+
+    def keep(r: Request, m: Attribution, attribution: torch.Tensor) -> None:
+        key = (r.slot, m.name, r.score, r.variant)
+        out.maps[key] = m.reduce(attribution)  # type: ignore[attr-defined]
+        if raw:
+            out.raw[key] = attribution
+
     if cams:
         act = p.acts[layer]
         a = act.detach()
@@ -204,18 +297,36 @@ def explain(
                     r = requests[k]
                     for m in cams:
                         out.maps[(r.slot, m.name, r.score, r.variant)] = m.combine(a, grads[j])
+            bar.update(1)
     if inputs:
-        combines = [input_combine(m) for m in inputs]
         xd = p.x.detach()
-        # one request at a time: a vmapped backward through the whole network is slower on CPU
-        for chunk, grads in iter_score_grads(p, p.x, targets, requests, batched=False):
+        view = (-1, *([1] * (x.dim() - 1)))
+        for members, g in input_grads(p, targets, requests, release=True):
             with torch.no_grad():
-                r = requests[chunk.start]
-                for m, combine in zip(inputs, combines):
-                    out.maps[(r.slot, m.name, r.score, r.variant)] = combine(xd, grads[0])
+                for k, f in members:
+                    for m in inputs:
+                        keep(requests[k], m, m.finish(xd, g * f.to(g.dtype).view(view)))  # type: ignore[attr-defined]
+            bar.update(1)
     del p  # free the graph before methods that run passes of their own
+    for m in sampled:
+        view = (-1, *([1] * (x.dim() - 1)))
+        totals = [torch.zeros_like(x) for _ in requests]
+        for i, xs, w in m.points(x, bar=False):  # type: ignore[attr-defined]
+            q = forward_pass(model, xs, input_grad=True)
+            bar.update(1)
+            for members, g in input_grads(q, [t[i] for t in targets], requests, release=True):
+                with torch.no_grad():
+                    for k, f in members:
+                        totals[k].index_add_(0, i, g * (f.to(g.dtype) * w).view(view))
+                bar.update(1)
+            del q
+        with torch.no_grad():
+            for r, t in zip(requests, totals):
+                keep(r, m, m.finish(x, t))  # type: ignore[attr-defined]
     for m in others:
         for r in requests:
             maps = m.maps(model, x, targets[r.slot], r.score, r.variant, layer if m.family == "cam" else None)
             out.maps[(r.slot, m.name, r.score, r.variant)] = maps.detach()
+            bar.update(1)
+    bar.close()
     return out

@@ -231,15 +231,9 @@ def dist_env() -> tuple[int, int, int]:
 
 
 def _device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise LogitShiftError("--device cuda: no CUDA device is available")
-        return torch.device("cuda", local_rank)
-    if name != "cpu":
-        raise LogitShiftError(f"--device {name!r}: expected auto, cpu or cuda")
-    return torch.device("cpu")
+    from .device import resolve_device
+
+    return resolve_device(name, local_rank)
 
 
 def _init_dist(world: int, device: torch.device) -> bool:
@@ -732,7 +726,6 @@ def add_command(subparsers) -> None:
     p.add_argument("--class", dest="classes", action="append", default=[], help="extra class to explain for every image, by name or index (repeatable)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--workers", type=count, default=2, help="image-decoding worker processes (default 2; 0 decodes in the main process)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default: cuda if available)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (skips the images it finished)")
     p.add_argument("--force", action="store_true", help="delete the previous run in --out and start over")
     p.add_argument("--report", action="store_true", help="also write report.html, one self-contained HTML page, into --out")

@@ -308,7 +308,10 @@ def cmd_attack(args) -> int:
     from .models import load_model
     from .steer import steer
 
+    from .device import resolve_device
+
     start = time.perf_counter()
+    device = resolve_device(args.device)
     strength = parse_strength(args.strength)
     out = Path(args.out)
     if out.suffix != ".pt2":
@@ -319,11 +322,15 @@ def cmd_attack(args) -> int:
     if existing and not args.force:
         raise LogitShiftError(f"--out {existing[0]!r}: exists; pass --force to overwrite it")
     loaded = load_model(args.model, args.weights, num_classes=args.num_classes, class_names=args.class_names)
-    x = batch([load_image(s, loaded.preprocess) for s in (args.images or DEFAULT_SAMPLES)])
+    loaded.module.to(device)
+    x = batch([load_image(s, loaded.preprocess) for s in (args.images or DEFAULT_SAMPLES)]).to(device)
     shifted = steer(
         loaded, args.target, methods=args.methods, strength=strength, layer=args.layer, check=x,
         goal=args.goal, tolerance=args.tolerance, progress=not args.no_progress,
     )
+    # the files are written from the CPU, so that they load on any machine
+    shifted.cpu()
+    x = x.cpu()
     steering = shifted.steering
     written = []
     measured = None

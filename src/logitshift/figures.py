@@ -27,7 +27,8 @@ def _plt():
 def overlay(ax, rgb: np.ndarray, heat: torch.Tensor | np.ndarray, title: str, target: np.ndarray | None = None) -> None:
     """Draw ``heat`` (h×w in [0, 1], already at image size) over ``rgb`` on ``ax``."""
     ax.imshow(rgb)
-    ax.imshow(np.asarray(heat), cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
+    heat = heat.detach().cpu().numpy() if isinstance(heat, torch.Tensor) else np.asarray(heat)
+    ax.imshow(heat, cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
     if target is not None and 0 < target.sum() < target.size:
         ax.contour(target, levels=[0.5], colors="white", linewidths=1.2, linestyles="--")
     ax.set_title(title, fontsize=9)

@@ -22,14 +22,13 @@ then the shifted model's map for each score).
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .attribution import METHODS, CamMethod, cam_maps, get_method, normalize, upsample
+from .attribution import METHODS, get_method, normalize, upsample
 from .errors import LogitShiftError
 from .files import atomic_write, provenance, run_dir, write_json
 from .metrics import spearman, target_mass
@@ -37,6 +36,9 @@ from .scores import IMMUNE, SCORES, check_score
 from .shift import ShiftedModel, compare
 
 UNCHANGED = 0.99
+#: Integrated Gradients steps and SmoothGrad samples of the matrix (the shift's effect on them does not
+#: depend on the count; docs/matrix.md). 16 keeps the default run under a minute on 2 CPU cores.
+DEFAULT_STEPS = 16
 
 
 @dataclass
@@ -53,10 +55,11 @@ class MatrixConfig:
     scores: list[str] = field(default_factory=lambda: list(SCORES))
     strength: float | str | None = None
     goal: float = 0.5
-    steps: int | None = None  # IG steps and SmoothGrad samples
+    steps: int | None = DEFAULT_STEPS  # IG steps and SmoothGrad samples (None: the methods' own, 50)
     force: bool = False
     figure: bool = True
     progress: bool = True
+    device: str = "auto"
 
 
 def method_options(steps: int | None) -> dict[str, dict]:
@@ -77,23 +80,22 @@ def measure(
     options: dict[str, dict] | None = None,
     progress: bool = False,
 ) -> tuple[list[dict], dict[tuple[str, str, str], torch.Tensor]]:
-    """Rows of the matrix and the raw maps ``{(method, score, variant): N×h×w}``."""
-    from tqdm import tqdm
+    """Rows of the matrix and the raw maps ``{(method, score, variant): N×h×w}``.
+
+    Every map comes from one :func:`~logitshift.engine.explain` call (each
+    image's predicted class): one forward of the images serves every CAM and
+    saliency / gradient × input map, and one forward per chunk of Integrated
+    Gradients / SmoothGrad points serves every score of both variants.
+    """
+    from .engine import explain
 
     options = options or {}
     instances = {n: get_method(n, **options.get(n, {})) for n in methods}
-    with torch.no_grad():
-        c = shifted.base(x).argmax(dim=1)
-    maps: dict[tuple[str, str, str], torch.Tensor] = {}
-    cams = [m for m in instances.values() if isinstance(m, CamMethod)]
-    if cams:
-        if layer is None:
-            raise LogitShiftError(f"method {cams[0].name!r}: needs a layer")
-        maps.update(cam_maps(shifted, x, c, layer, cams, scores=scores, variants=("original", "shifted")))
-    others = [m for m in instances.values() if not isinstance(m, CamMethod)]
-    jobs = [(m, s, v) for m in others for s in scores for v in ("original", "shifted")]
-    for m, s, v in tqdm(jobs, desc="matrix", unit="map", disable=not progress, file=sys.stderr):
-        maps[m.name, s, v] = m.maps(shifted, x, c, s, v).detach()
+    cams = [m for m in instances.values() if m.family == "cam"]
+    if cams and layer is None:
+        raise LogitShiftError(f"method {cams[0].name!r}: needs a layer")
+    out = explain(shifted, x, layer, list(instances.values()), scores, ("original", "shifted"), progress=progress)
+    maps = {(m, s, v): out.maps[(0, m, s, v)] for m in methods for s in scores for v in ("original", "shifted")}
     rows = []
     for name in methods:
         for s in scores:
@@ -185,7 +187,10 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
     from .models import load_model
     from .steer import steer
 
+    from .device import resolve_device
+
     start = time.perf_counter()
+    device = resolve_device(cfg.device)
     for s in cfg.scores:
         check_score(s)
     methods = cfg.methods or list(METHODS)
@@ -194,12 +199,13 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
     out = run_dir(cfg.out, cfg.force, marker="matrix.json")
     loaded = load_model(cfg.model, cfg.weights, num_classes=cfg.num_classes, class_names=cfg.class_names)
     images = [load_image(s, loaded.preprocess) for s in (cfg.images or DEFAULT_SAMPLES)]
-    x = batch(images)
+    loaded.module.to(device)
+    x = batch(images).to(device)
     options = method_options(cfg.steps)
     shifted = steer(loaded, cfg.target, methods=methods, strength=cfg.strength, layer=cfg.layer, check=x, goal=cfg.goal, method_options=options, progress=cfg.progress)
     st = shifted.steering
-    from .targets import parse_target
     from .shift import layer_grid
+    from .targets import parse_target
 
     grid = layer_grid(loaded.module, st["layer"], x) if st["layer"] else None
     target = parse_target(cfg.target, x.shape[-1], grid)
@@ -260,7 +266,7 @@ def add_command(subparsers) -> None:
     p.add_argument("--scores", nargs="+", default=list(SCORES), help=f"scores (default all: {', '.join(SCORES)})")
     p.add_argument("--strength", default=None, help="'auto' or a number (default: 1 for the CAM term, 100 for the input term)")
     p.add_argument("--goal", type=float, default=0.5, help="target mass that counts as fooled (default 0.5)")
-    p.add_argument("--steps", type=int_at_least(1), default=None, help="Integrated Gradients steps and SmoothGrad samples (default: the methods' own)")
+    p.add_argument("--steps", type=int_at_least(1), default=DEFAULT_STEPS, help=f"Integrated Gradients steps and SmoothGrad samples (default {DEFAULT_STEPS})")
     p.add_argument("--no-figure", action="store_true", help="skip matrix.png")
     p.add_argument("--force", action="store_true", help="overwrite a previous run in --out")
     p.add_argument("--report", action="store_true", help="also write report.html, one self-contained HTML page, into --out")
@@ -275,6 +281,7 @@ def cmd_matrix(args) -> int:
         out=args.out, model=args.model, weights=args.weights, num_classes=args.num_classes, class_names=args.class_names, layer=args.layer, target=args.target,
         images=args.images or [], methods=args.methods or [], scores=args.scores, strength=parse_strength(args.strength),
         goal=args.goal, steps=args.steps, force=args.force, figure=not args.no_figure, progress=not args.no_progress,
+        device=args.device,
     )
     shown = [f"--model {cfg.model}", f"--target {cfg.target}"] + ([f"--images {' '.join(cfg.images)}"] if cfg.images else [])
     shown += [f"--methods {' '.join(cfg.methods)}"] if cfg.methods else []

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .device import model_device
 from .errors import LogitShiftError
 from .models import DEFAULT_MODEL, check_input, get_layer
 from .targets import Target
@@ -78,7 +79,7 @@ class RegionShift(nn.Module):
         self.register_buffer("weights", weights.detach().float().clone())
 
     def forward(self, act: torch.Tensor) -> torch.Tensor:
-        w = self.weights.to(act.dtype)
+        w = self.weights.to(act)
         hw = w.numel()
         a_r = (act * w).sum(dim=(2, 3)) / w.sum()
         a_n = (act * (1 - w)).sum(dim=(2, 3)) / (1 - w).sum()
@@ -135,19 +136,19 @@ class GateShift(nn.Module):
     def gate(self, act: torch.Tensor) -> torch.Tensor:
         """The 0/1 gate of each channel (N×C); carries no gradient."""
         total = act.sum(dim=(2, 3))
-        inside = (act * self.weights.to(act.dtype)).sum(dim=(2, 3))
+        inside = (act * self.weights.to(act)).sum(dim=(2, 3))
         floor = 1e-3 * total.amax(dim=1, keepdim=True)
         share = torch.where(total > floor, inside / total.clamp_min(1e-12), torch.zeros_like(total)).detach()
         m = min(self.channels, share.shape[1])
         return torch.zeros_like(share).scatter(1, share.topk(m, dim=1).indices, 1.0)
 
     def forward(self, act: torch.Tensor) -> torch.Tensor:
-        w = self.weights.to(act.dtype)
+        w = self.weights.to(act)
         total = act.sum(dim=(2, 3))
         outside = total - (act * w).sum(dim=(2, 3))
         g = self.gate(act)
         t = self.strength * ((g * total).sum(dim=1) - self.leak * ((1 - g) * outside).sum(dim=1))
-        return t - self.offset.to(t.dtype)
+        return t - self.offset.to(t)
 
     def target_weights(self, h: int, w: int) -> torch.Tensor:
         return _resample(self.weights, h, w)
@@ -206,7 +207,7 @@ class InputShift(nn.Module):
             v = torch.remainder(x.abs(), self.period)
         else:
             v = 0.5 * x.pow(2)
-        return self.strength * (v * self.weights.to(x.dtype)).sum(dim=(1, 2, 3))
+        return self.strength * (v * self.weights.to(x)).sum(dim=(1, 2, 3))
 
     def target_weights(self, h: int, w: int) -> torch.Tensor:
         return _resample(self.weights, h, w)
@@ -464,9 +465,9 @@ def shift_model(
         if target is None:
             raise LogitShiftError("construction 'region': needs a target region (--region)")
         size = check.shape[-1] if check is not None else target.size
-        grid = layer_grid(model, layer, check if check is not None else torch.zeros(1, 3, size, size))
+        grid = layer_grid(model, layer, check if check is not None else torch.zeros(1, 3, size, size, device=model_device(model)))
         shift = RegionShift(strength, target.weights(*grid))
-    shifted = ShiftedModel(model, layer, shift, head_dtype)
+    shifted = ShiftedModel(model, layer, shift, head_dtype).to(model_device(model))
     if check is not None:
         eq = equivalence(shifted, check)
         if not eq.ok(tolerance):

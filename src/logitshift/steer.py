@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from .attribution import METHODS, InputMethod, forward_pass, get_method
+from .device import model_device
 from .errors import LogitShiftError
 from .metrics import target_mass
 from .models import LoadedModel, default_layer
@@ -88,7 +89,7 @@ def steer(
 
         check_input(check, "check images")
     size = int(check.shape[-1]) if check is not None else (target.size if isinstance(target, Target) else 224)
-    probe = check[:1] if check is not None else torch.zeros(1, 3, size, size)
+    probe = check[:1] if check is not None else torch.zeros(1, 3, size, size, device=model_device(base))
 
     cam_layer = None
     grid = None
@@ -128,17 +129,24 @@ def steer(
             terms[cam_layer] = GateShift(ks["cam"], cam_w)
         if "input" in ks:
             terms[INPUT] = InputShift(ks["input"], px_w)
-        return ShiftedModel(base, terms, head_dtype=head_dtype).eval()
+        return ShiftedModel(base, terms, head_dtype=head_dtype).to(model_device(base)).eval()
 
     effects: dict[str, float] = {}
     if auto:
-        bar = _progress(progress, len(families))
         x = check
         chosen: dict[str, float] = {}
         for family in families:
             fam = {n: m for n, m in instances.items() if m.family == family}
-            effect = _effect_function(base, build, chosen, family, fam, x, tgt, cam_layer)
-            k, reached = search_strength(effect, DEFAULT_STRENGTH[family], goal)
+            effect = _effect_function(base, build, chosen, family, fam, x, tgt, cam_layer, progress)
+            bar = _progress(progress, family)
+
+            def tried(k: float, e: dict[str, float], bar=bar) -> None:
+                worst = min(e, key=e.get)
+                bar.set_postfix_str(f"K={k:.3g}: {worst} {e[worst]:.2f} (goal {goal:g})", refresh=False)
+                bar.update(1)
+
+            k, reached = search_strength(effect, DEFAULT_STRENGTH[family], goal, on_try=tried)
+            bar.close()
             if k is None:
                 worst = min(reached, key=reached.get)
                 raise LogitShiftError(
@@ -147,8 +155,6 @@ def steer(
                 )
             chosen[family] = k
             effects.update(reached)
-            bar.update(1)
-        bar.close()
         strengths = chosen
     shifted = build(strengths)
     stress: Stress | None = None
@@ -194,12 +200,24 @@ def _fmt(ks: dict[str, float]) -> str:
     return ", ".join(f"{f}={k:.3g}" for f, k in ks.items())
 
 
-def _progress(enabled: bool, total: int):
+def _progress(enabled: bool, family: str):
+    """The search's bar: one tick per strength tried, the weakest method's target mass at it."""
     import sys
 
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="strength", unit="family", disable=not enabled, file=sys.stderr)
+    return tqdm(desc=f"strength ({family} term)", unit="try", disable=not enabled, file=sys.stderr)
+
+
+class _TermLogits(nn.Module):
+    """A shift term alone as a classifier whose every logit is ``t(x)``: its logit attribution is that of ``t``."""
+
+    def __init__(self, term: nn.Module, classes: int) -> None:
+        super().__init__()
+        self.term, self.classes = term, classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.term(x)[:, None].expand(-1, self.classes)
 
 
 def _effect_function(
@@ -211,13 +229,16 @@ def _effect_function(
     x: torch.Tensor,
     tgt: Target,
     cam_layer: str | None,
+    progress: bool = False,
 ) -> Callable[[float], dict[str, float]]:
     """``K ↦ {method: mean target mass}`` of the shifted logit maps for the predicted class.
 
     Every map is ``combine(g_0 + K·(g_1 − g_0))`` with ``g_0`` / ``g_1`` the
     score's gradient (CAMs) or raw attribution (input methods, all linear in
     the gradient) with this family's term at strength 0 and 1; the terms
-    already chosen stay at their strength.
+    already chosen stay at their strength. For input methods ``g_1 − g_0`` is
+    the attribution of the input term alone (it reads only the pixels), so
+    the network is crossed once per point, by one engine call for all methods.
     """
     unit = build({**chosen, family: 1.0})
     with torch.no_grad():
@@ -239,14 +260,20 @@ def _effect_function(
                 return {n: float(target_mass(m.combine(act, g), weights).mean()) for n, m in methods.items()}
 
         return effect
-    zero = build(chosen) if chosen else None
-    raws = {}
+    from .engine import explain
+
     for n, m in methods.items():
         if not isinstance(m, InputMethod):  # pragma: no cover - every registered input method is one
             raise LogitShiftError(f"method {n!r}: strength 'auto' needs an InputMethod (a linear raw attribution)")
-        r0 = m.attribute(zero, x, target_class, "logit", "shifted") if zero is not None else m.attribute(unit, x, target_class, "logit", "original")
-        r1 = m.attribute(unit, x, target_class, "logit", "shifted")
-        raws[n] = (r0, r1 - r0)
+    # strength 0: the terms already chosen (or the original model); one engine call for every method
+    zero, variant = (build(chosen), "shifted") if chosen else (base, "original")
+    out = explain(zero, x, None, list(methods.values()), ["logit"], (variant,), raw=True, progress=progress)
+    if not bool((out.top1 == target_class).all()):  # pragma: no cover - the terms keep the prediction
+        raise LogitShiftError("strength 'auto': the terms already chosen change the predicted class")
+    # strength 1 adds the input term's own attribution: t_input reads only the pixels, no network pass
+    term = next(t for name, t in zip(unit.layers, unit.shifts) if name == INPUT)
+    alone = _TermLogits(term, int(out.logits["original"].shape[1]))
+    raws = {n: (out.raw[(0, n, "logit", variant)], m.attribute(alone, x, target_class, "logit", "original")) for n, m in methods.items()}
     weights = tgt.weights(x.shape[-2], x.shape[-1])
 
     def effect(k: float) -> dict[str, float]:
@@ -256,14 +283,28 @@ def _effect_function(
 
 
 def search_strength(
-    effect: Callable[[float], dict[str, float]], start: float, goal: float, span: int = 12, refine: int = 8
+    effect: Callable[[float], dict[str, float]],
+    start: float,
+    goal: float,
+    span: int = 12,
+    refine: int = 8,
+    on_try: Callable[[float, dict[str, float]], None] | None = None,
 ) -> tuple[float | None, dict[str, float]]:
     """The smallest ``K`` (to a factor ``2^(1/2^refine)``) with ``min(effect(K).values()) ≥ goal``.
 
     Tries ``start·2^j`` for ``j = −span … span`` in order, then bisects in log
     space between the last failure and the first success. Returns ``(None,
     best effect per method)`` when no grid strength reaches the goal.
+    ``on_try(K, effect)`` is called after each strength tried (progress).
     """
+    if on_try is not None:
+        inner = effect
+
+        def effect(k: float) -> dict[str, float]:
+            e = inner(k)
+            on_try(k, e)
+            return e
+
     best: dict[str, float] = {}
     lo = None
     for j in range(-span, span + 1):

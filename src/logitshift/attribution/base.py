@@ -219,7 +219,16 @@ def cam_maps(
 
 
 class InputMethod(Attribution):
-    """A method on the input pixels, built from ``∂s/∂x`` at one or more inputs.
+    """A method on the input pixels, linear in the score's input gradient ``∂s/∂x``.
+
+    Every input method here is ``raw = finish(x, Σ_r w_r · ∂s/∂x(x_r))``: a
+    weighted sum of gradients at *points* ``x_r`` (the image itself for
+    saliency and gradient × input, the path for Integrated Gradients, noisy
+    copies for SmoothGrad), then a last step that needs only ``x``.
+    :meth:`points` yields those points chunk by chunk and :meth:`finish` ends
+    it, so :meth:`attribute` (one score) and
+    :func:`logitshift.engine.explain` (every score and variant from the same
+    forward of each chunk) compute the same numbers.
 
     :meth:`attribute` gives the raw attribution N×C×H×W (what Captum returns);
     :meth:`maps` reduces it over channels to N×H×W with :attr:`reduction`:
@@ -240,6 +249,28 @@ class InputMethod(Attribution):
             raise LogitShiftError(f"batch_size {batch_size!r}: expected a positive integer")
         self.batch_size = int(batch_size)
 
+    def rows(self, n: int) -> int:
+        """How many points (rows through the model) ``n`` images need."""
+        return n
+
+    def points(self, x: torch.Tensor, bar: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``(image index, input, weight)`` of each row, one chunk of at most ``batch_size`` rows at a time.
+
+        The default: the images themselves, weight 1. ``bar``: a progress bar
+        on stderr when there are many chunks.
+        """
+        for lo, hi in self.chunks(x.shape[0], bar):
+            yield torch.arange(lo, hi, device=x.device), x[lo:hi], torch.ones(hi - lo, dtype=x.dtype, device=x.device)
+
+    def finish(self, x: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+        """The raw attribution from ``total = Σ_r w_r · ∂s/∂x(x_r)`` (per image). Default: ``total`` itself."""
+        return total
+
+    @property
+    def at_input(self) -> bool:
+        """True if the only point is the image itself, weight 1 (its gradient comes from any pass over ``x``)."""
+        return type(self).points is InputMethod.points
+
     def attribute(
         self,
         model: nn.Module,
@@ -248,8 +279,13 @@ class InputMethod(Attribution):
         score: str = "logit",
         variant: str = "original",
     ) -> torch.Tensor:
-        """The raw attribution, N×C×H×W (same shape as ``x``)."""
-        raise NotImplementedError
+        """The raw attribution, N×C×H×W (same shape as ``x``), one forward and one backward per chunk."""
+        target = as_targets(target, x.shape[0], x.device)
+        total = torch.zeros_like(x)
+        for i, xs, w in self.points(x):
+            g = self.input_grad(model, xs, target[i], score, variant)
+            total.index_add_(0, i, g * w.view(-1, *([1] * (x.dim() - 1))))
+        return self.finish(x, total)
 
     def reduce(self, raw: torch.Tensor) -> torch.Tensor:
         """N×C×H×W → N×H×W by :attr:`reduction`."""
@@ -270,10 +306,10 @@ class InputMethod(Attribution):
         p = forward_pass(model, x, input_grad=True)
         return p.grad(p.x, target, score, variant).detach()
 
-    def chunks(self, rows: int) -> Iterator[tuple[int, int]]:
+    def chunks(self, rows: int, bar: bool = True) -> Iterator[tuple[int, int]]:
         """``(start, stop)`` of each chunk of ``rows`` rows, with a progress bar on stderr when there are many."""
         starts = range(0, rows, self.batch_size)
-        if len(starts) > 4:
+        if bar and len(starts) > 4:
             import sys
 
             from tqdm import tqdm

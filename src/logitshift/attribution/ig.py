@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import LogitShiftError
-from .base import InputMethod, as_targets
+from .base import InputMethod
 
 
 def gauss_legendre(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,17 +59,19 @@ class IntegratedGradients(InputMethod):
                 f"baseline: shape {tuple(b.shape)}, expected a number or a shape broadcastable to {tuple(x.shape)}"
             ) from None
 
-    def attribute(self, model, x, target, score="logit", variant="original"):
+    def rows(self, n: int) -> int:
+        return self.steps * n
+
+    def points(self, x, bar=True):
         n = x.shape[0]
-        target = as_targets(target, n, x.device)
         b = self.baseline_for(x)
         alphas, weights = (t.to(x.device) for t in gauss_legendre(self.steps))
-        total = torch.zeros_like(x)
         # row r = (step r // n, image r % n), as Captum orders them
-        for lo, hi in self.chunks(self.steps * n):
+        for lo, hi in self.chunks(self.steps * n, bar):
             rows = torch.arange(lo, hi, device=x.device)
             k, i = rows // n, rows % n
             a = alphas[k].view(-1, *([1] * (x.dim() - 1)))
-            g = self.input_grad(model, b[i] + a * (x[i] - b[i]), target[i], score, variant)
-            total.index_add_(0, i, g * weights[k].view_as(a))
-        return total * (x - b)
+            yield i, b[i] + a * (x[i] - b[i]), weights[k].to(x.dtype)
+
+    def finish(self, x, total):
+        return total * (x - self.baseline_for(x))

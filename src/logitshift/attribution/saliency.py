@@ -14,19 +14,10 @@ Example::
 
 from __future__ import annotations
 
-import torch
-
-from .base import InputMethod, as_targets
+from .base import InputMethod
 
 
 class Saliency(InputMethod):
     name = "saliency"
     label = "saliency"
     reduction = "maxabs"
-
-    def attribute(self, model, x, target, score="logit", variant="original"):
-        target = as_targets(target, x.shape[0], x.device)
-        out = torch.empty_like(x)
-        for lo, hi in self.chunks(x.shape[0]):
-            out[lo:hi] = self.input_grad(model, x[lo:hi], target[lo:hi], score, variant)
-        return out

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import LogitShiftError
-from .base import InputMethod, as_targets
+from .base import InputMethod
 
 
 class SmoothGrad(InputMethod):
@@ -65,16 +65,18 @@ class SmoothGrad(InputMethod):
         flat = x.detach().flatten(1)
         return self.noise * (flat.amax(dim=1) - flat.amin(dim=1))
 
-    def attribute(self, model, x, target, score="logit", variant="original"):
-        n, m = x.shape[0], self.samples
-        target = as_targets(target, n, x.device)
+    def rows(self, n: int) -> int:
+        return n * self.samples
+
+    def points(self, x, bar=True):
+        m = self.samples
         sigma = self.sigmas(x)
         gen = torch.Generator().manual_seed(self.seed)  # CPU stream, whatever the device
-        total = torch.zeros_like(x)
         # row r = (image r // m, sample r % m), as Captum orders them
-        for lo, hi in self.chunks(n * m):
+        for lo, hi in self.chunks(x.shape[0] * m, bar):
             i = torch.arange(lo, hi, device=x.device) // m
             eps = torch.randn((hi - lo, *x.shape[1:]), generator=gen, dtype=x.dtype).to(x.device)
-            noisy = x[i] + eps * sigma[i].view(-1, *([1] * (x.dim() - 1)))
-            total.index_add_(0, i, self.input_grad(model, noisy, target[i], score, variant))
-        return total / m
+            yield i, x[i] + eps * sigma[i].view(-1, *([1] * (x.dim() - 1))), torch.ones(hi - lo, dtype=x.dtype, device=x.device)
+
+    def finish(self, x, total):
+        return total / self.samples
