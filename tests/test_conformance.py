@@ -173,7 +173,7 @@ def run_cli(capsys, *args):
 def test_cli_user_callable_end_to_end(capsys, tmp_path):
     code, out, err = run_cli(capsys, "check_fixtures:saliency", "--kinds", "gradient", "perturbation", "--out", str(tmp_path / "c"))
     assert code == 1, err
-    assert out.splitlines()[0].startswith("1 of 2 cells fooled")  # the finding first
+    assert out.splitlines()[0].startswith("2 of 2 cells fooled")  # the finding first (the presence term moves gradients too)
     assert "| user | check_fixtures:saliency | own | InputShift" in out
     record = (tmp_path / "c" / "check.json").read_text()
     assert '"verdict": "fooled"' in record and (tmp_path / "c" / "check.md").exists()

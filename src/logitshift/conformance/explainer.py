@@ -41,7 +41,8 @@ def need(module: str, package: str | None = None):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingLibrary(f"{module} is not installed; pip install {package or module} to check its methods") from None
+        top = module.split(".")[0]
+        raise MissingLibrary(f"{top} is not installed; pip install {package or top} to check its methods") from None
 
 
 @dataclass
