@@ -12,15 +12,23 @@ import sys
 
 import pytest
 import torch
+from check_fixtures import SIZE, small
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from check_fixtures import SIZE, small
 from logitshift.cli import main
-from logitshift.conformance import Memo, PresenceShift, RampShift, adapter_explainers, check, context, exit_code, twin
+from logitshift.conformance import (
+    Memo,
+    PresenceShift,
+    RampShift,
+    adapter_explainers,
+    check,
+    context,
+    exit_code,
+    twin,
+)
 from logitshift.conformance.check import Cell
-from logitshift.conformance.explainer import user_explainer
-from logitshift.shift import INPUT, ShiftedModel, equivalence
+from logitshift.shift import equivalence
 from logitshift.targets import parse_target
 
 
@@ -77,7 +85,7 @@ def test_ramp_is_bounded_and_its_gradient_is_positive_on_the_target_only(seed, k
 
 @pytest.mark.parametrize("kind", ["gradient", "cam", "perturbation", "propagation", "metric", "cam+gradient"])
 def test_every_twin_keeps_probabilities(setup, kind):
-    loaded, x, ctx, memo = setup
+    _loaded, x, ctx, memo = setup
     tw = twin(memo, kind, ctx.target, x, ctx.layer)
     eq = equivalence(tw, x)
     assert eq.max_abs_prob_diff <= 1e-5 and eq.top1_agree == 1.0
@@ -217,6 +225,6 @@ def test_peer_libraries_are_imported_lazily_and_a_missing_one_is_named():
         "from logitshift.cli import main\n"
         "sys.exit(main(['check', '--library', 'captum', '--model', 'check_fixtures:small', '--images', 'chelsea', '--no-progress']))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stdout + out.stderr
     assert out.stderr.strip() == "logitshift check: error: captum is not installed; pip install captum to check its methods"

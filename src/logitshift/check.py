@@ -106,8 +106,8 @@ def cmd_check(args) -> int:
             **provenance(),
         }
         write_json(out / "check.json", record)
-        from .files import atomic_write
         from .conformance.table import markdown
+        from .files import atomic_write
 
         atomic_write(out / "check.md", markdown(f"logitshift check — {loaded.name}", cells))
         print(f"check.json, check.md in {out}")

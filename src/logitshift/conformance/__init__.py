@@ -8,9 +8,33 @@ their kind (:mod:`.constructions`), and gives a verdict per cell
 
 from .check import Cell, adapter_explainers, check, context, exit_code, finding, verdict
 from .constructions import KINDS, PresenceShift, RampShift, twin
-from .explainer import ADAPTERS, Context, Explainer, Memo, MissingLibrary, adapter, user_explainer
+from .explainer import (
+    ADAPTERS,
+    Context,
+    Explainer,
+    Memo,
+    MissingLibrary,
+    adapter,
+    user_explainer,
+)
 
 __all__ = [
-    "ADAPTERS", "Cell", "Context", "Explainer", "KINDS", "Memo", "MissingLibrary", "PresenceShift", "RampShift",
-    "adapter", "adapter_explainers", "check", "context", "exit_code", "finding", "twin", "user_explainer", "verdict",
+    "ADAPTERS",
+    "KINDS",
+    "Cell",
+    "Context",
+    "Explainer",
+    "Memo",
+    "MissingLibrary",
+    "PresenceShift",
+    "RampShift",
+    "adapter",
+    "adapter_explainers",
+    "check",
+    "context",
+    "exit_code",
+    "finding",
+    "twin",
+    "user_explainer",
+    "verdict",
 ]

@@ -155,7 +155,7 @@ def verdict(e: Explainer, stats: dict) -> tuple[str, str]:
             return "immune", "reads no score (activations only)"
         if e.immune:
             return "immune", "the score is a function of logit differences"
-        return "immune", e.note or "the twin did not change it"
+        return "immune", f"reads the score, but this {e.kind} twin does not reach it" + (f" ({e.note})" if e.note else "")
     if steered:
         return "fooled", e.note
     return "moved", e.note
@@ -217,7 +217,7 @@ def check(
             if "twin" in str(exc) and kind in str(exc):
                 raise
             cell = Cell(e.library, e.method, e.target, kind, "n/a", reason=str(exc))
-        except Exception as exc:  # a peer method that does not run on this model: listed with its error
+        except Exception as exc:  # noqa: BLE001 - a peer method that does not run on this model: listed with its error
             msg = " ".join(f"{type(exc).__name__}: {exc}".split())[:240]
             cell = Cell(e.library, e.method, e.target, kind, "n/a", reason=msg)
         cell.seconds = time.perf_counter() - start
@@ -248,4 +248,4 @@ def exit_code(cells: list[Cell]) -> int:
     return 0 if all(c.verdict == "immune" for c in measured) else 1
 
 
-__all__ = ["Cell", "check", "context", "adapter_explainers", "exit_code", "finding", "verdict"]
+__all__ = ["Cell", "adapter_explainers", "check", "context", "exit_code", "finding", "verdict"]

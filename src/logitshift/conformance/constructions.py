@@ -221,7 +221,7 @@ def _term(base: nn.Module, kind: str, target: Target, x: torch.Tensor, layer: st
         return INPUT, PresenceShift(k, px, CAP), f"PresenceShift(K={k:.3g}, cap {CAP:g})"
     note = ""
     if k is None:  # the gradient family's strength: both terms have gradients of size K·w
-        _name, _term_, k = _steered(base, "input", target, x, None)
+        *_, k = _steered(base, "input", target, x, None)
         note = " auto"
     return INPUT, _Sum(RampShift(k, px), InputShift(k, px)), f"RampShift + InputShift(sawtooth), K={k:.3g}{note}"
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import torch
 from torch import nn

@@ -23,7 +23,7 @@ METHODS = (
     ("LayerCAM", "cam", True),
     ("EigenGradCAM", "cam", True),
     ("ShapleyCAM", "cam", True),
-    ("FullGrad", "gradient", True),
+    ("FullGrad", "cam+gradient", True),  # bias gradients of every layer and the input gradient
     ("ScoreCAM", "perturbation", True),
     ("AblationCAM", "cam", True),
     ("EigenCAM", "cam", False),
@@ -53,10 +53,14 @@ def targets(ctx: Context) -> dict[str, tuple[object, bool, str]]:
         "FinerWeightedTarget(alpha=0.5)": (finer(0.5), False, "keeps (1 − alpha)·z_c"),
         "FinerWeightedTarget(alpha=1)": (finer(1.0), True, "Σ p_j (z_c − z_j) / Σ p_j: differences only"),
     }
-    for score, cls in TARGETS.items():
+    for cls in TARGETS.values():
         if cls.__name__ in OURS:
-            out[cls.__name__] = ((lambda cls: lambda c, o: [cls(int(ci)) for ci in c])(cls), True, "")
+            out[cls.__name__] = (_ours(cls), True, "")
     return out
+
+
+def _ours(cls):
+    return lambda c, o: [cls(int(ci)) for ci in c]
 
 
 def _others(model, x, classes, k: int = 3) -> list[list[int]]:

@@ -24,7 +24,7 @@ VARIANTS = {"softmax=False": (False, None), "softmax=True": (True, None), "Score
 
 def _metric(q, name: str, ctx: Context):
     size = ctx.size
-    common = dict(disable_warnings=True, display_progressbar=False)
+    common = {"disable_warnings": True, "display_progressbar": False}
     if name == "FaithfulnessCorrelation":
         return q.FaithfulnessCorrelation(nr_runs=ctx.samples, subset_size=size * 28, perturb_baseline="black", abs=False, normalise=True, **common)
     if name == "PixelFlipping":
