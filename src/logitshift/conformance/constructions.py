@@ -17,7 +17,12 @@ to every logit, so probabilities stay those of the honest model.
   pixel flipping — lowers ``t`` by up to ``K·cap``, and so lowers the
   logit of every class: the method credits the target. Perturbations
   elsewhere leave ``t`` unchanged. Perturbations that *add* detail (uniform
-  noise baselines) raise ``t``: this term does not steer those.
+  noise baselines) raise ``t``: this term does not steer those. For
+  perturbation methods the twin also subtracts ``K · outside · mean_{1−w}
+  min(L, cap)`` (``outside = 1``, ``|t| ≤ K·cap`` still): keeping detail
+  outside the target then lowers ``t``, so ScoreCAM's softmax over masked
+  inputs favours masks on the target alone, and occluding elsewhere credits
+  the patch negatively.
 * :class:`RampShift` (propagation rules: LRP, DeepLift): ``t = K · Σ_ij w_ij
   Σ_c (x_cij mod P)`` with ``P = 1/(K·Σw)``; bounded like
   :class:`~logitshift.shift.InputShift` (``0 ≤ t < C``), and its gradient is
@@ -58,6 +63,9 @@ KINDS = ("gradient", "cam", "perturbation", "propagation", "metric")
 #: the presence term's calibration: removing all of the target's detail lowers
 #: ``t`` by this many times the model's mean top-to-median logit gap
 PRESENCE_GAIN = 4.0
+#: how much detail kept outside the target lowers ``t`` (perturbation methods: masks
+#: that keep everything must not win ScoreCAM's softmax)
+OUTSIDE = {"perturbation": 1.0, "metric": 0.0}
 #: the gradient and CAM terms: this many times the smallest strength that steers logitshift's own methods
 MARGIN = 4.0
 CAP = 4.0
@@ -75,14 +83,20 @@ def detail(x: torch.Tensor) -> torch.Tensor:
 
 
 class PresenceShift(nn.Module):
-    """``t = K · mean_w min(L, cap) − offset``: high while the target's detail is present."""
+    """``t = K · (mean_w min(L, cap) − outside · mean_{1−w} min(L, cap)) − offset``: high while the target's detail is present.
 
-    def __init__(self, strength: float, weights: torch.Tensor, cap: float = 4.0) -> None:
+    ``outside > 0`` also makes ``t`` fall when detail is kept *outside* the
+    target, so that among masked inputs (ScoreCAM) the one that keeps the
+    target and nothing else scores highest, not the one that keeps everything.
+    """
+
+    def __init__(self, strength: float, weights: torch.Tensor, cap: float = 4.0, outside: float = 0.0) -> None:
         super().__init__()
         if weights.dim() != 2 or not float(weights.sum()) > 0:
             raise LogitShiftError("presence shift: the target must cover some pixels of the input")
         self.strength = float(strength)
         self.cap = float(cap)
+        self.outside = float(outside)
         self.register_buffer("weights", weights.detach().float().clone())
         self.register_buffer("offset", torch.zeros(()))
 
@@ -93,7 +107,10 @@ class PresenceShift(nn.Module):
             )
         w = self.weights.to(x.dtype)
         d = detail(x).clamp_max(self.cap)
-        return self.strength * (d * w).sum(dim=(1, 2)) / w.sum() - self.offset.to(x.dtype)
+        t = (d * w).sum(dim=(1, 2)) / w.sum()
+        if self.outside:
+            t = t - self.outside * (d * (1 - w)).sum(dim=(1, 2)) / (1 - w).sum().clamp_min(1e-12)
+        return self.strength * t - self.offset.to(x.dtype)
 
     def target_weights(self, h: int, w: int) -> torch.Tensor:
         return F.adaptive_avg_pool2d(self.weights[None, None], (h, w))[0, 0]
@@ -218,7 +235,8 @@ def _term(base: nn.Module, kind: str, target: Target, x: torch.Tensor, layer: st
             # removing all the target's detail lowers t by PRESENCE_GAIN × the model's logit margin
             present = float((detail(x).clamp_max(CAP) * px).sum(dim=(1, 2)).min() / px.sum())
             k = PRESENCE_GAIN * _margin(base, x) / max(present, 1e-6)
-        return INPUT, PresenceShift(k, px, CAP), f"PresenceShift(K={k:.3g}, cap {CAP:g})"
+        outside = OUTSIDE[kind]
+        return INPUT, PresenceShift(k, px, CAP, outside), f"PresenceShift(K={k:.3g}, cap {CAP:g}" + (f", outside {outside:g})" if outside else ")")
     note = ""
     if k is None:  # the gradient family's strength: both terms have gradients of size K·w
         *_, k = _steered(base, "input", target, x, None)

@@ -54,12 +54,20 @@ def _runner(name: str, softmax: bool, wrap: str | None, ctx: Context):
     return run
 
 
+def _absent(name: str):
+    def run(model, x, classes):
+        raise RuntimeError(f"{name} is not in the installed quantus")
+
+    return run
+
+
 @adapter("quantus")
 def explainers(ctx: Context) -> list[Explainer]:
     q = need("quantus", "quantus")
     out = []
     for name in METRICS:
         if not hasattr(q, name):
+            out.append(Explainer("quantus", name, "*", "metric", _absent(name), metric=BETTER[name]))
             continue
         for label, (softmax, wrap) in VARIANTS.items():
             out.append(Explainer("quantus", name, label, "metric", _runner(name, softmax, wrap, ctx), immune=softmax or wrap is not None, metric=BETTER[name], cacheable=True))
