@@ -25,7 +25,9 @@ METHODS = (
     ("ShapleyCAM", "cam", True),
     ("FullGrad", "cam+gradient", True),  # bias gradients of every layer and the input gradient
     ("ScoreCAM", "perturbation", True),
-    ("AblationCAM", "cam", True),
+    # ablation at the layer leaves the input, hence an input-reading t, unchanged; a t reading the layer
+    # cannot see it either: pytorch-grad-cam's AblationLayer overrides __call__, so no forward hook fires
+    ("AblationCAM", "perturbation", True),
     ("EigenCAM", "cam", False),
     ("KPCA_CAM", "cam", False),
     ("FEM", "cam", False),
@@ -86,9 +88,22 @@ def _runner(pgc, method: str, make, ctx: Context):
             out = cam(input_tensor=x, targets=tg)
         finally:
             cam.activations_and_grads.release()
+            _restore(model, ctx.layer, layer)  # AblationCAM swaps the layer and does not put it back on an error
         return maps_of(out)
 
     return run
+
+
+def _restore(model, name: str, original) -> None:
+    """Put ``original`` back at ``name`` if a method left something else there."""
+    from ..explainer import layer_of
+
+    if layer_of(model, name) is original:
+        return
+    root = layer_of(model, name.rsplit(".", 1)[0]) if "." in name else None
+    if root is None:
+        raise RuntimeError(f"layer {name!r} was replaced and cannot be restored")
+    setattr(root, name.rsplit(".", 1)[1], original)
 
 
 def _finer_runner(pgc, alpha: float, ctx: Context):
@@ -116,8 +131,8 @@ def explainers(ctx: Context) -> list[Explainer]:
         for label, (make, immune, note) in tgts.items():
             if method in COSTLY and label not in FEW:
                 continue
-            perturb = kind == "perturbation"
-            out.append(Explainer("pytorch-grad-cam", method, label, kind, _runner(pgc, method, make, ctx), reads_score=reads, immune=immune, cacheable=perturb, note=note))
+            cacheable = method == "ScoreCAM"  # AblationCAM: same inputs, different (ablated) outputs
+            out.append(Explainer("pytorch-grad-cam", method, label, kind, _runner(pgc, method, make, ctx), reads_score=reads, immune=immune, cacheable=cacheable, note=note))
     if hasattr(pgc, "FinerCAM"):
         for alpha in (0.0, 0.6, 1.0):
             out.append(Explainer("pytorch-grad-cam", "FinerCAM", f"alpha={alpha:g}", "cam", _finer_runner(pgc, alpha, ctx), immune=alpha == 1.0, note="FinerWeightedTarget inside"))
