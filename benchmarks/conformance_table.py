@@ -81,7 +81,9 @@ def document() -> None:
     from logitshift.conformance.table import markdown
     from logitshift.files import atomic_write, write_json
 
-    parts = [json.loads((DOCS / f".conformance-{n}.json").read_text()) for n in MODELS]
+    # the workers' parts (hidden, not committed); without them, the committed record
+    saved = {m["model"]: m for m in json.loads((DOCS / "conformance.json").read_text())["models"]} if (DOCS / "conformance.json").exists() else {}
+    parts = [json.loads((DOCS / f".conformance-{n}.json").read_text()) if (DOCS / f".conformance-{n}.json").exists() else saved[n] for n in MODELS]
     write_json(DOCS / "conformance.json", {"command_line": "python benchmarks/conformance_table.py", "models": parts})
     body = [HEAD]
     for p in parts:
@@ -127,6 +129,9 @@ lowers every logit (removing all of it: 4× the model's top-to-median logit gap)
 *propagation* — `RampShift` (gradient `K·w ≥ 0` on the target) plus the sawtooth,
 relevance that reaches the input through the `t` branch, which no LRP rule sees.
 Methods that read no score (EigenCAM, KPCA-CAM, FEM) cannot be steered by any `t`.
+With a single image, a twin whose `t` has a centring offset (GateShift, PresenceShift) has `t(x) = 0`
+exactly on that image, so its max |Δp| is 0 while its gradients and its values on perturbed inputs still
+steer; the sawtooth terms have no offset (Δp of order 1e-7).
 
 """
 
@@ -164,10 +169,52 @@ def summary(label: str, cells) -> str:
         sel = [c for c in measured if pick(c)]
         if sel:
             lines.append(f"- {what}: " + "; ".join(f"{c.method} @ {c.target} **{c.verdict}** (share {c.share:.2f}, ρ {c.spearman:.3f})" if c.spearman is not None else f"{c.method} @ {c.target} **{c.verdict}**" for c in sel) + ".")
+    for method, why in WHY.items():
+        if any(c.method == method and c.verdict in ("moved", "immune") and _logit_label(c) for c in measured):
+            lines.append(f"- Why {method} is not fooled here: {why}")
     na = [c for c in cells if c.verdict == "n/a"]
     if na:
-        lines.append("- Could not run: " + "; ".join(sorted({f"{c.library} {c.method} ({c.reason[:120]})" for c in na})) + ".")
+        first: dict[tuple[str, str], str] = {}
+        for c in na:
+            first.setdefault((c.library, c.method), c.reason[:110])
+        lines.append("- Could not run (every target): " + "; ".join(f"{lib} {m} (first error: {r})" for (lib, m), r in first.items()) + ".")
+        for method, why in NA_WHY.items():
+            if any(c.method == method for c in na):
+                lines.append(f"- Why {method} could not run: {why}")
     return "\n".join(lines) + "\n"
+
+
+#: the reason a logit cell is not fooled, where the numbers above show it is not
+WHY = {
+    "ScoreCAM": "its weights are a softmax over the scores of the input masked by each channel's upsampled activation, so "
+    "the map is a non-negative mix of the layer's channels; the twin raises the scores of masks that keep the target's detail "
+    "and little else, which moves the map (ρ in the table) and triples its share, but the channels it favours are also "
+    "active outside the target. (Not shown here: whether a stronger or different t gets past 0.5.)",
+    "AblationCAM": "it ablates channels at the layer, which leaves the input — hence the perturbation twin's t — unchanged in "
+    "every ablated pass; t then only rescales the weights (z_c − z_c^k)/(z_c + t) by one constant, which the min-max scaling removes. "
+    "A t read from the layer is not seen either: pytorch-grad-cam's AblationLayer overrides __call__, so no forward hook fires "
+    "(an attacker who computes t inside the layer's own module would not have this limit; not built here).",
+    "FullGrad": "it sums separately min-max-scaled maps — |input gradient × input| and |bias gradient × bias| of every layer "
+    "with a bias — so the twin (CAM and input terms) moves it (ρ in the table) without any one term taking over the sum.",
+    "KernelShap": "a linear fit of 4·samples random coalitions of the 7×7 patches; with these few samples the target's "
+    "patches get most but not all of the positive weight (share in the table, just under 0.5 here).",
+    "EigenGradCAM": "it projects activations × gradients on their first principal component, whose sign and scale are arbitrary; "
+    "the twin changes the component (ρ in the table) but the projection does not follow the target.",
+    "FaithfulnessCorrelation": "it correlates the attribution summed over random pixel subsets with the score drop when those "
+    "pixels are replaced; the twin changes every value (Δ in the table) but on random subsets both maps' sums track the "
+    "target's share of the subset about equally, so neither map is favoured.",
+}
+
+
+NA_WHY = {
+    "LRP": "Captum's LRP needs a rule for every leaf module: EfficientNet-Lite0's ZeroPad2d has none (the honest model fails too); "
+    "on resnet18 the honest model runs but the twin's t terms are modules without a rule (the twin fails; an attacker would "
+    "compute t with functional operations or give its modules a rule — not done here), and after that failure Captum's "
+    "hooks are left in a state where the next calls fail too.",
+    "DeepLift": "torchvision's resnet18 reuses one ReLU module several times in a block, which Captum's DeepLift refuses "
+    "(honest model included).",
+    "DeepLiftShap": "as DeepLift.",
+}
 
 
 def _immune_label(c) -> bool:
