@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .check import Cell, finding
 
 
@@ -28,7 +30,7 @@ def rows(cells: list[Cell]) -> list[str]:
     return lines
 
 
-def markdown(title: str, cells: list[Cell], notes: list[str] = ()) -> str:
+def markdown(title: str, cells: list[Cell], notes: Sequence[str] = ()) -> str:
     """A section: title, finding, notes, table."""
     return "\n".join([f"## {title}", "", finding(cells), "", *notes, *([""] if notes else []), *rows(cells), ""]) + "\n"
 
