@@ -126,10 +126,12 @@ Twins (`logitshift.conformance.constructions`), strengths calibrated on the imag
 checked: *gradient* — the sawtooth `InputShift` on the target's pixels (4× the
 smallest strength that steers logitshift's saliency, gradient × input and IG);
 *cam* — `GateShift` on the CAM layer (4× the smallest that steers logitshift's five
-CAMs; channel ablation at the layer, AblationCAM, reads it too); *perturbation* and
+CAMs); FullGrad and Captum's GuidedGradCam get both terms; *perturbation* and
 *metric* — `PresenceShift`: `t` grows with the detail (Laplacian magnitude, capped)
 inside the target, so occluding, ablating, masking, blurring or imputing the target
-lowers every logit (removing all of it: 4× the model's top-to-median logit gap);
+lowers every logit (removing all of it: 4× the model's top-to-median logit gap); for
+perturbation methods (and AblationCAM) `t` also falls with the detail kept outside the
+target (`outside 1`);
 *propagation* — `RampShift` (gradient `K·w ≥ 0` on the target) plus the sawtooth,
 relevance that reaches the input through the `t` branch, which no LRP rule sees.
 Methods that read no score (EigenCAM, KPCA-CAM, FEM) cannot be steered by any `t`.

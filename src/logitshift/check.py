@@ -60,7 +60,7 @@ def cmd_check(args) -> int:
     from .models import load_model, torchvision_model
 
     if not args.explainers and not args.library:
-        raise LogitShiftError("check: name at least one EXPLAINER or --library")
+        raise LogitShiftError("name at least one EXPLAINER or --library (see logitshift check --help)")
     out = run_dir(args.out, args.force, marker="check.json") if args.out else None
     loaded = torchvision_model(args.model, args.weights, random_init=True) if args.random_weights else load_model(args.model, args.weights)
     if args.layer:
