@@ -51,7 +51,7 @@ def one(name: str, redo: list[str] | None = None) -> None:
     def log(cell):
         done.append(cell)
         print(f"[{name} {len(done)}/{len(explainers)} {time.perf_counter() - start:.0f}s] {cell.library} {cell.method} @ {cell.target}: {cell.verdict}", file=sys.stderr, flush=True)
-        if len(done) % 10 == 0:
+        if len(done) % 10 == 0 and not redo:  # (a re-measurement writes once, merged, at the end)
             _write(part, name, spec, loaded, done, start)
 
     cells = check(loaded, x, explainers, ctx.target, memo=memo, log=log) + missing
