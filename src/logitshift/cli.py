@@ -18,7 +18,7 @@ from .errors import LogitShiftError
 
 #: modules that contribute a sub-command through ``add_command(subparsers)``,
 #: in the order ``--help`` lists them.
-COMMAND_MODULES = ("demo", "export", "matrix", "audit", "evaluate", "report")
+COMMAND_MODULES = ("demo", "export", "matrix", "audit", "evaluate", "report", "check")
 
 
 class Parser(argparse.ArgumentParser):
