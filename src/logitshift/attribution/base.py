@@ -284,7 +284,8 @@ class InputMethod(Attribution):
         total = torch.zeros_like(x)
         for i, xs, w in self.points(x):
             g = self.input_grad(model, xs, target[i], score, variant)
-            total.index_add_(0, i, g * w.view(-1, *([1] * (x.dim() - 1))))
+            # a float64 / float16 model gives gradients in its own dtype; the total stays in the input's
+            total.index_add_(0, i, (g * w.view(-1, *([1] * (x.dim() - 1)))).to(total.dtype))
         return self.finish(x, total)
 
     def reduce(self, raw: torch.Tensor) -> torch.Tensor:
