@@ -307,10 +307,13 @@ def test_the_head_test_measures_a_shift_computed_from_the_logits(seed, classes, 
             z = self.base(x).double()
             return z + k * f(z).mean(dim=1, keepdim=True)
 
+    from logitshift.effect import classes_that_matter
+
     with torch.no_grad():
         z = base(x).double()
+        keep = classes_that_matter(torch.softmax(FromLogits()(x), dim=1))  # the audit sums over the classes that matter, R
     w = base.fc.weight.detach().double()
-    rows = w.sum(dim=0) + k * df(z) @ w  # C·(1/C)·Σ_j f'(z_j) W_j = Σ_j f'(z_j) W_j
+    rows = w[keep].sum(dim=0) + int(keep.sum()) / classes * k * df(z) @ w  # Σ_R W_j + |R|·(K/C)·Σ_j f'(z_j) W_j
     oracle = float(((rows - rows.mean(dim=0)).norm(dim=1) / rows.mean(dim=0).norm()).max())
     result = audit_model(FromLogits(), x)
     tests = result.tests()
