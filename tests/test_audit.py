@@ -360,11 +360,12 @@ class Packaged(nn.Module):
 
 
 def test_a_shift_packaged_in_modules_that_look_like_a_classifier_is_still_caught():
-    """The classifier's input is the last 2-D module input through which every centered gradient flows:
-    ``AddCommon``'s input (the unshifted logits) qualifies and the bypass goes around it; ``Shift2D``'s
-    input carries no class gradient and is passed over."""
+    """The classifier's input is the last 2-D module input, before any N×C tensor, through which every
+    centered gradient flows: ``AddCommon``'s input (the unshifted logits, N×C) is never taken, ``Shift2D``'s
+    input carries no class gradient and is passed over, so the cut is ``fc``'s input and the bypass goes around it."""
     result = audit_model(Packaged(TinyCNN(10, 8, 7)), images())
-    assert result.head.layer == "add" and result.verdict == "shifted" and result.tests()["bypass"]["fired"]
+    assert result.head.layer == "base.fc" and result.verdict == "shifted" and result.tests()["bypass"]["fired"]
+    assert result.context.passed_over == ["add"]
     result = audit_model(Packaged(TinyCNN(10, 8, 7), add_in_module=False), images())
     assert result.head.layer == "base.fc" and result.verdict == "shifted" and result.tests()["bypass"]["fired"]
     honest = audit_model(TinyCNN(10, 8, 7), images())

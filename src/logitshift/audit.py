@@ -77,7 +77,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .effect import AFFECTED, Effects, MethodEffect, classes_that_matter, honest_bound, layer_effects, weighted
+from .effect import AFFECTED, NEVER, Effects, MethodEffect, classes_that_matter, honest_bound, layer_effects, weighted
 from .errors import LogitShiftError
 
 #: κ above which a model is called shifted (see docs/audit.md for the calibration).
@@ -945,6 +945,50 @@ def pick_images(specs: Sequence[str], limit: int) -> list[str]:
     return [item.spec for item in items]
 
 
+def print_result(result: AuditResult) -> None:
+    """The finding first (one sentence with the numbers), then what was left out and why, then the evidence."""
+    print(result.sentence())
+    context = result.context
+    if context is not None and context.never:
+        print(
+            f"{len(context.never)} of {context.outputs} outputs never reach probability {NEVER:g} on these images and are left out "
+            "of the statistics (an output never predicted can carry any gradient without changing a probability)"
+        )
+    if result.head is not None:
+        print(
+            f"classifier input: the input of {result.head.layer} ({result.head.width} values), the last 2-D tensor that carries "
+            "every centered gradient"
+            + (f"; {', '.join(context.passed_over)} passed over: an N×C tensor is the logits or a function of them, never the cut" if context and context.passed_over else "")
+        )
+    elif context is not None and context.passed_over:
+        print(f"no classifier input found before the logits ({', '.join(context.passed_over)} take N×C tensors, never the cut): κ and the effect only")
+    bypass_col = result.head is not None
+    print(f"{'layer':<28} {'shape':<16} {'κ max':>9} {'κ weighted':>10} {'‖∇mean z‖':>11} {'‖∇(z_c−mean z)‖':>16} {'effect':>7}" + (f" {'bypass':>9}" if bypass_col else ""))
+    for e in result.evidence:
+        effect = max((m.effect for m in e.methods), default=0.0)
+        print(
+            f"{e.layer[:28]:<28} {'×'.join(map(str, e.shape)):<16} {e.kappa_max:>9.3g} {max(e.kappa_weighted, default=0.0):>10.3g} "
+            f"{float(np.mean(e.common_norm)):>11.3g} {float(np.mean(e.class_norm)):>16.3g} {effect:>7.3f}"
+            + (f" {max(e.bypass):>9.2g}" if bypass_col else "")
+        )
+    for key, t in result.tests().items():
+        extra = f" at {t['layer']}" if t.get("layer") else ""
+        value = "n/a (one image)" if t["value"] is None else f"{t['value']:.3g}"
+        role = "" if t.get("decides", True) else " (evidence only)"
+        print(f"test {key:<7} {value:>16}  ratio {t['ratio']:.3g}{extra}  {'FIRED' if t['fired'] else 'ok'}{role}")
+    if not bypass_col:
+        print("tests bypass/head: not run (no classifier layer with one output per class was found; κ and the effect only)")
+    print(f"verdict: {result.verdict} — {result.finding} (score {result.score:.3g}, κ max {result.kappa:.3g} against {result.threshold:g}, deciding evidence at {result.where})")
+    bypass = result.tests().get("bypass", {})
+    if bypass.get("fired"):
+        names = [e.layer for e in result.evidence]
+        later = names[names.index(bypass["layer"]) + 1 :]
+        print(
+            f"the common mode goes around the classifier's input up to {bypass['layer']}: "
+            f"a shift reads {bypass['layer']}, or a layer between it and {later[0] if later else 'the classifier'}"
+        )
+
+
 def cmd_audit(args) -> int:
     from dataclasses import replace
 
@@ -971,29 +1015,7 @@ def cmd_audit(args) -> int:
         sys.stderr.write(f"logitshift audit: {name} is TorchScript, whose layers cannot be hooked: auditing the input gradient only\n")
     dtype = next((p.dtype for p in module.parameters()), torch.float32)
     result = audit_model(module, x.to(dtype), layers, args.threshold, args.probes, image_names=[im.name for im in images], progress=not args.no_progress)
-    bypass_col = result.head is not None
-    print(f"{'layer':<28} {'shape':<16} {'κ max':>9} {'‖∇mean z‖':>11} {'‖∇(z_c−mean z)‖':>16} {'1−Spearman':>10}" + (f" {'bypass':>9}" if bypass_col else ""))
-    for e in result.evidence:
-        print(
-            f"{e.layer[:28]:<28} {'×'.join(map(str, e.shape)):<16} {e.kappa_max:>9.3g} "
-            f"{float(np.mean(e.common_norm)):>11.3g} {float(np.mean(e.class_norm)):>16.3g} {max(e.disagreement):>10.3f}"
-            + (f" {max(e.bypass):>9.2g}" if bypass_col else "")
-        )
-    for key, t in result.tests().items():
-        extra = f" at {t['layer']}" if t.get("layer") else ""
-        value = "n/a (one image)" if t["value"] is None else f"{t['value']:.3g}"
-        print(f"test {key:<7} {value:>16}  ratio {t['ratio']:.3g}{extra}  {'FIRED' if t['fired'] else 'ok'}")
-    if not bypass_col:
-        print("tests bypass/head: not run (no classifier layer with one output per class was found; κ only)")
-    print(f"verdict: {result.verdict} (score {result.score:.3g}, κ max {result.kappa:.3g} against {result.threshold:g}, deciding evidence at {result.where})")
-    bypass = result.tests().get("bypass", {})
-    if bypass.get("fired"):
-        names = [e.layer for e in result.evidence]
-        later = names[names.index(bypass["layer"]) + 1 :]
-        print(
-            f"the common mode goes around the classifier's input up to {bypass['layer']}: "
-            f"a shift reads {bypass['layer']}, or a layer between it and {later[0] if later else 'the classifier'}"
-        )
+    print_result(result)
     if out is not None:
         figure(result, out / "audit.png")
         summary = {"command": "audit", "model": args.model, **result.to_json(), "seconds": round(time.perf_counter() - start, 2)}
