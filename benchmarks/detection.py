@@ -69,7 +69,7 @@ from logitshift.audit import candidate_layers  # noqa: E402
 from logitshift.effect import methods_at  # noqa: E402
 from logitshift.metrics import spearman, target_mass  # noqa: E402
 from logitshift.models import Preprocess, load_model, torchvision_model  # noqa: E402
-from logitshift.shift import PaperShift, RegionShift, ShiftedModel, compare  # noqa: E402
+from logitshift.shift import PaperShift, RegionShift, ShiftedModel  # noqa: E402
 from logitshift.targets import parse_target  # noqa: E402
 
 FOOLED_BELOW = 0.5
@@ -678,7 +678,6 @@ def run(quick: bool, probes: int, progress: bool = True) -> dict:
                 continue
             row.update(audit_row(shifted, b.x, probes))
         rows.append(row)
-    kept = [r for r in rows if "skipped" not in r]
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     raw = ROOT / "benchmarks" / "results" / f"detection{'-quick' if quick else ''}.rows.json"
     raw.write_text(json.dumps({"rows": [r for r in rows if "skipped" not in r], "skipped": [r for r in rows if "skipped" in r], "probes": probes, "seconds": seconds, "cpu_seconds": cpu_seconds}, default=float) + "\n")
