@@ -636,16 +636,6 @@ def run(quick: bool, probes: int, progress: bool = True) -> dict:
     jobs: list[tuple[Base, str, str, float, Callable[[], nn.Module] | None]] = []
     for b in bases + honest_only:
         jobs.append((b, "honest", "", 0.0, None))
-    for b in bases:
-        shift_layers = b.shift_layers if not b.name.startswith("tiny") or int(b.name.split("-s")[-1]) < 4 else []
-        for layer in shift_layers:
-            for cons, k, build in constructions(b, layer, 1.0):
-                jobs.append((b, cons, layer, k, build))
-        if shift_layers:
-            for cons, k, build in hand_shifts(b, shift_layers[-1]):
-                jobs.append((b, cons, shift_layers[-1], k, build))
-            for cons, k, build in input_constructions(b):
-                jobs.append((b, cons, "input", k, build))
     # attacks by someone who has read the audit (benchmarks/adaptive.py), on random and trained small CNNs
     targets = [b for b in bases if b.name.startswith("tiny") and b.name.endswith(("-s0", "-s3"))]
     targets += [b for b in digits_bases if b.name in ("digits-sgd-c10", "digits-adam-c10", "digits-sgd-c2")]
@@ -656,12 +646,29 @@ def run(quick: bool, probes: int, progress: bool = True) -> dict:
         if b.name in ("digits-sgd-c2", "digits-sgd-c10", "digits-adam-c2"):
             for cons, k, build in few_class(b.module, "features", quick):
                 jobs.append((b, cons, "features", k, build))
+    for b in bases:
+        shift_layers = b.shift_layers if not b.name.startswith("tiny") or int(b.name.split("-s")[-1]) < 4 else []
+        for layer in shift_layers:
+            for cons, k, build in constructions(b, layer, 1.0):
+                jobs.append((b, cons, layer, k, build))
+        if shift_layers:
+            for cons, k, build in hand_shifts(b, shift_layers[-1]):
+                jobs.append((b, cons, shift_layers[-1], k, build))
+            for cons, k, build in input_constructions(b):
+                jobs.append((b, cons, "input", k, build))
     for b in bases + honest_only:
         b.layers = candidate_layers(b.module, b.x)
         if b.cam_layer not in b.layers:
             b.layers.append(b.cam_layer)
     references: dict[str, tuple] = {}
-    rows = []
+    rows: list[dict] = []
+    raw = ROOT / "benchmarks" / "results" / f"detection{'-quick' if quick else ''}.rows.json"
+
+    def dump() -> None:
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+        state = {"rows": [r for r in rows if "skipped" not in r], "skipped": [r for r in rows if "skipped" in r], "probes": probes, "seconds": seconds, "cpu_seconds": cpu_seconds}
+        raw.write_text(json.dumps(state, default=float) + "\n")
+
     for b, cons, layer, k, build in tqdm(jobs, desc="detection", unit="model", disable=not progress, file=sys.stderr):
         row = {"model": b.name, "weights": b.weights, "construction": cons, "layer": layer, "strength": k, "shifted": build is not None}
         if build is None:
@@ -678,10 +685,10 @@ def run(quick: bool, probes: int, progress: bool = True) -> dict:
                 continue
             row.update(audit_row(shifted, b.x, probes))
         rows.append(row)
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
-    raw = ROOT / "benchmarks" / "results" / f"detection{'-quick' if quick else ''}.rows.json"
-    raw.write_text(json.dumps({"rows": [r for r in rows if "skipped" not in r], "skipped": [r for r in rows if "skipped" in r], "probes": probes, "seconds": seconds, "cpu_seconds": cpu_seconds}, default=float) + "\n")
-    return finish(rows, probes, seconds, cpu_seconds)
+        if len(rows) % 10 == 0:
+            dump()  # partial results survive an interrupted run (--from-json)
+    dump()
+    return finish(rows, probes, time.perf_counter() - start, time.process_time() - cpu)
 
 
 def finish(rows: list[dict], probes: int, seconds: float, cpu_seconds: float) -> dict:
