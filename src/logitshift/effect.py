@@ -24,7 +24,11 @@ made against what an honest model can show, in two ways:
   threshold times that, measured where CAMs read the gradient, weighted by the
   activation: ``b = THRESHOLD · sqrt(|R|/(|R|−1) · E‖(vᵀPG) ⊙ A‖²) / |R|``
   (random centered probes ``v``, as for κ). Below the bound ``λ = 1`` and the
-  two maps are the same map: the effect is exactly 0.
+  two maps are the same map: the effect is exactly 0. A map that changes
+  (Spearman < 0.9) when the held common mode changes by a tenth
+  (:data:`STABILITY`) is unstable there, whatever the model: its size effect
+  is not counted (``unstable``). Grad-CAM++ at early layers is: its weights
+  are ratios of powers of the gradient.
 
 The activation weighting matters: CAMs weight gradients by activations, so a
 shift carried by channels with a very large activation and a very small
@@ -55,6 +59,14 @@ import torch
 
 #: Effect (1 − Spearman) from which a map counts as changed: the benchmark's "changes a map" (Spearman < 0.9).
 AFFECTED = 0.1
+#: Relative change of an honest-size common mode under which a map must stay put (Spearman ≥ 0.9) for its size
+#: effect to count: a map that moves under that much is unstable there (Grad-CAM++ at early layers), not steered.
+STABILITY = 0.1
+#: Methods whose size effect is never counted: Grad-CAM++'s weights are ratios of powers of the gradient, and its
+#: maps move under changes of the common mode far smaller than the honest bound (measured: a 0.3 % change moves its
+#: map on a random CNN to Spearman 0.59; the honest trained digits CNN's logit and centered maps have Spearman −0.86).
+#: Its structural effect (a proven shift removed exactly) still counts.
+UNSTABLE = frozenset({"gradcampp"})
 #: Probability an output must reach on some audited image to count (the benchmark's attack budget, max |Δp| ≤ 1e-5).
 NEVER = 1e-5
 INPUT = "input"
@@ -101,7 +113,8 @@ class MethodEffect:
     layer: str
     immune: list[float]  # 1 − Spearman(logit map, centered-logit map): the plain disagreement
     structural: list[float]  # 1 − Spearman(logit map, map without the part a structural test proves is a shift)
-    size: list[float]  # 1 − Spearman(logit map, map with the common mode held to the honest bound)
+    size: list[float]  # 1 − Spearman(logit map, map with the common mode held to the honest bound); 0 where unstable
+    unstable: list[bool] = field(default_factory=list)  # the held map itself moves under a 10 % change of its common mode
 
     @property
     def effect(self) -> float:
@@ -146,18 +159,27 @@ def layer_effects(
     held_needed = bool((lam < 1).any())
     lam_ = lam.to(g_top.dtype).view(-1, *([1] * (g_top.dim() - 1)))
     held = torch.where(lam_ < 1, centered + lam_ * common, g_top)
+    nudged = torch.where(lam_ < 1, centered + (1.0 - STABILITY) * lam_ * common, g_top)
     without = None if proven is None else g_top - proven.detach()
     zeros = [0.0] * len(g_top)
     out = []
     for j, (name, fn) in enumerate(methods_at(layer, act.detach()).items()):
         logit = fn(g_top) if (j == 0 or held_needed or without is not None) else None
+        size_effect, unstable = zeros, [False] * len(g_top)
+        if held_needed and name in UNSTABLE:
+            unstable = [True] * len(g_top)
+        elif held_needed:
+            held_map = fn(held)
+            unstable = [d >= AFFECTED for d in _disagreement(held_map, fn(nudged))]
+            size_effect = [0.0 if u else d for d, u in zip(_disagreement(logit, held_map), unstable)]
         out.append(
             MethodEffect(
                 method=name,
                 layer=layer,
                 immune=_disagreement(logit, fn(centered)) if j == 0 else [],
                 structural=_disagreement(logit, fn(without)) if without is not None else zeros,
-                size=_disagreement(logit, fn(held)) if held_needed else zeros,
+                size=size_effect,
+                unstable=unstable,
             )
         )
     return out
