@@ -463,8 +463,16 @@ def roc_auc(scores: list[float], labels: list[bool]) -> float:
 LIMITS = ("linear-head",)
 
 
+#: A shift counts as fooling only if it keeps every probability within this (the attack budget).
+BUDGET = 1e-5
+
+
 def summarize(every: list[dict], threshold: float) -> dict:
-    """Headline figures over every row but the ``LIMITS`` constructions; those get their own block."""
+    """Headline figures over every row but the ``LIMITS`` constructions; those get their own block.
+
+    A row whose shift moves some probability by more than ``BUDGET`` is no valid attack: it never counts as
+    fooling or changing a map (it stays a shifted model for the ROC-AUC)."""
+    every = [dict(r, fooled=False, fooled_any_map=False, changed=False) if r.get("max_abs_prob_diff", 0.0) > BUDGET else r for r in every]
     rows = [r for r in every if r["construction"] not in LIMITS]
     honest = [r for r in rows if not r["shifted"]]
     shifted = [r for r in rows if r["shifted"]]
@@ -490,6 +498,7 @@ def summarize(every: list[dict], threshold: float) -> dict:
         "fooling_kappa_min": min((r["kappa"] for r in fooling), default=float("nan")),
         "threshold": threshold,
         "by_test": {t: sum(r["flagged"] and r["deciding"] == t for r in shifted) for t in ("bypass", "head", "effect")},
+        "over_budget": sum(r.get("max_abs_prob_diff", 0.0) > BUDGET for r in rows if r["shifted"]),
         "honest_steered": sum(r["finding"] == "explanations steered" for r in honest),
         "honest_findings": {f: sum(r["finding"] == f for r in honest) for f in dict.fromkeys(r["finding"] for r in honest)},
         "honest_flagged_names": [f"{r['model']} ({r['finding']})" for r in honest if r["flagged"]],
@@ -558,6 +567,7 @@ def markdown(result: dict) -> str:
         f"| largest κ of an honest model / smallest κ of a fooling shift | {s['honest_kappa_max']:.3g} / {s['fooling_kappa_min']:.3g} |",
         f"| flagged shifts decided by bypass / head / effect | {s['by_test']['bypass']} / {s['by_test']['head']} / {s['by_test']['effect']} |",
         f"| honest models called *explanations steered* | {s['honest_steered']} |",
+        f"| shifted rows over the budget (max \\|Δp\\| > {BUDGET:g}: never counted as fooling) | {s['over_budget']} |",
         f"| honest models' findings | {'; '.join(f'{k}: {v}' for k, v in s['honest_findings'].items())} |",
         f"| honest models flagged (exit 1), and why | {', '.join(s['honest_flagged_names']) or 'none'} |",
         f"| largest max \\|Δp\\| of a fooling shift | {s['fooling_max_prob_diff']:.1e} |",

@@ -46,10 +46,6 @@ def shifted_by(kind: str, base: nn.Module, strength: float) -> nn.Module:
     return ShiftedModel(base, "input", InputShift(strength, parse_target("top-left", SIZE).mask), torch.float64)
 
 
-def effect_of(result) -> dict[tuple[str, str], float]:
-    return {(m.method, m.layer.removeprefix("base.")): m.effect for m in result.effects.methods}
-
-
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 10_000),
@@ -58,27 +54,26 @@ def effect_of(result) -> dict[tuple[str, str], float]:
     kind=st.sampled_from(["paper", "region", "input"]),
     log_strength=st.floats(-4, -1),
 )
-def test_the_effect_is_exactly_zero_without_a_shift_and_grows_with_it(seed, width, classes, kind, log_strength):
-    """Law: no shift, no effect (exactly: the maps compared are the same tensors); the structural effect
-    of a shift is never smaller at 100 times the strength (beyond Spearman's ties), and it is the shift's
-    true effect: 1 − Spearman between the shifted model's logit map and the unshifted model's."""
+def test_the_effect_is_exactly_zero_without_a_shift_and_tracks_the_shifts_true_effect(seed, width, classes, kind, log_strength):
+    """Law: no shift, no effect (exactly: the maps compared are the same tensors). With a shift, at two
+    strengths 100× apart, the structural effect on the saliency map *is* the shift's true effect (1 − Spearman
+    between the shifted model's logit map and the unshifted model's), to float32 round-off: it grows exactly
+    as the shift's effect grows. (A plain "the largest effect over all methods never decreases with strength"
+    is false: hypothesis found Grad-CAM++ and Grad-CAM at a first layer flipping at 1.2e-3 and settling at
+    0.12 on a 3-class CNN; Spearman on such maps is not monotone in the perturbation.)"""
     base, x = TinyCNN(classes, width, seed), images(3, seed)
     honest = audit_model(base, x)
     assert honest.tests()["effect"]["value"] == 0.0 and honest.finding in ("clean", "common mode present, explanations unaffected")
-    k = 10.0**log_strength
-    weak, strong = audit_model(shifted_by(kind, base, k), x), audit_model(shifted_by(kind, base, 100 * k), x)
-    w, s = effect_of(weak), effect_of(strong)
-    assert max(s.values()) >= max(w.values()) - 0.05, (max(w.values()), max(s.values()))
-    assert max(s.values()) > 0.0
-    # oracle: removing the part the bypass test proves is a shift gives back the unshifted model's maps
     target = base(x).argmax(dim=1)
-    gx = _input_grad(shifted_by(kind, base, 100 * k), x, target)
-    g0 = _input_grad(base, x, target)
     saliency = methods_at("input", x)["saliency"]
-    truth = [1.0 - float(v) for v in spearman(saliency(gx), saliency(g0))]
-    structural = next(m for m in strong.effects.methods if m.method == "saliency").structural
-    if strong.tests()["bypass"]["fired"]:
-        assert all(abs(a - b) < 1e-3 for a, b in zip(structural, truth)), (structural, truth)  # float32 round-off can break a tie
+    g0 = _input_grad(base, x, target)
+    for k in (10.0**log_strength, 100 * 10.0**log_strength):
+        model = shifted_by(kind, base, k)
+        result = audit_model(model, x)
+        assert result.tests()["bypass"]["fired"]  # the law of tests/test_audit.py: any shift before the classifier
+        truth = [1.0 - float(v) for v in spearman(saliency(_input_grad(model, x, target)), saliency(g0))]
+        structural = next(m for m in result.effects.methods if m.method == "saliency").structural
+        assert all(abs(a - b) < 1e-3 for a, b in zip(structural, truth)), (k, structural, truth)  # float32 round-off can break a tie
 
 
 def _input_grad(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

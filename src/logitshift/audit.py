@@ -47,9 +47,19 @@ classifier passes them exactly (to floating-point round-off):
   Evidence is ``min(spread / TOLERANCE, κ_head / THRESHOLD)`` over the
   images' deviations from the batch mean.
 
-The score is ``max(κ / THRESHOLD, bypass, head)``: above 1 the verdict is
-``shifted``. Cost: one forward pass, ``2 + probes`` backward passes, and
-``1 + probes`` pull-backs from ``h``. The one shift no gradient test can single out is a linear
+What a user asks is whether the explanations change: :mod:`logitshift.effect`
+measures, for every method family at every audited layer, how far the logit
+map is from the map without the part of the common mode a structural test
+proves is a shift (exactly 0 for an honest model), and from the map whose
+common mode is held to the largest size honest classes give (exactly 0
+below it). The score is ``max(bypass, head, effect / AFFECTED)``: above 1 the
+verdict is ``shifted`` (exit 1), and the finding says which: explanations
+steered, driven by the common mode, or a shift that leaves them unaffected.
+κ (plain and activation-weighted) is evidence only. Statistics are over the
+classes that matter (outputs never above probability 1e-5 are left out), and
+the cut is never an N×C tensor. Cost: one forward pass, ``2 + probes``
+backward passes, and ``1 + probes`` pull-backs from ``h`` (one more when the
+head test fires); maps only where they can differ. The one shift no gradient test can single out is a linear
 function of ``h`` (``W + 1aᵀ`` as the classifier weights): that *is* an honest
 linear classifier, and only its size (κ) gives it away (``docs/audit.md``).
 The report also gives, per layer, the disagreement
