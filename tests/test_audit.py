@@ -314,10 +314,13 @@ def test_the_head_test_measures_a_shift_computed_from_the_logits(seed, classes, 
             z = self.base(x).double()
             return z + k * f(z).mean(dim=1, keepdim=True)
 
+    from logitshift.effect import classes_that_matter
+
     with torch.no_grad():
         z = base(x).double()
+        keep = classes_that_matter(torch.softmax(FromLogits()(x), dim=1))  # the audit sums over the classes that matter, R
     w = base.fc.weight.detach().double()
-    rows = w.sum(dim=0) + k * df(z) @ w  # C·(1/C)·Σ_j f'(z_j) W_j = Σ_j f'(z_j) W_j
+    rows = w[keep].sum(dim=0) + int(keep.sum()) / classes * k * df(z) @ w  # Σ_R W_j + |R|·(K/C)·Σ_j f'(z_j) W_j
     oracle = float(((rows - rows.mean(dim=0)).norm(dim=1) / rows.mean(dim=0).norm()).max())
     result = audit_model(FromLogits(), x)
     tests = result.tests()
@@ -364,11 +367,12 @@ class Packaged(nn.Module):
 
 
 def test_a_shift_packaged_in_modules_that_look_like_a_classifier_is_still_caught():
-    """The classifier's input is the last 2-D module input through which every centered gradient flows:
-    ``AddCommon``'s input (the unshifted logits) qualifies and the bypass goes around it; ``Shift2D``'s
-    input carries no class gradient and is passed over."""
+    """The classifier's input is the last 2-D module input, before any N×C tensor, through which every
+    centered gradient flows: ``AddCommon``'s input (the unshifted logits, N×C) is never taken, ``Shift2D``'s
+    input carries no class gradient and is passed over, so the cut is ``fc``'s input and the bypass goes around it."""
     result = audit_model(Packaged(TinyCNN(10, 8, 7)), images())
-    assert result.head.layer == "add" and result.verdict == "shifted" and result.tests()["bypass"]["fired"]
+    assert result.head.layer == "base.fc" and result.verdict == "shifted" and result.tests()["bypass"]["fired"]
+    assert result.context.passed_over == ["add"]
     result = audit_model(Packaged(TinyCNN(10, 8, 7), add_in_module=False), images())
     assert result.head.layer == "base.fc" and result.verdict == "shifted" and result.tests()["bypass"]["fired"]
     honest = audit_model(TinyCNN(10, 8, 7), images())

@@ -47,9 +47,19 @@ classifier passes them exactly (to floating-point round-off):
   Evidence is ``min(spread / TOLERANCE, κ_head / THRESHOLD)`` over the
   images' deviations from the batch mean.
 
-The score is ``max(κ / THRESHOLD, bypass, head)``: above 1 the verdict is
-``shifted``. Cost: one forward pass, ``2 + probes`` backward passes, and
-``1 + probes`` pull-backs from ``h``. The one shift no gradient test can single out is a linear
+What a user asks is whether the explanations change: :mod:`logitshift.effect`
+measures, for every method family at every audited layer, how far the logit
+map is from the map without the part of the common mode a structural test
+proves is a shift (exactly 0 for an honest model), and from the map whose
+common mode is held to the largest size honest classes give (exactly 0
+below it). The score is ``max(bypass, head, effect / AFFECTED)``: above 1 the
+verdict is ``shifted`` (exit 1), and the finding says which: explanations
+steered, driven by the common mode, or a shift that leaves them unaffected.
+κ (plain and activation-weighted) is evidence only. Statistics are over the
+classes that matter (outputs never above probability 1e-5 are left out), and
+the cut is never an N×C tensor. Cost: one forward pass, ``2 + probes``
+backward passes, and ``1 + probes`` pull-backs from ``h`` (one more when the
+head test fires); maps only where they can differ. The one shift no gradient test can single out is a linear
 function of ``h`` (``W + 1aᵀ`` as the classifier weights): that *is* an honest
 linear classifier, and only its size (κ) gives it away (``docs/audit.md``).
 The report also gives, per layer, the disagreement
@@ -77,6 +87,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .effect import AFFECTED, NEVER, Effects, MethodEffect, classes_that_matter, honest_bound, layer_effects, weighted
 from .errors import LogitShiftError
 
 #: κ above which a model is called shifted (see docs/audit.md for the calibration).
@@ -150,6 +161,8 @@ class LayerEvidence:
     bypass: list[float] = field(default_factory=list)  # β: common-mode fraction not pulled back from the classifier input, per image
     bypass_kappa: list[float] = field(default_factory=list)  # κ of the part that bypasses it, per image
     bypass_centered: list[float] = field(default_factory=list)  # fraction of the centered gradients that bypasses it (0 for a cut)
+    kappa_weighted: list[float] = field(default_factory=list)  # κ of the activation-weighted gradient g ⊙ A (where CAMs read it), per image
+    methods: list[MethodEffect] = field(default_factory=list)  # each method family's effect at this layer (logitshift.effect)
 
     @property
     def kappa_max(self) -> float:
@@ -163,6 +176,15 @@ class LayerEvidence:
 def _evidence_ratio(fraction: float, kappa: float, threshold: float) -> float:
     """Structural evidence: above 1 when a common-mode part stands above round-off *and* above the classes' spread."""
     return min(fraction / TOLERANCE, kappa / threshold)
+
+
+@dataclass
+class Context:
+    """What the audit left out, and why: outputs never predicted, modules passed over as the classifier."""
+
+    outputs: int  # C, every output of the model
+    never: list[int]  # outputs whose probability stays below logitshift.effect.NEVER on every image
+    passed_over: list[str]  # modules whose input is N×C (logits or a function of them): never the cut
 
 
 @dataclass
@@ -293,7 +315,9 @@ def measure(
     probes: int = DEFAULT_PROBES,
     seed: int = 0,
     progress: bool = False,
-) -> tuple[list[LayerEvidence], HeadEvidence | None]:
+    threshold: float = THRESHOLD,
+    keep: torch.Tensor | None = None,
+) -> tuple[list[LayerEvidence], HeadEvidence | None, "Context"]:
     """Evidence at the input (first entry) and at each of ``layers``, from one forward pass.
 
     Also finds the classifier's input ``h`` for the bypass and head tests: the
@@ -302,7 +326,15 @@ def measure(
     that only feeds a shift cannot pose as the classifier). Backward passes:
     one for the top-1 logits, one for the logit sum, one per probe (each
     reaching the input and every layer at once), and one pull-back from ``h``
-    per probe plus one (more when a later 2-D input proves no cut).
+    per probe plus one (more when a later 2-D input proves no cut), plus one
+    when the head test fires (to place the classifier row's movement).
+
+    The classifier's input is never an N×C tensor (C the number of outputs):
+    that is the logits, or a function of them alone (an identity or a
+    temperature placed on the logits by the model's author), and a cut there
+    would leave nothing for the bypass and head tests to see; such tensors and
+    everything after the first of them are passed over (``Context``).
+    Statistics are over the classes that matter (:func:`logitshift.effect.classes_that_matter`).
     """
     acts: dict[str, torch.Tensor] = {}
     heads: list[tuple[str, torch.Tensor, int]] = []  # (module, its N×w input, its output's width)
@@ -337,11 +369,20 @@ def measure(
     constant = [n for n in layers if not acts[n].requires_grad]
     if constant:
         raise LogitShiftError(f"layer {constant[0]!r}: its output does not depend on the input, so it has no gradient to audit")
-    classes = z.shape[1]
-    heads = heads[-MAX_HEADS:]
+    outputs = z.shape[1]
+    # the classes that matter: an output never predicted can carry any gradient without moving a probability
+    if keep is None:
+        keep = classes_that_matter(torch.softmax(z.detach().double(), dim=1))
+    classes = int(keep.sum())
+    mask = keep.to(z.dtype)
+    # the cut is never an N×C tensor (the logits, or a function of them placed by the model's author) nor anything after one
+    logits_like = next((j for j, hd in enumerate(heads) if hd[1].shape[1] == outputs), None)
+    passed_over = [hd[0] for hd in heads[logits_like:]] if logits_like is not None else []
+    heads = heads[:logits_like][-MAX_HEADS:] if logits_like is not None else heads[-MAX_HEADS:]
     names = [INPUT, *layers]
     spatial = len(names)
     wrt = [xg] + [acts[n] for n in layers] + [hd[1] for hd in heads]
+    weights = [None] + [acts[n].detach() for n in layers]  # what a CAM multiplies the gradient by (nothing at the input)
 
     def grads(s: torch.Tensor) -> list[torch.Tensor]:
         out = torch.autograd.grad(s, wrt, retain_graph=True, allow_unused=True)
@@ -353,28 +394,30 @@ def measure(
 
     from tqdm import tqdm
 
-    bar = tqdm(total=2 + probes + (probes + 1 if heads else 0), desc="audit", unit="backward", disable=not progress, file=sys.stderr, leave=False)
+    bar = tqdm(total=2 + probes + (probes + 2 if heads else 0), desc="audit", unit="backward", disable=not progress, file=sys.stderr, leave=False)
     top = z.detach().argmax(dim=1, keepdim=True)
     g_top = grads(z.gather(1, top).sum())
-    g_sum = grads(z.sum())
+    g_sum = grads((z * mask).sum())
     bar.update(2)
     gen = torch.Generator().manual_seed(seed)
     frob = [torch.zeros(len(x), dtype=torch.float64, device=z.device) for _ in wrt[:spatial]]
+    frob_weighted = [torch.zeros(len(x), dtype=torch.float64, device=z.device) for _ in wrt[:spatial]]
     frob_cells = [torch.zeros(w.shape[0], *w.shape[2:], dtype=torch.float64, device=z.device) for w in wrt[:spatial]]
     frob_bypass = [torch.zeros(len(x), dtype=torch.float64, device=z.device) for _ in wrt[:spatial]]
     probe_rows = []
     head: int | None = None  # index into wrt of the chosen classifier input
     for k in range(probes):
-        # one probe for every image, so that the head test can compare images
-        v = torch.randn((1, classes), generator=gen, dtype=torch.float64)
-        v = (v - v.mean(dim=1, keepdim=True)).to(z).expand_as(z)
+        # one probe for every image, so that the head test can compare images; centered over the classes that matter
+        v = torch.randn((1, outputs), generator=gen, dtype=torch.float64).to(z.device) * keep.double()
+        v = ((v - v.sum(dim=1, keepdim=True) / classes) * keep.double()).to(z.dtype).expand_as(z)
         g = grads((v * z).sum())
         bar.update(1)
         for i in range(spatial):
             frob[i] += _norms(g[i]).pow(2) / probes
+            frob_weighted[i] += _norms(weighted(g[i].detach(), weights[i])).pow(2) / probes
             frob_cells[i] += _cell_sq(g[i]) / probes
         if k == 0 and heads:
-            head, pulled = _choose_cut(heads, classes, spatial, g, pull_back)
+            head, pulled = _choose_cut(heads, outputs, spatial, g, pull_back)
         elif head is not None:
             pulled = pull_back(wrt[head], g[head])
         if head is not None:
@@ -385,6 +428,7 @@ def measure(
     bypass: list[list[float]] = [[] for _ in range(spatial)]
     bypass_kappa: list[list[float]] = [[] for _ in range(spatial)]
     bypass_centered: list[list[float]] = [[] for _ in range(spatial)]
+    proven: list[torch.Tensor | None] = [None] * spatial  # the part of the common mode a structural test proves is a shift
     head_evidence = None
     if head is not None:
         pulled = pull_back(wrt[head], g_sum[head])
@@ -394,19 +438,29 @@ def measure(
             bypass[i] = _fraction(part, g_sum[i])
             bypass_kappa[i] = [float(k) for k in _ratio(_norms(part), frob_bypass[i], classes)]
             bypass_centered[i] = [float(v) for v in torch.where(frob[i] > 0, (frob_bypass[i] / frob[i].clamp_min(1e-300)).sqrt(), torch.zeros_like(frob[i]))]
+            fired = torch.tensor([_evidence_ratio(b, k, threshold) > 1.0 for b, k in zip(bypass[i], bypass_kappa[i])])
+            if bool(fired.any()):
+                proven[i] = part * fired.view(-1, *([1] * (part.dim() - 1))).to(part.dtype)
         head_evidence = HeadEvidence.from_rows(heads[head - spatial][0], g_sum[head].detach().double().flatten(1), torch.stack(probe_rows), classes)
+        if head_evidence.ratio(threshold) > 1.0:
+            # the classifier's common-mode row moves from image to image: its deviation from the batch mean is a shift
+            deviation = g_sum[head].detach() - g_sum[head].detach().mean(dim=0, keepdim=True)
+            moved = pull_back(wrt[head], deviation)
+            for i in range(spatial):
+                proven[i] = moved[i].detach() if proven[i] is None else proven[i] + moved[i].detach()
+        bar.update(1)
     bar.close()
     out = []
     for i, name in enumerate(names):
         common = g_sum[i].detach() / classes
         centered = g_top[i].detach() - common
         kappa = _ratio(_norms(g_sum[i]), frob[i], classes)
+        kappa_w = _ratio(_norms(weighted(g_sum[i].detach(), weights[i])), frob_weighted[i], classes)
         cells = _ratio(_cell_sq(g_sum[i]).sqrt(), frob_cells[i], classes).mean(dim=0)
-        if name == INPUT:
-            a, b = _saliency(g_top[i].detach()), _saliency(centered)
-        else:
-            act = wrt[i].detach()
-            a, b = _gradcam(act, g_top[i].detach()), _gradcam(act, centered)
+        act = xg.detach() if name == INPUT else wrt[i].detach()
+        bound = honest_bound(frob_weighted[i], classes, threshold)
+        methods = layer_effects(name, act, g_top[i], common, None if proven[i] is None else proven[i] / classes, bound)
+        gradcam = next((m for m in methods if m.method in ("gradcam", "saliency")), methods[0])
         out.append(
             LayerEvidence(
                 layer=name,
@@ -414,61 +468,91 @@ def measure(
                 kappa=[float(k) for k in kappa],
                 common_norm=[float(v) for v in _norms(common)],
                 class_norm=[float(v) for v in _norms(centered)],
-                disagreement=[1.0 - s for s in _spearman(a, b)],
+                disagreement=list(gradcam.immune),
                 cells=cells.tolist() if name != INPUT else [],
                 classes=classes,
                 bypass=bypass[i],
                 bypass_kappa=bypass_kappa[i],
                 bypass_centered=bypass_centered[i],
+                kappa_weighted=[float(k) for k in kappa_w],
+                methods=methods,
             )
         )
-    return out, head_evidence
+    context = Context(outputs, [int(j) for j in (~keep).nonzero().flatten()], passed_over)
+    return out, head_evidence, context
 
 
-def measure_batches(model, x, layers, probes=DEFAULT_PROBES, seed=0, progress=False) -> tuple[list[LayerEvidence], HeadEvidence | None]:
+def measure_batches(model, x, layers, probes=DEFAULT_PROBES, seed=0, progress=False, threshold=THRESHOLD) -> tuple[list[LayerEvidence], HeadEvidence | None, Context]:
     """:func:`measure` image by image when the model takes a fixed batch size, else on the whole batch.
 
-    Every image gets the same probes (same ``seed``), so the head test can still compare images.
+    Every image gets the same probes (same ``seed``) and the same classes that
+    matter (from every image's probabilities), so the head test can still
+    compare images. Image by image, the head test's movement is not placed in
+    the structural effect (it needs the batch); the bypass part is.
     """
     try:
-        return measure(model, x, layers, probes, seed, progress)
+        return measure(model, x, layers, probes, seed, progress, threshold)
     except LogitShiftError:
         if len(x) == 1:
             raise
     from tqdm import tqdm
 
-    parts = [measure(model, x[i : i + 1], layers, probes, seed) for i in tqdm(range(len(x)), desc="audit", unit="image", disable=not progress, file=sys.stderr)]
+    with torch.no_grad():
+        probs = torch.cat([torch.softmax(_hooked_forward(model, x[i : i + 1], [], "forward pass").double(), dim=1) for i in range(len(x))])
+    keep = classes_that_matter(probs)
+    parts = [measure(model, x[i : i + 1], layers, probes, seed, threshold=threshold, keep=keep) for i in tqdm(range(len(x)), desc="audit", unit="image", disable=not progress, file=sys.stderr)]
     merged = []
     for rows in zip(*(p[0] for p in parts)):
         first = rows[0]
         cells = np.mean([np.asarray(r.cells) for r in rows], axis=0).tolist() if first.cells else []
+
+        def cat(key: str, rows=rows) -> list:
+            return [k for r in rows for k in getattr(r, key)]
+
+        methods = [
+            MethodEffect(m.method, m.layer, *([v for r in rows for v in getattr(r.methods[j], key)] for key in ("immune", "structural", "size")))
+            for j, m in enumerate(first.methods)
+        ]
         merged.append(
             LayerEvidence(
                 first.layer,
                 first.shape,
-                [k for r in rows for k in r.kappa],
-                [k for r in rows for k in r.common_norm],
-                [k for r in rows for k in r.class_norm],
-                [k for r in rows for k in r.disagreement],
+                cat("kappa"),
+                cat("common_norm"),
+                cat("class_norm"),
+                cat("disagreement"),
                 cells,
                 first.classes,
-                [k for r in rows for k in r.bypass],
-                [k for r in rows for k in r.bypass_kappa],
-                [k for r in rows for k in r.bypass_centered],
+                cat("bypass"),
+                cat("bypass_kappa"),
+                cat("bypass_centered"),
+                cat("kappa_weighted"),
+                methods,
             )
         )
     heads = [p[1] for p in parts]
+    context = parts[0][2]
     if any(h is None for h in heads):
-        return merged, None
+        return merged, None, context
     common = torch.cat([h.common_rows for h in heads])
     probe_rows = torch.cat([h.probe_rows for h in heads], dim=1)
-    return merged, HeadEvidence.from_rows(heads[0].layer, common, probe_rows, first.classes)
+    return merged, HeadEvidence.from_rows(heads[0].layer, common, probe_rows, first.classes), context
 
 
 def _tests(evidence: list[LayerEvidence], head: HeadEvidence | None, threshold: float) -> dict[str, dict]:
-    """κ, and when a classifier input was found the bypass and head tests: statistic, ratio (fires above 1), layer."""
+    """Each test: statistic, ratio (fires above 1), layer, and whether it decides the verdict.
+
+    ``kappa`` (the common mode's size, plain and activation-weighted) is evidence
+    only: trained classifiers can carry a large common mode honestly. ``bypass``
+    and ``head`` (when a classifier input was found) prove a shift; ``effect``
+    says whether the common mode changes a map beyond what an honest model shows.
+    """
     kappa = max(e.kappa_max for e in evidence)
-    out: dict[str, dict] = {"kappa": {"value": kappa, "ratio": kappa / threshold, "threshold": threshold}}
+    kappa_w = max((max(e.kappa_weighted) for e in evidence if e.kappa_weighted), default=0.0)
+    at = max(evidence, key=lambda e: max(max(e.kappa), max(e.kappa_weighted, default=0.0)))
+    out: dict[str, dict] = {
+        "kappa": {"value": kappa, "weighted": kappa_w, "ratio": max(kappa, kappa_w) / threshold, "threshold": threshold, "layer": at.layer, "decides": False}
+    }
     if head is not None:
         firing = [e for e in evidence if e.bypass_ratio(threshold) > 1.0]
         # the shift reads at or after the last layer it bypasses from, and before the classifier's input
@@ -479,6 +563,7 @@ def _tests(evidence: list[LayerEvidence], head: HeadEvidence | None, threshold: 
             "ratio": max(e.bypass_ratio(threshold) for e in evidence),
             "layer": worst.layer,
             "tolerance": TOLERANCE,
+            "decides": True,
         }
         out["head"] = {
             "value": max(head.spread) if head.spread else None,
@@ -486,24 +571,64 @@ def _tests(evidence: list[LayerEvidence], head: HeadEvidence | None, threshold: 
             "ratio": head.ratio(threshold),
             "layer": head.layer,
             "tolerance": TOLERANCE,
+            "decides": True,
         }
+    effects = Effects([m for e in evidence for m in e.methods])
+    worst_effect = effects.worst()
+    out["effect"] = {
+        "value": effects.value(),
+        "structural": effects.value("structural"),
+        "size": effects.value("size"),
+        "ratio": effects.value() / AFFECTED,
+        "layer": worst_effect.layer if worst_effect is not None else None,
+        "method": worst_effect.method if worst_effect is not None else None,
+        "affected_below": 1.0 - AFFECTED,
+        "decides": True,
+    }
     for t in out.values():
         t["fired"] = t["ratio"] > 1.0
     return out
+
+
+#: What the audit concludes, in words the user can act on; the first three exit 1.
+FINDINGS = {
+    "steered": "explanations steered",
+    "common": "explanations driven by the common mode",
+    "shifted": "shifted, explanations unaffected",
+    "present": "common mode present, explanations unaffected",
+    "clean": "clean",
+}
+
+
+def _finding(tests: dict[str, dict]) -> str:
+    """The finding from the tests: does a proven shift or an over-sized common mode change the maps?"""
+    effect = tests["effect"]
+    proven = any(tests[k]["fired"] for k in ("bypass", "head") if k in tests)
+    if effect["structural"] >= AFFECTED or (proven and effect["size"] >= AFFECTED):
+        return FINDINGS["steered"]
+    if effect["size"] >= AFFECTED:
+        return FINDINGS["common"]
+    if proven:
+        return FINDINGS["shifted"]
+    if tests["kappa"]["fired"]:
+        return FINDINGS["present"]
+    return FINDINGS["clean"]
 
 
 @dataclass
 class AuditResult:
     """The verdict and the evidence behind it."""
 
-    verdict: str  # "clean" or "shifted"
-    score: float  # max(κ / threshold, bypass ratio, head ratio): above 1 means shifted
+    verdict: str  # "clean" (exit 0) or "shifted" (exit 1)
+    score: float  # max(bypass ratio, head ratio, effect / AFFECTED): above 1 means shifted
     threshold: float  # κ threshold
     where: str  # the layer (or "input") that carries the deciding evidence
-    classes: int
+    classes: int  # the classes that matter (outputs never predicted left out)
     images: list[str]
     evidence: list[LayerEvidence]
     head: HeadEvidence | None = None
+    finding: str = ""  # one of FINDINGS' values
+    context: Context | None = None
 
     @property
     def shifted(self) -> bool:
@@ -519,24 +644,65 @@ class AuditResult:
         """Largest bypass ratio over images and layers (0 when no classifier layer was found)."""
         return max((e.bypass_ratio(self.threshold) for e in self.evidence), default=0.0)
 
+    @property
+    def effects(self) -> Effects:
+        """Every method family's effect at every audited layer."""
+        return Effects([m for e in self.evidence for m in e.methods])
+
     def tests(self) -> dict[str, dict]:
         """Each test's statistic, its ratio to the point where it fires (1), and whether it fired."""
         return _tests(self.evidence, self.head, self.threshold)
 
+    def sentence(self) -> str:
+        """The finding in one sentence, with the numbers."""
+        tests = self.tests()
+        effect = tests["effect"]
+        affected = self.effects.summary()
+        proven = [k for k in ("bypass", "head") if tests.get(k, {}).get("fired")]
+        how = f" (a shift proven by the {' and '.join(proven)} test{'s' if len(proven) > 1 else ''} at {tests[proven[0]]['layer']})" if proven else ""
+        if self.finding == FINDINGS["steered"]:
+            return f"{self.finding}{how}: the logit maps differ from the shift-immune ones beyond what an honest model shows: {affected}."
+        if self.finding == FINDINGS["common"]:
+            return (
+                f"{self.finding}: its size is beyond what honest classes give (κ {tests['kappa']['value']:.3g}, weighted {tests['kappa']['weighted']:.3g}) "
+                f"and it changes {affected}; no test of the function can tell a classifier trained into a common mode from a linear shift "
+                "of its input: explain the centered logit (logitshift defend)."
+            )
+        if self.finding == FINDINGS["shifted"]:
+            return f"{self.finding}{how}: every map stays within the honest range (largest effect {effect['value']:.3f}, below {AFFECTED:g})."
+        if self.finding == FINDINGS["present"]:
+            return (
+                f"{self.finding}: κ {tests['kappa']['value']:.3g} (weighted {tests['kappa']['weighted']:.3g}) is above {self.threshold:g}, "
+                f"but no map moves beyond the honest range (largest effect {effect['value']:.3f}, below {AFFECTED:g}) and no shift is proven."
+            )
+        return f"{self.finding}: no shift proven, κ {tests['kappa']['value']:.3g} ≤ {self.threshold:g}, largest effect on a map {effect['value']:.3f}."
+
     def to_json(self) -> dict:
         return {
             "verdict": self.verdict,
+            "finding": self.finding,
+            "sentence": self.sentence(),
             "score": self.score,
             "threshold": self.threshold,
             "kappa": self.kappa,
             "where": self.where,
             "classes": self.classes,
+            "outputs": self.context.outputs if self.context else self.classes,
+            "never_predicted": self.context.never if self.context else [],
+            "passed_over": self.context.passed_over if self.context else [],
             "classifier": self.head.to_json() if self.head is not None else None,
             "tests": self.tests(),
             "images": self.images,
             "evidence": [
-                {**asdict(e), "kappa_max": e.kappa_max, "disagreement_max": max(e.disagreement), "bypass_max": max(e.bypass, default=None)} for e in self.evidence
+                {
+                    **{k: v for k, v in asdict(e).items() if k != "methods"},
+                    "kappa_max": e.kappa_max,
+                    "disagreement_max": max(e.disagreement),
+                    "bypass_max": max(e.bypass, default=None),
+                }
+                for e in self.evidence
             ],
+            "effects": self.effects.to_json(),
         }
 
 
@@ -552,12 +718,15 @@ def audit_model(
     require_spatial: bool = True,
     progress: bool = False,
 ) -> AuditResult:
-    """Audit ``model`` on the batch ``x``: verdict, score and per-layer evidence.
+    """Audit ``model`` on the batch ``x``: finding, verdict, score and per-layer evidence.
 
-    ``score = max(κ / threshold, bypass ratio, head ratio)``; above 1 the verdict is ``shifted``.
+    ``score = max(bypass ratio, head ratio, effect / AFFECTED)``; above 1 the
+    verdict is ``shifted`` (exit 1). ``finding`` says what for: explanations
+    steered, driven by the common mode, or a shift that leaves them unaffected;
+    at most 1 it is ``clean`` or "common mode present, explanations unaffected".
 
     >>> result = audit_model(model, x)        # x: a few preprocessed images
-    >>> result.verdict, result.score, result.where   # e.g. ('clean', 0.2, 'blocks.4._project_conv')
+    >>> result.finding, result.score, result.where   # e.g. ('clean', 0.2, 'blocks.4._project_conv')
     """
     if layers is None:
         layers = candidate_layers(model, x, max_layers)
@@ -565,14 +734,15 @@ def audit_model(
             raise LogitShiftError(
                 f"model {type(model).__name__!r}: no layer outputs a spatial feature map (N×C×H×W); the audit needs a convolutional classifier"
             )
-    evidence, head = measure_batches(model, x, list(layers), probes, seed, progress)
+    evidence, head, context = measure_batches(model, x, list(layers), probes, seed, progress, threshold)
     classes = evidence[0].classes
     tests = _tests(evidence, head, threshold)
-    deciding = max(tests, key=lambda k: tests[k]["ratio"])
+    deciding = max((k for k in tests if tests[k]["decides"]), key=lambda k: tests[k]["ratio"])
     score = tests[deciding]["ratio"]
-    where = tests[deciding].get("layer") or max(evidence, key=lambda e: e.kappa_max).layer
+    finding = _finding(tests)
+    where = tests[deciding].get("layer") or tests["kappa"]["layer"]
     return AuditResult(
-        verdict="shifted" if score > 1.0 else "clean",
+        verdict="shifted" if finding in (FINDINGS["steered"], FINDINGS["common"], FINDINGS["shifted"]) else "clean",
         score=score,
         threshold=threshold,
         where=where,
@@ -580,6 +750,8 @@ def audit_model(
         images=list(image_names) if image_names is not None else [str(i) for i in range(len(x))],
         evidence=evidence,
         head=head,
+        finding=finding,
+        context=context,
     )
 
 
@@ -798,6 +970,50 @@ def pick_images(specs: Sequence[str], limit: int) -> list[str]:
     return [item.spec for item in items]
 
 
+def print_result(result: AuditResult) -> None:
+    """The finding first (one sentence with the numbers), then what was left out and why, then the evidence."""
+    print(result.sentence())
+    context = result.context
+    if context is not None and context.never:
+        print(
+            f"{len(context.never)} of {context.outputs} outputs never reach probability {NEVER:g} on these images and are left out "
+            "of the statistics (an output never predicted can carry any gradient without changing a probability)"
+        )
+    if result.head is not None:
+        print(
+            f"classifier input: the input of {result.head.layer} ({result.head.width} values), the last 2-D tensor that carries "
+            "every centered gradient"
+            + (f"; {', '.join(context.passed_over)} passed over: an N×C tensor is the logits or a function of them, never the cut" if context and context.passed_over else "")
+        )
+    elif context is not None and context.passed_over:
+        print(f"no classifier input found before the logits ({', '.join(context.passed_over)} take N×C tensors, never the cut): κ and the effect only")
+    bypass_col = result.head is not None
+    print(f"{'layer':<28} {'shape':<16} {'κ max':>9} {'κ weighted':>10} {'‖∇mean z‖':>11} {'‖∇(z_c−mean z)‖':>16} {'effect':>7}" + (f" {'bypass':>9}" if bypass_col else ""))
+    for e in result.evidence:
+        effect = max((m.effect for m in e.methods), default=0.0)
+        print(
+            f"{e.layer[:28]:<28} {'×'.join(map(str, e.shape)):<16} {e.kappa_max:>9.3g} {max(e.kappa_weighted, default=0.0):>10.3g} "
+            f"{float(np.mean(e.common_norm)):>11.3g} {float(np.mean(e.class_norm)):>16.3g} {effect:>7.3f}"
+            + (f" {max(e.bypass):>9.2g}" if bypass_col else "")
+        )
+    for key, t in result.tests().items():
+        extra = f" at {t['layer']}" if t.get("layer") else ""
+        value = "n/a (one image)" if t["value"] is None else f"{t['value']:.3g}"
+        role = "" if t.get("decides", True) else " (evidence only)"
+        print(f"test {key:<7} {value:>16}  ratio {t['ratio']:.3g}{extra}  {'FIRED' if t['fired'] else 'ok'}{role}")
+    if not bypass_col:
+        print("tests bypass/head: not run (no classifier layer with one output per class was found; κ and the effect only)")
+    print(f"verdict: {result.verdict} — {result.finding} (score {result.score:.3g}, κ max {result.kappa:.3g} against {result.threshold:g}, deciding evidence at {result.where})")
+    bypass = result.tests().get("bypass", {})
+    if bypass.get("fired"):
+        names = [e.layer for e in result.evidence]
+        later = names[names.index(bypass["layer"]) + 1 :]
+        print(
+            f"the common mode goes around the classifier's input up to {bypass['layer']}: "
+            f"a shift reads {bypass['layer']}, or a layer between it and {later[0] if later else 'the classifier'}"
+        )
+
+
 def cmd_audit(args) -> int:
     from dataclasses import replace
 
@@ -834,29 +1050,7 @@ def cmd_audit(args) -> int:
     dtype = next((p.dtype for p in module.parameters()), torch.float32)
     module.to(device)
     result = audit_model(module, x.to(device, dtype), layers, args.threshold, args.probes, image_names=[im.name for im in images], progress=not args.no_progress)
-    bypass_col = result.head is not None
-    print(f"{'layer':<28} {'shape':<16} {'κ max':>9} {'‖∇mean z‖':>11} {'‖∇(z_c−mean z)‖':>16} {'1−Spearman':>10}" + (f" {'bypass':>9}" if bypass_col else ""))
-    for e in result.evidence:
-        print(
-            f"{e.layer[:28]:<28} {'×'.join(map(str, e.shape)):<16} {e.kappa_max:>9.3g} "
-            f"{float(np.mean(e.common_norm)):>11.3g} {float(np.mean(e.class_norm)):>16.3g} {max(e.disagreement):>10.3f}"
-            + (f" {max(e.bypass):>9.2g}" if bypass_col else "")
-        )
-    for key, t in result.tests().items():
-        extra = f" at {t['layer']}" if t.get("layer") else ""
-        value = "n/a (one image)" if t["value"] is None else f"{t['value']:.3g}"
-        print(f"test {key:<7} {value:>16}  ratio {t['ratio']:.3g}{extra}  {'FIRED' if t['fired'] else 'ok'}")
-    if not bypass_col:
-        print("tests bypass/head: not run (no classifier layer with one output per class was found; κ only)")
-    print(f"verdict: {result.verdict} (score {result.score:.3g}, κ max {result.kappa:.3g} against {result.threshold:g}, deciding evidence at {result.where})")
-    bypass = result.tests().get("bypass", {})
-    if bypass.get("fired"):
-        names = [e.layer for e in result.evidence]
-        later = names[names.index(bypass["layer"]) + 1 :]
-        print(
-            f"the common mode goes around the classifier's input up to {bypass['layer']}: "
-            f"a shift reads {bypass['layer']}, or a layer between it and {later[0] if later else 'the classifier'}"
-        )
+    print_result(result)
     if out is not None:
         figure(result, out / "audit.png")
         summary = {"command": "audit", "model": args.model, **result.to_json(), "seconds": round(time.perf_counter() - start, 2)}

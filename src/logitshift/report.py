@@ -1034,6 +1034,7 @@ class Report:
         if verdict is None and self.run.command != "audit":
             return
         self.consumed.update({"verdict", "score", "threshold", "kappa", "where", "classes", "classifier", "tests", "evidence", "figure", "figures", "exit_code"})
+        self.consumed.update({"finding", "sentence", "effects", "never_predicted", "passed_over", "outputs"})
         word = str(verdict).lower() if verdict is not None else "unknown"
         cls = word if word in ("clean", "shifted") else "unknown"
         detail = []
@@ -1047,15 +1048,26 @@ class Report:
             detail.append(f"{self.s['classes']} classes")
         if verdict is None:
             self.run.notes.append(f"the audit verdict is missing from {self.run.summary_name}")
+        sentence = self.s.get("sentence")
         body = (
             f'<div class="verdict {cls}"><span class="word">{_e(word)}</span><span class="detail">{_e(" · ".join(detail))}</span></div>'
-            '<p class="lede">κ compares the gradient of the logit sum (the common mode a shift t(x)·1 adds to every logit) with the spread of the '
-            "class gradients, at the input and at each layer: about 1 or below for an honest classifier, far above the threshold for a shifted one. "
+            + (f'<p class="lede"><b>{_e(str(sentence))}</b></p>' if isinstance(sentence, str) else "")
+            + '<p class="lede">The effect compares, for every method and audited layer, the logit map with the map without the part of '
+            "the common mode that a structural test proves is a shift, and with the map whose common mode is held to the largest size honest "
+            "classes give (exactly 0 for an honest model; a map counts as changed below Spearman 0.9). "
             "The bypass test measures the part of the common-mode gradient that does not flow through the classifier's input (zero for an honest "
             "model, whatever its size); the head test, how much the classifier's common-mode gradient varies from image to image. "
-            "The score is the largest of κ / threshold and the two test ratios: above 1 the model is called shifted. "
-            "1 − Spearman is how much the common mode changes what a user sees (logit map against centered-logit map).</p>"
+            "κ compares the common mode's size (plain, and weighted by the activations as CAMs weight it) with the spread of the class gradients: "
+            "evidence only. The score is the largest of the bypass and head ratios and effect / 0.1: above 1 the verdict is shifted.</p>"
         )
+        effects = self.s.get("effects")
+        if isinstance(effects, list) and effects and all(isinstance(m, dict) for m in effects):
+            hit = sorted((m for m in effects if _num(m.get("effect")) is not None and m["effect"] > 0), key=lambda m: -m["effect"])[:12]
+            if hit:
+                rows = [{"method": m.get("method"), "layer": m.get("layer"), "effect": m.get("effect"), "structural": max(m.get("structural") or [0]), "size": max(m.get("size") or [0])} for m in hit]
+                body += "<h3>Maps the common mode changes</h3>" + table(
+                    [("method", "method"), ("layer", "layer"), ("effect", "effect (1 − Spearman)"), ("structural", "structural"), ("size", "size")], rows
+                )
         tests = self.s.get("tests")
         if isinstance(tests, dict) and tests and all(isinstance(t, dict) for t in tests.values()):
             rows = [{"test": k, "value": t.get("value"), "ratio": t.get("ratio"), "layer": t.get("layer", ""), "fired": "yes" if t.get("fired") else "no"} for k, t in tests.items()]
