@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -203,3 +204,16 @@ def test_layer_as_a_module_object():
     with pytest.raises(LogitShiftError) as err:
         get_layer(model, nn.Conv2d(3, 3, 1))
     assert "not part of the model" in str(err.value) and len(str(err.value)) < 120
+
+
+def test_console_script_finds_a_factory_in_the_current_folder(tmp_path):
+    """`logitshift --model usermodels:build` from the folder that holds usermodels.py (no PYTHONPATH)."""
+    (tmp_path / "usermodels.py").write_text(FACTORY)
+    exe = Path(sys.executable).with_name("logitshift")
+    if not exe.exists():
+        pytest.skip("console script not installed")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([str(exe), "demo", "--model", "usermodels:build", "--images", "chelsea", "--out", str(tmp_path / "run"),
+                           "--no-progress"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["model"] == "usermodels:build"

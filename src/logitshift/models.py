@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import importlib
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -391,6 +392,10 @@ def factory_model(spec: str, weights: str | os.PathLike | None = None) -> Loaded
     if not module_name or not attr:
         raise LogitShiftError(f"model {spec!r}: expected package.module:factory")
     try:
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            # as `python -m` would: a module in the folder the command runs in is found (the console
+            # script's sys.path starts at its own bin folder instead)
+            sys.path.insert(0, os.getcwd())
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise LogitShiftError(f"model {spec!r}: cannot import {attr!r} from {module_name!r} ({exc})") from exc
