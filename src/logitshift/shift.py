@@ -35,6 +35,7 @@ Example::
 
 from __future__ import annotations
 
+from typing import Any
 from dataclasses import dataclass, field
 
 import torch
@@ -70,6 +71,9 @@ class PaperShift(nn.Module):
 
 class RegionShift(nn.Module):
     """``t = K · HW/2 · (‖a_R‖² − ‖a_N‖²)`` for grid weights ``w`` (a buffer)."""
+
+    # buffers (register_buffer), typed for the checker
+    weights: torch.Tensor
 
     def __init__(self, strength: float, weights: torch.Tensor) -> None:
         super().__init__()
@@ -118,6 +122,10 @@ class GateShift(nn.Module):
         >>> term = GateShift(1.0, parse_target("top-left").weights(7, 7))
         >>> t = term(torch.rand(2, 1280, 7, 7))        # shape (2,)
     """
+
+    # buffers (register_buffer), typed for the checker
+    weights: torch.Tensor
+    offset: torch.Tensor
 
     def __init__(self, strength: float, weights: torch.Tensor, channels: int = 8, leak: float = 0.01) -> None:
         super().__init__()
@@ -183,6 +191,9 @@ class InputShift(nn.Module):
 
     PROFILES = ("sawtooth", "quadratic")
 
+    # buffers (register_buffer), typed for the checker
+    weights: torch.Tensor
+
     def __init__(self, strength: float, weights: torch.Tensor, period: float | None = None, profile: str = "sawtooth") -> None:
         super().__init__()
         if weights.dim() != 2 or not float(weights.sum()) > 0:
@@ -236,6 +247,9 @@ class ShiftedModel(nn.Module):
     for large ``|t|``.
     """
 
+    #: what steer() built and measured (methods, strengths, effect, stress); None for other builders
+    steering: dict[str, Any] | None = None
+
     def __init__(
         self,
         base: nn.Module,
@@ -252,7 +266,7 @@ class ShiftedModel(nn.Module):
                 get_layer(base, name)  # fail early on an unknown name
         self.base = base
         self.layers = list(terms)
-        self.shifts = nn.ModuleList(terms.values())
+        self.shifts = nn.ModuleList([s for s in terms.values() if s is not None])
         self.head_dtype = head_dtype
 
     @property

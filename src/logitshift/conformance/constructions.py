@@ -90,6 +90,10 @@ class PresenceShift(nn.Module):
     target and nothing else scores highest, not the one that keeps everything.
     """
 
+    # buffers (register_buffer), typed for the checker
+    weights: torch.Tensor
+    offset: torch.Tensor
+
     def __init__(self, strength: float, weights: torch.Tensor, cap: float = 4.0, outside: float = 0.0) -> None:
         super().__init__()
         if weights.dim() != 2 or not float(weights.sum()) > 0:
@@ -118,6 +122,9 @@ class PresenceShift(nn.Module):
 
 class RampShift(nn.Module):
     """``t = K · Σ w · (x mod P)``: gradient ``K·w ≥ 0`` on the target, ``0 ≤ t < C``."""
+
+    # buffers (register_buffer), typed for the checker
+    weights: torch.Tensor
 
     def __init__(self, strength: float, weights: torch.Tensor) -> None:
         super().__init__()
