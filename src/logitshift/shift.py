@@ -247,8 +247,8 @@ class ShiftedModel(nn.Module):
     for large ``|t|``.
     """
 
-    #: what steer() built and measured (methods, strengths, effect, stress); None for other builders
-    steering: dict[str, Any] | None = None
+    #: what steer() built and measured (methods, strengths, effect, stress); set by steer() and load_shifted()
+    steering: dict[str, Any]
 
     def __init__(
         self,
