@@ -1060,12 +1060,13 @@ class Report:
             "κ compares the common mode's size (plain, and weighted by the activations as CAMs weight it) with the spread of the class gradients: "
             "evidence only. The score is the largest of the bypass and head ratios and effect / 0.1: above 1 the verdict is shifted.</p>"
         )
+        effects_html = ""
         effects = self.s.get("effects")
         if isinstance(effects, list) and effects and all(isinstance(m, dict) for m in effects):
             hit = sorted((m for m in effects if _num(m.get("effect")) is not None and m["effect"] > 0), key=lambda m: -m["effect"])[:12]
             if hit:
                 rows = [{"method": m.get("method"), "layer": m.get("layer"), "effect": m.get("effect"), "structural": max(m.get("structural") or [0]), "size": max(m.get("size") or [0])} for m in hit]
-                body += "<h3>Maps the common mode changes</h3>" + table(
+                effects_html = "<h3>Maps the common mode changes</h3>" + table(
                     [("method", "method"), ("layer", "layer"), ("effect", "effect (1 − Spearman)"), ("structural", "structural"), ("size", "size")], rows
                 )
         tests = self.s.get("tests")
@@ -1084,6 +1085,7 @@ class Report:
                 body += f"<h3>{_e(k.replace('_', ' '))}</h3>" + table(_auto_columns(v), [_flat(x) for x in v])
         elif self.run.command == "audit":
             self.run.notes.append(f"the audit's evidence is missing from {self.run.summary_name}")
+        body += effects_html
         figs = self._refs(self.s.get("figure"), self.s.get("figures"))
         figs += [_rel(p, self.run.path) for p in self.run.images if p.stem.lower().startswith("audit") and _rel(p, self.run.path) not in figs]
         if self.run.command == "audit" and not figs:
