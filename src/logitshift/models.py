@@ -133,7 +133,7 @@ def load_state_dict(path: str | os.PathLike, expected_sha256: str | None = None)
     except Exception as exc:  # pickle refusal, truncated file, wrong format
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             raise LogitShiftError(
-                f"weights file {str(path)!r}: holds pickled Python objects (a whole model?), which are never unpickled; "
+                f"weights file {str(path)!r}: cannot be loaded safely: it holds pickled Python objects (a whole model?), which are never unpickled; "
                 "save the weights instead: torch.save(model.state_dict(), PATH) or safetensors"
             ) from exc
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
