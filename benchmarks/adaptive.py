@@ -26,7 +26,7 @@ costs the attacker nothing, so every attack below carries it, except
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -32,7 +32,9 @@ def main() -> int:
     loaded = load_model()
     x = batch([load_image(s, loaded.preprocess) for s in ("chelsea", "coffee")])
     h, w = layer_grid(loaded.module, "blocks.10", x)
-    shifted = ShiftedModel(loaded.module, "blocks.10", RegionShift(1e-3, parse_target("top-left", x.shape[-1]).weights(h, w)), torch.float64)
+    shifted = ShiftedModel(
+        loaded.module, "blocks.10", RegionShift(1e-3, parse_target("top-left", x.shape[-1]).weights(h, w)), torch.float64
+    )
     out = ROOT / "docs" / "figures"
     for name, model in (("audit_clean.png", loaded.module), ("audit_region_blocks10.png", shifted)):
         start = time.perf_counter()

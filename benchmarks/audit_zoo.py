@@ -67,8 +67,8 @@ def strength_for(base: nn.Module, layer: str, x: torch.Tensor, ratio: float) -> 
     probe = QuarterShift(base, layer, 1.0)
     xg = x.clone().requires_grad_(True)
     z, t = probe.quarter(xg)
-    g_t, = torch.autograd.grad(t.sum(), xg, retain_graph=True)
-    g_z, = torch.autograd.grad(z.sum(), xg)
+    (g_t,) = torch.autograd.grad(t.sum(), xg, retain_graph=True)
+    (g_z,) = torch.autograd.grad(z.sum(), xg)
     unit = z.shape[1] * float(g_t.norm())
     return ratio * float(g_z.norm()) / unit if unit > 0 else float("nan")
 

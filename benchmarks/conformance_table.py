@@ -21,7 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 MODELS = {
     "efficientnet-lite0": {"random": False, "images": ["chelsea"], "label": "EfficientNet-Lite0, real ImageNet weights"},
-    "resnet18": {"random": True, "images": ["chelsea"], "label": "resnet18, RANDOM weights (torchvision architecture, no trained weights offline)"},
+    "resnet18": {
+        "random": True,
+        "images": ["chelsea"],
+        "label": "resnet18, RANDOM weights (torchvision architecture, no trained weights offline)",
+    },
 }
 LIBRARIES = ["logitshift", "pytorch-grad-cam", "captum", "zennit", "pytorch-grad-cam-metrics", "quantus", "deletion-insertion"]
 TARGET = "top-left"
@@ -50,7 +54,11 @@ def one(name: str, redo: list[str] | None = None) -> None:
 
     def log(cell):
         done.append(cell)
-        print(f"[{name} {len(done)}/{len(explainers)} {time.perf_counter() - start:.0f}s] {cell.library} {cell.method} @ {cell.target}: {cell.verdict}", file=sys.stderr, flush=True)
+        print(
+            f"[{name} {len(done)}/{len(explainers)} {time.perf_counter() - start:.0f}s] {cell.library} {cell.method} @ {cell.target}: {cell.verdict}",
+            file=sys.stderr,
+            flush=True,
+        )
         if len(done) % 10 == 0 and not redo:  # (a re-measurement writes once, merged, at the end)
             _write(part, name, spec, loaded, done, start)
 
@@ -69,11 +77,21 @@ def one(name: str, redo: list[str] | None = None) -> None:
 def _write(part: Path, name, spec, loaded, cells, start, final=False) -> None:
     from logitshift.files import provenance, write_json
 
-    write_json(part, {
-        "model": name, "label": spec["label"], "images": spec["images"], "layer": loaded.layer, "target": TARGET,
-        "samples": SAMPLES, "seconds": time.perf_counter() - start, "final": final,
-        "cells": [c.as_dict() for c in cells], **provenance(),
-    })
+    write_json(
+        part,
+        {
+            "model": name,
+            "label": spec["label"],
+            "images": spec["images"],
+            "layer": loaded.layer,
+            "target": TARGET,
+            "samples": SAMPLES,
+            "seconds": time.perf_counter() - start,
+            "final": final,
+            "cells": [c.as_dict() for c in cells],
+            **provenance(),
+        },
+    )
 
 
 def document() -> None:
@@ -82,8 +100,15 @@ def document() -> None:
     from logitshift.files import atomic_write, write_json
 
     # the workers' parts (hidden, not committed); without them, the committed record
-    saved = {m["model"]: m for m in json.loads((DOCS / "conformance.json").read_text())["models"]} if (DOCS / "conformance.json").exists() else {}
-    parts = [json.loads((DOCS / f".conformance-{n}.json").read_text()) if (DOCS / f".conformance-{n}.json").exists() else saved[n] for n in MODELS]
+    saved = (
+        {m["model"]: m for m in json.loads((DOCS / "conformance.json").read_text())["models"]}
+        if (DOCS / "conformance.json").exists()
+        else {}
+    )
+    parts = [
+        json.loads((DOCS / f".conformance-{n}.json").read_text()) if (DOCS / f".conformance-{n}.json").exists() else saved[n]
+        for n in MODELS
+    ]
     write_json(DOCS / "conformance.json", {"command_line": "python benchmarks/conformance_table.py", "models": parts})
     body = [HEAD]
     for p in parts:
@@ -156,25 +181,43 @@ def summary(label: str, cells) -> str:
         f"{sum(c.verdict == 'immune' for c in measured)} immune), {len(cells) - len(measured)} n/a; largest max |Δp| of a twin "
         f"{max((c.max_dp or 0) for c in measured):.1e}."
     )
-    worst = min((c.spearman for c in imm_ok if c.spearman is not None), default=float('nan'))
+    worst = min((c.spearman for c in imm_ok if c.spearman is not None), default=float("nan"))
     lines.append(
         f"- Immune targets and wrappers (functions of logit differences: softmax/prob, log-prob, centred, contrast, FinerWeightedTarget alpha=1, "
         f"Quantus softmax=True): {len(imm_ok)} of {len(immune_t)} immune (smallest ρ among them {worst:.4f})."
-        + "".join(f" Not immune: {c.library} {c.method} @ {c.target} ({c.verdict}, ρ {c.spearman if c.spearman is not None else float('nan'):.4f})." for c in immune_t if c.verdict != "immune")
+        + "".join(
+            f" Not immune: {c.library} {c.method} @ {c.target} ({c.verdict}, ρ {c.spearman if c.spearman is not None else float('nan'):.4f})."
+            for c in immune_t
+            if c.verdict != "immune"
+        )
     )
     lines.append(
         f"- The logit (the libraries' default target) for methods that read a score: {len(fooled)} of {len(logit)} fooled."
-        + "".join(f" {c.library} {c.method}: {c.verdict} (share {c.share:.2f}, ρ {c.spearman:.3f})." for c in logit if c.verdict != "fooled")
+        + "".join(
+            f" {c.library} {c.method}: {c.verdict} (share {c.share:.2f}, ρ {c.spearman:.3f})." for c in logit if c.verdict != "fooled"
+        )
     )
     lines.append(
         f"- Faithfulness metrics on logits: {sum(c.verdict == 'fooled' for c in metric_logit)} of {len(metric_logit)} rate the attacker's map above the honest one under the twin"
-        + "".join(f"; {c.library} {c.method}: {c.verdict}" for c in metric_logit if c.verdict != "fooled") + "."
+        + "".join(f"; {c.library} {c.method}: {c.verdict}" for c in metric_logit if c.verdict != "fooled")
+        + "."
     )
-    for what, pick in (("ClassifierOutputReST", lambda c: c.target == "ClassifierOutputReST"),
-                       ("FinerWeightedTarget / FinerCAM", lambda c: "alpha" in c.target)):
+    for what, pick in (
+        ("ClassifierOutputReST", lambda c: c.target == "ClassifierOutputReST"),
+        ("FinerWeightedTarget / FinerCAM", lambda c: "alpha" in c.target),
+    ):
         sel = [c for c in measured if pick(c)]
         if sel:
-            lines.append(f"- {what}: " + "; ".join(f"{c.method} @ {c.target} **{c.verdict}** (share {c.share:.2f}, ρ {c.spearman:.3f})" if c.spearman is not None else f"{c.method} @ {c.target} **{c.verdict}**" for c in sel) + ".")
+            lines.append(
+                f"- {what}: "
+                + "; ".join(
+                    f"{c.method} @ {c.target} **{c.verdict}** (share {c.share:.2f}, ρ {c.spearman:.3f})"
+                    if c.spearman is not None
+                    else f"{c.method} @ {c.target} **{c.verdict}**"
+                    for c in sel
+                )
+                + "."
+            )
     for method, why in WHY.items():
         if any(c.method == method and c.verdict in ("moved", "immune") and _logit_label(c) for c in measured):
             lines.append(f"- Why {method} is not fooled here: {why}")
@@ -224,7 +267,11 @@ NA_WHY = {
 
 
 def _immune_label(c) -> bool:
-    return c.target in ("ClassifierOutputSoftmaxTarget", "FinerWeightedTarget(alpha=1)", "alpha=1", "softmax=True") or c.target.startswith("ScoreWrapper") or c.target in ("prob", "logprob", "centered", "contrast", "CenteredLogitTarget", "ContrastTarget")
+    return (
+        c.target in ("ClassifierOutputSoftmaxTarget", "FinerWeightedTarget(alpha=1)", "alpha=1", "softmax=True")
+        or c.target.startswith("ScoreWrapper")
+        or c.target in ("prob", "logprob", "centered", "contrast", "CenteredLogitTarget", "ContrastTarget")
+    )
 
 
 def _logit_label(c) -> bool:

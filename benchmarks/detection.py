@@ -45,9 +45,9 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -58,15 +58,20 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from adaptive import attacks as adaptive_attacks, few_class  # noqa: E402
+from adaptive import attacks as adaptive_attacks  # noqa: E402
+from adaptive import few_class  # noqa: E402
 from conftest import TinyCNN  # noqa: E402
 from digits import RECIPES, audit_images, trained  # noqa: E402
+
 from logitshift import shift as shift_mod  # noqa: E402
-from logitshift.audit import THRESHOLD, audit_model  # noqa: E402
+from logitshift.audit import (  # noqa: E402
+    THRESHOLD,
+    audit_model,
+    candidate_layers,  # noqa: E402
+)
+from logitshift.effect import methods_at  # noqa: E402
 from logitshift.errors import LogitShiftError  # noqa: E402
 from logitshift.images import DEFAULT_SAMPLES, batch, load_image  # noqa: E402
-from logitshift.audit import candidate_layers  # noqa: E402
-from logitshift.effect import methods_at  # noqa: E402
 from logitshift.metrics import spearman, target_mass  # noqa: E402
 from logitshift.models import Preprocess, load_model, torchvision_model  # noqa: E402
 from logitshift.shift import PaperShift, RegionShift, ShiftedModel  # noqa: E402
@@ -284,12 +289,28 @@ def lite0_head_tuned(optimizer: str, images: int) -> Base:
     for p in model.parameters():
         p.requires_grad_(False)
     model.eval()
-    return Base(f"efficientnet-lite0-head-{optimizer}", model, x_all[:images], "head", [], "real", family="EfficientNet-Lite0, classifier fine-tuned")
+    return Base(
+        f"efficientnet-lite0-head-{optimizer}",
+        model,
+        x_all[:images],
+        "head",
+        [],
+        "real",
+        family="EfficientNet-Lite0, classifier fine-tuned",
+    )
 
 
 def digits_base(recipe: str, classes: int) -> Base:
     """A ``DigitsCNN`` trained on scikit-learn's digits with ``recipe`` (``tests/digits.py``), audited on 8 digits."""
-    return Base(f"digits-{recipe}-c{classes}", trained(recipe, classes), audit_images(classes, 8), "features", ["features"], "trained", family=f"digits CNN, {classes} classes")
+    return Base(
+        f"digits-{recipe}-c{classes}",
+        trained(recipe, classes),
+        audit_images(classes, 8),
+        "features",
+        ["features"],
+        "trained",
+        family=f"digits CNN, {classes} classes",
+    )
 
 
 def grid_of(module: nn.Module, layer: str, x: torch.Tensor) -> tuple[int, int]:
@@ -302,14 +323,28 @@ def constructions(base: Base, layer: str, strength_scale: float) -> list[tuple[s
     weights = parse_target("top-left", base.x.shape[-1]).weights(h, w) if h * w >= 4 else None
     out: list[tuple[str, float, Callable[[], nn.Module]]] = []
     for k in (1e-3, 1e-2, 1e-1, 1.0):
-        out.append(("paper", k * strength_scale, lambda k=k: ShiftedModel(base.module, layer, PaperShift(k * strength_scale), torch.float64)))
+        out.append(
+            ("paper", k * strength_scale, lambda k=k: ShiftedModel(base.module, layer, PaperShift(k * strength_scale), torch.float64))
+        )
     if weights is not None and 0 < float(weights.sum()) < weights.numel():
         for k in (1e-4, 1e-3, 1e-2, 1e-1):
-            out.append(("region", k * strength_scale, lambda k=k: ShiftedModel(base.module, layer, RegionShift(k * strength_scale, weights), torch.float64)))
+            out.append(
+                (
+                    "region",
+                    k * strength_scale,
+                    lambda k=k: ShiftedModel(base.module, layer, RegionShift(k * strength_scale, weights), torch.float64),
+                )
+            )
         gate = getattr(shift_mod, "GateShift", None)
         if gate is not None:
             for k in (1e-3, 1e-2, 1e-1, 1.0):
-                out.append(("gate", k * strength_scale, lambda k=k: ShiftedModel(base.module, layer, gate(k * strength_scale, weights), torch.float64)))
+                out.append(
+                    (
+                        "gate",
+                        k * strength_scale,
+                        lambda k=k: ShiftedModel(base.module, layer, gate(k * strength_scale, weights), torch.float64),
+                    )
+                )
     return out
 
 
@@ -341,7 +376,9 @@ def hand_shifts(base: Base, layer: str) -> list[tuple[str, float, Callable[[], n
 # ----------------------------------------------------------------------------- fooling
 
 
-def every_map(model: nn.Module, trunk: nn.Module, layers: list[str], x: torch.Tensor, target: torch.Tensor) -> dict[tuple[str, str], torch.Tensor]:
+def every_map(
+    model: nn.Module, trunk: nn.Module, layers: list[str], x: torch.Tensor, target: torch.Tensor
+) -> dict[tuple[str, str], torch.Tensor]:
     """The top-1 logit's map of every method the audit covers: each CAM at each of ``layers`` (modules of ``trunk``,
     the network inside ``model``), saliency and gradient × input at the input."""
     store: dict[str, torch.Tensor] = {}
@@ -451,8 +488,8 @@ def audit_row(model: nn.Module, x: torch.Tensor, probes: int) -> dict:
 
 def roc_auc(scores: list[float], labels: list[bool]) -> float:
     """Mann-Whitney estimate of the ROC-AUC (ties count one half)."""
-    pos = np.array([s for s, l in zip(scores, labels) if l])
-    neg = np.array([s for s, l in zip(scores, labels) if not l])
+    pos = np.array([s for s, label in zip(scores, labels) if label])
+    neg = np.array([s for s, label in zip(scores, labels) if not label])
     if len(pos) == 0 or len(neg) == 0:
         return float("nan")
     greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
@@ -504,10 +541,17 @@ def summarize(every: list[dict], threshold: float) -> dict:
         "honest_flagged_names": [f"{r['model']} ({r['finding']})" for r in honest if r["flagged"]],
         "fooling_any_map": sum(r.get("fooled_any_map", r["fooled"]) for r in shifted),
         "fooling_any_map_missed": sum(r.get("fooled_any_map", r["fooled"]) and not r["flagged"] for r in shifted),
-        "fooling_any_map_missed_rows": [f"{r['model']} {r['construction']} K={r['strength']:g} ({r.get('spearman_min_at', '')} ρ {r.get('spearman_min', float('nan')):.2f})" for r in shifted if r.get("fooled_any_map", r["fooled"]) and not r["flagged"]],
+        "fooling_any_map_missed_rows": [
+            f"{r['model']} {r['construction']} K={r['strength']:g} ({r.get('spearman_min_at', '')} ρ {r.get('spearman_min', float('nan')):.2f})"
+            for r in shifted
+            if r.get("fooled_any_map", r["fooled"]) and not r["flagged"]
+        ],
         "fooling_max_prob_diff": max((r["max_abs_prob_diff"] for r in fooling), default=float("nan")),
         "roc_auc_by_family": {
-            name: roc_auc([r["score"] for r in honest] + [r["score"] for r in shifted if r["construction"] == name], [False] * len(honest) + [True] * sum(r["construction"] == name for r in shifted))
+            name: roc_auc(
+                [r["score"] for r in honest] + [r["score"] for r in shifted if r["construction"] == name],
+                [False] * len(honest) + [True] * sum(r["construction"] == name for r in shifted),
+            )
             for name in dict.fromkeys(r["construction"] for r in shifted)
         },
         "roc_auc_kappa_only": roc_auc([r["kappa"] for r in rows], [r["shifted"] for r in rows]),
@@ -551,7 +595,7 @@ def markdown(result: dict) -> str:
         f"some audited method (every CAM at every audited layer, saliency and gradient × input) has Spearman < {FOOLED_BELOW} against the "
         "original model's, or puts ≥ 0.5 of its mass in the top-left quarter where the original's did not, with every probability within "
         f"{BUDGET:g}; maps that the original model's own common mode already moves (its logit vs centered-logit map Spearman < {CHANGED_BELOW}) "
-        "are not counted (the line \"Grad-CAM++ and other maps … included\" counts them).",
+        'are not counted (the line "Grad-CAM++ and other maps … included" counts them).',
         "",
         "| | value |",
         "|---|---|",
@@ -679,7 +723,13 @@ def run(quick: bool, probes: int, progress: bool = True) -> dict:
 
     def dump() -> None:
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
-        state = {"rows": [r for r in rows if "skipped" not in r], "skipped": [r for r in rows if "skipped" in r], "probes": probes, "seconds": seconds, "cpu_seconds": cpu_seconds}
+        state = {
+            "rows": [r for r in rows if "skipped" not in r],
+            "skipped": [r for r in rows if "skipped" in r],
+            "probes": probes,
+            "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
+        }
         raw.write_text(json.dumps(state, default=float) + "\n")
 
     for b, cons, layer, k, build in tqdm(jobs, desc="detection", unit="model", disable=not progress, file=sys.stderr):

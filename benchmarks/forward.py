@@ -139,11 +139,11 @@ def main() -> int:
             ts = times[cfg]
             total = sum(ts)
             steady = len(batches[1:]) and sum(len(b) for b in batches[1:]) / sum(ts[1:])
-            eager_steady = sum(len(b) for b in batches[1:]) / sum(times["eager"][1:]) if "eager" in times and times["eager"] else float("nan")
-            first_extra = ts[0] - (sum(ts[1:]) / len(ts[1:]))
-            rows.append(
-                f"| {work} | {cfg} | {args.images / total:.1f} | {steady:.1f} | {steady / eager_steady:.2f} | {first_extra:.1f} |"
+            eager_steady = (
+                sum(len(b) for b in batches[1:]) / sum(times["eager"][1:]) if "eager" in times and times["eager"] else float("nan")
             )
+            first_extra = ts[0] - (sum(ts[1:]) / len(ts[1:]))
+            rows.append(f"| {work} | {cfg} | {args.images / total:.1f} | {steady:.1f} | {steady / eager_steady:.2f} | {first_extra:.1f} |")
         write()
     return 0
 

@@ -110,8 +110,16 @@ def measure(model: str, folder: Path, n: int, batch: int, workers: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         cfg = EvalConfig(
-            images=[str(folder)], out=out, model=MODELS[model], methods=["gradcam"], scores=["logit", "prob"],
-            classes=["646"], batch_size=batch, workers=workers, progress=True, plots=True,
+            images=[str(folder)],
+            out=out,
+            model=MODELS[model],
+            methods=["gradcam"],
+            scores=["logit", "prob"],
+            classes=["646"],
+            batch_size=batch,
+            workers=workers,
+            progress=True,
+            plots=True,
             float64_head=True,  # random weights give large activations, so large |t|: keep the probabilities equal
         )
         summary = run_evaluate(cfg, on_batch=on_batch)

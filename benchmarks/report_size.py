@@ -167,7 +167,9 @@ def main() -> int:
         print(f"demo run of {args.images} images (+ class maze): {time.perf_counter() - t:.0f} s", file=sys.stderr)
 
     cases = {
-        f"{args.images} images, predicted class ({args.images} panels)": subset(full, full.parent / "bench-report-top1", lambda r: r["predicted"]),
+        f"{args.images} images, predicted class ({args.images} panels)": subset(
+            full, full.parent / "bench-report-top1", lambda r: r["predicted"]
+        ),
         f"{args.images} images, predicted class + maze ({2 * args.images} panels)": full,
     }
     results = []
@@ -202,7 +204,9 @@ def main() -> int:
     env = {"chromium": version, "python": platform.python_version(), "machine": platform.machine(), "cpus": __import__("os").cpu_count()}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"goal": {"max_mb": GOAL_MB, "max_open_s": GOAL_S}, "environment": env, "results": results}, indent=2) + "\n")
+    out.with_suffix(".json").write_text(
+        json.dumps({"goal": {"max_mb": GOAL_MB, "max_open_s": GOAL_S}, "environment": env, "results": results}, indent=2) + "\n"
+    )
     lines = [
         "# HTML report: size and opening time (benchmarks/report_size.py)",
         "",

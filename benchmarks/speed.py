@@ -47,8 +47,8 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -165,7 +165,9 @@ def captum_cell(model: nn.Module, layer: nn.Module, method: str, score: str, x: 
             return ca.IntegratedGradients(f).attribute(x, target=target, n_steps=steps, internal_batch_size=32)
         if method == "smoothgrad":
             nt = ca.NoiseTunnel(ca.Saliency(f))
-            return nt.attribute(x, target=target, nt_type="smoothgrad", nt_samples=samples, nt_samples_batch_size=32, stdevs=0.15, abs=False)
+            return nt.attribute(
+                x, target=target, nt_type="smoothgrad", nt_samples=samples, nt_samples_batch_size=32, stdevs=0.15, abs=False
+            )
         raise ValueError(method)
 
     return run
@@ -210,7 +212,7 @@ def bench_model(name: str, n: int, repeats: int, steps: int, samples: int, matri
     # sanity: the same maps (Captum and ours both un-normalised, ReLU-ed)
     ours_map = explain(model, x, layer_name, [cam], ["logit"]).maps[(0, "gradcam", "logit", "original")]
     ref = captum_gradcam()[:, 0].detach()
-    agree = float(((ours_map - ref).abs().max() / ref.abs().max().clamp_min(1e-12)))
+    agree = float((ours_map - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
 
     shifted = shift_model(model, layer_name, "paper", 1.0)
     t4 = timeit(
@@ -309,8 +311,7 @@ def main() -> int:
         f"grad-cam 1.5.7, {args.threads} threads, median of {args.repeats} interleaved repeats "
         f"({args.matrix_repeats} for the matrix; its whole-matrix row is the sum of its three parts, which is what one "
         f"`explain` call with all five methods runs), CPU "
-        f"{platform.processor() or platform.machine()}, {time.strftime('%Y-%m-%d')}."
-        + (f" **{args.note}**." if args.note else ""),
+        f"{platform.processor() or platform.machine()}, {time.strftime('%Y-%m-%d')}." + (f" **{args.note}**." if args.note else ""),
         "",
     ]
     print("\n".join(head), flush=True)

@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for method, image, name in FIGURES:
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = DemoConfig(out=tmp, model=args.model, construction="paper", method=method, classes=["maze"], images=[image], progress=False)
+            cfg = DemoConfig(
+                out=tmp, model=args.model, construction="paper", method=method, classes=["maze"], images=[image], progress=False
+            )
             summary = run_demo(cfg)
             shrink(Path(tmp) / summary["results"][0]["figure"], out / name)
         print(f"{out / name}: {summary['finding']}")

@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             axes[i, j].set_title(f"{k}\nmask share {share:.2f} (area {area:.2f})", fontsize=8)
         for ax in axes[i]:
             ax.set_axis_off()
-    fig.suptitle(f"Saliency of EfficientNet-Lite0, shifted by an input term shaped like '{args.word}' (probabilities unchanged)", fontsize=10)
+    fig.suptitle(
+        f"Saliency of EfficientNet-Lite0, shifted by an input term shaped like '{args.word}' (probabilities unchanged)", fontsize=10
+    )
     fig.tight_layout()
     atomic_write(args.out, lambda tmp: fig.savefig(tmp, format="png"))
     print(f"wrote {args.out}")

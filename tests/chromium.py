@@ -143,7 +143,7 @@ class Chromium:
                 self._lock.wait(left)
 
     # -- pages -----------------------------------------------------------------
-    def open(self, url: str, width: int = 1440, height: int = 900) -> "Page":
+    def open(self, url: str, width: int = 1440, height: int = 900) -> Page:
         """Open ``url`` in a new tab of ``width``×``height`` CSS px and wait for its load event."""
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
@@ -151,7 +151,9 @@ class Chromium:
         page.url = url
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.send(f"{domain}.enable", session=session)
-        self.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session)
+        self.send(
+            "Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session
+        )
         page.mark = len(self.events)
         start = time.perf_counter()
         reply = self.send("Page.navigate", {"url": url}, session)
@@ -181,7 +183,7 @@ class Chromium:
                     pass
             shutil.rmtree(self.profile, ignore_errors=True)
 
-    def __enter__(self) -> "Chromium":
+    def __enter__(self) -> Chromium:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -216,7 +218,12 @@ class Page:
         for e in self._events():
             m, p = e.get("method"), e.get("params", {})
             if m == "Runtime.exceptionThrown":
-                out.append("exception: " + str(p.get("exceptionDetails", {}).get("exception", {}).get("description") or p.get("exceptionDetails", {}).get("text")))
+                out.append(
+                    "exception: "
+                    + str(
+                        p.get("exceptionDetails", {}).get("exception", {}).get("description") or p.get("exceptionDetails", {}).get("text")
+                    )
+                )
             elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
                 out.append("console.error: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", [])))
             elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
@@ -238,14 +245,22 @@ class Page:
         """A PNG of the viewport, or of the whole page (up to 16000 px high) with ``full_page``."""
         self.evaluate("Promise.all(Array.from(document.images).map(i => i.decode().catch(() => 0)))", await_promise=True)
         if full_page:
-            w, h, vw, vh = self.evaluate("[document.documentElement.scrollWidth, document.documentElement.scrollHeight, innerWidth, innerHeight]")
-            self.browser.send("Emulation.setDeviceMetricsOverride", {"width": vw, "height": min(h, 16000), "deviceScaleFactor": 1, "mobile": False}, self.session)
+            w, h, vw, vh = self.evaluate(
+                "[document.documentElement.scrollWidth, document.documentElement.scrollHeight, innerWidth, innerHeight]"
+            )
+            self.browser.send(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": vw, "height": min(h, 16000), "deviceScaleFactor": 1, "mobile": False},
+                self.session,
+            )
             self.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))", await_promise=True)
         try:
             data = self.browser.send("Page.captureScreenshot", {"format": "png"}, self.session)["data"]
         finally:
             if full_page:
-                self.browser.send("Emulation.setDeviceMetricsOverride", {"width": vw, "height": vh, "deviceScaleFactor": 1, "mobile": False}, self.session)
+                self.browser.send(
+                    "Emulation.setDeviceMetricsOverride", {"width": vw, "height": vh, "deviceScaleFactor": 1, "mobile": False}, self.session
+                )
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))

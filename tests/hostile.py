@@ -18,8 +18,8 @@ import pickle
 import struct
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -50,8 +50,15 @@ def raw_pickle(marker: Path) -> bytes:
 def base_export(path: Path) -> Path:
     """A plain export of a small random CNN (what an honest sender would send)."""
     g = torch.Generator().manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    ).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.5)
@@ -80,21 +87,29 @@ def write_zip(path: Path, members: list[tuple[str, bytes, int, int, int]]) -> Pa
         raw = name.encode()
         offset = len(local)
         local += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc, len(data), size, len(raw), 0) + raw + data
-        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0x21, crc, len(data), size, len(raw), 0, 0, 0, 0, 0, offset) + raw
+        central += (
+            struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0x21, crc, len(data), size, len(raw), 0, 0, 0, 0, 0, offset)
+            + raw
+        )
     end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central), len(local), 0)
     path.write_bytes(bytes(local) + bytes(central) + end)
     return path
 
 
-def _rewrite(src: Path, dst: Path, edit: Callable[[str, bytes], bytes | None], add: dict[str, bytes] | None = None,
-             bombs: dict[str, tuple[bytes, int, int]] | None = None) -> Path:
+def _rewrite(
+    src: Path,
+    dst: Path,
+    edit: Callable[[str, bytes], bytes | None],
+    add: dict[str, bytes] | None = None,
+    bombs: dict[str, tuple[bytes, int, int]] | None = None,
+) -> Path:
     """Copy ``src`` to ``dst`` member by member: ``edit(rel, data)`` returns new bytes or ``None`` to drop it;
     ``add`` appends stored members, ``bombs`` deflated ones (from :func:`bomb`)."""
     members = []
     with zipfile.ZipFile(src) as zin:
         root = zin.namelist()[0].split("/")[0]
         for info in zin.infolist():
-            rel = info.filename[len(root) + 1:]
+            rel = info.filename[len(root) + 1 :]
             data = edit(rel, zin.read(info))
             if data is not None:
                 members.append((f"{root}/{rel}", data, 0, zlib.crc32(data), len(data)))
@@ -149,7 +164,9 @@ def _constant(base: Path, out: Path, path_name: str, payload: bytes, use_pickle:
     def change(cfg):
         cfg["config"]["evil"] = {"path_name": path_name, "is_param": False, "use_pickle": use_pickle, "tensor_meta": None}
 
-    return _rewrite(base, out, _edit_json("data/constants/model_constants_config.json", change), add={f"data/constants/{path_name}": payload})
+    return _rewrite(
+        base, out, _edit_json("data/constants/model_constants_config.json", change), add={f"data/constants/{path_name}": payload}
+    )
 
 
 def make_use_pickle_constant(base: Path, out: Path, marker: Path) -> Path:
@@ -171,8 +188,15 @@ def make_legacy_weights(base: Path, out: Path, marker: Path) -> Path:
 
 
 def _tensor_meta(n: int, dtype: int = 1) -> dict:
-    return {"dtype": dtype, "sizes": [{"as_int": n}], "requires_grad": False, "device": {"type": "cpu", "index": None},
-            "strides": [{"as_int": 1}], "storage_offset": {"as_int": 0}, "layout": 7}
+    return {
+        "dtype": dtype,
+        "sizes": [{"as_int": n}],
+        "requires_grad": False,
+        "device": {"type": "cpu", "index": None},
+        "strides": [{"as_int": 1}],
+        "storage_offset": {"as_int": 0},
+        "layout": 7,
+    }
 
 
 def make_from_file(base: Path, out: Path, marker: Path) -> Path:
@@ -181,16 +205,30 @@ def make_from_file(base: Path, out: Path, marker: Path) -> Path:
     def change(program):
         graph = program["graph_module"]["graph"]
         graph["nodes"][:0] = [
-            {"target": "torch.ops.aten.from_file.default", "name": "pwn",
-             "inputs": [{"name": "filename", "arg": {"as_string": str(marker)}, "kind": 1},
-                        {"name": "shared", "arg": {"as_bool": True}, "kind": 1},
-                        {"name": "size", "arg": {"as_int": 4}, "kind": 1},
-                        {"name": "dtype", "arg": {"as_scalar_type": 1}, "kind": 2}],
-             "outputs": [{"as_tensor": {"name": "pwn"}}], "metadata": {}, "is_hop_single_tensor_return": None},
-            {"target": "torch.ops.aten.fill_.Scalar", "name": "pwn_fill",
-             "inputs": [{"name": "self", "arg": {"as_tensor": {"name": "pwn"}}, "kind": 1},
-                        {"name": "value", "arg": {"as_int": 65}, "kind": 1}],
-             "outputs": [{"as_tensor": {"name": "pwn_fill"}}], "metadata": {}, "is_hop_single_tensor_return": None},
+            {
+                "target": "torch.ops.aten.from_file.default",
+                "name": "pwn",
+                "inputs": [
+                    {"name": "filename", "arg": {"as_string": str(marker)}, "kind": 1},
+                    {"name": "shared", "arg": {"as_bool": True}, "kind": 1},
+                    {"name": "size", "arg": {"as_int": 4}, "kind": 1},
+                    {"name": "dtype", "arg": {"as_scalar_type": 1}, "kind": 2},
+                ],
+                "outputs": [{"as_tensor": {"name": "pwn"}}],
+                "metadata": {},
+                "is_hop_single_tensor_return": None,
+            },
+            {
+                "target": "torch.ops.aten.fill_.Scalar",
+                "name": "pwn_fill",
+                "inputs": [
+                    {"name": "self", "arg": {"as_tensor": {"name": "pwn"}}, "kind": 1},
+                    {"name": "value", "arg": {"as_int": 65}, "kind": 1},
+                ],
+                "outputs": [{"as_tensor": {"name": "pwn_fill"}}],
+                "metadata": {},
+                "is_hop_single_tensor_return": None,
+            },
         ]
         graph["tensor_values"]["pwn"] = _tensor_meta(4)
         graph["tensor_values"]["pwn_fill"] = _tensor_meta(4)
@@ -224,9 +262,14 @@ def make_dotted_target(base: Path, out: Path, marker: Path) -> Path:
     def change(program):
         graph = program["graph_module"]["graph"]
         graph["nodes"][:0] = [
-            {"target": "torch.serialization.os.system", "name": "pwn",
-             "inputs": [{"name": "command", "arg": {"as_string": f"touch {marker}"}, "kind": 1}],
-             "outputs": [{"as_none": True}], "metadata": {}, "is_hop_single_tensor_return": None},
+            {
+                "target": "torch.serialization.os.system",
+                "name": "pwn",
+                "inputs": [{"name": "command", "arg": {"as_string": f"touch {marker}"}, "kind": 1}],
+                "outputs": [{"as_none": True}],
+                "metadata": {},
+                "is_hop_single_tensor_return": None,
+            },
         ]
 
     return _rewrite(base, out, _edit_json("models/model.json", change))
@@ -313,8 +356,9 @@ def make_json_bomb(base: Path, out: Path, marker: Path | None = None, inflated: 
     with zipfile.ZipFile(base) as zin:
         root = zin.namelist()[0].split("/")[0]
         real = zin.read(f"{root}/models/model.json")
-    return _rewrite(base, out, lambda rel, d: None if rel == "models/model.json" else d,
-                    bombs={"models/model.json": bomb(real, inflated, b" ")})
+    return _rewrite(
+        base, out, lambda rel, d: None if rel == "models/model.json" else d, bombs={"models/model.json": bomb(real, inflated, b" ")}
+    )
 
 
 def make_deep_json(base: Path, out: Path, marker: Path | None = None) -> Path:

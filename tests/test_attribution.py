@@ -44,7 +44,7 @@ from logitshift.attribution import (
 )
 from logitshift.errors import LogitShiftError
 from logitshift.scores import SCORES, score
-from logitshift.shift import ShiftedModel, RegionShift
+from logitshift.shift import RegionShift, ShiftedModel
 
 RTOL = 1e-4
 TINY_TARGETS = torch.tensor([4, 0, 3, 6])  # top-1 and lower classes, so that prob gradients do not saturate
@@ -198,7 +198,8 @@ def test_shift_changes_logit_cams_only(tiny):
 
 @pytest.mark.parametrize("variant", ["original", "shifted"])
 def test_saliency_and_gradxinput_equal_captum_tiny(tiny, variant):
-    from captum.attr import InputXGradient, Saliency as CaptumSaliency
+    from captum.attr import InputXGradient
+    from captum.attr import Saliency as CaptumSaliency
 
     shifted, x = tiny
     model = model_variant(shifted, variant)
@@ -268,7 +269,8 @@ def test_integrated_gradients_completeness(tiny):
 @pytest.mark.parametrize("name", ["logit", "prob", "centered"])
 def test_smoothgrad_equals_captum_noise_tunnel_tiny(tiny, name, variant):
     """Same seed → the same noise (3×16×16 = 768 values per row, a multiple of 16) → Captum's average."""
-    from captum.attr import NoiseTunnel, Saliency as CaptumSaliency
+    from captum.attr import NoiseTunnel
+    from captum.attr import Saliency as CaptumSaliency
 
     shifted, x = tiny
     model = model_variant(shifted, variant)

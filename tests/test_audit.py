@@ -22,10 +22,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TinyCNN  # noqa: E402
 
 from logitshift.audit import THRESHOLD, audit_model, candidate_layers, load_file  # noqa: E402
-from logitshift.shift import GateShift, InputShift  # noqa: E402
 from logitshift.cli import main  # noqa: E402
 from logitshift.errors import LogitShiftError  # noqa: E402
-from logitshift.shift import PaperShift, RegionShift, ShiftedModel  # noqa: E402
+from logitshift.shift import GateShift, InputShift, PaperShift, RegionShift, ShiftedModel  # noqa: E402  # noqa: E402
 from logitshift.targets import parse_target  # noqa: E402
 
 SIZE = 32
@@ -416,7 +415,10 @@ def test_images_come_from_folders_and_lists_evenly_spread(tmp_path, capsys):
     listed.write_text("# two of them\nphotos/p0.png\nchelsea\n")
     path = export(region_shifted(TinyCNN(10, 8, 1)), tmp_path / "shifted.pt2")
     out = tmp_path / "run"
-    assert main(["audit", str(path), "--size", str(SIZE), "--images", str(folder), "--max-images", "3", "--out", str(out), "--no-progress"]) == 1
+    assert (
+        main(["audit", str(path), "--size", str(SIZE), "--images", str(folder), "--max-images", "3", "--out", str(out), "--no-progress"])
+        == 1
+    )
     assert "using 3 of the images" in capsys.readouterr().err
     assert json.loads((out / "audit.json").read_text())["images"] == ["p3", "p0", "p2"]  # sorted paths: more/p3, more/p4, p0, p1, p2
     assert main(["audit", str(path), "--size", str(SIZE), "--images", f"@{listed}", "--out", str(out), "--force", "--no-progress"]) == 1

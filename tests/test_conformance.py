@@ -140,7 +140,14 @@ def test_pytorch_grad_cam_targets(setup):
 
 
 def test_captum_perturbation_and_propagation(setup):
-    cells = by(cells_of(setup, ["captum"], methods=["Occlusion", "FeatureAblation", "DeepLift"], targets=["logit", "ScoreWrapper(centered)", "ScoreWrapper(prob)"]))
+    cells = by(
+        cells_of(
+            setup,
+            ["captum"],
+            methods=["Occlusion", "FeatureAblation", "DeepLift"],
+            targets=["logit", "ScoreWrapper(centered)", "ScoreWrapper(prob)"],
+        )
+    )
     for m in ("Occlusion", "FeatureAblation", "DeepLift"):
         assert cells[m, "logit"].verdict == "fooled", (m, cells[m, "logit"])
         for t in ("ScoreWrapper(centered)", "ScoreWrapper(prob)"):

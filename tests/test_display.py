@@ -8,14 +8,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import TinyCNN
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import logitshift as ls
 from logitshift.display import display_maps, load_maps, overlay, save_maps
 from logitshift.errors import LogitShiftError
-
-from conftest import TinyCNN
 
 
 @settings(max_examples=30, deadline=None)
@@ -66,8 +65,15 @@ def test_saved_maps_read_back_bit_for_bit_without_logitshift(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     c = model(x).argmax(1)
     maps = ls.GradCAM().maps(model, x, c, layer="features")
-    path = save_maps(tmp_path / "maps.npz", maps, image=["a/x.png", "b/x.png"], **{"class": c.tolist()},
-                     score=["logit"] * 2, method=["gradcam"] * 2, variant=["original"] * 2)
+    path = save_maps(
+        tmp_path / "maps.npz",
+        maps,
+        image=["a/x.png", "b/x.png"],
+        **{"class": c.tolist()},
+        score=["logit"] * 2,
+        method=["gradcam"] * 2,
+        variant=["original"] * 2,
+    )
     back = load_maps(path)
     assert np.array_equal(back["maps"], maps.detach().numpy()) and back["maps"].dtype == np.float32
     assert back["image"].tolist() == ["a/x.png", "b/x.png"] and back["class"].tolist() == c.tolist()
@@ -76,13 +82,19 @@ def test_saved_maps_read_back_bit_for_bit_without_logitshift(tmp_path):
         f"d = np.load({str(path)!r}, allow_pickle=False); print(sorted(d.files), d['maps'].shape)"
     )
     # -S: no site, so no .pth file puts logitshift on the path; numpy comes from site-packages alone
-    done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                          env={"PYTHONPATH": ":".join(p for p in sys.path if p.endswith("site-packages"))})
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": ":".join(p for p in sys.path if p.endswith("site-packages"))},
+    )
     assert done.returncode == 0, done.stderr
     assert "'class', 'image', 'maps', 'method', 'score', 'variant'" in done.stdout and "(2, 16, 16)" in done.stdout
     with pytest.raises(LogitShiftError, match="3 values of 'image' for 2 maps"):
-        save_maps(tmp_path / "bad.npz", maps, image=["a", "b", "c"], **{"class": [0, 1]}, score=["s"] * 2, method=["m"] * 2,
-                  variant=["v"] * 2)
+        save_maps(
+            tmp_path / "bad.npz", maps, image=["a", "b", "c"], **{"class": [0, 1]}, score=["s"] * 2, method=["m"] * 2, variant=["v"] * 2
+        )
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(LogitShiftError, match="cannot be read"):
         load_maps(tmp_path / "junk.npz")

@@ -70,8 +70,16 @@ def workspace(tmp_path_factory):
 
 def config(ws: Path, out: Path, **kw) -> EvalConfig:
     base = dict(
-        images=[str(ws / "images")], out=str(out), model=f"{MODULE}:tiny", methods=["gradcam"], scores=SCORES,
-        classes=CLASSES, batch_size=2, workers=0, progress=False, plots=False,
+        images=[str(ws / "images")],
+        out=str(out),
+        model=f"{MODULE}:tiny",
+        methods=["gradcam"],
+        scores=SCORES,
+        classes=CLASSES,
+        batch_size=2,
+        workers=0,
+        progress=False,
+        plots=False,
     )
     base.update(kw)
     return EvalConfig(**base)
@@ -79,8 +87,25 @@ def config(ws: Path, out: Path, **kw) -> EvalConfig:
 
 def cli_args(ws: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "evaluate", str(ws / "images"), "--model", f"{MODULE}:tiny", "--methods", "gradcam", "--scores", *SCORES,
-        "--class", CLASSES[0], "--class", CLASSES[1], "--batch-size", "2", "--no-progress", "--no-plots", "--out", str(out), *extra,
+        "evaluate",
+        str(ws / "images"),
+        "--model",
+        f"{MODULE}:tiny",
+        "--methods",
+        "gradcam",
+        "--scores",
+        *SCORES,
+        "--class",
+        CLASSES[0],
+        "--class",
+        CLASSES[1],
+        "--batch-size",
+        "2",
+        "--no-progress",
+        "--no-plots",
+        "--out",
+        str(out),
+        *extra,
     ]
 
 
@@ -130,12 +155,14 @@ def test_engine_serves_every_request_from_one_pass(tiny_cnn, batched, head_dtype
     out = explain(shifted, x, "features", [GradCAM()], SCORES, classes=[3, 5], batched=batched)
     assert len(out.maps) == 3 * len(SCORES) * 2
     p = forward_pass(shifted, x, ["features"])
-    for (slot, method, score, variant), maps in out.maps.items():
+    for (slot, _method, score, variant), maps in out.maps.items():
         want = GradCAM().from_pass(p, "features", out.targets[slot], score, variant)
         torch.testing.assert_close(maps, want, rtol=1e-5, atol=1e-6)
     # the shift steers the logit map and leaves the immune scores alone
     assert not torch.allclose(out.maps[(0, "gradcam", "logit", "original")], out.maps[(0, "gradcam", "logit", "shifted")])
-    torch.testing.assert_close(out.maps[(0, "gradcam", "centered", "original")], out.maps[(0, "gradcam", "centered", "shifted")], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        out.maps[(0, "gradcam", "centered", "original")], out.maps[(0, "gradcam", "centered", "shifted")], rtol=1e-4, atol=1e-6
+    )
 
 
 def test_engine_serves_every_method(tiny_cnn):

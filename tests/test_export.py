@@ -122,7 +122,9 @@ def original_prob_maps(lite0, samples):
     return maps
 
 
-LIBRARY_MAPS = ["captum_gradcam", "captum_saliency", "captum_ig"] + [f"pgc_{n}" for n in ("gradcam", "gradcampp", "hirescam", "xgradcam", "layercam")]
+LIBRARY_MAPS = ["captum_gradcam", "captum_saliency", "captum_ig"] + [
+    f"pgc_{n}" for n in ("gradcam", "gradcampp", "hirescam", "xgradcam", "layercam")
+]
 
 
 def _weights(name: str, maps: torch.Tensor) -> torch.Tensor:

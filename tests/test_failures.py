@@ -30,13 +30,14 @@ class Returns(nn.Module):
         return {"tuple": lambda: (z, z), "dict": lambda: {"logits": z}, "int": lambda: z.long(), "flat": lambda: z.flatten()}[self.kind]()
 
 
-@pytest.mark.parametrize("kind, needle", [("int", "logits of dtype torch.int64; expected floating point"),
-                                          ("flat", "expected N×C logits")])
+@pytest.mark.parametrize("kind, needle", [("int", "logits of dtype torch.int64; expected floating point"), ("flat", "expected N×C logits")])
 def test_models_that_do_not_return_logits_fail_with_one_line(kind, needle):
     x = torch.randn(2, 3, 16, 16)
     model = Returns(kind).eval()
-    for run in (lambda: GradCAM().maps(model, x, torch.tensor([0, 1]), layer="net.features"),
-                lambda: audit_model(model, x, ["net.features"])):
+    for run in (
+        lambda: GradCAM().maps(model, x, torch.tensor([0, 1]), layer="net.features"),
+        lambda: audit_model(model, x, ["net.features"]),
+    ):
         with pytest.raises(LogitShiftError, match=re.escape(needle)) as info:
             run()
         assert "\n" not in str(info.value)

@@ -112,9 +112,38 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(argv=st.lists(st.sampled_from(["demo", "--strength", "-1", "0", "nan", "1e3", "--tolerance", "x", "--construction", "paper",
-                                      "banana", "--region", "--class", "--images", "--out", "--force", "--float64-head", "-h2",
-                                      "--no-such-flag", "audit", "matrix", "report", ""]), max_size=6))
+@given(
+    argv=st.lists(
+        st.sampled_from(
+            [
+                "demo",
+                "--strength",
+                "-1",
+                "0",
+                "nan",
+                "1e3",
+                "--tolerance",
+                "x",
+                "--construction",
+                "paper",
+                "banana",
+                "--region",
+                "--class",
+                "--images",
+                "--out",
+                "--force",
+                "--float64-head",
+                "-h2",
+                "--no-such-flag",
+                "audit",
+                "matrix",
+                "report",
+                "",
+            ]
+        ),
+        max_size=6,
+    )
+)
 def test_fuzz_the_command_line_parser(argv, capsys):
     """Any argument list either parses or exits 2 with one line; nothing else escapes."""
     parser = build_parser()
@@ -129,11 +158,13 @@ def test_fuzz_the_command_line_parser(argv, capsys):
 
 
 @settings(max_examples=200, deadline=None)
-@given(spec=st.one_of(
-    st.text(max_size=30),
-    st.builds(lambda a, b, c, d: f"{a},{b},{c},{d}", *[st.integers(-300, 300)] * 4),
-    st.builds(lambda a, b, c, d: f"cells:{a},{b},{c},{d}", *[st.integers(-3, 10)] * 4),
-))
+@given(
+    spec=st.one_of(
+        st.text(max_size=30),
+        st.builds(lambda a, b, c, d: f"{a},{b},{c},{d}", *[st.integers(-300, 300)] * 4),
+        st.builds(lambda a, b, c, d: f"cells:{a},{b},{c},{d}", *[st.integers(-3, 10)] * 4),
+    )
+)
 def test_fuzz_the_region_parser(spec):
     try:
         target = parse_target(spec, 224, (7, 7))

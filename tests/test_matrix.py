@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from logitshift.cli import main
 from logitshift.matrix import markdown
 
@@ -21,7 +22,22 @@ SCORES = ["logit", "prob", "centered"]
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("matrix") / "run"
-    argv = ["matrix", "--images", "coffee", "--out", str(out), "--methods", *METHODS, "--scores", *SCORES, "--steps", "4", "--no-progress", "--device", "cpu"]
+    argv = [
+        "matrix",
+        "--images",
+        "coffee",
+        "--out",
+        str(out),
+        "--methods",
+        *METHODS,
+        "--scores",
+        *SCORES,
+        "--steps",
+        "4",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     code = main(argv)
     return code, out, argv
 
@@ -72,4 +88,3 @@ def test_matrix_errors_exit_2(capsys, tiny_run):
     assert main(["matrix", "--out", str(out) + "x", "--scores", "logits"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "score 'logits'" in err
-

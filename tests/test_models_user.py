@@ -12,14 +12,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import TinyCNN
 from torch import nn
 
 from logitshift.attribution import GradCAM
 from logitshift.classes import class_name, load_class_names, resolve_class
 from logitshift.errors import LogitShiftError
 from logitshift.models import as_logits, get_layer, layer_name, load_model, load_state_dict, prepare, unwrap_checkpoint
-
-from conftest import TinyCNN
 
 
 class DictOut(nn.Module):
@@ -62,8 +61,12 @@ def test_non_tensor_outputs_become_the_logits(cls):
 
 @pytest.mark.parametrize(
     "out, needle",
-    [({"scores": torch.zeros(1, 3)}, "a dict with keys scores"), (torch.zeros(1, 3, 4, 4), "shape (1, 3, 4, 4)"), ("text", "str"),
-     (torch.zeros(1, 3, dtype=torch.long), "dtype torch.int64")],
+    [
+        ({"scores": torch.zeros(1, 3)}, "a dict with keys scores"),
+        (torch.zeros(1, 3, 4, 4), "shape (1, 3, 4, 4)"),
+        ("text", "str"),
+        (torch.zeros(1, 3, dtype=torch.long), "dtype torch.int64"),
+    ],
 )
 def test_unusable_outputs_are_one_line_errors(out, needle):
     with pytest.raises(LogitShiftError) as err:
@@ -75,8 +78,14 @@ def test_checkpoints_are_unwrapped(tmp_path):
     model = TinyCNN(5)
     state = model.state_dict()
     ddp = {f"module.{k}": v for k, v in state.items()}
-    for i, payload in enumerate([{"state_dict": ddp, "epoch": 3}, {"model": state, "optimizer": {"lr": 0.1}},
-                                 {"model_state_dict": {f"_orig_mod.{k}": v for k, v in state.items()}}, ddp]):
+    for i, payload in enumerate(
+        [
+            {"state_dict": ddp, "epoch": 3},
+            {"model": state, "optimizer": {"lr": 0.1}},
+            {"model_state_dict": {f"_orig_mod.{k}": v for k, v in state.items()}},
+            ddp,
+        ]
+    ):
         path = tmp_path / f"ckpt{i}.pth"
         torch.save(payload, path)
         got = load_state_dict(path)
@@ -161,8 +170,25 @@ def test_demo_on_a_five_class_dict_model_with_class_names(tmp_path, monkeypatch)
     """End to end from the CLI: a dict-returning 5-class model, its names file, a class by name."""
     _write_factory(tmp_path, monkeypatch, FACTORY)
     (tmp_path / "names.txt").write_text("cat\ndog\nfox\nowl\nyak\n")
-    cmd = [sys.executable, "-m", "logitshift.cli", "demo", "--model", "usermodels:build", "--classes", str(tmp_path / "names.txt"),
-           "--images", "chelsea", "--class", "fox", "--class", "fox", "--out", str(tmp_path / "run"), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "logitshift.cli",
+        "demo",
+        "--model",
+        "usermodels:build",
+        "--classes",
+        str(tmp_path / "names.txt"),
+        "--images",
+        "chelsea",
+        "--class",
+        "fox",
+        "--class",
+        "fox",
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -170,8 +196,21 @@ def test_demo_on_a_five_class_dict_model_with_class_names(tmp_path, monkeypatch)
     names = {r["class_name"] for r in summary["results"]}
     assert "fox" in names and not any("shark" in n for n in names)
     assert sum(r["class"] == 2 and not r["predicted"] for r in summary["results"]) <= 1  # --class fox twice: one row
-    maze = [sys.executable, "-m", "logitshift.cli", "demo", "--model", "usermodels:build", "--images", "chelsea",
-            "--class", "maze", "--out", str(tmp_path / "run2"), "--no-progress"]
+    maze = [
+        sys.executable,
+        "-m",
+        "logitshift.cli",
+        "demo",
+        "--model",
+        "usermodels:build",
+        "--images",
+        "chelsea",
+        "--class",
+        "maze",
+        "--out",
+        str(tmp_path / "run2"),
+        "--no-progress",
+    ]
     bad = subprocess.run(maze, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no names" in bad.stderr, bad.stderr
 
@@ -213,7 +252,13 @@ def test_console_script_finds_a_factory_in_the_current_folder(tmp_path):
     if not exe.exists():
         pytest.skip("console script not installed")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([str(exe), "demo", "--model", "usermodels:build", "--images", "chelsea", "--out", str(tmp_path / "run"),
-                           "--no-progress"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    done = subprocess.run(
+        [str(exe), "demo", "--model", "usermodels:build", "--images", "chelsea", "--out", str(tmp_path / "run"), "--no-progress"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["model"] == "usermodels:build"

@@ -91,7 +91,9 @@ def test_region_shift_on_a_shifted_captum_model_too(lite0, samples):
     shifted = shift_model(lite0.module, lite0.layer, "region", 0.1, parse_target("top-left"), check=samples)
     target = predicted(forward_pass(shifted, samples[:2], [lite0.layer]))
     ours = GradCAM().maps(shifted, samples[:2], target, "logit", "shifted", lite0.layer)
-    theirs = LayerGradCam(shifted, shifted.base.get_submodule(lite0.layer)).attribute(samples[:2], target=target, relu_attributions=True)[:, 0]
+    theirs = LayerGradCam(shifted, shifted.base.get_submodule(lite0.layer)).attribute(samples[:2], target=target, relu_attributions=True)[
+        :, 0
+    ]
     scale = theirs.abs().amax(dim=(1, 2), keepdim=True)
     assert torch.allclose(ours / scale, theirs / scale, atol=1e-5, rtol=0)
 
@@ -148,7 +150,20 @@ def test_paper_corner_with_hirescam_on_three_real_models(model, tmp_path, capsys
     from logitshift.cli import main
 
     out = tmp_path / model
-    argv = ["demo", "--construction", "paper", "--method", "hirescam", "--class", "maze", "--model", model, "--out", str(out), "--no-progress"]
+    argv = [
+        "demo",
+        "--construction",
+        "paper",
+        "--method",
+        "hirescam",
+        "--class",
+        "maze",
+        "--model",
+        model,
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     report = model == "efficientnet-lite0"
     assert main(argv + ["--report"] * report) == 0
     console = capsys.readouterr().out.splitlines()

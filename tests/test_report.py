@@ -17,14 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from chromium import Chromium, available
 from PIL import Image, ImageDraw
 
 from logitshift.cli import main
 from logitshift.errors import LogitShiftError
 from logitshift.report import choose_level, load_run, parse_markdown_tables, write_report
 from logitshift.store import FIELDS, Store
-
-from chromium import Chromium, available
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "report"
 #: CI sets LOGITSHIFT_REQUIRE_BROWSER=1 so that a missing chromium fails the browser tests instead of skipping them.
@@ -71,7 +70,7 @@ def matrix_run(root: Path) -> Path:
     out.mkdir(parents=True)
     g = torch.Generator().manual_seed(0)
     maps = {(m, s, v): torch.rand(1, 7, 7, generator=g) for m in METHODS for s in SCORES for v in ("original", "shifted")}
-    rgb = (np.asarray(Image.open(picture(root / "photo.png", (64, 64)))))
+    rgb = np.asarray(Image.open(picture(root / "photo.png", (64, 64))))
     figure(out / "matrix.png", rgb, maps, METHODS, SCORES, 64, np.zeros((64, 64)))
     rows = []
     for i, m in enumerate(METHODS):
@@ -79,12 +78,36 @@ def matrix_run(root: Path) -> Path:
             verdict = "fooled" if s == "logit" else "unchanged"
             if (m, s) == ("saliency", "centered"):
                 verdict = "changed"  # one surprise
-            rows.append({"method": m, "family": "cam", "score": s, "target_mass_original": 0.05, "target_mass_shifted": 0.9 - 0.1 * i if s == "logit" else 0.05 + 0.01 * i,
-                         "spearman_min": 0.1 if s == "logit" else 0.999, "verdict": verdict, "expected": "fooled" if s == "logit" else "unchanged",
-                         "as_expected": verdict == ("fooled" if s == "logit" else "unchanged")})
-    summary = {"command": "matrix", "command_line": "logitshift matrix --methods " + " ".join(METHODS), "model": "efficientnet-lite0", "layer": "head", "target": "top-left",
-               "construction": "gate (feature map)", "strength": {"cam": 1.0}, "images": ["chelsea"], "methods": METHODS, "scores": SCORES,
-               "max_abs_prob_diff": 1e-8, "top1_agree": True, "rows": rows, "figure": "matrix.png", "seconds": 3.0}
+            rows.append(
+                {
+                    "method": m,
+                    "family": "cam",
+                    "score": s,
+                    "target_mass_original": 0.05,
+                    "target_mass_shifted": 0.9 - 0.1 * i if s == "logit" else 0.05 + 0.01 * i,
+                    "spearman_min": 0.1 if s == "logit" else 0.999,
+                    "verdict": verdict,
+                    "expected": "fooled" if s == "logit" else "unchanged",
+                    "as_expected": verdict == ("fooled" if s == "logit" else "unchanged"),
+                }
+            )
+    summary = {
+        "command": "matrix",
+        "command_line": "logitshift matrix --methods " + " ".join(METHODS),
+        "model": "efficientnet-lite0",
+        "layer": "head",
+        "target": "top-left",
+        "construction": "gate (feature map)",
+        "strength": {"cam": 1.0},
+        "images": ["chelsea"],
+        "methods": METHODS,
+        "scores": SCORES,
+        "max_abs_prob_diff": 1e-8,
+        "top1_agree": True,
+        "rows": rows,
+        "figure": "matrix.png",
+        "seconds": 3.0,
+    }
     (out / "matrix.json").write_text(json.dumps(summary))
     return out
 
@@ -94,10 +117,31 @@ def audit_run(root: Path, verdict: str = "shifted") -> Path:
     out.mkdir(parents=True)
     picture(out / "audit.png", (800, 620), seed=5)
     evidence = [
-        {"layer": name, "shape": [8, 4, 4], "kappa": [k, k * 0.9], "common_norm": [0.1, 0.2], "class_norm": [1.0, 1.1], "disagreement": [0.2, 0.3], "cells": [[1.0] * 4] * 4, "kappa_max": k, "disagreement_max": 0.3}
+        {
+            "layer": name,
+            "shape": [8, 4, 4],
+            "kappa": [k, k * 0.9],
+            "common_norm": [0.1, 0.2],
+            "class_norm": [1.0, 1.1],
+            "disagreement": [0.2, 0.3],
+            "cells": [[1.0] * 4] * 4,
+            "kappa_max": k,
+            "disagreement_max": 0.3,
+        }
         for name, k in (("input", 0.4), ("features.0", 12.0), ("features.2", 30.0))
     ]
-    summary = {"command": "audit", "model": "shifted.pt2", "verdict": verdict, "score": 30.0, "threshold": 4.0, "where": "features.2", "classes": 10, "images": ["chelsea", "coffee"], "evidence": evidence, "seconds": 1.5}
+    summary = {
+        "command": "audit",
+        "model": "shifted.pt2",
+        "verdict": verdict,
+        "score": 30.0,
+        "threshold": 4.0,
+        "where": "features.2",
+        "classes": 10,
+        "images": ["chelsea", "coffee"],
+        "evidence": evidence,
+        "seconds": 1.5,
+    }
     (out / "audit.json").write_text(json.dumps(summary))
     return out
 
@@ -113,12 +157,25 @@ def evaluate_run(root: Path) -> Path:
                 for variant in ("original", "shifted"):
                     row = {f: None for f in FIELDS}
                     row.update(image=f"/data/im{i}.png", name=f"im{i}", **{"class": 1}, is_top1=1, method=m, score=sc, variant=variant)
-                    row.update(target_mass=float(rng.uniform()), spearman_vs_original=float(rng.uniform()), max_abs_prob_diff=1e-7, prob=0.5, top1=1)
+                    row.update(
+                        target_mass=float(rng.uniform()),
+                        spearman_vs_original=float(rng.uniform()),
+                        max_abs_prob_diff=1e-7,
+                        prob=0.5,
+                        top1=1,
+                    )
                     rows.append(row)
     with Store(out / "results.sqlite") as st:  # the real results store of logitshift evaluate
         st.set_meta("config", {"model": "efficientnet-lite0", "methods": ["gradcam", "saliency"]})
-        st.commit_batch(rows, done=[(f"/data/im{i}.png", f"im{i}") for i in range(20)], bad=[("/data/broken.jpg", "broken", "cannot identify image file")])
-    plots = [picture(out / "plots" / f"{n}.png", (640, 420), seed=k).relative_to(out).as_posix() for k, n in enumerate(("target_mass", "spearman", "max_abs_prob_diff"))]
+        st.commit_batch(
+            rows,
+            done=[(f"/data/im{i}.png", f"im{i}") for i in range(20)],
+            bad=[("/data/broken.jpg", "broken", "cannot identify image file")],
+        )
+    plots = [
+        picture(out / "plots" / f"{n}.png", (640, 420), seed=k).relative_to(out).as_posix()
+        for k, n in enumerate(("target_mass", "spearman", "max_abs_prob_diff"))
+    ]
     summary = {
         "command": "evaluate",
         "model": "efficientnet-lite0",
@@ -199,15 +256,21 @@ def test_demo_report_in_browser(demo_run, browser):
     values = []
     for _ in range(2):
         page.evaluate(f"document.querySelectorAll('#equivalence thead th')[{col}].click()")
-        values.append(page.evaluate(f"Array.from(document.querySelectorAll('#equivalence tbody tr')).map(r => parseFloat(r.cells[{col}].dataset.v))"))
+        values.append(
+            page.evaluate(f"Array.from(document.querySelectorAll('#equivalence tbody tr')).map(r => parseFloat(r.cells[{col}].dataset.v))")
+        )
     assert values[0] == sorted(values[0]) and values[1] == sorted(values[1], reverse=True)
     assert sorted(values[0]) == sorted(r["prob"] for r in rows)
 
     # zoom: a click opens the figure in the lightbox, Escape closes it
     assert page.evaluate("document.getElementById('lightbox').hidden") is True
     page.evaluate("document.querySelector('.panel img.zoom').click()")
-    assert page.evaluate("!document.getElementById('lightbox').hidden && document.querySelector('#lightbox img').src === document.querySelector('.panel img.zoom').src")
-    assert page.evaluate("document.querySelector('#lightbox img').getBoundingClientRect().width") > page.evaluate("document.querySelector('.panel img.zoom').getBoundingClientRect().width")
+    assert page.evaluate(
+        "!document.getElementById('lightbox').hidden && document.querySelector('#lightbox img').src === document.querySelector('.panel img.zoom').src"
+    )
+    assert page.evaluate("document.querySelector('#lightbox img').getBoundingClientRect().width") > page.evaluate(
+        "document.querySelector('.panel img.zoom').getBoundingClientRect().width"
+    )
     page.screenshot(ARTIFACTS / "demo-zoom.png")
     page.evaluate("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'}))")
     assert page.evaluate("document.getElementById('lightbox').hidden") is True
@@ -234,7 +297,9 @@ def test_matrix_audit_evaluate_in_browser(tmp_path, browser):
     assert page.evaluate("document.querySelectorAll('table.matrix td.cell img').length") == len(METHODS) * (len(SCORES) + 1)
     sizes = page.evaluate("Array.from(document.querySelectorAll('table.matrix td.cell img')).map(i => [i.naturalWidth, i.naturalHeight])")
     assert all(abs(w - h) <= 3 and w > 40 for w, h in sizes)  # square map panels, not slices of titles
-    verdicts = page.evaluate("Array.from(document.querySelectorAll('table.matrix td.cell:not(.ref) .s')).map(c => c.textContent.split(' · ')[1])")
+    verdicts = page.evaluate(
+        "Array.from(document.querySelectorAll('table.matrix td.cell:not(.ref) .s')).map(c => c.textContent.split(' · ')[1])"
+    )
     assert verdicts.count("fooled") == len(METHODS) and verdicts.count("changed") == 1
     assert "8 of 9 cells as expected" in page.evaluate("document.getElementById('matrix').innerText")
     assert page.evaluate("document.querySelectorAll('table.matrix .surprise').length") == 1
@@ -288,8 +353,8 @@ def test_interrupted_evaluation_reports_its_store(tmp_path):
     text = write_report(run).read_text()
     note = re.search(r'<div class="note warn" id="missing".*?</div>', text, re.S).group(0)
     assert "summary.json is missing" in note
-    evaluation = text[text.index('<section id="evaluation">'):]
-    assert "images done</div><div class=\"v\">20<" in evaluation and "broken.jpg" in evaluation
+    evaluation = text[text.index('<section id="evaluation">') :]
+    assert 'images done</div><div class="v">20<' in evaluation and "broken.jpg" in evaluation
     header = text[: text.index("</header>")]
     assert "evaluate (incomplete)" in header and "efficientnet-lite0" in header  # from the store's recorded configuration
     assert "--resume" in note
@@ -359,7 +424,17 @@ def test_size_budget_downscales(tmp_path):
 def test_generic_matrix_cells_with_thumbnails(tmp_path):
     """A matrix given as {method: {score: cell}} with its own thumbnail per cell."""
     out = tmp_path / "m"
-    cells = {m: {s: {"target_mass": 0.7 if s == "logit" else 0.1, "fooled": s == "logit", "thumbnail": picture(out / f"{m}_{s}.png", (40, 40)).name} for s in SCORES} for m in METHODS}
+    cells = {
+        m: {
+            s: {
+                "target_mass": 0.7 if s == "logit" else 0.1,
+                "fooled": s == "logit",
+                "thumbnail": picture(out / f"{m}_{s}.png", (40, 40)).name,
+            }
+            for s in SCORES
+        }
+        for m in METHODS
+    }
     (out / "summary.json").write_text(json.dumps({"command": "matrix", "matrix": cells}))
     text = write_report(out).read_text()
     table = text[text.index('<table class="sortable matrix">') : text.index("</table>", text.index('<table class="sortable matrix">'))]
@@ -405,7 +480,9 @@ def test_a_real_audit_report_shows_each_test_and_where_the_shift_acts(tmp_path, 
     assert main(["audit", str(path), "--size", "32", "--images", "chelsea", "coffee", "--out", str(out), "--report", "--no-progress"]) == 1
     page = open_clean(browser, out / "report.html", "audit-real")
     assert "SHIFTED" in page.evaluate("document.querySelector('.verdict').innerText").upper()
-    tests = page.evaluate("Array.from(document.querySelectorAll('#audit table')[0].tBodies[0].rows).map(r => [r.cells[0].innerText, r.cells[4].innerText])")
+    tests = page.evaluate(
+        "Array.from(document.querySelectorAll('#audit table')[0].tBodies[0].rows).map(r => [r.cells[0].innerText, r.cells[4].innerText])"
+    )
     assert [t[0] for t in tests] == ["kappa", "bypass", "head", "effect"]
     assert dict(tests)["bypass"] == "yes" and dict(tests)["head"] == "no"
     layers = page.evaluate("document.querySelectorAll('#audit table')[1].tBodies[0].rows.length")

@@ -54,8 +54,23 @@ def ws(tmp_path_factory):
 
 
 def args(ws: Path, out: Path, *extra: str, model: str = "tiny", images: str | None = None) -> list[str]:
-    return ["evaluate", images or str(ws / "images"), "--model", f"{MODULE}:{model}", "--methods", "gradcam",
-            "--scores", "logit", "--batch-size", "1", "--no-progress", "--no-plots", "--out", str(out), *extra]
+    return [
+        "evaluate",
+        images or str(ws / "images"),
+        "--model",
+        f"{MODULE}:{model}",
+        "--methods",
+        "gradcam",
+        "--scores",
+        "logit",
+        "--batch-size",
+        "1",
+        "--no-progress",
+        "--no-plots",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def env(ws: Path) -> dict[str, str]:
@@ -73,8 +88,13 @@ def test_a_second_run_is_refused_naming_the_first_and_force_cannot_break_in(ws, 
     """Two concurrent evaluate runs on one folder: the second exits 2 naming the first's pid; so does --force;
     the first finishes with every image, its files untouched."""
     out = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-m", "logitshift", *args(ws, out, model="slow")], env=env(ws),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "logitshift", *args(ws, out, model="slow")],
+        env=env(ws),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lock = out / RunLock.NAME
     deadline = time.time() + 120
     while not (lock.exists() and lock.read_text().strip()) and first.poll() is None and time.time() < deadline:
@@ -206,10 +226,18 @@ def test_output_files_follow_the_umask(tmp_path, mask):
 
 def test_the_lock_is_held_by_one_holder_and_dropped_when_it_dies(tmp_path):
     folder = tmp_path / "f"
-    holder = subprocess.Popen([sys.executable, "-c",
-                               "import sys, time; sys.path.insert(0, sys.argv[1]); from logitshift.files import RunLock; "
-                               "RunLock(sys.argv[2]).acquire(); print('held', flush=True); time.sleep(60)",
-                               str(TESTS.parent / "src"), str(folder)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; sys.path.insert(0, sys.argv[1]); from logitshift.files import RunLock; "
+            "RunLock(sys.argv[2]).acquire(); print('held', flush=True); time.sleep(60)",
+            str(TESTS.parent / "src"),
+            str(folder),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(Exception, match=f"pid {holder.pid}"):
         RunLock(folder).acquire()

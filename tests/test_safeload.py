@@ -71,8 +71,13 @@ def test_the_payloads_are_live(hostile_files, tmp_path):
     for name in hostile.CODE:
         marker = tmp_path / f"{name}.marker"
         copies[name] = hostile.CODE[name](hostile_files["base"], tmp_path / f"{name}{_suffix(name)}", marker)
-    run = subprocess.run([sys.executable, "-c", UNSAFE, json.dumps({k: str(v) for k, v in copies.items()})],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", UNSAFE, json.dumps({k: str(v) for k, v in copies.items()})],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     live = sorted(name for name in hostile.CODE if (tmp_path / f"{name}.marker").exists())
     assert live == sorted(hostile.CODE), f"payloads that did not fire: {set(hostile.CODE) - set(live)}"
@@ -95,8 +100,14 @@ def test_audit_refuses_each_hostile_file_with_one_line_and_runs_nothing(hostile_
 def test_the_command_refuses_them_end_to_end(hostile_files, name, tmp_path):
     """``python -m logitshift audit FILE`` (parent + limited child): exit 2, one line on stderr, no marker."""
     path, marker = hostile_files["files"][name]
-    run = subprocess.run([sys.executable, "-m", "logitshift", "audit", str(path), "--no-progress"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": SRC})
+    run = subprocess.run(
+        [sys.executable, "-m", "logitshift", "audit", str(path), "--no-progress"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": SRC},
+    )
     assert run.returncode == 2, run.stderr[-2000:]
     assert len(run.stderr.strip().splitlines()) == 1 and "model file" in run.stderr, run.stderr
     assert not marker.exists()
@@ -111,11 +122,21 @@ def test_reasons_name_what_was_refused(hostile_files):
             safeload.check_pt2(path)
         reasons[name] = str(info.value)
     expected = {
-        "use_pickle_weight": "use_pickle", "use_pickle_constant": "use_pickle", "opaque_constant": "pickled object constant",
-        "legacy_weights": "'data/weights/model.pt' is a pickle", "from_file": "from_file", "guards_code": "guards_code",
-        "sympy_expr": "not a size symbol", "dotted_target": "only torch.ops.aten", "json_bomb": "compressed",
-        "deep_json": "nested too deeply", "oversized_record": "needs 4398046511104 bytes", "empty_record": "record holds 0",
-        "truncated": "not a readable zip", "deflate_bomb": "compressed", "sample_inputs": "calls posix.system",
+        "use_pickle_weight": "use_pickle",
+        "use_pickle_constant": "use_pickle",
+        "opaque_constant": "pickled object constant",
+        "legacy_weights": "'data/weights/model.pt' is a pickle",
+        "from_file": "from_file",
+        "guards_code": "guards_code",
+        "sympy_expr": "not a size symbol",
+        "dotted_target": "only torch.ops.aten",
+        "json_bomb": "compressed",
+        "deep_json": "nested too deeply",
+        "oversized_record": "needs 4398046511104 bytes",
+        "empty_record": "record holds 0",
+        "truncated": "not a readable zip",
+        "deflate_bomb": "compressed",
+        "sample_inputs": "calls posix.system",
     }
     for name, needle in expected.items():
         assert needle in reasons[name], (name, reasons[name])
@@ -141,9 +162,13 @@ def test_a_plain_export_passes_and_computes_what_torch_computes(hostile_files):
 
 def test_a_file_writing_operator_is_refused_even_under_another_overload(hostile_files, tmp_path):
     """The allowlist is by operator name, not by a list of bad names: an unknown operator is refused too."""
-    path = hostile._rewrite(hostile_files["base"], tmp_path / "odd.pt2", hostile._edit_json(
-        "models/model.json",
-        lambda p: p["graph_module"]["graph"]["nodes"][0].update(target="torch.ops.aten.some_future_op.default")))
+    path = hostile._rewrite(
+        hostile_files["base"],
+        tmp_path / "odd.pt2",
+        hostile._edit_json(
+            "models/model.json", lambda p: p["graph_module"]["graph"]["nodes"][0].update(target="torch.ops.aten.some_future_op.default")
+        ),
+    )
     with pytest.raises(safeload.UnsafeModelFile, match="some_future_op"):
         safeload.check_pt2(path)
 
@@ -159,8 +184,9 @@ def _peak_rss(argv: list[str], cwd: Path) -> tuple[int, str, int]:
         sys.exit(run.returncode)
         """
     )
-    run = subprocess.run([sys.executable, "-c", wrapper, *argv], cwd=cwd, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PYTHONPATH": SRC})
+    run = subprocess.run(
+        [sys.executable, "-c", wrapper, *argv], cwd=cwd, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": SRC}
+    )
     return run.returncode, run.stderr, int(run.stdout.strip().splitlines()[-1]) * 1024
 
 
@@ -191,14 +217,22 @@ def test_a_bomb_the_checks_do_not_foresee_ends_in_the_memory_limit(tmp_path):
     path = tmp_path / "hungry.pt2"
     torch.export.save(torch.export.export(_Hungry().eval(), (torch.randn(1, 3, 32, 32),)), str(path))
     safeload.check_pt2(path)  # passes the checks: only the limit stops it
-    code, err, peak = _peak_rss(["audit", str(path), "--size", "32", "--images", "chelsea", "--memory-limit", "0.5", "--no-progress"], tmp_path)
+    code, err, peak = _peak_rss(
+        ["audit", str(path), "--size", "32", "--images", "chelsea", "--memory-limit", "0.5", "--no-progress"], tmp_path
+    )
     print(f"2 GiB forward under a 0.5 GB budget: exit {code}, peak RSS {peak / 2**30:.2f} GiB; {err.strip()}")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "memory" in err.lower(), err
     assert peak < 1.5e9
 
 
 def test_the_cpu_limit_ends_a_long_audit_with_one_line(hostile_files, tmp_path):
-    run = subprocess.run([sys.executable, "-m", "logitshift", "audit", str(hostile_files["base"]), "--cpu-limit", "1", "--no-progress"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": SRC})
+    run = subprocess.run(
+        [sys.executable, "-m", "logitshift", "audit", str(hostile_files["base"]), "--cpu-limit", "1", "--no-progress"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": SRC},
+    )
     assert run.returncode == 2, run.stderr[-2000:]
     assert len(run.stderr.strip().splitlines()) == 1 and "CPU-time limit of 1 s" in run.stderr, run.stderr

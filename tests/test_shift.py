@@ -220,7 +220,7 @@ def test_api_errors_name_the_input(tiny_cnn):
 
 
 def test_stress_set_reports_the_worst_input(tiny_cnn):
-    from logitshift.shift import ShiftedModel, RegionShift, stress_equivalence, stress_inputs
+    from logitshift.shift import RegionShift, ShiftedModel, stress_equivalence, stress_inputs
 
     model = tiny_cnn(10, 8, 3)
     x = torch.randn(2, 3, 32, 32)

@@ -20,24 +20,55 @@ Scores", arXiv:2307.03305.
 
 __version__ = "0.1.0"
 
-from .audit import AuditResult, audit_model
 from .attribution import METHODS, GradCAM, forward_pass, get_method, normalize, upsample
+from .audit import AuditResult, audit_model
 from .classes import class_name, imagenet_classes, resolve_class
 from .display import display_maps, load_maps, overlay, save_maps
 from .errors import LogitShiftError
+from .export import load_shifted
 from .images import SAMPLES, batch, load_image
 from .metrics import spearman, target_mass
 from .models import LoadedModel, default_layer, get_layer, load_model
 from .scores import IMMUNE, SCORES, score
 from .shift import Equivalence, ShiftedModel, equivalence, shift_model
 from .steer import steer
-from .export import load_shifted
 from .targets import Target, parse_target
 
 __all__ = [
-    "AuditResult", "audit_model",
-    "GradCAM", "IMMUNE", "METHODS", "SAMPLES", "SCORES", "Equivalence", "LoadedModel", "LogitShiftError",
-    "ShiftedModel", "Target", "batch", "class_name", "default_layer", "equivalence", "forward_pass",
-    "get_layer", "get_method", "imagenet_classes", "load_image", "load_model", "normalize", "parse_target",
-    "resolve_class", "score", "display_maps", "overlay", "save_maps", "load_maps", "shift_model", "spearman", "steer", "load_shifted", "target_mass", "upsample",
+    "AuditResult",
+    "audit_model",
+    "GradCAM",
+    "IMMUNE",
+    "METHODS",
+    "SAMPLES",
+    "SCORES",
+    "Equivalence",
+    "LoadedModel",
+    "LogitShiftError",
+    "ShiftedModel",
+    "Target",
+    "batch",
+    "class_name",
+    "default_layer",
+    "equivalence",
+    "forward_pass",
+    "get_layer",
+    "get_method",
+    "imagenet_classes",
+    "load_image",
+    "load_model",
+    "normalize",
+    "parse_target",
+    "resolve_class",
+    "score",
+    "display_maps",
+    "overlay",
+    "save_maps",
+    "load_maps",
+    "shift_model",
+    "spearman",
+    "steer",
+    "load_shifted",
+    "target_mass",
+    "upsample",
 ]

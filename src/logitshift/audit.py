@@ -79,9 +79,9 @@ import math
 import sys
 import time
 import zipfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -135,7 +135,9 @@ def candidate_layers(model: nn.Module, x: torch.Tensor, max_layers: int = DEFAUL
             handles.append(sub.register_forward_hook(hook))
         except Exception:  # TorchScript submodules take no hooks
             continue
-    _hooked_forward(model, x[:1].detach().clone().requires_grad_(True), handles, f"a forward pass on a {'×'.join(map(str, x[:1].shape))} input")
+    _hooked_forward(
+        model, x[:1].detach().clone().requires_grad_(True), handles, f"a forward pass on a {'×'.join(map(str, x[:1].shape))} input"
+    )
     names = [seen[k] for k in order]
     if len(names) > max_layers:
         picks = np.unique(np.round(np.linspace(0, len(names) - 1, max_layers)).astype(int))
@@ -205,7 +207,7 @@ class HeadEvidence:
         return {"layer": self.layer, "width": self.width, "spread": self.spread, "kappa": self.kappa}
 
     @classmethod
-    def from_rows(cls, layer: str, common: torch.Tensor, probes: torch.Tensor, classes: int) -> "HeadEvidence":
+    def from_rows(cls, layer: str, common: torch.Tensor, probes: torch.Tensor, classes: int) -> HeadEvidence:
         """Spread and κ of the images' deviations from the batch mean (none for one image)."""
         spread: list[float] = []
         kappa: list[float] = []
@@ -236,7 +238,10 @@ def _ratio(num: torch.Tensor, den_sq: torch.Tensor, classes: int) -> torch.Tenso
 def _fraction(part: torch.Tensor, whole: torch.Tensor) -> list[float]:
     """``‖part‖ / ‖whole‖`` per image (0 where both vanish)."""
     num, den = _norms(part), _norms(whole)
-    return [float(v) for v in torch.where(den > 0, num / den.clamp_min(1e-300), torch.where(num > 0, torch.ones_like(num), torch.zeros_like(num)))]
+    return [
+        float(v)
+        for v in torch.where(den > 0, num / den.clamp_min(1e-300), torch.where(num > 0, torch.ones_like(num), torch.zeros_like(num)))
+    ]
 
 
 def _deviation(g: torch.Tensor) -> torch.Tensor:
@@ -317,7 +322,7 @@ def measure(
     progress: bool = False,
     threshold: float = THRESHOLD,
     keep: torch.Tensor | None = None,
-) -> tuple[list[LayerEvidence], HeadEvidence | None, "Context"]:
+) -> tuple[list[LayerEvidence], HeadEvidence | None, Context]:
     """Evidence at the input (first entry) and at each of ``layers``, from one forward pass.
 
     Also finds the classifier's input ``h`` for the bypass and head tests: the
@@ -394,7 +399,9 @@ def measure(
 
     from tqdm import tqdm
 
-    bar = tqdm(total=2 + probes + (probes + 2 if heads else 0), desc="audit", unit="backward", disable=not progress, file=sys.stderr, leave=False)
+    bar = tqdm(
+        total=2 + probes + (probes + 2 if heads else 0), desc="audit", unit="backward", disable=not progress, file=sys.stderr, leave=False
+    )
     top = z.detach().argmax(dim=1, keepdim=True)
     g_top = grads(z.gather(1, top).sum())
     g_sum = grads((z * mask).sum())
@@ -437,11 +444,15 @@ def measure(
             part = g_sum[i].detach() - pulled[i].detach()
             bypass[i] = _fraction(part, g_sum[i])
             bypass_kappa[i] = [float(k) for k in _ratio(_norms(part), frob_bypass[i], classes)]
-            bypass_centered[i] = [float(v) for v in torch.where(frob[i] > 0, (frob_bypass[i] / frob[i].clamp_min(1e-300)).sqrt(), torch.zeros_like(frob[i]))]
+            bypass_centered[i] = [
+                float(v) for v in torch.where(frob[i] > 0, (frob_bypass[i] / frob[i].clamp_min(1e-300)).sqrt(), torch.zeros_like(frob[i]))
+            ]
             fired = torch.tensor([_evidence_ratio(b, k, threshold) > 1.0 for b, k in zip(bypass[i], bypass_kappa[i])])
             if bool(fired.any()):
                 proven[i] = part * fired.view(-1, *([1] * (part.dim() - 1))).to(part.dtype)
-        head_evidence = HeadEvidence.from_rows(heads[head - spatial][0], g_sum[head].detach().double().flatten(1), torch.stack(probe_rows), classes)
+        head_evidence = HeadEvidence.from_rows(
+            heads[head - spatial][0], g_sum[head].detach().double().flatten(1), torch.stack(probe_rows), classes
+        )
         if head_evidence.ratio(threshold) > 1.0:
             # the classifier's common-mode row moves from image to image: its deviation from the batch mean is a shift
             deviation = g_sum[head].detach() - g_sum[head].detach().mean(dim=0, keepdim=True)
@@ -482,7 +493,9 @@ def measure(
     return out, head_evidence, context
 
 
-def measure_batches(model, x, layers, probes=DEFAULT_PROBES, seed=0, progress=False, threshold=THRESHOLD) -> tuple[list[LayerEvidence], HeadEvidence | None, Context]:
+def measure_batches(
+    model, x, layers, probes=DEFAULT_PROBES, seed=0, progress=False, threshold=THRESHOLD
+) -> tuple[list[LayerEvidence], HeadEvidence | None, Context]:
     """:func:`measure` image by image when the model takes a fixed batch size, else on the whole batch.
 
     Every image gets the same probes (same ``seed``) and the same classes that
@@ -500,7 +513,10 @@ def measure_batches(model, x, layers, probes=DEFAULT_PROBES, seed=0, progress=Fa
     with torch.no_grad():
         probs = torch.cat([torch.softmax(_hooked_forward(model, x[i : i + 1], [], "forward pass").double(), dim=1) for i in range(len(x))])
     keep = classes_that_matter(probs)
-    parts = [measure(model, x[i : i + 1], layers, probes, seed, threshold=threshold, keep=keep) for i in tqdm(range(len(x)), desc="audit", unit="image", disable=not progress, file=sys.stderr)]
+    parts = [
+        measure(model, x[i : i + 1], layers, probes, seed, threshold=threshold, keep=keep)
+        for i in tqdm(range(len(x)), desc="audit", unit="image", disable=not progress, file=sys.stderr)
+    ]
     merged = []
     for rows in zip(*(p[0] for p in parts)):
         first = rows[0]
@@ -510,7 +526,9 @@ def measure_batches(model, x, layers, probes=DEFAULT_PROBES, seed=0, progress=Fa
             return [k for r in rows for k in getattr(r, key)]
 
         methods = [
-            MethodEffect(m.method, m.layer, *([v for r in rows for v in getattr(r.methods[j], key)] for key in ("immune", "structural", "size")))
+            MethodEffect(
+                m.method, m.layer, *([v for r in rows for v in getattr(r.methods[j], key)] for key in ("immune", "structural", "size"))
+            )
             for j, m in enumerate(first.methods)
         ]
         merged.append(
@@ -551,7 +569,14 @@ def _tests(evidence: list[LayerEvidence], head: HeadEvidence | None, threshold: 
     kappa_w = max((max(e.kappa_weighted) for e in evidence if e.kappa_weighted), default=0.0)
     at = max(evidence, key=lambda e: max(max(e.kappa), max(e.kappa_weighted, default=0.0)))
     out: dict[str, dict] = {
-        "kappa": {"value": kappa, "weighted": kappa_w, "ratio": max(kappa, kappa_w) / threshold, "threshold": threshold, "layer": at.layer, "decides": False}
+        "kappa": {
+            "value": kappa,
+            "weighted": kappa_w,
+            "ratio": max(kappa, kappa_w) / threshold,
+            "threshold": threshold,
+            "layer": at.layer,
+            "decides": False,
+        }
     }
     if head is not None:
         firing = [e for e in evidence if e.bypass_ratio(threshold) > 1.0]
@@ -659,7 +684,11 @@ class AuditResult:
         effect = tests["effect"]
         affected = self.effects.summary()
         proven = [k for k in ("bypass", "head") if tests.get(k, {}).get("fired")]
-        how = f" (a shift proven by the {' and '.join(proven)} test{'s' if len(proven) > 1 else ''} at {tests[proven[0]]['layer']})" if proven else ""
+        how = (
+            f" (a shift proven by the {' and '.join(proven)} test{'s' if len(proven) > 1 else ''} at {tests[proven[0]]['layer']})"
+            if proven
+            else ""
+        )
         if self.finding == FINDINGS["steered"]:
             return f"{self.finding}{how}: the logit maps differ from the shift-immune ones beyond what an honest model shows: {affected}."
         if self.finding == FINDINGS["common"]:
@@ -669,7 +698,9 @@ class AuditResult:
                 "of its input: explain the centered logit (logitshift defend)."
             )
         if self.finding == FINDINGS["shifted"]:
-            return f"{self.finding}{how}: every map stays within the honest range (largest effect {effect['value']:.3f}, below {AFFECTED:g})."
+            return (
+                f"{self.finding}{how}: every map stays within the honest range (largest effect {effect['value']:.3f}, below {AFFECTED:g})."
+            )
         if self.finding == FINDINGS["present"]:
             return (
                 f"{self.finding}: κ {tests['kappa']['value']:.3g} (weighted {tests['kappa']['weighted']:.3g}) is above {self.threshold:g}, "
@@ -891,7 +922,11 @@ def figure(result: AuditResult, path: str | Path) -> Path:
         floor = 1e-12
         axb = fig.add_subplot(grid[1, :])
         fractions = [max(max(e.bypass), floor) for e in result.evidence]
-        axb.bar(range(len(fractions)), fractions, color=["tab:red" if e.bypass_ratio(result.threshold) > 1 else "tab:blue" for e in result.evidence])
+        axb.bar(
+            range(len(fractions)),
+            fractions,
+            color=["tab:red" if e.bypass_ratio(result.threshold) > 1 else "tab:blue" for e in result.evidence],
+        )
         axb.axhline(TOLERANCE, color="k", ls="--", lw=1, label=f"tolerance {TOLERANCE:g}")
         axb.set_yscale("log")
         axb.set_ylim(floor / 2, 2.0)
@@ -941,19 +976,54 @@ def add_command(subparsers) -> None:
     )
     p.add_argument("model", metavar="MODEL_OR_FILE")
     p.add_argument("--weights", default=None, help="local weights file for a model name")
-    p.add_argument("--images", nargs="+", default=None, help="image files, folders, @list files or sample names (default: chelsea coffee rocket astronaut)")
-    p.add_argument("--max-images", type=int_at_least(1), default=DEFAULT_MAX_IMAGES, help=f"use at most this many of them, evenly spread (default {DEFAULT_MAX_IMAGES})")
+    p.add_argument(
+        "--images",
+        nargs="+",
+        default=None,
+        help="image files, folders, @list files or sample names (default: chelsea coffee rocket astronaut)",
+    )
+    p.add_argument(
+        "--max-images",
+        type=int_at_least(1),
+        default=DEFAULT_MAX_IMAGES,
+        help=f"use at most this many of them, evenly spread (default {DEFAULT_MAX_IMAGES})",
+    )
     p.add_argument("--layers", nargs="+", default=None, help="layers to audit (default: up to --max-layers spatial layers)")
-    p.add_argument("--max-layers", type=int_at_least(0), default=DEFAULT_MAX_LAYERS, help=f"spatial layers audited, evenly spaced (default {DEFAULT_MAX_LAYERS})")
-    p.add_argument("--probes", type=int_at_least(1), default=DEFAULT_PROBES, help=f"random probes for the class-gradient spread (default {DEFAULT_PROBES})")
-    p.add_argument("--threshold", type=positive_float, default=THRESHOLD, help=f"κ above which the kappa test fires (default {THRESHOLD:g}); also scales κ_bypass and κ_head")
+    p.add_argument(
+        "--max-layers",
+        type=int_at_least(0),
+        default=DEFAULT_MAX_LAYERS,
+        help=f"spatial layers audited, evenly spaced (default {DEFAULT_MAX_LAYERS})",
+    )
+    p.add_argument(
+        "--probes",
+        type=int_at_least(1),
+        default=DEFAULT_PROBES,
+        help=f"random probes for the class-gradient spread (default {DEFAULT_PROBES})",
+    )
+    p.add_argument(
+        "--threshold",
+        type=positive_float,
+        default=THRESHOLD,
+        help=f"κ above which the kappa test fires (default {THRESHOLD:g}); also scales κ_bypass and κ_head",
+    )
     p.add_argument("--size", type=int_at_least(8), default=None, help="input size for a model file (default 224)")
     p.add_argument("--out", default=None, help="folder for audit.json and audit.png")
     p.add_argument("--force", action="store_true", help="overwrite a previous audit in --out")
     p.add_argument("--report", action="store_true", help="also write report.html, one self-contained HTML page, into --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--memory-limit", type=positive_float, default=DEFAULT_MEMORY_GB, help=f"a model or weights file is audited in a child process with this many GB of memory beyond the interpreter's own (default {DEFAULT_MEMORY_GB:g})")
-    p.add_argument("--cpu-limit", type=int_at_least(1), default=DEFAULT_CPU_SECONDS, help=f"... and this many seconds of CPU time (default {DEFAULT_CPU_SECONDS})")
+    p.add_argument(
+        "--memory-limit",
+        type=positive_float,
+        default=DEFAULT_MEMORY_GB,
+        help=f"a model or weights file is audited in a child process with this many GB of memory beyond the interpreter's own (default {DEFAULT_MEMORY_GB:g})",
+    )
+    p.add_argument(
+        "--cpu-limit",
+        type=int_at_least(1),
+        default=DEFAULT_CPU_SECONDS,
+        help=f"... and this many seconds of CPU time (default {DEFAULT_CPU_SECONDS})",
+    )
     device_flag(p)
     p.set_defaults(func=cmd_audit)
 
@@ -983,12 +1053,21 @@ def print_result(result: AuditResult) -> None:
         print(
             f"classifier input: the input of {result.head.layer} ({result.head.width} values), the last 2-D tensor that carries "
             "every centered gradient"
-            + (f"; {', '.join(context.passed_over)} passed over: an N×C tensor is the logits or a function of them, never the cut" if context and context.passed_over else "")
+            + (
+                f"; {', '.join(context.passed_over)} passed over: an N×C tensor is the logits or a function of them, never the cut"
+                if context and context.passed_over
+                else ""
+            )
         )
     elif context is not None and context.passed_over:
-        print(f"no classifier input found before the logits ({', '.join(context.passed_over)} take N×C tensors, never the cut): κ and the effect only")
+        print(
+            f"no classifier input found before the logits ({', '.join(context.passed_over)} take N×C tensors, never the cut): κ and the effect only"
+        )
     bypass_col = result.head is not None
-    print(f"{'layer':<28} {'shape':<16} {'κ max':>9} {'κ weighted':>10} {'‖∇mean z‖':>11} {'‖∇(z_c−mean z)‖':>16} {'effect':>7}" + (f" {'bypass':>9}" if bypass_col else ""))
+    print(
+        f"{'layer':<28} {'shape':<16} {'κ max':>9} {'κ weighted':>10} {'‖∇mean z‖':>11} {'‖∇(z_c−mean z)‖':>16} {'effect':>7}"
+        + (f" {'bypass':>9}" if bypass_col else "")
+    )
     for e in result.evidence:
         effect = max((m.effect for m in e.methods), default=0.0)
         print(
@@ -1003,7 +1082,9 @@ def print_result(result: AuditResult) -> None:
         print(f"test {key:<7} {value:>16}  ratio {t['ratio']:.3g}{extra}  {'FIRED' if t['fired'] else 'ok'}{role}")
     if not bypass_col:
         print("tests bypass/head: not run (no classifier layer with one output per class was found; κ and the effect only)")
-    print(f"verdict: {result.verdict} — {result.finding} (score {result.score:.3g}, κ max {result.kappa:.3g} against {result.threshold:g}, deciding evidence at {result.where})")
+    print(
+        f"verdict: {result.verdict} — {result.finding} (score {result.score:.3g}, κ max {result.kappa:.3g} against {result.threshold:g}, deciding evidence at {result.where})"
+    )
     bypass = result.tests().get("bypass", {})
     if bypass.get("fired"):
         names = [e.layer for e in result.evidence]
@@ -1017,11 +1098,10 @@ def print_result(result: AuditResult) -> None:
 def cmd_audit(args) -> int:
     from dataclasses import replace
 
-    from .files import run_dir, write_json
-    from .images import DEFAULT_SAMPLES, batch, load_image
-
     from . import sandbox
     from .device import resolve_device
+    from .files import run_dir, write_json
+    from .images import DEFAULT_SAMPLES, batch, load_image
 
     start = time.perf_counter()
     device = resolve_device(args.device)
@@ -1043,13 +1123,23 @@ def cmd_audit(args) -> int:
     elif hookable:
         layers = candidate_layers(module, x, args.max_layers)
         if not layers:
-            raise LogitShiftError(f"model {args.model!r}: no layer outputs a spatial feature map (N×C×H×W); the audit needs a convolutional classifier")
+            raise LogitShiftError(
+                f"model {args.model!r}: no layer outputs a spatial feature map (N×C×H×W); the audit needs a convolutional classifier"
+            )
     else:
         layers = []
         sys.stderr.write(f"logitshift audit: {name} is TorchScript, whose layers cannot be hooked: auditing the input gradient only\n")
     dtype = next((p.dtype for p in module.parameters()), torch.float32)
     module.to(device)
-    result = audit_model(module, x.to(device, dtype), layers, args.threshold, args.probes, image_names=[im.name for im in images], progress=not args.no_progress)
+    result = audit_model(
+        module,
+        x.to(device, dtype),
+        layers,
+        args.threshold,
+        args.probes,
+        image_names=[im.name for im in images],
+        progress=not args.no_progress,
+    )
     print_result(result)
     if out is not None:
         figure(result, out / "audit.png")

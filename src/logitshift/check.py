@@ -34,13 +34,21 @@ def add_command(subparsers) -> None:
     )
     p.add_argument("explainers", nargs="*", metavar="EXPLAINER")
     p.add_argument("--library", nargs="+", default=[], help="check every explainer of these adapters ('all' for every one)")
-    p.add_argument("--model", default="efficientnet-lite0", help="efficientnet-lite0 (default), a torchvision name, or package.module:factory")
+    p.add_argument(
+        "--model", default="efficientnet-lite0", help="efficientnet-lite0 (default), a torchvision name, or package.module:factory"
+    )
     p.add_argument("--weights", default=None, help="local weights file for --model")
     p.add_argument("--random-weights", action="store_true", help="a torchvision --model with random weights (say so when you report it)")
     p.add_argument("--layer", default=None, help="CAM layer (default: the model's last feature map)")
     p.add_argument("--images", nargs="+", default=["chelsea"], help="image files or sample names (default: chelsea)")
     p.add_argument("--target", default="top-left", help="where the twins steer: x0,y0,x1,y1, a corner name or a mask PNG")
-    p.add_argument("--kinds", nargs="+", default=None, choices=("gradient", "cam", "perturbation", "propagation", "metric"), help="twins to use (default: the explainer's kind; all map kinds for a user function)")
+    p.add_argument(
+        "--kinds",
+        nargs="+",
+        default=None,
+        choices=("gradient", "cam", "perturbation", "propagation", "metric"),
+        help="twins to use (default: the explainer's kind; all map kinds for a user function)",
+    )
     p.add_argument("--samples", type=int_at_least(1), default=8, help="samples / steps of sampling methods (default 8)")
     p.add_argument("--strength", type=positive_float, default=None, help="one strength for every twin term (default: calibrated per kind)")
     p.add_argument("--tolerance", type=positive_float, default=1e-5, help="largest max |Δp| a twin may have (default 1e-5)")
@@ -87,9 +95,33 @@ def cmd_check(args) -> int:
             explainers += chosen
         else:
             explainers.append(builtin_explainer(spec, ctx))
-    cells = check(loaded, x, explainers, ctx.target, memo=memo, kinds=args.kinds, tolerance=args.tolerance, strength=args.strength, progress=not args.no_progress) if explainers else []
+    cells = (
+        check(
+            loaded,
+            x,
+            explainers,
+            ctx.target,
+            memo=memo,
+            kinds=args.kinds,
+            tolerance=args.tolerance,
+            strength=args.strength,
+            progress=not args.no_progress,
+        )
+        if explainers
+        else []
+    )
     for e in user:
-        cells += check(loaded, x, [e], ctx.target, memo=memo, kinds=args.kinds or list(MAP_KINDS), tolerance=args.tolerance, strength=args.strength, progress=not args.no_progress)
+        cells += check(
+            loaded,
+            x,
+            [e],
+            ctx.target,
+            memo=memo,
+            kinds=args.kinds or list(MAP_KINDS),
+            tolerance=args.tolerance,
+            strength=args.strength,
+            progress=not args.no_progress,
+        )
     cells += missing
     code = exit_code(cells)
     print(finding(cells))

@@ -9,10 +9,10 @@ from __future__ import annotations
 import difflib
 import json
 import os
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
 
 from .errors import LogitShiftError
 
@@ -30,7 +30,9 @@ def load_class_names(path: str | os.PathLike) -> tuple[str, ...]:
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise LogitShiftError(f"class names {str(path)!r}: cannot be read ({exc.__class__.__name__}); expected a UTF-8 text or JSON file") from exc
+        raise LogitShiftError(
+            f"class names {str(path)!r}: cannot be read ({exc.__class__.__name__}); expected a UTF-8 text or JSON file"
+        ) from exc
     if p.suffix.lower() == ".json" or text.lstrip().startswith(("[", "{")):
         try:
             data = json.loads(text)

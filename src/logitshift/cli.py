@@ -12,7 +12,7 @@ import argparse
 import importlib
 import math
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from .errors import LogitShiftError
 
@@ -56,23 +56,44 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 
 def device_flag(p: argparse.ArgumentParser) -> None:
     """``--device auto|cpu|cuda`` (every command that runs a model; resolved by :func:`logitshift.device.resolve_device`)."""
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run: auto (default: cuda if available), cpu or cuda")
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run: auto (default: cuda if available), cpu or cuda"
+    )
 
 
 def model_flags(p: argparse.ArgumentParser) -> None:
     device_flag(p)
-    p.add_argument("--model", default="efficientnet-lite0", help="efficientnet-lite0 (default, offline), a torchvision name such as vgg19, or package.module:factory")
+    p.add_argument(
+        "--model",
+        default="efficientnet-lite0",
+        help="efficientnet-lite0 (default, offline), a torchvision name such as vgg19, or package.module:factory",
+    )
     p.add_argument("--weights", default=None, help="local weights file (.pth or .safetensors) for --model")
     p.add_argument("--layer", default=None, help="dotted module name of the explanation layer (default: the model's last feature map)")
-    p.add_argument("--num-classes", type=int_at_least(2), default=None, help="torchvision model with a fine-tuned head of this many classes (weights from --weights)")
-    p.add_argument("--classes", dest="class_names", default=None, metavar="FILE", help="names of the model's classes: one per line, or a JSON list (default: ImageNet names for ImageNet models, indices otherwise)")
+    p.add_argument(
+        "--num-classes",
+        type=int_at_least(2),
+        default=None,
+        help="torchvision model with a fine-tuned head of this many classes (weights from --weights)",
+    )
+    p.add_argument(
+        "--classes",
+        dest="class_names",
+        default=None,
+        metavar="FILE",
+        help="names of the model's classes: one per line, or a JSON list (default: ImageNet names for ImageNet models, indices otherwise)",
+    )
 
 
 def shift_flags(p: argparse.ArgumentParser) -> None:
     """The flags that describe the shift of ``demo`` and ``evaluate``."""
     p.add_argument("--shift-layer", default=None, help="layer the shift reads (default: the explanation layer)")
     p.add_argument("--construction", choices=("paper", "region"), default="region")
-    p.add_argument("--region", default="top-left", help="target of the region shift: x0,y0,x1,y1 pixels, cells:r0,c0,r1,c1, a corner name, or a mask PNG")
+    p.add_argument(
+        "--region",
+        default="top-left",
+        help="target of the region shift: x0,y0,x1,y1 pixels, cells:r0,c0,r1,c1, a corner name, or a mask PNG",
+    )
     p.add_argument("--strength", type=positive_float, default=None, help="shift strength K (default 1 for paper, 0.1 for region)")
     p.add_argument("--float64-head", action="store_true", help="add the shift in float64 (keeps probabilities equal for large strengths)")
     p.add_argument("--tolerance", type=positive_float, default=1e-5, help="largest max |Δprob| accepted (default 1e-5)")
@@ -80,7 +101,19 @@ def shift_flags(p: argparse.ArgumentParser) -> None:
 
 def shift_setup(args: argparse.Namespace) -> dict:
     """The :class:`logitshift.shift.ShiftSetup` fields from parsed ``model_flags`` + ``shift_flags`` (+ ``--classes``)."""
-    keys = ("model", "weights", "num_classes", "class_names", "layer", "shift_layer", "construction", "region", "strength", "float64_head", "tolerance")
+    keys = (
+        "model",
+        "weights",
+        "num_classes",
+        "class_names",
+        "layer",
+        "shift_layer",
+        "construction",
+        "region",
+        "strength",
+        "float64_head",
+        "tolerance",
+    )
     return {**{k: getattr(args, k) for k in keys}, "classes": list(getattr(args, "classes", None) or [])}
 
 

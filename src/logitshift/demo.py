@@ -30,9 +30,10 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -182,7 +183,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     }
     if extra:
         summary["class_agnostic"] = {
-            name: class_agnostic(p, layer, top1, extra, [im.name for im in images], name, loaded.class_names) for name in dict.fromkeys(["gradcam", cfg.method])
+            name: class_agnostic(p, layer, top1, extra, [im.name for im in images], name, loaded.class_names)
+            for name in dict.fromkeys(["gradcam", cfg.method])
         }
     if paper:
         summary["corner"] = corner_summary(results, cfg.method, float(weights.sum() / weights.numel()))
@@ -219,7 +221,15 @@ def class_agnostic(
         for i, name in enumerate(names):
             if int(top1[i]) == c:
                 continue  # the requested class is the prediction: nothing to compare
-            rows.append({"image": name, "class": c, "class_name": class_name(c, class_names), "original": float(rho["original"][i]), "shifted": float(rho["shifted"][i])})
+            rows.append(
+                {
+                    "image": name,
+                    "class": c,
+                    "class_name": class_name(c, class_names),
+                    "original": float(rho["original"][i]),
+                    "shifted": float(rho["shifted"][i]),
+                }
+            )
     if not rows:
         return {"method": method, "score": "logit", "rows": []}
     return {
@@ -301,7 +311,12 @@ def add_command(subparsers) -> None:
     model_flags(demo)
     shift_flags(demo)
     demo.add_argument("--images", nargs="+", default=None, help="image files or sample names (default: chelsea coffee rocket astronaut)")
-    demo.add_argument("--method", default="gradcam", choices=CAM_METHODS, help="CAM method of the maps (default gradcam; hirescam or layercam show the paper's corner)")
+    demo.add_argument(
+        "--method",
+        default="gradcam",
+        choices=CAM_METHODS,
+        help="CAM method of the maps (default gradcam; hirescam or layercam show the paper's corner)",
+    )
     demo.add_argument("--class", dest="classes", action="append", default=[], help="extra class to explain, by name or index (repeatable)")
     demo.add_argument("--force", action="store_true", help="overwrite a previous run in --out")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -324,10 +339,7 @@ def cmd_demo(args) -> int:
     )
     summary = run_demo(cfg)
     figures = len({r["figure"] for r in summary["results"] if r.get("figure")})
-    print(
-        f"{summary['finding']}\n"
-        f"{figures} figures and summary.json in {args.out} ({summary['seconds']:.1f} s)"
-    )
+    print(f"{summary['finding']}\n{figures} figures and summary.json in {args.out} ({summary['seconds']:.1f} s)")
     if getattr(args, "report", False):
         from .report import write_report
 

@@ -17,8 +17,8 @@ at or to take elsewhere:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -31,8 +31,9 @@ from .files import atomic_write
 CLIP_PERCENTILE = 99.5
 
 
-def display_maps(maps: torch.Tensor, size: int | tuple[int, int] | None = None, *, signed: bool = False,
-                 clip: float | None = CLIP_PERCENTILE) -> torch.Tensor:
+def display_maps(
+    maps: torch.Tensor, size: int | tuple[int, int] | None = None, *, signed: bool = False, clip: float | None = CLIP_PERCENTILE
+) -> torch.Tensor:
     """N×h×w maps → N×H×W maps at ``size`` (bilinear), scaled per map.
 
     Unsigned (default): negative values are cut to 0 and each map is divided

@@ -52,8 +52,8 @@ are left out of the common mode, the centering and the probes, and listed.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -197,7 +197,11 @@ class Effects:
     methods: list[MethodEffect] = field(default_factory=list)
 
     def worst(self, kind: str = "effect") -> MethodEffect | None:
-        key = {"effect": lambda m: m.effect, "structural": lambda m: max(m.structural, default=0.0), "size": lambda m: max(m.size, default=0.0)}[kind]
+        key = {
+            "effect": lambda m: m.effect,
+            "structural": lambda m: max(m.structural, default=0.0),
+            "size": lambda m: max(m.size, default=0.0),
+        }[kind]
         return max(self.methods, key=key, default=None)
 
     def value(self, kind: str = "effect") -> float:
@@ -208,7 +212,11 @@ class Effects:
 
     def affected(self, kind: str = "effect") -> list[MethodEffect]:
         """Method families (at a layer) whose maps change by at least :data:`AFFECTED` on some image."""
-        get = {"effect": lambda m: m.effect, "structural": lambda m: max(m.structural, default=0.0), "size": lambda m: max(m.size, default=0.0)}[kind]
+        get = {
+            "effect": lambda m: m.effect,
+            "structural": lambda m: max(m.structural, default=0.0),
+            "size": lambda m: max(m.size, default=0.0),
+        }[kind]
         return [m for m in self.methods if get(m) >= AFFECTED]
 
     def summary(self, limit: int = 4) -> str:

@@ -52,8 +52,8 @@ Example::
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -269,7 +269,12 @@ def explain(
     n_requests = (1 + len(classes)) * len(scores) * len(variants)
     n_basis = len({(slot, BASIS[s], v) for slot in range(1 + len(classes)) for s in scores for v in variants})
     chunks = [-(-m.rows(x.shape[0]) // m.batch_size) for m in sampled]  # type: ignore[attr-defined]
-    total = 1 + ((-(-n_requests // CHUNK) if batched and n_requests > 1 else n_requests) if cams else 0) + (n_basis if inputs else 0) + sum(c * (1 + n_basis) for c in chunks)
+    total = (
+        1
+        + ((-(-n_requests // CHUNK) if batched and n_requests > 1 else n_requests) if cams else 0)
+        + (n_basis if inputs else 0)
+        + sum(c * (1 + n_basis) for c in chunks)
+    )
     total += len(others) * n_requests
     bar = _bar(progress, total)
     p = forward_pass(model, x, [layer] if cams else [], input_grad=bool(inputs))

@@ -52,9 +52,10 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -363,8 +364,22 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
         total = sum(len(b) for b in mine)
         done_before = total - sum(len(b) for b in todo)
         _run_batches(
-            todo, loaded.preprocess, cfg, shifted, layer, methods, scores, extra, weights_for, store, rank, world,
-            device, total, done_before, on_batch,
+            todo,
+            loaded.preprocess,
+            cfg,
+            shifted,
+            layer,
+            methods,
+            scores,
+            extra,
+            weights_for,
+            store,
+            rank,
+            world,
+            device,
+            total,
+            done_before,
+            on_batch,
         )
         if store is not main:
             store.close()
@@ -378,8 +393,9 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
                 for part in parts:
                     remove(part)
                 shutil.rmtree(out / PARTS, ignore_errors=True)
-            summary = write_summary(out, main, items, skipped, cfg, ident, loaded.name, DEFAULT_STRENGTH[cfg.construction],
-                                    world, time.perf_counter() - start)
+            summary = write_summary(
+                out, main, items, skipped, cfg, ident, loaded.name, DEFAULT_STRENGTH[cfg.construction], world, time.perf_counter() - start
+            )
             main.close()
         _barrier(world)
         return summary
@@ -403,8 +419,9 @@ def _finished(out: Path) -> set[str]:
     return done
 
 
-def _run_batches(todo, preprocess, cfg, shifted, layer, methods, scores, extra, weights_for, store, rank, world, device,
-                 total, done_before, on_batch) -> None:
+def _run_batches(
+    todo, preprocess, cfg, shifted, layer, methods, scores, extra, weights_for, store, rank, world, device, total, done_before, on_batch
+) -> None:
     from tqdm import tqdm
 
     from .engine import explain
@@ -418,8 +435,16 @@ def _run_batches(todo, preprocess, cfg, shifted, layer, methods, scores, extra, 
         prefetch_factor=2 if cfg.workers > 0 else None,
     )
     desc = "evaluate" if world == 1 else f"evaluate rank {rank}"
-    bar = tqdm(total=total, initial=done_before, desc=desc, unit="img", disable=not cfg.progress, file=sys.stderr,
-               position=rank if world > 1 else None, dynamic_ncols=True)
+    bar = tqdm(
+        total=total,
+        initial=done_before,
+        desc=desc,
+        unit="img",
+        disable=not cfg.progress,
+        file=sys.stderr,
+        position=rank if world > 1 else None,
+        dynamic_ncols=True,
+    )
     done = done_before
     try:
         for batch in loader:
@@ -532,11 +557,20 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return table
 
 
-def write_summary(out: Path, store: Store, items: Sequence[Item], skipped: int, cfg: EvalConfig, ident: dict[str, Any],
-                  model_name: str, default_strength: float, world: int, seconds: float) -> dict[str, Any]:
+def write_summary(
+    out: Path,
+    store: Store,
+    items: Sequence[Item],
+    skipped: int,
+    cfg: EvalConfig,
+    ident: dict[str, Any],
+    model_name: str,
+    default_strength: float,
+    world: int,
+    seconds: float,
+) -> dict[str, Any]:
     """rows.csv, the plots, summary.md and (last) summary.json, each written atomically."""
-    from .files import provenance
-    from .files import atomic_write, write_json
+    from .files import atomic_write, provenance, write_json
 
     rows = store.rows()
     images = store.images()
@@ -560,7 +594,10 @@ def write_summary(out: Path, store: Store, items: Sequence[Item], skipped: int, 
         "command": "evaluate",
         "complete": listed <= handled,
         "model": model_name,
-        **{k: ident[k] for k in ("weights", "layer", "shift_layer", "construction", "strength", "float64_head", "methods", "scores", "classes")},
+        **{
+            k: ident[k]
+            for k in ("weights", "layer", "shift_layer", "construction", "strength", "float64_head", "methods", "scores", "classes")
+        },
         "region": cfg.region if cfg.construction == "region" else "cell (0, 0) of the shift layer",
         "default_strength": default_strength,
         "tolerance": cfg.tolerance,
@@ -665,8 +702,11 @@ def write_plots(folder: Path, rows: Sequence[dict[str, Any]]) -> list[str]:
             patch.set_facecolor(color)
         from matplotlib.patches import Patch
 
-        ax.legend(handles=[Patch(color="#4c72b0" if v == "original" else "#dd8452", label=f"{v} model") for v in variants],
-                  loc="upper right", fontsize=7)
+        ax.legend(
+            handles=[Patch(color="#4c72b0" if v == "original" else "#dd8452", label=f"{v} model") for v in variants],
+            loc="upper right",
+            fontsize=7,
+        )
         ax.set_ylabel(label)
         ax.set_ylim(-1.05 if metric.startswith("spearman") else -0.02, 1.05)
         ax.set_title(f"{metric} over {len({r['image'] for r in rows})} images")
@@ -715,15 +755,21 @@ def add_command(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("images", nargs="*", help="image files, folders (searched recursively), @list.txt files, or sample names")
-    p.add_argument("--list", dest="lists", action="append", default=[], help="a text file with one image path or sample a line (repeatable)")
+    p.add_argument(
+        "--list", dest="lists", action="append", default=[], help="a text file with one image path or sample a line (repeatable)"
+    )
     p.add_argument("--methods", nargs="+", default=["gradcam"], help="attribution methods (default gradcam)")
     p.add_argument("--ig-steps", type=positive_int, default=None, help="Integrated Gradients: quadrature steps (default: the method's)")
-    p.add_argument("--smoothgrad-samples", type=positive_int, default=None, help="SmoothGrad: noisy samples per image (default: the method's)")
+    p.add_argument(
+        "--smoothgrad-samples", type=positive_int, default=None, help="SmoothGrad: noisy samples per image (default: the method's)"
+    )
     p.add_argument("--scores", nargs="+", default=["logit", "prob"], help="scores to explain (default logit prob)")
     p.add_argument("--out", default="runs/evaluate", help="output folder (default runs/evaluate)")
     model_flags(p)
     shift_flags(p)
-    p.add_argument("--class", dest="classes", action="append", default=[], help="extra class to explain for every image, by name or index (repeatable)")
+    p.add_argument(
+        "--class", dest="classes", action="append", default=[], help="extra class to explain for every image, by name or index (repeatable)"
+    )
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--workers", type=count, default=2, help="image-decoding worker processes (default 2; 0 decodes in the main process)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (skips the images it finished)")

@@ -119,7 +119,9 @@ def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return stem.with_suffix(".json"), stem.with_suffix(".safetensors")
 
 
-def save_shifted(shifted: ShiftedModel, path: str | os.PathLike, model: str, weights: str | None = None, extra: dict | None = None) -> tuple[Path, Path]:
+def save_shifted(
+    shifted: ShiftedModel, path: str | os.PathLike, model: str, weights: str | None = None, extra: dict | None = None
+) -> tuple[Path, Path]:
     """Write ``<stem>.json`` and ``<stem>.safetensors`` (see :func:`load_shifted`)."""
     from safetensors.torch import save_file
 
@@ -278,7 +280,9 @@ def add_command(subparsers) -> None:
     p.add_argument("--target", required=True, help="x0,y0,x1,y1 pixels, cells:r0,c0,r1,c1, a corner name, or a mask PNG of the input size")
     p.add_argument("--out", required=True, help="output file (.pt2); the safetensors + JSON form goes next to it")
     p.add_argument("--methods", nargs="+", default=None, help="methods to steer (default: every registered method)")
-    p.add_argument("--strength", default=None, help="'auto', or a number for every term (default: 1 for the CAM term, 100 for the input term)")
+    p.add_argument(
+        "--strength", default=None, help="'auto', or a number for every term (default: 1 for the CAM term, 100 for the input term)"
+    )
     p.add_argument("--goal", type=float, default=0.5, help="with --strength auto: the target mass to reach (default 0.5)")
     p.add_argument("--images", nargs="+", default=None, help="check images (default: the four samples)")
     p.add_argument("--format", choices=("both", "pt2", "safetensors"), default="both", help="what to write (default both)")
@@ -304,11 +308,10 @@ def parse_strength(text: str | None) -> float | str | None:
 
 
 def cmd_attack(args) -> int:
+    from .device import resolve_device
     from .images import DEFAULT_SAMPLES, batch, load_image
     from .models import load_model
     from .steer import steer
-
-    from .device import resolve_device
 
     start = time.perf_counter()
     device = resolve_device(args.device)
@@ -325,8 +328,15 @@ def cmd_attack(args) -> int:
     loaded.module.to(device)
     x = batch([load_image(s, loaded.preprocess) for s in (args.images or DEFAULT_SAMPLES)]).to(device)
     shifted = steer(
-        loaded, args.target, methods=args.methods, strength=strength, layer=args.layer, check=x,
-        goal=args.goal, tolerance=args.tolerance, progress=not args.no_progress,
+        loaded,
+        args.target,
+        methods=args.methods,
+        strength=strength,
+        layer=args.layer,
+        check=x,
+        goal=args.goal,
+        tolerance=args.tolerance,
+        progress=not args.no_progress,
     )
     # the files are written from the CPU, so that they load on any machine
     shifted.cpu()

@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import LogitShiftError
 
@@ -102,7 +104,7 @@ class RunLock:
             f"{self.what} {str(self.folder)!r}: in use by another run ({self._holder()}); wait for it to end or stop it first"
         )
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         import fcntl
         import sys
 
@@ -151,7 +153,7 @@ class RunLock:
         finally:
             os.close(fd)
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
@@ -161,7 +163,7 @@ class RunLock:
 def provenance() -> dict[str, Any]:
     """When and with what a run was made, for the record in every summary."""
     import platform
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     import numpy
     import torch
@@ -169,6 +171,11 @@ def provenance() -> dict[str, Any]:
     from . import __version__
 
     return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"logitshift": __version__, "torch": torch.__version__, "numpy": numpy.__version__, "python": platform.python_version()},
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": {
+            "logitshift": __version__,
+            "torch": torch.__version__,
+            "numpy": numpy.__version__,
+            "python": platform.python_version(),
+        },
     }

@@ -78,9 +78,7 @@ def read_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarra
     try:
         with PILImage.open(path) as im:
             if im.width * im.height > max_pixels:
-                raise LogitShiftError(
-                    f"image {str(path)!r}: {im.width}×{im.height} pixels exceeds the limit of {max_pixels:,}"
-                )
+                raise LogitShiftError(f"image {str(path)!r}: {im.width}×{im.height} pixels exceeds the limit of {max_pixels:,}")
             if max(im.width, im.height) > MAX_ASPECT * max(1, min(im.width, im.height)):
                 raise LogitShiftError(
                     f"image {str(path)!r}: {im.width}×{im.height} pixels, a side ratio over {MAX_ASPECT}:1; expected a photograph"

@@ -151,17 +151,27 @@ def markdown(summary: dict) -> str:
         for s in summary["scores"]:
             r = cells[m, s]
             mark = "" if r["as_expected"] else " ⚠"
-            row.append(f"{r['target_mass_shifted']:.2f} ({r['target_mass_original']:.2f}) · ρ {r['spearman_min']:.3f} · **{r['verdict']}**{mark}")
+            row.append(
+                f"{r['target_mass_shifted']:.2f} ({r['target_mass_original']:.2f}) · ρ {r['spearman_min']:.3f} · **{r['verdict']}**{mark}"
+            )
         lines.append(f"| {m} | " + " | ".join(row) + " |")
     off = [r for r in summary["rows"] if not r["as_expected"]]
-    lines += ["", f"Cells as expected (logit fooled, every other score unchanged): {len(summary['rows']) - len(off)} of {len(summary['rows'])}."]
+    lines += [
+        "",
+        f"Cells as expected (logit fooled, every other score unchanged): {len(summary['rows']) - len(off)} of {len(summary['rows'])}.",
+    ]
     for r in off:
         lines.append(
             f"- ⚠ {r['method']} × {r['score']}: {r['verdict']} (expected {r['expected']}); target mass per image "
             f"{r['target_mass_shifted_per_image']}, Spearman per image {r['spearman_per_image']}."
         )
     if summary.get("figure"):
-        lines += ["", f"![maps]({summary['figure']})", "", f"Figure: image `{summary['images'][0]}`; first column the original model's logit map, then the shifted model's map per score."]
+        lines += [
+            "",
+            f"![maps]({summary['figure']})",
+            "",
+            f"Figure: image `{summary['images'][0]}`; first column the original model's logit map, then the shifted model's map per score.",
+        ]
     lines += ["", f"Command: `{summary['command_line']}` ({summary['seconds']:.0f} s)."]
     return "\n".join(lines) + "\n"
 
@@ -183,11 +193,10 @@ def figure(path: Path, rgb, maps: dict, methods: list[str], scores: list[str], s
 
 
 def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
+    from .device import resolve_device
     from .images import DEFAULT_SAMPLES, batch, load_image
     from .models import load_model
     from .steer import steer
-
-    from .device import resolve_device
 
     start = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -202,7 +211,17 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
     loaded.module.to(device)
     x = batch(images).to(device)
     options = method_options(cfg.steps)
-    shifted = steer(loaded, cfg.target, methods=methods, strength=cfg.strength, layer=cfg.layer, check=x, goal=cfg.goal, method_options=options, progress=cfg.progress)
+    shifted = steer(
+        loaded,
+        cfg.target,
+        methods=methods,
+        strength=cfg.strength,
+        layer=cfg.layer,
+        check=x,
+        goal=cfg.goal,
+        method_options=options,
+        progress=cfg.progress,
+    )
     st = shifted.steering
     from .shift import layer_grid
     from .targets import parse_target
@@ -266,7 +285,12 @@ def add_command(subparsers) -> None:
     p.add_argument("--scores", nargs="+", default=list(SCORES), help=f"scores (default all: {', '.join(SCORES)})")
     p.add_argument("--strength", default=None, help="'auto' or a number (default: 1 for the CAM term, 100 for the input term)")
     p.add_argument("--goal", type=float, default=0.5, help="target mass that counts as fooled (default 0.5)")
-    p.add_argument("--steps", type=int_at_least(1), default=DEFAULT_STEPS, help=f"Integrated Gradients steps and SmoothGrad samples (default {DEFAULT_STEPS})")
+    p.add_argument(
+        "--steps",
+        type=int_at_least(1),
+        default=DEFAULT_STEPS,
+        help=f"Integrated Gradients steps and SmoothGrad samples (default {DEFAULT_STEPS})",
+    )
     p.add_argument("--no-figure", action="store_true", help="skip matrix.png")
     p.add_argument("--force", action="store_true", help="overwrite a previous run in --out")
     p.add_argument("--report", action="store_true", help="also write report.html, one self-contained HTML page, into --out")
@@ -278,9 +302,22 @@ def cmd_matrix(args) -> int:
     from .export import parse_strength
 
     cfg = MatrixConfig(
-        out=args.out, model=args.model, weights=args.weights, num_classes=args.num_classes, class_names=args.class_names, layer=args.layer, target=args.target,
-        images=args.images or [], methods=args.methods or [], scores=args.scores, strength=parse_strength(args.strength),
-        goal=args.goal, steps=args.steps, force=args.force, figure=not args.no_figure, progress=not args.no_progress,
+        out=args.out,
+        model=args.model,
+        weights=args.weights,
+        num_classes=args.num_classes,
+        class_names=args.class_names,
+        layer=args.layer,
+        target=args.target,
+        images=args.images or [],
+        methods=args.methods or [],
+        scores=args.scores,
+        strength=parse_strength(args.strength),
+        goal=args.goal,
+        steps=args.steps,
+        force=args.force,
+        figure=not args.no_figure,
+        progress=not args.no_progress,
         device=args.device,
     )
     shown = [f"--model {cfg.model}", f"--target {cfg.target}"] + ([f"--images {' '.join(cfg.images)}"] if cfg.images else [])

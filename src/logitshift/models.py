@@ -18,9 +18,10 @@ import hashlib
 import importlib
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -120,9 +121,7 @@ def load_state_dict(path: str | os.PathLike, expected_sha256: str | None = None)
     if expected_sha256 is not None:
         actual = sha256_of(path)
         if actual != expected_sha256:
-            raise LogitShiftError(
-                f"weights file {str(path)!r}: sha256 {actual[:16]}… does not match the expected {expected_sha256[:16]}…"
-            )
+            raise LogitShiftError(f"weights file {str(path)!r}: sha256 {actual[:16]}… does not match the expected {expected_sha256[:16]}…")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -173,7 +172,7 @@ def unwrap_checkpoint(state: dict, source: str = "checkpoint") -> dict[str, torc
         )
     for prefix in WRAPPER_PREFIXES:
         if all(k.startswith(prefix) for k in tensors):
-            tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+            tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
     return tensors
 
 
@@ -342,7 +341,9 @@ def torchvision_model(
         builder = torchvision.models.get_model_builder(name)
     except ValueError as exc:
         known = ", ".join(sorted(torchvision.models.list_models(torchvision.models))[:12])
-        raise LogitShiftError(f"model {name!r}: unknown; expected {DEFAULT_MODEL!r}, a torchvision classifier ({known}, …) or package.module:factory") from exc
+        raise LogitShiftError(
+            f"model {name!r}: unknown; expected {DEFAULT_MODEL!r}, a torchvision classifier ({known}, …) or package.module:factory"
+        ) from exc
     classes = 1000 if num_classes is None else num_classes
     if classes < 2:
         raise LogitShiftError(f"--num-classes {classes}: expected an integer >= 2")

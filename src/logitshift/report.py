@@ -41,10 +41,11 @@ import math
 import os
 import re
 import sqlite3
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from .attribution import METHOD_LABELS
 from .errors import LogitShiftError
@@ -136,7 +137,9 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     """
     path = Path(run_dir)
     if not path.exists():
-        raise LogitShiftError(f"RUN_DIR {str(path)!r}: no such folder; expected a folder written by logitshift demo, matrix, audit or evaluate")
+        raise LogitShiftError(
+            f"RUN_DIR {str(path)!r}: no such folder; expected a folder written by logitshift demo, matrix, audit or evaluate"
+        )
     if not path.is_dir():
         raise LogitShiftError(f"RUN_DIR {str(path)!r}: not a folder; expected a run folder (the --out of a logitshift command)")
     run = Run(path=path, summary=None)
@@ -145,7 +148,9 @@ def load_run(run_dir: str | os.PathLike) -> Run:
         try:
             loaded = json.loads(summary_path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
-            run.notes.append(f"{summary_path.name} is not valid JSON ({exc}); the run was probably interrupted while writing it. Showing the files found.")
+            run.notes.append(
+                f"{summary_path.name} is not valid JSON ({exc}); the run was probably interrupted while writing it. Showing the files found."
+            )
         else:
             if isinstance(loaded, dict):
                 run.summary = loaded
@@ -153,7 +158,9 @@ def load_run(run_dir: str | os.PathLike) -> Run:
             else:
                 run.notes.append(f"{summary_path.name} does not hold a JSON object; showing the files found.")
     else:
-        run.notes.append("summary.json is missing: the run did not finish (or this is not a logitshift run folder). Showing the files found; the numbers are not available.")
+        run.notes.append(
+            "summary.json is missing: the run did not finish (or this is not a logitshift run folder). Showing the files found; the numbers are not available."
+        )
     partial = []
     for f in _walk(path):
         name = f.name
@@ -172,9 +179,13 @@ def load_run(run_dir: str | os.PathLike) -> Run:
         run.notes.append(f"{len(partial)} partly written file(s) left by an interrupted write: " + _names(partial))
     if run.summary is None and run.stores:
         run.inferred = _store_config(run.stores[0])
-        run.notes.append(f"the results store {_rel(run.stores[0], path)} holds what was finished; `logitshift evaluate ... --resume` continues the run")
+        run.notes.append(
+            f"the results store {_rel(run.stores[0], path)} holds what was finished; `logitshift evaluate ... --resume` continues the run"
+        )
     if run.summary is None and not run.images and not run.stores:
-        raise LogitShiftError(f"RUN_DIR {str(path)!r}: holds neither summary.json nor figures nor a results store; expected a folder written by logitshift demo, matrix, audit or evaluate")
+        raise LogitShiftError(
+            f"RUN_DIR {str(path)!r}: holds neither summary.json nor figures nor a results store; expected a folder written by logitshift demo, matrix, audit or evaluate"
+        )
     return run
 
 
@@ -393,7 +404,7 @@ def table(columns: Sequence[tuple[str, str]], rows: Sequence[dict], cls: str = "
     for row in rows[:MAX_TABLE_ROWS]:
         body.append("<tr>" + "".join(_cell(_get(row, k)) for k, _ in columns) + "</tr>")
     more = f'<p class="legend">first {MAX_TABLE_ROWS} of {len(rows)} rows shown</p>' if len(rows) > MAX_TABLE_ROWS else ""
-    cap = f"<caption class=\"legend\">{_e(caption)}</caption>" if caption else ""
+    cap = f'<caption class="legend">{_e(caption)}</caption>' if caption else ""
     return f'<div class="table-wrap"><table class="{cls}">{cap}<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>{more}'
 
 
@@ -482,7 +493,9 @@ def svg_strip(
     W, left, right, row = 640, 150, 24, 24
     H = 26 + row * len(groups) + 34
     x = lambda v: left + (min(max(v, a), b) - a) / (b - a) * (W - left - right)  # noqa: E731
-    parts = [f'<svg class="chart" viewBox="0 0 {W} {H}" style="max-width:{int(W * 1.3)}px" role="img" aria-label="{_e(xlabel)}" xmlns="http://www.w3.org/2000/svg">']
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {W} {H}" style="max-width:{int(W * 1.3)}px" role="img" aria-label="{_e(xlabel)}" xmlns="http://www.w3.org/2000/svg">'
+    ]
     ticks = [float(t) for t in range(int(a), int(b) + 1)] if log else _ticks(a, b)
     y0, y1 = 20, 20 + row * len(groups)
     for t in ticks:
@@ -503,12 +516,16 @@ def svg_strip(
             jitter = ((i * 7919) % 13 - 6) * 0.9
             t = tr(v)
             cx = x(t) if t != -math.inf else left
-            parts.append(f'<circle cx="{cx:.1f}" cy="{cy + jitter:.1f}" r="3.2" fill="#2f5fb3" fill-opacity="0.5"><title>{_e(name)}: {_e(fmt(v))}</title></circle>')
+            parts.append(
+                f'<circle cx="{cx:.1f}" cy="{cy + jitter:.1f}" r="3.2" fill="#2f5fb3" fill-opacity="0.5"><title>{_e(name)}: {_e(fmt(v))}</title></circle>'
+            )
         if good:
             med = sorted(good)[len(good) // 2]
             tm = tr(med)
             if tm != -math.inf:
-                parts.append(f'<line x1="{x(tm):.1f}" x2="{x(tm):.1f}" y1="{cy - 10:.1f}" y2="{cy + 10:.1f}" stroke="#1d2330" stroke-width="2.5"><title>median {_e(fmt(med))}</title></line>')
+                parts.append(
+                    f'<line x1="{x(tm):.1f}" x2="{x(tm):.1f}" y1="{cy - 10:.1f}" y2="{cy + 10:.1f}" stroke="#1d2330" stroke-width="2.5"><title>median {_e(fmt(med))}</title></line>'
+                )
     parts.append(f'<text x="{(left + W - right) / 2:.1f}" y="{H - 4}" text-anchor="middle">{_e(xlabel)}</text>')
     parts.append("</svg>")
     return "".join(parts)
@@ -582,7 +599,7 @@ class Report:
         src = self.run.path / self.run.summary_name
         if not src.is_file():
             src = max(self.run.images, key=lambda p: p.stat().st_mtime, default=self.run.path)
-        t = _dt.datetime.fromtimestamp(src.stat().st_mtime, _dt.timezone.utc)
+        t = _dt.datetime.fromtimestamp(src.stat().st_mtime, _dt.UTC)
         return t.strftime("%Y-%m-%d %H:%M UTC"), f"{src.name} written"
 
     def header(self) -> str:
@@ -600,7 +617,9 @@ class Report:
             if isinstance(value, list):
                 shown = f"{len(value)}: " + _names([str(v) for v in value], 6)
             elif isinstance(value, dict) and "evaluated" in value:
-                shown = f"{value['evaluated']} evaluated of {value.get('listed', '?')}" + (f" ({value['bad']} unreadable)" if value.get("bad") else "")
+                shown = f"{value['evaluated']} evaluated of {value.get('listed', '?')}" + (
+                    f" ({value['bad']} unreadable)" if value.get("bad") else ""
+                )
             elif isinstance(value, dict):
                 shown = ", ".join(f"{k}={fmt(v)}" for k, v in value.items())
             elif key == "seconds" and _num(value) is not None:
@@ -613,12 +632,19 @@ class Report:
         versions = self.s.get("versions") if isinstance(self.s.get("versions"), dict) else {}
         vtext = " · ".join(f"{k} {v}" for k, v in versions.items()) or f"not recorded (report by logitshift {__version__})"
         items.append(f"<div><dt>versions</dt><dd>{_e(vtext)}</dd></div>")
-        bits = [f"logitshift {versions.get('logitshift', __version__)}", f"“logitshift {self.run.command}”" if self.run.command else "run folder " + self.run.path.name]
+        bits = [
+            f"logitshift {versions.get('logitshift', __version__)}",
+            f"“logitshift {self.run.command}”" if self.run.command else "run folder " + self.run.path.name,
+        ]
         if self.s.get("model"):
             bits.append(f"model {self.s['model']}" + (f", layer {self.s['layer']}" if self.s.get("layer") else ""))
         if self.s.get("construction"):
             strength = self.s.get("strength")
-            shown = ", ".join(f"{k} {v:g}" if _num(v) is not None else f"{k} {v}" for k, v in strength.items()) if isinstance(strength, dict) else fmt(strength)
+            shown = (
+                ", ".join(f"{k} {v:g}" if _num(v) is not None else f"{k} {v}" for k, v in strength.items())
+                if isinstance(strength, dict)
+                else fmt(strength)
+            )
             k = f", K={shown}" if strength is not None else ""
             bits.append(f"{self.s['construction']} shift{k}" + (f" at {self.s['shift_layer']}" if self.s.get("shift_layer") else ""))
         bits.append(date)
@@ -658,7 +684,14 @@ class Report:
         cards = []
         if worst is not None:
             ok = tol is None or worst <= tol
-            cards.append(stat("max |Δprob|", f"{_e(fmt(worst))}" + (f' <small>≤ {_e(fmt(tol))}</small>' if tol and ok else (f' <small>&gt; {_e(fmt(tol))}</small>' if tol else "")), "ok" if ok else "bad"))
+            cards.append(
+                stat(
+                    "max |Δprob|",
+                    f"{_e(fmt(worst))}"
+                    + (f" <small>≤ {_e(fmt(tol))}</small>" if tol and ok else (f" <small>&gt; {_e(fmt(tol))}</small>" if tol else "")),
+                    "ok" if ok else "bad",
+                )
+            )
         agree = [r.get("top1_agree") for r in rows if isinstance(r.get("top1_agree"), bool)]
         if agree:
             n = sum(agree)
@@ -688,10 +721,26 @@ class Report:
         if per_image and zeros == len(per_image):
             body += f'<p class="legend">max |Δprob| is exactly 0 on all {zeros} images.</p>'
         elif per_image:
-            label = "max |Δprob| between the original and the shifted model (log scale)" + (f"; {zeros} image(s) exactly 0, drawn at the left edge" if zeros else "")
-            body += svg_strip([("max |Δprob| per image", list(per_image.values()))], log=True, ref=tol, ref_label=f"tolerance {fmt(tol)}" if tol else "", xlabel=label)
+            label = "max |Δprob| between the original and the shifted model (log scale)" + (
+                f"; {zeros} image(s) exactly 0, drawn at the left edge" if zeros else ""
+            )
+            body += svg_strip(
+                [("max |Δprob| per image", list(per_image.values()))],
+                log=True,
+                ref=tol,
+                ref_label=f"tolerance {fmt(tol)}" if tol else "",
+                xlabel=label,
+            )
         if rows:
-            cols = [("image", "image"), ("class", "class"), ("class_name", "class name"), ("prob", "p"), ("predicted", "predicted"), ("max_abs_prob_diff", "max |Δprob|"), ("top1_agree", "top-1 agrees")]
+            cols = [
+                ("image", "image"),
+                ("class", "class"),
+                ("class_name", "class name"),
+                ("prob", "p"),
+                ("predicted", "predicted"),
+                ("max_abs_prob_diff", "max |Δprob|"),
+                ("top1_agree", "top-1 agrees"),
+            ]
             body += table([c for c in cols if any(c[0] in r for r in rows)], rows)
         self.sections.append(Section("equivalence", "Equivalence", body))
 
@@ -767,7 +816,9 @@ class Report:
     @staticmethod
     def corner_rows(rows: list[dict]) -> bool:
         """Whether the maps carry the paper construction's corner numbers instead of a target mass."""
-        return any(isinstance(r.get("maps"), dict) and any(isinstance(m, dict) and "corner_share" in m for m in r["maps"].values()) for r in rows)
+        return any(
+            isinstance(r.get("maps"), dict) and any(isinstance(m, dict) and "corner_share" in m for m in r["maps"].values()) for r in rows
+        )
 
     @staticmethod
     def panel_numbers(rows: list[dict], corner: bool = False) -> str:
@@ -788,7 +839,9 @@ class Report:
                     if corner:
                         share = _num(m.get("corner_share"))
                         peak = " · <b>max</b>" if m.get("max_in_corner") is True else ""
-                        tds.append(f'<td class="num" style="{_heat(share)}">corner <b>{_e(fmt(share))}</b>{peak} · ρ <b>{_e(fmt(rho))}</b></td>')
+                        tds.append(
+                            f'<td class="num" style="{_heat(share)}">corner <b>{_e(fmt(share))}</b>{peak} · ρ <b>{_e(fmt(rho))}</b></td>'
+                        )
                     else:
                         mass = _num(m.get("target_mass"))
                         tds.append(f'<td class="num" style="{_heat(mass)}">mass <b>{_e(fmt(mass))}</b> · ρ <b>{_e(fmt(rho))}</b></td>')
@@ -796,7 +849,9 @@ class Report:
         if len(group) == 1:
             heads = '<th class="num">pre-softmax (logit)</th><th class="num">post-softmax (prob)</th>'
         else:
-            heads = "".join(f'<th class="num">{_e(r.get("class_name", r.get("class", "")))} · {s}</th>' for r in group for s in ("pre", "post"))
+            heads = "".join(
+                f'<th class="num">{_e(r.get("class_name", r.get("class", "")))} · {s}</th>' for r in group for s in ("pre", "post")
+            )
         return f'<table class="numbers"><thead><tr><th></th>{heads}</tr></thead><tbody>{"".join(trs)}</tbody></table>'
 
     def map_overview(self, rows: list[dict], corner: bool = False) -> str:
@@ -809,7 +864,11 @@ class Report:
             groups_rho.append((label, [_num(_get(r, f"maps.{k}.spearman_vs_original")) for r in rows]))
         if not keys:
             return ""
-        what = "corner share: share of the positive map in the corner cell (0, 0)" if corner else "target mass: share of the positive map inside the target"
+        what = (
+            "corner share: share of the positive map in the corner cell (0, 0)"
+            if corner
+            else "target mass: share of the positive map inside the target"
+        )
         return (
             '<div class="charts">'
             + svg_strip(groups_mass, lo=0, hi=1, xlabel=what)
@@ -838,19 +897,27 @@ class Report:
                 if not isinstance(c, dict):
                     continue
                 n = c.get("pairs")
-                rows.append({
-                    "class": c.get("class"),
-                    "shifted": c.get("shifted_logit_mean_share"),
-                    "shifted_max": f"{c.get('shifted_logit_max_in_corner')}/{n}",
-                    "original": c.get("original_logit_mean_share"),
-                    "original_max": f"{c.get('original_logit_max_in_corner')}/{n}",
-                    "post": c.get("shifted_prob_mean_share"),
-                    "post_rho": c.get("shifted_prob_min_spearman"),
-                })
+                rows.append(
+                    {
+                        "class": c.get("class"),
+                        "shifted": c.get("shifted_logit_mean_share"),
+                        "shifted_max": f"{c.get('shifted_logit_max_in_corner')}/{n}",
+                        "original": c.get("original_logit_mean_share"),
+                        "original_max": f"{c.get('original_logit_max_in_corner')}/{n}",
+                        "post": c.get("shifted_prob_mean_share"),
+                        "post_rho": c.get("shifted_prob_min_spearman"),
+                    }
+                )
             body += table(
-                [("class", "class"), ("shifted", "shifted: corner share"), ("shifted_max", "max there"),
-                 ("original", "original: corner share"), ("original_max", "max there"),
-                 ("post", "post-softmax share"), ("post_rho", "post-softmax min ρ")],
+                [
+                    ("class", "class"),
+                    ("shifted", "shifted: corner share"),
+                    ("shifted_max", "max there"),
+                    ("original", "original: corner share"),
+                    ("original_max", "max there"),
+                    ("post", "post-softmax share"),
+                    ("post_rho", "post-softmax min ρ"),
+                ],
                 rows,
             )
         if agnostic:
@@ -862,12 +929,19 @@ class Report:
                 if not isinstance(entry, dict):
                     continue
                 cards = []
-                for key, label in (("mean_original", "mean ρ, original"), ("mean_shifted", "mean ρ, shifted"), ("min_shifted", "min ρ, shifted")):
+                for key, label in (
+                    ("mean_original", "mean ρ, original"),
+                    ("mean_shifted", "mean ρ, shifted"),
+                    ("min_shifted", "min ρ, shifted"),
+                ):
                     if _num(entry.get(key)) is not None:
                         cards.append(stat(label, _e(fmt(entry[key]))))
                 body += f"<h4>{_e(METHOD_LABELS.get(name, name))}</h4>" + f'<div class="stats">{"".join(cards)}</div>'
                 if isinstance(entry.get("rows"), list) and entry["rows"]:
-                    body += table([("image", "image"), ("class_name", "requested class"), ("original", "ρ original"), ("shifted", "ρ shifted")], entry["rows"])
+                    body += table(
+                        [("image", "image"), ("class_name", "requested class"), ("original", "ρ original"), ("shifted", "ρ shifted")],
+                        entry["rows"],
+                    )
         self.sections.append(Section("effects", "The paper's effects", body))
 
     # -- methods × scores matrix --------------------------------------------
@@ -903,11 +977,17 @@ class Report:
         body = (
             '<p class="lede">Each cell: the mean share of the shifted model\'s map inside the target (large = the explanation was steered), '
             f"ρ = {rho_label} of the shifted model's map against the original model's (1 = unchanged). "
-            "Click a column header to sort the methods by it; click a thumbnail to enlarge it.</p>"
-            + self.matrix_table(cells, tiles)
+            "Click a column header to sort the methods by it; click a thumbnail to enlarge it.</p>" + self.matrix_table(cells, tiles)
         )
         if grid:
-            body += '<div class="gallery wide">' + "".join(f"<figure>{self.embed.img(ref, 'figure grid: methods × scores', wide=True)}<figcaption>{_e(ref)}</figcaption></figure>" for ref in grid) + "</div>"
+            body += (
+                '<div class="gallery wide">'
+                + "".join(
+                    f"<figure>{self.embed.img(ref, 'figure grid: methods × scores', wide=True)}<figcaption>{_e(ref)}</figcaption></figure>"
+                    for ref in grid
+                )
+                + "</div>"
+            )
         self.consumed.update({"figure", "figures", "grid"})
         self.sections.append(Section("matrix", "Methods × scores", body))
 
@@ -957,7 +1037,10 @@ class Report:
                 methods.append(m)
             if s not in scores:
                 scores.append(s)
-            a = agg.setdefault((m, s), {"mass": [], "rho": [], "mass0": [], "verdicts": [], "expected": None, "surprise": False, "thumb": None, "note": None})
+            a = agg.setdefault(
+                (m, s),
+                {"mass": [], "rho": [], "mass0": [], "verdicts": [], "expected": None, "surprise": False, "thumb": None, "note": None},
+            )
             mass, rho = _first(c, self.MASS_KEYS), _first(c, self.RHO_KEYS)
             a["mass"].append(_num(mass.get("mean") if isinstance(mass, dict) else mass))
             a["rho"].append(_num(rho.get("mean") if isinstance(rho, dict) else rho))
@@ -991,7 +1074,9 @@ class Report:
             if reference:
                 mass0 = mean([x for s in scores if (m, s) in agg for x in agg[(m, s)]["mass0"]])
                 thumb = self.embed.img_pil(tiles[(m, "original")], f"{m}: original model, logit") if (m, "original") in tiles else ""
-                tds.append(f'<td class="cell ref" data-v="{"" if mass0 is None else mass0}"><div class="m">{_e(fmt(mass0)) if mass0 is not None else ""}</div><div class="s">original</div>{thumb}</td>')
+                tds.append(
+                    f'<td class="cell ref" data-v="{"" if mass0 is None else mass0}"><div class="m">{_e(fmt(mass0)) if mass0 is not None else ""}</div><div class="s">original</div>{thumb}</td>'
+                )
             for s in scores:
                 a = agg.get((m, s))
                 if a is None:
@@ -1018,11 +1103,19 @@ class Report:
                     f'<div class="s">{("ρ " + _e(fmt(rho))) if rho is not None else ""}{(" · " + _e(verdict)) if verdict else ""}</div>{surprise}{thumb}</td>'
                 )
             trs.append("<tr>" + "".join(tds) + "</tr>")
-        legend = [f'<span class="swatch" style="{VERDICT_STYLE[v]}"></span>{v}' for v in ("fooled", "changed", "unchanged") if v in seen_verdicts]
+        legend = [
+            f'<span class="swatch" style="{VERDICT_STYLE[v]}"></span>{v}' for v in ("fooled", "changed", "unchanged") if v in seen_verdicts
+        ]
         if any_mass_only:
-            legend.append(f'<span class="swatch" style="{_heat(0.2)}"></span>to<span class="swatch" style="{_heat(0.9)}"></span>more of the map inside the target')
+            legend.append(
+                f'<span class="swatch" style="{_heat(0.2)}"></span>to<span class="swatch" style="{_heat(0.9)}"></span>more of the map inside the target'
+            )
         surprises = sum(1 for a in agg.values() if a["surprise"])
-        count = f'<p class="legend">{len(agg) - surprises} of {len(agg)} cells as expected (logit fooled, immune scores unchanged).</p>' if any(c.get("as_expected") is not None for c in cells) else ""
+        count = (
+            f'<p class="legend">{len(agg) - surprises} of {len(agg)} cells as expected (logit fooled, immune scores unchanged).</p>'
+            if any(c.get("as_expected") is not None for c in cells)
+            else ""
+        )
         return (
             f'<p class="legend">colour: {" ".join(legend)}</p>{count}'
             f'<div class="table-wrap fit"><table class="sortable matrix"><thead><tr>{head}</tr></thead><tbody>{"".join(trs)}</tbody></table></div>'
@@ -1033,7 +1126,22 @@ class Report:
         verdict = self.s.get("verdict")
         if verdict is None and self.run.command != "audit":
             return
-        self.consumed.update({"verdict", "score", "threshold", "kappa", "where", "classes", "classifier", "tests", "evidence", "figure", "figures", "exit_code"})
+        self.consumed.update(
+            {
+                "verdict",
+                "score",
+                "threshold",
+                "kappa",
+                "where",
+                "classes",
+                "classifier",
+                "tests",
+                "evidence",
+                "figure",
+                "figures",
+                "exit_code",
+            }
+        )
         self.consumed.update({"finding", "sentence", "effects", "never_predicted", "passed_over", "outputs"})
         word = str(verdict).lower() if verdict is not None else "unknown"
         cls = word if word in ("clean", "shifted") else "unknown"
@@ -1065,14 +1173,41 @@ class Report:
         if isinstance(effects, list) and effects and all(isinstance(m, dict) for m in effects):
             hit = sorted((m for m in effects if _num(m.get("effect")) is not None and m["effect"] > 0), key=lambda m: -m["effect"])[:12]
             if hit:
-                rows = [{"method": m.get("method"), "layer": m.get("layer"), "effect": m.get("effect"), "structural": max(m.get("structural") or [0]), "size": max(m.get("size") or [0])} for m in hit]
+                rows = [
+                    {
+                        "method": m.get("method"),
+                        "layer": m.get("layer"),
+                        "effect": m.get("effect"),
+                        "structural": max(m.get("structural") or [0]),
+                        "size": max(m.get("size") or [0]),
+                    }
+                    for m in hit
+                ]
                 effects_html = "<h3>Maps the common mode changes</h3>" + table(
-                    [("method", "method"), ("layer", "layer"), ("effect", "effect (1 − Spearman)"), ("structural", "structural"), ("size", "size")], rows
+                    [
+                        ("method", "method"),
+                        ("layer", "layer"),
+                        ("effect", "effect (1 − Spearman)"),
+                        ("structural", "structural"),
+                        ("size", "size"),
+                    ],
+                    rows,
                 )
         tests = self.s.get("tests")
         if isinstance(tests, dict) and tests and all(isinstance(t, dict) for t in tests.values()):
-            rows = [{"test": k, "value": t.get("value"), "ratio": t.get("ratio"), "layer": t.get("layer", ""), "fired": "yes" if t.get("fired") else "no"} for k, t in tests.items()]
-            body += "<h3>Tests</h3>" + table([("test", "test"), ("value", "statistic"), ("ratio", "ratio (fires above 1)"), ("layer", "layer"), ("fired", "fired")], rows)
+            rows = [
+                {
+                    "test": k,
+                    "value": t.get("value"),
+                    "ratio": t.get("ratio"),
+                    "layer": t.get("layer", ""),
+                    "fired": "yes" if t.get("fired") else "no",
+                }
+                for k, t in tests.items()
+            ]
+            body += "<h3>Tests</h3>" + table(
+                [("test", "test"), ("value", "statistic"), ("ratio", "ratio (fires above 1)"), ("layer", "layer"), ("fired", "fired")], rows
+            )
         evidence = self.s.get("evidence")
         if isinstance(evidence, list) and evidence and all(isinstance(e, dict) for e in evidence):
             body += "<h3>Evidence per layer</h3>" + self.audit_evidence(evidence)
@@ -1087,11 +1222,20 @@ class Report:
             self.run.notes.append(f"the audit's evidence is missing from {self.run.summary_name}")
         body += effects_html
         figs = self._refs(self.s.get("figure"), self.s.get("figures"))
-        figs += [_rel(p, self.run.path) for p in self.run.images if p.stem.lower().startswith("audit") and _rel(p, self.run.path) not in figs]
+        figs += [
+            _rel(p, self.run.path) for p in self.run.images if p.stem.lower().startswith("audit") and _rel(p, self.run.path) not in figs
+        ]
         if self.run.command == "audit" and not figs:
             self.run.notes.append("the audit figure (audit.png) is missing")
         if figs:
-            body += '<div class="gallery wide">' + "".join(f"<figure>{self.embed.img(f, 'where the shift acts: κ per layer and per cell', wide=True)}<figcaption>{_e(f)}</figcaption></figure>" for f in figs) + "</div>"
+            body += (
+                '<div class="gallery wide">'
+                + "".join(
+                    f"<figure>{self.embed.img(f, 'where the shift acts: κ per layer and per cell', wide=True)}<figcaption>{_e(f)}</figcaption></figure>"
+                    for f in figs
+                )
+                + "</div>"
+            )
         self.sections.append(Section("audit", "Audit verdict", body))
 
     def audit_evidence(self, evidence: list[dict]) -> str:
@@ -1134,7 +1278,9 @@ class Report:
         kappas = [e.get("kappa") for e in evidence]
         if names and all(isinstance(k, list) and len(k) == len(names) for k in kappas):
             per_image = [{"image": n, **{str(e.get("layer")): k[i] for e, k in zip(evidence, kappas)}} for i, n in enumerate(names)]
-            out += "<h3>κ per image and layer</h3>" + table([("image", "image")] + [(str(e.get("layer")), str(e.get("layer"))) for e in evidence], per_image)
+            out += "<h3>κ per image and layer</h3>" + table(
+                [("image", "image")] + [(str(e.get("layer")), str(e.get("layer"))) for e in evidence], per_image
+            )
         return out
 
     # -- evaluation ------------------------------------------------------------
@@ -1151,7 +1297,9 @@ class Report:
                     bad = k in ("bad", "missing") and images[k] > 0
                     cards.append(stat(f"images {k}", _e(fmt(images[k])), "bad" if bad else ""))
             if images.get("missing"):
-                self.run.notes.append(f"{images['missing']} listed image(s) were never evaluated (the run stopped early; resume it with --resume)")
+                self.run.notes.append(
+                    f"{images['missing']} listed image(s) were never evaluated (the run stopped early; resume it with --resume)"
+                )
         if _num(self.s.get("rows")) is not None:
             self.consumed.add("rows")
             cards.append(stat("result rows", _e(fmt(self.s["rows"]))))
@@ -1165,13 +1313,15 @@ class Report:
             self.consumed.add("table")
             body += (
                 "<h3>Methods × scores, shifted model</h3>"
-                '<p class="lede">Mean share of the shifted model\'s maps inside the target and mean ρ against the original model\'s maps, over all images.</p>'
+                "<p class=\"lede\">Mean share of the shifted model's maps inside the target and mean ρ against the original model's maps, over all images.</p>"
                 + self.matrix_table(stats)
             )
             flat = [_flat(r) for r in stats]
             cols = [("method", "method"), ("score", "score"), ("variant", "model"), ("rows", "rows")]
             for metric, short in (("target_mass", "mass"), ("spearman_vs_original", "ρ")):
-                cols += [(f"{metric}.{q}", f"{short} {q}") for q in ("mean", "median", "p10", "p90") if any(f"{metric}.{q}" in r for r in flat)]
+                cols += [
+                    (f"{metric}.{q}", f"{short} {q}") for q in ("mean", "median", "p10", "p90") if any(f"{metric}.{q}" in r for r in flat)
+                ]
             body += "<h3>Statistics per method, score and model</h3>" + table([c for c in cols if any(c[0] in r for r in flat)], flat)
         for key in ("bad_images", "bad_files", "skipped", "failed", "errors", "unreadable"):
             bad = self.s.get(key)
@@ -1194,9 +1344,13 @@ class Report:
             plots = [_rel(p, self.run.path) for p in self.run.images if p.parent.name == "plots"]
         self.consumed.update({"plots", "figures", "distributions", "files"})
         if plots:
-            body += '<h3>Distributions</h3><div class="gallery">' + "".join(
-                f"<figure>{self.embed.img(p, Path(p).stem.replace('_', ' '))}<figcaption>{_e(p)}</figcaption></figure>" for p in plots
-            ) + "</div>"
+            body += (
+                '<h3>Distributions</h3><div class="gallery">'
+                + "".join(
+                    f"<figure>{self.embed.img(p, Path(p).stem.replace('_', ' '))}<figcaption>{_e(p)}</figcaption></figure>" for p in plots
+                )
+                + "</div>"
+            )
         if body:
             self.sections.append(Section("evaluation", "Evaluation", body))
 
@@ -1225,7 +1379,10 @@ class Report:
                     cards.insert(1, stat("images not evaluated", str(status["bad"]), "bad"))
             out.append(f'<div class="stats">{"".join(cards)}</div>')
             if "images" in tabs and {"status", "reason"} <= set(self._columns(con, "images")) and not self._bad_listed:
-                bad = [dict(zip(("image", "reason"), r)) for r in con.execute("SELECT image, reason FROM images WHERE status = 'bad' ORDER BY image")]
+                bad = [
+                    dict(zip(("image", "reason"), r))
+                    for r in con.execute("SELECT image, reason FROM images WHERE status = 'bad' ORDER BY image")
+                ]
                 if bad:
                     out.append(f"<h3>Files not evaluated ({len(bad)})</h3>" + table([("image", "file"), ("reason", "reason")], bad))
             for t in tabs:
@@ -1241,7 +1398,10 @@ class Report:
                     )
                     keys = group + ["rows"] + [f"mean {c}" for c in nums]
                     rows = [dict(zip(keys, r)) for r in con.execute(sql)]
-                    out.append(f"<h3>Means per {' × '.join(group)} (table <code>{_e(t)}</code>)</h3>" + table([(k, k.replace("_", " ")) for k in keys], rows))
+                    out.append(
+                        f"<h3>Means per {' × '.join(group)} (table <code>{_e(t)}</code>)</h3>"
+                        + table([(k, k.replace("_", " ")) for k in keys], rows)
+                    )
         except sqlite3.Error as exc:
             self.run.notes.append(f"results store {name} could not be read ({exc})")
         finally:
@@ -1250,7 +1410,7 @@ class Report:
 
     @staticmethod
     def _columns(con: sqlite3.Connection, t: str) -> dict[str, str]:
-        return {r[1]: (r[2] or "").upper() for r in con.execute(f"PRAGMA table_info(\"{t.replace(chr(34), chr(34) * 2)}\")")}
+        return {r[1]: (r[2] or "").upper() for r in con.execute(f'PRAGMA table_info("{t.replace(chr(34), chr(34) * 2)}")')}
 
     # -- anything else ---------------------------------------------------------
     def leftovers(self) -> None:
@@ -1297,8 +1457,13 @@ class Report:
             if self.run.summary is None
             else f"Figures in the folder that {self.run.summary_name} does not mention (for example left over from an earlier run in the same folder)."
         )
-        figs = "".join(f"<figure>{self.embed.img(p, p.stem.replace('_', ' '))}<figcaption>{_e(_rel(p, self.run.path))}</figcaption></figure>" for p in rest)
-        self.sections.append(Section("figures", f"{title} ({len(rest)})", f'<p class="lede">{_e(lede)}</p><div class="gallery">{figs}</div>'))
+        figs = "".join(
+            f"<figure>{self.embed.img(p, p.stem.replace('_', ' '))}<figcaption>{_e(_rel(p, self.run.path))}</figcaption></figure>"
+            for p in rest
+        )
+        self.sections.append(
+            Section("figures", f"{title} ({len(rest)})", f'<p class="lede">{_e(lede)}</p><div class="gallery">{figs}</div>')
+        )
 
     @staticmethod
     def _refs(*values: Any) -> list[str]:
@@ -1359,7 +1524,9 @@ def render(run: Run, max_mb: float = DEFAULT_MAX_MB) -> tuple[str, Embedder]:
     if embed.missing:
         run.notes.append(f"{len(embed.missing)} figure(s) named in {run.summary_name} are missing: " + _names(embed.missing))
     if embed.outside:
-        run.notes.append(f"{len(embed.outside)} figure reference(s) point outside the run folder and were not embedded: " + _names(embed.outside))
+        run.notes.append(
+            f"{len(embed.outside)} figure reference(s) point outside the run folder and were not embedded: " + _names(embed.outside)
+        )
     if embed.unreadable:
         run.notes.append(f"{len(embed.unreadable)} figure(s) could not be read: " + _names(embed.unreadable))
     if not sections:
@@ -1372,14 +1539,14 @@ def render(run: Run, max_mb: float = DEFAULT_MAX_MB) -> tuple[str, Embedder]:
     body = "".join(f'<section id="{s.ident}"><h2>{_e(s.title)}</h2>{s.body}</section>' for s in sections)
     from . import __version__
 
-    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    generated = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     title = f"logitshift {run.command or 'run'} · {run.path.resolve().name}"
     page = (
         "<!DOCTYPE html>\n"
         f'<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}"><meta name="generator" content="logitshift {__version__}">'
         f"<title>{_e(title)}</title><style>{_template('report.css')}</style></head><body>"
-        f"{header}<nav class=\"toc\"><ul>{toc}</ul></nav><main>{notes}{body}"
+        f'{header}<nav class="toc"><ul>{toc}</ul></nav><main>{notes}{body}'
         f"<footer>Generated by logitshift {_e(__version__)} on {_e(generated)} from <code>{_e(run.path.resolve())}</code>; "
         f"{len(embed.ids)} figures embedded (longest side ≤ {side} px). Self-contained: no network access. {_e(PAPER)}.</footer></main>"
         '<div id="lightbox" hidden><img alt=""><p></p></div>'
@@ -1426,7 +1593,12 @@ def add_command(subparsers) -> None:
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of a logitshift command")
     p.add_argument("--out", default=None, help="HTML file to write (default RUN_DIR/report.html)")
-    p.add_argument("--max-mb", type=positive_float, default=DEFAULT_MAX_MB, help=f"size budget of the embedded figures in MB (default {DEFAULT_MAX_MB:g})")
+    p.add_argument(
+        "--max-mb",
+        type=positive_float,
+        default=DEFAULT_MAX_MB,
+        help=f"size budget of the embedded figures in MB (default {DEFAULT_MAX_MB:g})",
+    )
     p.set_defaults(func=cmd_report)
 
 

@@ -104,16 +104,64 @@ REFUSED_OPS = frozenset({"from_file", "_from_file", "fill", "copy", "set", "prin
 ALLOWED_SYM_OPS = frozenset({"add", "sub", "mul", "floordiv", "mod", "neg", "truediv", "eq", "ne", "ge", "gt", "le", "lt"})
 ALLOWED_ARGS = frozenset(
     {
-        "as_none", "as_tensor", "as_tensors", "as_int", "as_ints", "as_float", "as_floats", "as_string", "as_strings",
-        "as_sym_int", "as_sym_ints", "as_scalar_type", "as_memory_format", "as_layout", "as_device", "as_bool",
-        "as_bools", "as_sym_bool", "as_sym_bools", "as_optional_tensors", "as_sym_float", "as_sym_floats",
-        "as_optional_tensor", "as_int_lists", "as_float_lists",
+        "as_none",
+        "as_tensor",
+        "as_tensors",
+        "as_int",
+        "as_ints",
+        "as_float",
+        "as_floats",
+        "as_string",
+        "as_strings",
+        "as_sym_int",
+        "as_sym_ints",
+        "as_scalar_type",
+        "as_memory_format",
+        "as_layout",
+        "as_device",
+        "as_bool",
+        "as_bools",
+        "as_sym_bool",
+        "as_sym_bools",
+        "as_optional_tensors",
+        "as_sym_float",
+        "as_sym_floats",
+        "as_optional_tensor",
+        "as_int_lists",
+        "as_float_lists",
     }
 )
 SYMPY_NAMES = frozenset(
-    {"FloorDiv", "ModularIndexing", "Where", "PythonMod", "Mod", "CleanDiv", "CeilToInt", "FloorToInt", "CeilDiv",
-     "Max", "Min", "PowByNatural", "IntTrueDiv", "TruncToInt", "True", "False", "Symbol", "Integer", "Rational",
-     "Add", "Mul", "Pow", "positive", "negative", "nonnegative", "integer", "real", "finite"}
+    {
+        "FloorDiv",
+        "ModularIndexing",
+        "Where",
+        "PythonMod",
+        "Mod",
+        "CleanDiv",
+        "CeilToInt",
+        "FloorToInt",
+        "CeilDiv",
+        "Max",
+        "Min",
+        "PowByNatural",
+        "IntTrueDiv",
+        "TruncToInt",
+        "True",
+        "False",
+        "Symbol",
+        "Integer",
+        "Rational",
+        "Add",
+        "Mul",
+        "Pow",
+        "positive",
+        "negative",
+        "nonnegative",
+        "integer",
+        "real",
+        "finite",
+    }
 )
 TREESPEC_TYPES = frozenset({None, "builtins.tuple", "builtins.list", "builtins.dict", "collections.OrderedDict"})
 _SAFE = re.compile(r"[A-Za-z0-9_.,:;\-\[\]() =<>+*/%@|#']*")
@@ -150,11 +198,11 @@ def _member_kind(rel: str) -> str | None:
         return "constants_config"
     if rel == "data/sample_inputs/model.pt":
         return "sample_inputs"
-    if rel.startswith("data/weights/") and _WEIGHT.fullmatch(rel[len("data/weights/"):]):
+    if rel.startswith("data/weights/") and _WEIGHT.fullmatch(rel[len("data/weights/") :]):
         return "weight"
-    if rel.startswith("data/constants/") and _CONSTANT.fullmatch(rel[len("data/constants/"):]):
+    if rel.startswith("data/constants/") and _CONSTANT.fullmatch(rel[len("data/constants/") :]):
         return "constant"
-    if rel.startswith("extra/") and _NAME.fullmatch(rel[len("extra/"):]):
+    if rel.startswith("extra/") and _NAME.fullmatch(rel[len("extra/") :]):
         return "extra"
     return None
 
@@ -191,11 +239,14 @@ def _open_archive(path: Path) -> tuple[zipfile.ZipFile, str, dict[str, zipfile.Z
     members: dict[str, zipfile.ZipInfo] = {}
     total = 0
     for info in infos:
-        rel = info.filename[len(root) + 1:]
+        rel = info.filename[len(root) + 1 :]
         if rel in members:
             raise _refuse(path, f"member {rel!r} appears twice")
         if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
-            raise _refuse(path, f"member {rel!r} is compressed ({info.file_size} bytes inflated from {info.compress_size}); torch.export.save stores members uncompressed")
+            raise _refuse(
+                path,
+                f"member {rel!r} is compressed ({info.file_size} bytes inflated from {info.compress_size}); torch.export.save stores members uncompressed",
+            )
         if info.flag_bits & 0x1:
             raise _refuse(path, f"member {rel!r} is encrypted")
         if info.is_dir():
@@ -206,7 +257,13 @@ def _open_archive(path: Path) -> tuple[zipfile.ZipFile, str, dict[str, zipfile.Z
         members[rel] = info
     if total > size:
         raise _refuse(path, f"members declare {total} bytes in a {size}-byte file (overlapping members)")
-    for need in ("archive_format", "archive_version", "models/model.json", "data/weights/model_weights_config.json", "data/constants/model_constants_config.json"):
+    for need in (
+        "archive_format",
+        "archive_version",
+        "models/model.json",
+        "data/weights/model_weights_config.json",
+        "data/constants/model_constants_config.json",
+    ):
         if need not in members:
             raise _refuse(path, f"member {need!r} missing; not a torch.export program")
     return archive, root, members
@@ -238,8 +295,15 @@ def _json(path: Path, data: bytes, what: str) -> Any:
 
 #: what a ``torch.save`` of plain tensors names (the ``sample_inputs`` member of an ordinary export)
 PLAIN_PICKLE_GLOBALS = frozenset(
-    {("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter"), ("collections", "OrderedDict"),
-     ("torch", "Size"), ("builtins", "tuple"), ("builtins", "dict"), ("builtins", "list")}
+    {
+        ("torch._utils", "_rebuild_tensor_v2"),
+        ("torch._utils", "_rebuild_parameter"),
+        ("collections", "OrderedDict"),
+        ("torch", "Size"),
+        ("builtins", "tuple"),
+        ("builtins", "dict"),
+        ("builtins", "list"),
+    }
     | {("torch", f"{t}Storage") for t in ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool")}
 )
 
@@ -281,9 +345,15 @@ def scan_sample_inputs(path: Path, data: bytes) -> None:
                         raise _refuse(path, "the sample_inputs member is a pickle that hides the functions it calls")
                     module, name = strings[-2], strings[-1]
                 elif op.name in ("INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2", "EXT4"):
-                    raise _refuse(path, f"the sample_inputs member is a pickle that builds objects ({op.name}); torch.export.load would run it")
+                    raise _refuse(
+                        path, f"the sample_inputs member is a pickle that builds objects ({op.name}); torch.export.load would run it"
+                    )
                 else:
-                    strings = (strings + [arg])[-2:] if "UNICODE" in op.name or "STRING" in op.name else (strings if op.name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT") else [])
+                    strings = (
+                        (strings + [arg])[-2:]
+                        if "UNICODE" in op.name or "STRING" in op.name
+                        else (strings if op.name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT") else [])
+                    )
                     continue
                 strings = []
                 if (module, name) not in PLAIN_PICKLE_GLOBALS:
@@ -345,7 +415,10 @@ def _check_treespec(path: Path, text: Any, where: str) -> None:
     while stack:
         node = stack.pop()
         if not isinstance(node, dict) or node.get("type") not in TREESPEC_TYPES:
-            raise _refuse(path, f"{where}: tree node of type {str(node.get('type') if isinstance(node, dict) else node)[:60]!r}; only tuples, lists and dicts")
+            raise _refuse(
+                path,
+                f"{where}: tree node of type {str(node.get('type') if isinstance(node, dict) else node)[:60]!r}; only tuples, lists and dicts",
+            )
         ctx = node.get("context")
         if ctx is not None:
             try:
@@ -368,7 +441,10 @@ def _check_target(path: Path, node: dict) -> None:
         op = m.group(1)
         base = op[:-1] if op.endswith("_") and not op.startswith("_") else op
         if base in REFUSED_OPS or op in REFUSED_OPS or base not in ALLOWED_OPS:
-            raise _refuse(path, f"graph node {name!r} calls {target}, which is not one of the pure tensor operators accepted (files, random state, printing and other side effects are refused)")
+            raise _refuse(
+                path,
+                f"graph node {name!r} calls {target}, which is not one of the pure tensor operators accepted (files, random state, printing and other side effects are refused)",
+            )
         if base == "dropout":
             train = [a.get("arg", {}).get("as_bool") for a in node.get("inputs", []) if a.get("name") == "train"]
             if train != [False]:
@@ -386,7 +462,10 @@ def _check_args(path: Path, args: Any, name: str) -> None:
         arg = a.get("arg") if isinstance(a, dict) and "arg" in a else a
         if not isinstance(arg, dict) or len(arg) != 1 or next(iter(arg)) not in ALLOWED_ARGS:
             kind = next(iter(arg)) if isinstance(arg, dict) and arg else type(arg).__name__
-            raise _refuse(path, f"graph node {name!r} takes an argument of kind {str(kind)[:40]!r} (sub-graphs, custom objects and operators are refused)")
+            raise _refuse(
+                path,
+                f"graph node {name!r} takes an argument of kind {str(kind)[:40]!r} (sub-graphs, custom objects and operators are refused)",
+            )
 
 
 def _walk_exprs(path: Path, obj: Any, where: str) -> None:
@@ -436,7 +515,7 @@ def check_graph(path: str | os.PathLike, program: Any) -> dict:
     _check_args(path, graph.get("inputs", []), "graph inputs")
     _check_args(path, graph.get("outputs", []), "graph outputs")
     for key in ("range_constraints",):
-        for expr in (program.get(key) or {}):
+        for expr in program.get(key) or {}:
             _check_expr(path, expr, key)
     _walk_exprs(path, program, "models/model.json")
     calls = gm.get("module_call_graph") or []
@@ -478,7 +557,12 @@ def _span(path: Path, meta: Any, fqn: str) -> int:
         raw = raw if isinstance(raw, list) else [raw]
         out = []
         for v in raw:
-            if not (isinstance(v, dict) and isinstance(v.get("as_int"), int) and not isinstance(v.get("as_int"), bool) and 0 <= v["as_int"] <= MAX_DIM):
+            if not (
+                isinstance(v, dict)
+                and isinstance(v.get("as_int"), int)
+                and not isinstance(v.get("as_int"), bool)
+                and 0 <= v["as_int"] <= MAX_DIM
+            ):
                 raise _refuse(path, f"tensor {fqn!r}: {key} must be whole numbers from 0 to 2^40")
             out.append(v["as_int"])
         return out
@@ -506,7 +590,11 @@ def check_payloads(path: str | os.PathLike, config: Any, kind: str, records: dic
             raise _refuse(path, f"{kind} entry {str(fqn)[:60]!r} is stored as a pickle (use_pickle), which would run code when loaded")
         name = entry.get("path_name")
         if not isinstance(name, str) or not pattern.fullmatch(name):
-            why = "a pickled object constant" if isinstance(name, str) and name.startswith(("opaque_obj_", "custom_obj_")) else "not a tensor record"
+            why = (
+                "a pickled object constant"
+                if isinstance(name, str) and name.startswith(("opaque_obj_", "custom_obj_"))
+                else "not a tensor record"
+            )
             raise _refuse(path, f"{kind} entry {str(fqn)[:60]!r} points at {str(name)[:60]!r}, {why}, which is refused")
         if name not in records:
             raise _refuse(path, f"{kind} entry {str(fqn)[:60]!r}: record {name!r} missing")
@@ -536,21 +624,27 @@ def check_pt2(path: str | os.PathLike, copy_to: str | os.PathLike | None = None)
         fmt = _read(path, archive, members["archive_format"], 64, "archive_format").strip()
         if fmt != b"pt2":
             raise _refuse(path, f"archive_format is {fmt[:20]!r}, not a pt2 program")
-        graph = check_graph(path, _json(path, _read(path, archive, members["models/model.json"], MAX_JSON_BYTES, "models/model.json"), "models/model.json"))
+        graph = check_graph(
+            path, _json(path, _read(path, archive, members["models/model.json"], MAX_JSON_BYTES, "models/model.json"), "models/model.json")
+        )
         configs = {}
         for kind, folder, pattern in (("weights", "data/weights/", _WEIGHT), ("constants", "data/constants/", _CONSTANT)):
             rel = f"{folder}model_{kind}_config.json"
             config = _json(path, _read(path, archive, members[rel], MAX_CONFIG_BYTES, rel), rel)
-            records = {r[len(folder):]: i.file_size for r, i in members.items() if r.startswith(folder) and pattern.fullmatch(r[len(folder):])}
+            records = {
+                r[len(folder) :]: i.file_size for r, i in members.items() if r.startswith(folder) and pattern.fullmatch(r[len(folder) :])
+            }
             check_payloads(path, config, kind, records)
             configs[rel] = config
         if "data/sample_inputs/model.pt" in members:
-            scan_sample_inputs(path, _read(path, archive, members["data/sample_inputs/model.pt"], MAX_JSON_BYTES, "data/sample_inputs/model.pt"))
+            scan_sample_inputs(
+                path, _read(path, archive, members["data/sample_inputs/model.pt"], MAX_JSON_BYTES, "data/sample_inputs/model.pt")
+            )
         extra = {}
         for rel, info in members.items():
             if rel.startswith("extra/"):
                 try:
-                    extra[rel[len("extra/"):]] = _read(path, archive, info, MAX_EXTRA_BYTES, rel).decode("utf-8")
+                    extra[rel[len("extra/") :]] = _read(path, archive, info, MAX_EXTRA_BYTES, rel).decode("utf-8")
                 except UnicodeDecodeError:
                     raise _refuse(path, f"{rel} is not UTF-8 text") from None
         if copy_to is not None:
@@ -565,7 +659,7 @@ def check_pt2(path: str | os.PathLike, copy_to: str | os.PathLike | None = None)
                     elif rel in configs:
                         out.writestr(name, json.dumps(configs[rel]))
                     elif member == "extra":
-                        out.writestr(name, extra[rel[len("extra/"):]])
+                        out.writestr(name, extra[rel[len("extra/") :]])
                     else:
                         with archive.open(info) as src, out.open(name, "w") as dst:
                             shutil.copyfileobj(src, dst, 1 << 20)

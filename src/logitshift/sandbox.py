@@ -89,10 +89,16 @@ def run(argv: Sequence[str], what: str, memory_bytes: int, cpu_seconds: int) -> 
     env = {**os.environ, ENV: f"{int(memory_bytes)}:{int(cpu_seconds)}"}
     child = subprocess.Popen(
         [sys.executable, "-m", "logitshift", *argv],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, close_fds=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        close_fds=True,
     )
-    pumps = [threading.Thread(target=_pump, args=(child.stdout, sys.stdout), daemon=True),
-             threading.Thread(target=_pump, args=(child.stderr, sys.stderr), daemon=True)]
+    pumps = [
+        threading.Thread(target=_pump, args=(child.stdout, sys.stdout), daemon=True),
+        threading.Thread(target=_pump, args=(child.stderr, sys.stderr), daemon=True),
+    ]
     for t in pumps:
         t.start()
     try:

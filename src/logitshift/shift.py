@@ -35,8 +35,8 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -485,5 +485,7 @@ def shift_model(
     if check is not None:
         eq = equivalence(shifted, check)
         if not eq.ok(tolerance):
-            raise LogitShiftError(eq.refusal(f"strength {strength:g}", tolerance, "use a smaller strength or a float64 head (--float64-head)"))
+            raise LogitShiftError(
+                eq.refusal(f"strength {strength:g}", tolerance, "use a smaller strength or a float64 head (--float64-head)")
+            )
     return shifted

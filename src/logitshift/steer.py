@@ -32,7 +32,7 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -97,7 +97,9 @@ def steer(
         cam_layer = layer or layer_default or default_layer(base)
         cam_names = [n for n, m in instances.items() if m.family == "cam"]
         if cam_layer == INPUT:
-            raise LogitShiftError(f"method {cam_names[0]!r}: layer {INPUT!r} cannot serve it; a CAM needs a spatial feature map of the model")
+            raise LogitShiftError(
+                f"method {cam_names[0]!r}: layer {INPUT!r} cannot serve it; a CAM needs a spatial feature map of the model"
+            )
         try:
             grid = layer_grid(base, cam_layer, probe)
         except LogitShiftError as exc:

@@ -48,8 +48,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 #: the columns of a result row, in order, with their SQL types.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -80,7 +81,9 @@ SCHEMA = [
     "status TEXT NOT NULL CHECK (status IN ('done', 'bad')), reason TEXT, rank INTEGER)",
     "CREATE TABLE IF NOT EXISTS rows ("
     + ", ".join(f"{_q(n)} {t}" for n, t in COLUMNS)
-    + ", UNIQUE (" + ", ".join(_q(k) for k in KEY) + "))",
+    + ", UNIQUE ("
+    + ", ".join(_q(k) for k in KEY)
+    + "))",
 ]
 
 
@@ -112,7 +115,7 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -67,7 +67,9 @@ def parse_target(spec: str | os.PathLike, size: int = 224, grid: tuple[int, int]
         side = round(size * 2 / 7)
         lo, hi = 0, size - side
         mid = (size - side) // 2
-        x0, y0 = {"top-left": (lo, lo), "top-right": (hi, lo), "bottom-left": (lo, hi), "bottom-right": (hi, hi), "center": (mid, mid)}[text]
+        x0, y0 = {"top-left": (lo, lo), "top-right": (hi, lo), "bottom-left": (lo, hi), "bottom-right": (hi, hi), "center": (mid, mid)}[
+            text
+        ]
         return _box(text, x0, y0, x0 + side, y0 + side, size)
     if text.startswith("cells:"):
         numbers = re.fullmatch(rf"cells:{_NUM},{_NUM},{_NUM},{_NUM}", text)
@@ -89,9 +91,7 @@ def parse_target(spec: str | os.PathLike, size: int = 224, grid: tuple[int, int]
         return _box(text, fx0, fy0, fx1, fy1, size)
     if text.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")) or os.path.exists(text):
         return _mask_image(text, size)
-    raise LogitShiftError(
-        f"region {text!r}: expected x0,y0,x1,y1 pixels, cells:r0,c0,r1,c1, {'/'.join(CORNERS)}, or a mask PNG"
-    )
+    raise LogitShiftError(f"region {text!r}: expected x0,y0,x1,y1 pixels, cells:r0,c0,r1,c1, {'/'.join(CORNERS)}, or a mask PNG")
 
 
 def _box(spec: str, x0: float, y0: float, x1: float, y1: float, size: int) -> Target:

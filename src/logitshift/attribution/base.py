@@ -17,16 +17,16 @@ defines ``attribute`` (the raw N×C×H×W attribution) and a channel reduction.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LogitShiftError
-from ..models import check_input, as_logits, get_layer
+from ..models import as_logits, check_input, get_layer
 from ..scores import score as score_fn
 from ..shift import INPUT, ShiftedModel
 
@@ -175,9 +175,7 @@ class CamMethod(Attribution):
             raise LogitShiftError(f"layer {layer!r}: not captured by this forward pass (captured: {', '.join(p.acts) or 'none'})")
         act = p.acts[layer]
         if act.dim() != 4:
-            raise LogitShiftError(
-                f"method {self.name!r}: layer {layer!r} outputs shape {tuple(act.shape)}, expected a spatial N×C×H×W map"
-            )
+            raise LogitShiftError(f"method {self.name!r}: layer {layer!r} outputs shape {tuple(act.shape)}, expected a spatial N×C×H×W map")
         return act
 
 

@@ -210,7 +210,18 @@ def check(
             shifted = _run(e, tw, x, classes, memo)
             stats = _stats(e, honest, shifted, tgt)
             v, why = verdict(e, stats)
-            cell = Cell(e.library, e.method, e.target, kind, v, tw.construction, tw.max_abs_prob_diff, reason=why, **{k: stats.get(k) for k in ("share", "share_honest", "spearman", "change")}, per_image=stats["per_image"])
+            cell = Cell(
+                e.library,
+                e.method,
+                e.target,
+                kind,
+                v,
+                tw.construction,
+                tw.max_abs_prob_diff,
+                reason=why,
+                **{k: stats.get(k) for k in ("share", "share_honest", "spearman", "change")},
+                per_image=stats["per_image"],
+            )
         except MissingLibrary:
             raise
         except LogitShiftError as exc:

@@ -232,7 +232,9 @@ def _term(base: nn.Module, kind: str, target: Target, x: torch.Tensor, layer: st
         grid = layer_grid(base, layer, x)
         cells = target.weights(*grid)
         if not 0 < float(cells.sum()) < cells.numel():
-            raise LogitShiftError(f"target {target.spec!r}: must cover some but not all cells of layer {layer!r}'s {grid[0]}×{grid[1]} grid")
+            raise LogitShiftError(
+                f"target {target.spec!r}: must cover some but not all cells of layer {layer!r}'s {grid[0]}×{grid[1]} grid"
+            )
         if k is None:
             name, term, k = _steered(base, "cam", target, x, layer)
             return name, term, f"GateShift(layer {layer.removeprefix('module.')}, K={k:.3g} auto)"
@@ -243,7 +245,11 @@ def _term(base: nn.Module, kind: str, target: Target, x: torch.Tensor, layer: st
             present = float((detail(x).clamp_max(CAP) * px).sum(dim=(1, 2)).min() / px.sum())
             k = PRESENCE_GAIN * _margin(base, x) / max(present, 1e-6)
         outside = OUTSIDE[kind]
-        return INPUT, PresenceShift(k, px, CAP, outside), f"PresenceShift(K={k:.3g}, cap {CAP:g}" + (f", outside {outside:g})" if outside else ")")
+        return (
+            INPUT,
+            PresenceShift(k, px, CAP, outside),
+            f"PresenceShift(K={k:.3g}, cap {CAP:g}" + (f", outside {outside:g})" if outside else ")"),
+        )
     note = ""
     if k is None:  # the gradient family's strength: both terms have gradients of size K·w
         *_, k = _steered(base, "input", target, x, None)

@@ -53,7 +53,9 @@ def _attribute(ca, method: str, fwd, model, x, classes, ctx: Context):
     if method == "IntegratedGradients":
         return ca.IntegratedGradients(fwd).attribute(x, target=classes, n_steps=n, internal_batch_size=8)
     if method == "NoiseTunnel":
-        return ca.NoiseTunnel(ca.Saliency(fwd)).attribute(x, target=classes, nt_type="smoothgrad", nt_samples=n, nt_samples_batch_size=8, stdevs=0.15, abs=False)
+        return ca.NoiseTunnel(ca.Saliency(fwd)).attribute(
+            x, target=classes, nt_type="smoothgrad", nt_samples=n, nt_samples_batch_size=8, stdevs=0.15, abs=False
+        )
     if method == "GuidedBackprop":
         return ca.GuidedBackprop(fwd).attribute(x, target=classes)
     if method == "Deconvolution":
@@ -74,15 +76,33 @@ def _attribute(ca, method: str, fwd, model, x, classes, ctx: Context):
     mask = patches(x.shape[-1]).to(x.device)
     if method == "Occlusion":
         side = x.shape[-1] // 7
-        return ca.Occlusion(fwd).attribute(x, sliding_window_shapes=(3, side, side), strides=(3, side, side), target=classes, baselines=0.0, perturbations_per_eval=16)
+        return ca.Occlusion(fwd).attribute(
+            x, sliding_window_shapes=(3, side, side), strides=(3, side, side), target=classes, baselines=0.0, perturbations_per_eval=16
+        )
     if method == "FeatureAblation":
         return ca.FeatureAblation(fwd).attribute(x, target=classes, feature_mask=mask, baselines=0.0, perturbations_per_eval=16)
     if method == "ShapleyValueSampling":
-        return ca.ShapleyValueSampling(fwd).attribute(x, target=classes, feature_mask=mask, baselines=0.0, n_samples=1, perturbations_per_eval=16)
+        return ca.ShapleyValueSampling(fwd).attribute(
+            x, target=classes, feature_mask=mask, baselines=0.0, n_samples=1, perturbations_per_eval=16
+        )
     if method == "Lime":
-        return torch.cat([ca.Lime(fwd).attribute(x[i : i + 1], target=classes[i : i + 1], feature_mask=mask, n_samples=4 * n, perturbations_per_eval=16) for i in range(len(x))])
+        return torch.cat(
+            [
+                ca.Lime(fwd).attribute(
+                    x[i : i + 1], target=classes[i : i + 1], feature_mask=mask, n_samples=4 * n, perturbations_per_eval=16
+                )
+                for i in range(len(x))
+            ]
+        )
     if method == "KernelShap":
-        return torch.cat([ca.KernelShap(fwd).attribute(x[i : i + 1], target=classes[i : i + 1], feature_mask=mask, n_samples=4 * n, perturbations_per_eval=16) for i in range(len(x))])
+        return torch.cat(
+            [
+                ca.KernelShap(fwd).attribute(
+                    x[i : i + 1], target=classes[i : i + 1], feature_mask=mask, n_samples=4 * n, perturbations_per_eval=16
+                )
+                for i in range(len(x))
+            ]
+        )
     raise RuntimeError(f"{method}: no adapter call")  # pragma: no cover
 
 
@@ -125,5 +145,7 @@ def explainers(ctx: Context) -> list[Explainer]:
             continue
         for s in SCORES:
             label = "logit" if s == "logit" else f"ScoreWrapper({s})"
-            out.append(Explainer("captum", method, label, kind, _runner(ca, method, s, ctx), immune=s != "logit", cacheable=kind == "perturbation"))
+            out.append(
+                Explainer("captum", method, label, kind, _runner(ca, method, s, ctx), immune=s != "logit", cacheable=kind == "perturbation")
+            )
     return out

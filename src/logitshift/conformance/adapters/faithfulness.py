@@ -49,5 +49,7 @@ def explainers(ctx: Context) -> list[Explainer]:
     out = []
     for how, better in (("deletion", "lower"), ("insertion", "higher")):
         for s in SCORES:
-            out.append(Explainer("logitshift", f"{how} AUC", s, "metric", _runner(how, s, ctx), immune=s in IMMUNE, metric=better, cacheable=True))
+            out.append(
+                Explainer("logitshift", f"{how} AUC", s, "metric", _runner(how, s, ctx), immune=s in IMMUNE, metric=better, cacheable=True)
+            )
     return out

@@ -36,7 +36,13 @@ COSTLY = ("ScoreCAM", "AblationCAM")
 #: logitshift's immune targets checked here (ProbTarget is ClassifierOutputSoftmaxTarget; LogProbTarget has its map)
 OURS = ("CenteredLogitTarget", "ContrastTarget")
 #: the targets given to the costly methods
-FEW = ("ClassifierOutputTarget", "ClassifierOutputSoftmaxTarget", "ClassifierOutputReST", "FinerWeightedTarget(alpha=0.5)", "CenteredLogitTarget")
+FEW = (
+    "ClassifierOutputTarget",
+    "ClassifierOutputSoftmaxTarget",
+    "ClassifierOutputReST",
+    "FinerWeightedTarget(alpha=0.5)",
+    "CenteredLogitTarget",
+)
 
 
 def targets(ctx: Context) -> dict[str, tuple[object, bool, str]]:
@@ -132,10 +138,32 @@ def explainers(ctx: Context) -> list[Explainer]:
             if method in COSTLY and label not in FEW:
                 continue
             cacheable = method == "ScoreCAM"  # AblationCAM: same inputs, different (ablated) outputs
-            out.append(Explainer("pytorch-grad-cam", method, label, kind, _runner(pgc, method, make, ctx), reads_score=reads, immune=immune, cacheable=cacheable, note=note))
+            out.append(
+                Explainer(
+                    "pytorch-grad-cam",
+                    method,
+                    label,
+                    kind,
+                    _runner(pgc, method, make, ctx),
+                    reads_score=reads,
+                    immune=immune,
+                    cacheable=cacheable,
+                    note=note,
+                )
+            )
     if hasattr(pgc, "FinerCAM"):
         for alpha in (0.0, 0.6, 1.0):
-            out.append(Explainer("pytorch-grad-cam", "FinerCAM", f"alpha={alpha:g}", "cam", _finer_runner(pgc, alpha, ctx), immune=alpha == 1.0, note="FinerWeightedTarget inside"))
+            out.append(
+                Explainer(
+                    "pytorch-grad-cam",
+                    "FinerCAM",
+                    f"alpha={alpha:g}",
+                    "cam",
+                    _finer_runner(pgc, alpha, ctx),
+                    immune=alpha == 1.0,
+                    note="FinerWeightedTarget inside",
+                )
+            )
     return out
 
 

@@ -55,5 +55,16 @@ def explainers(ctx: Context) -> list[Explainer]:
     out = []
     for label, (module, cls_name, better) in METRICS.items():
         for tname, (tcls, immune) in _targets().items():
-            out.append(Explainer("pytorch-grad-cam", label, tname, "metric", _runner(module, cls_name, tcls, ctx), immune=immune, metric=better, cacheable=True))
+            out.append(
+                Explainer(
+                    "pytorch-grad-cam",
+                    label,
+                    tname,
+                    "metric",
+                    _runner(module, cls_name, tcls, ctx),
+                    immune=immune,
+                    metric=better,
+                    cacheable=True,
+                )
+            )
     return out

@@ -26,7 +26,9 @@ def _metric(q, name: str, ctx: Context):
     size = ctx.size
     common = {"disable_warnings": True, "display_progressbar": False}
     if name == "FaithfulnessCorrelation":
-        return q.FaithfulnessCorrelation(nr_runs=ctx.samples, subset_size=size * 28, perturb_baseline="black", abs=False, normalise=True, **common)
+        return q.FaithfulnessCorrelation(
+            nr_runs=ctx.samples, subset_size=size * 28, perturb_baseline="black", abs=False, normalise=True, **common
+        )
     if name == "PixelFlipping":
         return q.PixelFlipping(features_in_step=size * size // 8, perturb_baseline="black", **common)
     return q.RegionPerturbation(patch_size=28, regions_evaluation=8, perturb_baseline="black", order="morf", **common)
@@ -45,8 +47,13 @@ def _runner(name: str, softmax: bool, wrap: str | None, ctx: Context):
             torch.manual_seed(0)
             metric = _metric(q, name, ctx)
             out = metric(
-                model=fwd, x_batch=x.detach().cpu().numpy(), y_batch=classes.cpu().numpy(), a_batch=ref[:, j : j + 1],
-                device="cpu", softmax=softmax, channel_first=True,
+                model=fwd,
+                x_batch=x.detach().cpu().numpy(),
+                y_batch=classes.cpu().numpy(),
+                a_batch=ref[:, j : j + 1],
+                device="cpu",
+                softmax=softmax,
+                channel_first=True,
             )
             vals.append([float(np.mean(v)) for v in out])
         return torch.tensor(vals, dtype=torch.float64).T
@@ -70,5 +77,16 @@ def explainers(ctx: Context) -> list[Explainer]:
             out.append(Explainer("quantus", name, "*", "metric", _absent(name), metric=BETTER[name]))
             continue
         for label, (softmax, wrap) in VARIANTS.items():
-            out.append(Explainer("quantus", name, label, "metric", _runner(name, softmax, wrap, ctx), immune=softmax or wrap is not None, metric=BETTER[name], cacheable=True))
+            out.append(
+                Explainer(
+                    "quantus",
+                    name,
+                    label,
+                    "metric",
+                    _runner(name, softmax, wrap, ctx),
+                    immune=softmax or wrap is not None,
+                    metric=BETTER[name],
+                    cacheable=True,
+                )
+            )
     return out

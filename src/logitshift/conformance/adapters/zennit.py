@@ -11,7 +11,15 @@ import torch
 
 from ..explainer import Context, Explainer, adapter, maps_of, need
 
-COMPOSITES = ("EpsilonPlus", "EpsilonPlusFlat", "EpsilonAlpha2Beta1", "EpsilonAlpha2Beta1Flat", "EpsilonGammaBox", "ExcitationBackprop", "GuidedBackprop")
+COMPOSITES = (
+    "EpsilonPlus",
+    "EpsilonPlusFlat",
+    "EpsilonAlpha2Beta1",
+    "EpsilonAlpha2Beta1Flat",
+    "EpsilonGammaBox",
+    "ExcitationBackprop",
+    "GuidedBackprop",
+)
 SCORES = ("logit", "centered", "prob")
 
 
