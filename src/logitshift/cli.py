@@ -66,9 +66,13 @@ def model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default="efficientnet-lite0",
-        help="efficientnet-lite0 (default, offline), a torchvision name such as vgg19, or package.module:factory",
+        help="efficientnet-lite0 (default), efficientnet-lite1 or -lite2 (real weights, offline), a torchvision name such as vgg19, or package.module:factory (found in the current folder too)",
     )
-    p.add_argument("--weights", default=None, help="local weights file (.pth or .safetensors) for --model")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="local weights for --model: a state dict or training checkpoint (.pth, module. prefixes stripped) or .safetensors",
+    )
     p.add_argument("--layer", default=None, help="dotted module name of the explanation layer (default: the model's last feature map)")
     p.add_argument(
         "--num-classes",
