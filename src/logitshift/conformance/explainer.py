@@ -45,6 +45,15 @@ def need(module: str, package: str | None = None):
         raise MissingLibrary(f"{top} is not installed; pip install {package or top} to check its methods") from None
 
 
+def absent(name: str, library: str) -> Run:
+    """A stand-in for a method the installed ``library`` lacks: its cell records the error."""
+
+    def run(model, x, classes):
+        raise RuntimeError(f"{name} is not in the installed {library}")
+
+    return run
+
+
 @dataclass
 class Explainer:
     """One cell of the conformance table."""

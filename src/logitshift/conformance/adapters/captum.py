@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..explainer import Context, Explainer, adapter, layer_of, maps_of, need
+from ..explainer import Context, Explainer, absent, adapter, layer_of, maps_of, need
 
 #: method, twin kind
 METHODS = (
@@ -128,20 +128,13 @@ class _Module(torch.nn.Module):  # pragma: no cover - every forward here is alre
         return self.f(x)
 
 
-def _absent(method: str):
-    def run(model, x, classes):
-        raise RuntimeError(f"{method} is not in the installed captum")
-
-    return run
-
-
 @adapter("captum")
 def explainers(ctx: Context) -> list[Explainer]:
     ca = need("captum.attr", "captum")
     out = []
     for method, kind in METHODS:
         if not hasattr(ca, method):
-            out.append(Explainer("captum", method, "*", kind, _absent(method)))
+            out.append(Explainer("captum", method, "*", kind, absent(method, "captum")))
             continue
         for s in SCORES:
             label = "logit" if s == "logit" else f"ScoreWrapper({s})"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..explainer import Context, Explainer, adapter, need
+from ..explainer import Context, Explainer, absent, adapter, need
 
 #: metric, better, factory options given the image size
 METRICS = ("FaithfulnessCorrelation", "PixelFlipping", "RegionPerturbation")
@@ -61,20 +61,13 @@ def _runner(name: str, softmax: bool, wrap: str | None, ctx: Context):
     return run
 
 
-def _absent(name: str):
-    def run(model, x, classes):
-        raise RuntimeError(f"{name} is not in the installed quantus")
-
-    return run
-
-
 @adapter("quantus")
 def explainers(ctx: Context) -> list[Explainer]:
     q = need("quantus", "quantus")
     out = []
     for name in METRICS:
         if not hasattr(q, name):
-            out.append(Explainer("quantus", name, "*", "metric", _absent(name), metric=BETTER[name]))
+            out.append(Explainer("quantus", name, "*", "metric", absent(name, "quantus"), metric=BETTER[name]))
             continue
         for label, (softmax, wrap) in VARIANTS.items():
             out.append(
