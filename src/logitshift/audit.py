@@ -89,6 +89,7 @@ from torch import nn
 
 from .effect import AFFECTED, NEVER, Effects, MethodEffect, classes_that_matter, honest_bound, layer_effects, weighted
 from .errors import LogitShiftError
+from .images import Item, collect_images
 
 #: κ above which a model is called shifted (see docs/audit.md for the calibration).
 THRESHOLD = 3.0
@@ -949,95 +950,52 @@ def figure(result: AuditResult, path: str | Path) -> Path:
     return out
 
 
-# ----------------------------------------------------------------------------- command line
+# ----------------------------------------------------------------------------- the audit command
 
 
-def add_command(subparsers) -> None:
-    """Register ``logitshift audit``."""
-    import argparse
+@dataclass(kw_only=True)
+class AuditConfig:
+    """What ``logitshift audit`` audits: a model name (with optional ``weights``) or a model file, on ``images``.
 
-    from .cli import device_flag, int_at_least, positive_float
+    The command runs a model file or a weights file in a limited child process
+    (:mod:`logitshift.sandbox`) before it calls :func:`run_audit`."""
 
-    p = subparsers.add_parser(
-        "audit",
-        help="decide whether a model carries an input-dependent logit shift (exit 0 clean, 1 shifted, 2 error)",
-        description=(
-            "Audit a classifier for a common-mode logit shift z + t(x)·1 from its gradients alone, with three tests: "
-            "kappa (the common-mode gradient's size against the class gradients), bypass (common-mode gradient that goes "
-            "around the classifier's input: zero for an honest model) and head (the classifier's common-mode row varying "
-            "from image to image). "
-            "MODEL_OR_FILE is a model name (efficientnet-lite0, a torchvision name with --weights, package.module:factory) "
-            "or a file: a torch.export program (.pt2), or the .json/.safetensors pair of logitshift attack "
-            "(TorchScript is refused: loading it runs code from the file). "
-            "Exit codes: 0 clean, 1 shifted, 2 error."
-        ),
-        epilog="examples:\n  logitshift audit shifted.pt2 --images chelsea coffee --out runs/audit --report\n  logitshift audit resnet50 --weights r50.pth --images photos/ --max-images 8",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("model", metavar="MODEL_OR_FILE")
-    p.add_argument("--weights", default=None, help="local weights file for a model name")
-    p.add_argument(
-        "--images",
-        nargs="+",
-        default=None,
-        help="image files, folders, @list files or sample names (default: chelsea coffee rocket astronaut)",
-    )
-    p.add_argument(
-        "--max-images",
-        type=int_at_least(1),
-        default=DEFAULT_MAX_IMAGES,
-        help=f"use at most this many of them, evenly spread (default {DEFAULT_MAX_IMAGES})",
-    )
-    p.add_argument("--layers", nargs="+", default=None, help="layers to audit (default: up to --max-layers spatial layers)")
-    p.add_argument(
-        "--max-layers",
-        type=int_at_least(0),
-        default=DEFAULT_MAX_LAYERS,
-        help=f"spatial layers audited, evenly spaced (default {DEFAULT_MAX_LAYERS})",
-    )
-    p.add_argument(
-        "--probes",
-        type=int_at_least(1),
-        default=DEFAULT_PROBES,
-        help=f"random probes for the class-gradient spread (default {DEFAULT_PROBES})",
-    )
-    p.add_argument(
-        "--threshold",
-        type=positive_float,
-        default=THRESHOLD,
-        help=f"κ above which the kappa test fires (default {THRESHOLD:g}); also scales κ_bypass and κ_head",
-    )
-    p.add_argument("--size", type=int_at_least(8), default=None, help="input size for a model file (default 224)")
-    p.add_argument("--out", default=None, help="folder for audit.json and audit.png")
-    p.add_argument("--force", action="store_true", help="overwrite a previous audit in --out")
-    p.add_argument("--report", action="store_true", help="also write report.html, one self-contained HTML page, into --out")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument(
-        "--memory-limit",
-        type=positive_float,
-        default=DEFAULT_MEMORY_GB,
-        help=f"a model or weights file is audited in a child process with this many GB of memory beyond the interpreter's own (default {DEFAULT_MEMORY_GB:g})",
-    )
-    p.add_argument(
-        "--cpu-limit",
-        type=int_at_least(1),
-        default=DEFAULT_CPU_SECONDS,
-        help=f"... and this many seconds of CPU time (default {DEFAULT_CPU_SECONDS})",
-    )
-    device_flag(p)
-    p.set_defaults(func=cmd_audit)
+    model: str
+    weights: str | None = None
+    images: list[str] = field(default_factory=list)  # files, folders, @lists, samples (empty: the four samples)
+    max_images: int = DEFAULT_MAX_IMAGES
+    layers: list[str] | None = None  # None: up to max_layers spatial layers
+    max_layers: int = DEFAULT_MAX_LAYERS
+    probes: int = DEFAULT_PROBES
+    threshold: float = THRESHOLD
+    size: int | None = None  # input size for a model file
+    out: str | None = None  # folder for audit.json and audit.png
+    force: bool = False
+    progress: bool = True
+    device: str = "auto"
 
 
-def pick_images(specs: Sequence[str], limit: int) -> list[str]:
-    """Files, folders (searched recursively), ``@list`` files and sample names, as ``evaluate`` reads them;
+@dataclass
+class Audited:
+    """An audit's result and the folder its files went to (None: nothing written)."""
+
+    result: AuditResult
+    out: Path | None
+
+
+def pick_items(specs: Sequence[str], limit: int) -> list[Item]:
+    """Files, folders (searched recursively), ``@list`` files and sample names (:func:`~logitshift.images.collect_images`);
     at most ``limit``, evenly spread over the sorted list (the head test compares images, so variety helps)."""
-    from .evaluate import collect_images
-
     items, _ = collect_images(specs)  # refuses a list that names no image at all
     if len(items) > limit:
         items = [items[i] for i in np.unique(np.round(np.linspace(0, len(items) - 1, limit)).astype(int))]
         sys.stderr.write(f"logitshift audit: using {len(items)} of the images, evenly spread (--max-images)\n")
-    return [item.spec for item in items]
+    return items
+
+
+def pick_images(specs: Sequence[str], limit: int) -> list[str]:
+    """The specs of :func:`pick_items`."""
+    return [item.spec for item in pick_items(specs, limit)]
 
 
 def print_result(result: AuditResult) -> None:
@@ -1095,36 +1053,30 @@ def print_result(result: AuditResult) -> None:
         )
 
 
-def cmd_audit(args) -> int:
+def run_audit(cfg: AuditConfig) -> Audited:
+    """Audit ``cfg.model`` on ``cfg.images``; write audit.json and audit.png into ``cfg.out`` when given."""
     from dataclasses import replace
 
-    from . import sandbox
     from .device import resolve_device
     from .files import run_dir, write_json
     from .images import DEFAULT_SAMPLES, batch, load_image
 
     start = time.perf_counter()
-    device = resolve_device(args.device)
-    if args.report and not args.out:
-        raise LogitShiftError("--report: needs --out, the folder the page is written into")
-    if (is_model_file(args.model) or args.weights) and not sandbox.inside():
-        # someone else's file: everything from here on runs in a child with memory, CPU and file-size limits
-        what = f"model file {args.model!r}" if is_model_file(args.model) else f"weights file {args.weights!r}"
-        return sandbox.run(args.argv, what, int(args.memory_limit * 2**30), args.cpu_limit)
-    sandbox.enter()
-    out = run_dir(args.out, args.force, marker="audit.json") if args.out else None
-    module, pre, hookable, name = load_target(args.model, args.weights)
-    if args.size:
-        pre = replace(pre, size=args.size, resize=max(args.size, pre.resize * args.size // pre.size))
-    images = [load_image(spec, pre) for spec in pick_images(args.images or DEFAULT_SAMPLES, args.max_images)]
+    device = resolve_device(cfg.device)
+    out = run_dir(cfg.out, cfg.force, marker="audit.json") if cfg.out else None
+    module, pre, hookable, name = load_target(cfg.model, cfg.weights)
+    if cfg.size:
+        pre = replace(pre, size=cfg.size, resize=max(cfg.size, pre.resize * cfg.size // pre.size))
+    items = pick_items(cfg.images or DEFAULT_SAMPLES, cfg.max_images)
+    images = [replace(load_image(item.spec, pre), name=item.name) for item in items]
     x = batch(images)
-    if args.layers is not None:
-        layers = args.layers
+    if cfg.layers is not None:
+        layers = cfg.layers
     elif hookable:
-        layers = candidate_layers(module, x, args.max_layers)
+        layers = candidate_layers(module, x, cfg.max_layers)
         if not layers:
             raise LogitShiftError(
-                f"model {args.model!r}: no layer outputs a spatial feature map (N×C×H×W); the audit needs a convolutional classifier"
+                f"model {cfg.model!r}: no layer outputs a spatial feature map (N×C×H×W); the audit needs a convolutional classifier"
             )
     else:
         layers = []
@@ -1135,22 +1087,16 @@ def cmd_audit(args) -> int:
         module,
         x.to(device, dtype),
         layers,
-        args.threshold,
-        args.probes,
+        cfg.threshold,
+        cfg.probes,
         image_names=[im.name for im in images],
-        progress=not args.no_progress,
+        progress=cfg.progress,
     )
-    print_result(result)
     if out is not None:
         figure(result, out / "audit.png")
-        summary = {"command": "audit", "model": args.model, **result.to_json(), "seconds": round(time.perf_counter() - start, 2)}
+        summary = {"command": "audit", "model": cfg.model, **result.to_json(), "seconds": round(time.perf_counter() - start, 2)}
         write_json(out / "audit.json", _finite(summary))
-        print(f"audit.json and audit.png in {out}")
-        if args.report:
-            from .report import write_report
-
-            print(f"report: {write_report(out)}")
-    return 1 if result.shifted else 0
+    return Audited(result, out)
 
 
 def _finite(obj):

@@ -1,87 +1,85 @@
-"""``logitshift check``: does an explainer survive a logit shift? (thin adapter over :mod:`logitshift.conformance`).
+"""``logitshift check``: does an explainer survive a logit shift? (:func:`run_check` over :mod:`logitshift.conformance`).
 
-Exit codes: 0 every cell measured is immune, 1 any is fooled or moved, 2 an error.
+Each explainer is run on the model and on shifted twins built to steer its
+kind; each cell's verdict is immune, fooled (steered into the target) or moved.
+Exit codes of the command: 0 every cell measured is immune, 1 any is fooled or moved, 2 an error.
 """
 
 from __future__ import annotations
 
-import sys
+from dataclasses import dataclass, field
 
+from .conformance import (
+    Cell,
+    adapter_explainers,
+    adapters,  # noqa: F401  (fills ADAPTERS)
+    check,
+    context,
+    exit_code,
+    finding,
+)
+from .conformance.adapters.builtin import builtin_explainer
+from .conformance.explainer import ADAPTERS, user_explainer
+from .conformance.table import markdown
 from .errors import LogitShiftError
+from .files import atomic_write, provenance, run_dir, write_json
+from .images import batch, load_images
+from .models import DEFAULT_MODEL, load_model, torchvision_model
 
 MAP_KINDS = ("gradient", "cam", "perturbation", "propagation")
 
 
-def add_command(subparsers) -> None:
-    """Register ``logitshift check``."""
-    import argparse
+@dataclass(kw_only=True)
+class CheckConfig:
+    """What ``logitshift check`` runs: explainers (built-in ``gradcam@centered``, ``LIBRARY/METHOD[@TARGET]``,
+    or ``package.module:function``) and whole adapter libraries, on one model and image set."""
 
-    from .cli import int_at_least, positive_float
-
-    p = subparsers.add_parser(
-        "check",
-        help="does an explainer, a target or a metric survive z + t(x)·1? (exit 0 immune, 1 fooled/moved, 2 error)",
-        description=(
-            "Run explainers on a model and on shifted twins built to steer their kind (gradient, cam, perturbation, "
-            "propagation, metric), and give a verdict per cell: immune, fooled (steered into the target) or moved. "
-            "EXPLAINER: a logitshift method (gradcam, gradcam@centered), LIBRARY/METHOD[@TARGET] of an adapter "
-            "(pytorch-grad-cam/GradCAM@ClassifierOutputReST, captum/Occlusion, zennit/EpsilonPlus, quantus/PixelFlipping, "
-            "deletion-insertion/deletion AUC@prob), or package.module:function with function(model, x, classes) -> maps. "
-            "Exit codes: 0 all immune, 1 any fooled or moved, 2 error."
-        ),
-        epilog="examples:\n  logitshift check pytorch-grad-cam/GradCAM\n  logitshift check --library captum --images chelsea\n  logitshift check mypkg.explain:my_cam --kinds cam gradient",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("explainers", nargs="*", metavar="EXPLAINER")
-    p.add_argument("--library", nargs="+", default=[], help="check every explainer of these adapters ('all' for every one)")
-    p.add_argument(
-        "--model", default="efficientnet-lite0", help="efficientnet-lite0 (default), a torchvision name, or package.module:factory"
-    )
-    p.add_argument("--weights", default=None, help="local weights file for --model")
-    p.add_argument("--random-weights", action="store_true", help="a torchvision --model with random weights (say so when you report it)")
-    p.add_argument("--layer", default=None, help="CAM layer (default: the model's last feature map)")
-    p.add_argument("--images", nargs="+", default=["chelsea"], help="image files or sample names (default: chelsea)")
-    p.add_argument("--target", default="top-left", help="where the twins steer: x0,y0,x1,y1, a corner name or a mask PNG")
-    p.add_argument(
-        "--kinds",
-        nargs="+",
-        default=None,
-        choices=("gradient", "cam", "perturbation", "propagation", "metric"),
-        help="twins to use (default: the explainer's kind; all map kinds for a user function)",
-    )
-    p.add_argument("--samples", type=int_at_least(1), default=8, help="samples / steps of sampling methods (default 8)")
-    p.add_argument("--strength", type=positive_float, default=None, help="one strength for every twin term (default: calibrated per kind)")
-    p.add_argument("--tolerance", type=positive_float, default=1e-5, help="largest max |Δp| a twin may have (default 1e-5)")
-    p.add_argument("--out", default=None, help="also write check.json and check.md into this folder")
-    p.add_argument("--force", action="store_true", help="overwrite a previous check in --out")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=cmd_check)
+    explainers: list[str] = field(default_factory=list)
+    libraries: list[str] = field(default_factory=list)  # adapter names, or "all"
+    model: str = DEFAULT_MODEL
+    weights: str | None = None
+    random_weights: bool = False  # a torchvision model with random weights
+    layer: str | None = None
+    images: list[str] = field(default_factory=lambda: ["chelsea"])
+    target: str = "top-left"
+    kinds: list[str] | None = None  # twins to use (None: the explainer's kind; every map kind for a user function)
+    samples: int = 8  # samples / steps of sampling methods
+    strength: float | None = None
+    tolerance: float = 1e-5
+    out: str | None = None
+    force: bool = False
+    progress: bool = True
+    command_line: str = "logitshift check"
 
 
-def cmd_check(args) -> int:
-    from .conformance import adapter_explainers, check, context, exit_code, finding
-    from .conformance.adapters.builtin import builtin_explainer
-    from .conformance.explainer import ADAPTERS, user_explainer
-    from .conformance.table import rows
-    from .files import provenance, run_dir, write_json
-    from .images import batch, load_image
-    from .models import load_model, torchvision_model
+@dataclass
+class Checked:
+    """The cells of a check, its exit code and the folder written (if any)."""
 
-    if not args.explainers and not args.library:
+    cells: list[Cell]
+    code: int
+    out: str | None
+
+    @property
+    def finding(self) -> str:
+        return finding(self.cells)
+
+
+def run_check(cfg: CheckConfig) -> Checked:
+    """Check every named explainer against its shifted twins; write check.json and check.md into ``cfg.out``."""
+    if not cfg.explainers and not cfg.libraries:
         raise LogitShiftError("name at least one EXPLAINER or --library (see logitshift check --help)")
-    out = run_dir(args.out, args.force, marker="check.json") if args.out else None
-    loaded = torchvision_model(args.model, args.weights, random_init=True) if args.random_weights else load_model(args.model, args.weights)
-    if args.layer:
-        loaded.layer = args.layer
-    x = batch([load_image(s, loaded.preprocess) for s in args.images])
-    ctx, memo = context(loaded, x, args.target, samples=args.samples)
+    out = run_dir(cfg.out, cfg.force, marker="check.json") if cfg.out else None
+    loaded = torchvision_model(cfg.model, cfg.weights, random_init=True) if cfg.random_weights else load_model(cfg.model, cfg.weights)
+    if cfg.layer:
+        loaded.layer = cfg.layer
+    x = batch(load_images(cfg.images, loaded.preprocess))
+    ctx, memo = context(loaded, x, cfg.target, samples=cfg.samples)
 
-    from .conformance import adapters  # noqa: F401  (fills ADAPTERS)
-
-    libraries = list(ADAPTERS) if "all" in args.library else list(args.library)
+    libraries = list(ADAPTERS) if "all" in cfg.libraries else list(cfg.libraries)
     explainers, missing = adapter_explainers(libraries, ctx) if libraries else ([], [])
     user = []
-    for spec in args.explainers:
+    for spec in cfg.explainers:
         if ":" in spec and "/" not in spec:
             user.append(user_explainer(spec))
         elif "/" in spec:
@@ -95,56 +93,30 @@ def cmd_check(args) -> int:
             explainers += chosen
         else:
             explainers.append(builtin_explainer(spec, ctx))
-    cells = (
-        check(
-            loaded,
-            x,
-            explainers,
-            ctx.target,
-            memo=memo,
-            kinds=args.kinds,
-            tolerance=args.tolerance,
-            strength=args.strength,
-            progress=not args.no_progress,
+
+    def cells_of(found: list, kinds: list[str] | None) -> list[Cell]:
+        return check(
+            loaded, x, found, ctx.target, memo=memo, kinds=kinds, tolerance=cfg.tolerance, strength=cfg.strength, progress=cfg.progress
         )
-        if explainers
-        else []
-    )
+
+    cells = cells_of(explainers, cfg.kinds) if explainers else []
     for e in user:
-        cells += check(
-            loaded,
-            x,
-            [e],
-            ctx.target,
-            memo=memo,
-            kinds=args.kinds or list(MAP_KINDS),
-            tolerance=args.tolerance,
-            strength=args.strength,
-            progress=not args.no_progress,
-        )
+        cells += cells_of([e], cfg.kinds or list(MAP_KINDS))
     cells += missing
-    code = exit_code(cells)
-    print(finding(cells))
-    print("\n".join(rows(cells)))
     if out is not None:
         record = {
-            "command_line": "logitshift check " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "logitshift check",
+            "command_line": cfg.command_line,
             "model": loaded.name,
-            "random_weights": bool(args.random_weights),
-            "images": list(args.images),
-            "target": args.target,
+            "random_weights": bool(cfg.random_weights),
+            "images": list(cfg.images),
+            "target": cfg.target,
             "finding": finding(cells),
             "cells": [c.as_dict() for c in cells],
             **provenance(),
         }
         write_json(out / "check.json", record)
-        from .conformance.table import markdown
-        from .files import atomic_write
-
         atomic_write(out / "check.md", markdown(f"logitshift check — {loaded.name}", cells))
-        print(f"check.json, check.md in {out}")
-    sys.stdout.flush()
-    return code
+    return Checked(cells, exit_code(cells), str(out) if out is not None else None)
 
 
-__all__ = ["add_command", "cmd_check"]
+__all__ = ["MAP_KINDS", "CheckConfig", "Checked", "run_check"]

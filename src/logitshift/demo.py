@@ -49,10 +49,11 @@ from .attribution import (
     upsample,
 )
 from .classes import class_name, resolve_class
+from .device import resolve_device
 from .errors import LogitShiftError
 from .figures import classes_figure, paper_figure
 from .files import provenance, run_dir, write_json
-from .images import DEFAULT_SAMPLES, batch, load_image
+from .images import DEFAULT_SAMPLES, batch, load_images
 from .metrics import max_in_target, spearman, target_mass
 from .models import get_layer, load_model
 from .shift import DEFAULT_STRENGTH, ShiftSetup, compare, layer_grid, shift_model
@@ -76,8 +77,6 @@ def run_demo(cfg: DemoConfig) -> dict:
     """Run the demo and return the summary (also written to ``cfg.out/summary.json``)."""
     from tqdm import tqdm
 
-    from .device import resolve_device
-
     start = time.perf_counter()
     if cfg.method not in CAM_METHODS:
         raise LogitShiftError(f"method {cfg.method!r}: demo draws maps on a layer's grid; expected one of {', '.join(CAM_METHODS)}")
@@ -90,7 +89,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     get_layer(loaded.module, layer)
     get_layer(loaded.module, shift_layer)
     extra = list(dict.fromkeys(resolve_class(c, loaded.num_classes, loaded.class_names) for c in cfg.classes))
-    images = [load_image(spec, loaded.preprocess) for spec in cfg.images]
+    images = load_images(cfg.images, loaded.preprocess)
     x = batch(images).to(device)
     size = x.shape[-1]
     grid = layer_grid(loaded.module, layer, x)
@@ -288,60 +287,3 @@ def finding(summary: dict, results: list[dict]) -> str:
         f"The region shift ({k}) moves {mass:.2f} of the pre-softmax {label} map of the predicted class into the target "
         f"(original {before:.2f}), while {dp}."
     )
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def add_command(subparsers) -> None:
-    """Register ``logitshift demo``."""
-    import argparse
-
-    from .cli import model_flags, shift_flags
-
-    demo = subparsers.add_parser(
-        "demo",
-        help="reproduce the paper: pre/post-softmax Grad-CAM of an original and a shifted model",
-        description="Reproduce Lerma & Lucas (arXiv:2307.03305) on a real ImageNet model, offline.",
-        epilog="examples:\n  logitshift demo --out runs/demo --images chelsea coffee --class maze --construction paper\n"
-        "  logitshift demo --construction paper --method hirescam --class maze --model efficientnet-lite2 --out runs/corner",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    model_flags(demo)
-    shift_flags(demo)
-    demo.add_argument("--images", nargs="+", default=None, help="image files or sample names (default: chelsea coffee rocket astronaut)")
-    demo.add_argument(
-        "--method",
-        default="gradcam",
-        choices=CAM_METHODS,
-        help="CAM method of the maps (default gradcam; hirescam or layercam show the paper's corner)",
-    )
-    demo.add_argument("--class", dest="classes", action="append", default=[], help="extra class to explain, by name or index (repeatable)")
-    demo.add_argument("--force", action="store_true", help="overwrite a previous run in --out")
-    demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    demo.add_argument("--report", action="store_true", help="also write report.html, one self-contained HTML page, into --out")
-    demo.set_defaults(func=cmd_demo)
-
-
-def cmd_demo(args) -> int:
-    from .cli import shift_setup
-    from .images import DEFAULT_SAMPLES
-
-    cfg = DemoConfig(
-        **shift_setup(args),
-        out=args.out,
-        images=args.images or list(DEFAULT_SAMPLES),
-        force=args.force,
-        method=args.method,
-        progress=not args.no_progress,
-        device=args.device,
-    )
-    summary = run_demo(cfg)
-    figures = len({r["figure"] for r in summary["results"] if r.get("figure")})
-    print(f"{summary['finding']}\n{figures} figures and summary.json in {args.out} ({summary['seconds']:.1f} s)")
-    if getattr(args, "report", False):
-        from .report import write_report
-
-        print(f"report: {write_report(args.out)}")
-    return 0

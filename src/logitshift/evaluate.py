@@ -38,9 +38,9 @@ Run folder (read by ``logitshift report``)::
 A folder without ``summary.json`` holds a run that was interrupted (the store
 has what was finished). Example::
 
-    logitshift evaluate photos/ @more.txt chelsea --methods gradcam --scores logit prob \\
-        --construction region --region top-left --out runs/eval
-    torchrun --nproc_per_node 2 -m logitshift.cli evaluate photos/ --out runs/eval
+    logitshift evaluate --images photos/ @more.txt chelsea --methods gradcam --scores logit prob \\
+        --construction region --target top-left --out runs/eval
+    torchrun --nproc_per_node 2 -m logitshift.cli evaluate --images photos/ --out runs/eval
 """
 
 from __future__ import annotations
@@ -60,12 +60,20 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .attribution import get_method
+from .classes import resolve_class
+from .device import resolve_device
+from .engine import explain
 from .errors import LogitShiftError
-from .files import RunLock, remove_temporaries
-from .shift import ShiftSetup
+from .files import RunLock, atomic_write, provenance, remove_temporaries, write_json
+from .images import IMAGE_EXTENSIONS, Item, collect_images, load_image, storable  # noqa: F401  (IMAGE_EXTENSIONS, storable: re-exported)
+from .metrics import spearman, target_mass
+from .models import get_layer, load_model
+from .scores import check_score
+from .shift import DEFAULT_STRENGTH, ShiftSetup, compare, layer_grid, shift_model
 from .store import FIELDS, Store, remove
+from .targets import parse_target
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 STORE = "results.sqlite"
 PARTS = "parts"
 PLOTS = ("target_mass", "spearman_vs_original", "max_abs_prob_diff")
@@ -107,91 +115,6 @@ class EvalConfig(ShiftSetup):
     plots: bool = True
 
 
-@dataclass(frozen=True)
-class Item:
-    """One image to evaluate: its identity in the store, a display name, and what to load."""
-
-    key: str
-    name: str
-    spec: str
-
-
-# ----------------------------------------------------------------------------- listing images
-
-
-def storable(name: str) -> str:
-    """A file name as text for the store and reports: bytes that are not UTF-8 (kept by Python as lone
-    surrogates, which SQLite and UTF-8 files refuse) become ``\\xNN`` escapes. The same name always gives the same text."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def collect_images(specs: Sequence[str], lists: Sequence[str] = ()) -> tuple[list[Item], int]:
-    """The images named by ``specs`` (files, folders, ``@list`` files, samples) and ``lists``.
-
-    Folders are searched recursively for files with an image extension (hidden
-    files skipped), in sorted order. A list file has one path or sample name a
-    line (``#`` comments, blank lines ignored; relative paths are relative to
-    the list file). Entries of a list file that do not exist become bad images
-    later (recorded, not fatal); a command-line argument that is none of the
-    above is an error. Duplicates are dropped. Returns the items and the
-    number of non-image files skipped in folders.
-    """
-    from .images import SAMPLES
-
-    items: list[Item] = []
-    seen: set[str] = set()
-    skipped = 0
-
-    def add(item: Item) -> None:
-        if item.key not in seen:
-            seen.add(item.key)
-            items.append(item)
-
-    def add_entry(text: str, base: Path | None, strict: bool) -> None:
-        nonlocal skipped
-        if text.startswith("@"):
-            read_list(text[1:])
-            return
-        path = Path(text) if base is None or Path(text).is_absolute() else base / text
-        if path.is_dir():
-            for f in sorted(path.rglob("*")):
-                if any(part.startswith(".") for part in f.relative_to(path).parts) or not f.is_file():
-                    continue
-                if f.suffix.lower() in IMAGE_EXTENSIONS:
-                    add(Item(storable(str(f.resolve())), storable(f.stem), str(f)))
-                else:
-                    skipped += 1
-        elif path.exists():
-            add(Item(storable(str(path.resolve())), storable(path.stem), str(path)))
-        elif text in SAMPLES + ("cat",):
-            add(Item(f"sample:{text}", text, text))
-        elif strict:
-            raise LogitShiftError(f"image {text!r}: no such file, folder or sample; samples are {', '.join(SAMPLES)}")
-        else:
-            add(Item(storable(str(path.resolve())), storable(path.stem), str(path)))  # recorded as bad when loaded
-
-    def read_list(name: str) -> None:
-        path = Path(name)
-        if not path.is_file():
-            raise LogitShiftError(f"list {name!r}: no such file (expected a text file with one image a line)")
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise LogitShiftError(f"list {name!r}: not a readable UTF-8 text file ({type(exc).__name__})") from exc
-        for line in lines:
-            line = line.strip()
-            if line and not line.startswith("#"):
-                add_entry(line, path.parent, strict=False)
-
-    for spec in specs:
-        add_entry(str(spec), None, strict=True)
-    for name in lists:
-        read_list(name)
-    if not items:
-        raise LogitShiftError("images: none found (expected image files, folders, @list files or sample names)")
-    return items, skipped
-
-
 def batches_of(items: Sequence[Item], size: int) -> list[list[Item]]:
     """Fixed batches: ``items[b·size : (b+1)·size]`` for b = 0, 1, …"""
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
@@ -208,8 +131,6 @@ class BatchLoader(torch.utils.data.Dataset):
         return len(self.batches)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from .images import load_image
-
         good, tensors, bad = [], [], []
         for item in self.batches[i]:
             try:
@@ -236,8 +157,6 @@ def dist_env() -> tuple[int, int, int]:
 
 
 def _device(name: str, local_rank: int) -> torch.device:
-    from .device import resolve_device
-
     return resolve_device(name, local_rank)
 
 
@@ -304,13 +223,6 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
 
     ``on_batch(n_done)`` is called after each committed batch (benchmarks use it).
     """
-    from .attribution import get_method
-    from .classes import resolve_class
-    from .models import get_layer, load_model
-    from .scores import check_score
-    from .shift import DEFAULT_STRENGTH, layer_grid, shift_model
-    from .targets import parse_target
-
     start = time.perf_counter()
     rank, world, local_rank = dist_env()
     device = _device(cfg.device, local_rank)
@@ -430,8 +342,6 @@ def _run_batches(
 ) -> None:
     from tqdm import tqdm
 
-    from .engine import explain
-
     loader = torch.utils.data.DataLoader(
         BatchLoader(todo, preprocess),
         batch_size=None,
@@ -478,8 +388,6 @@ def _run_batches(
 
 
 def _check_equivalence(logits: dict[str, torch.Tensor], tolerance: float, strength: float) -> None:
-    from .shift import compare
-
     eq = compare(logits["original"].cpu(), logits["shifted"].cpu())
     if not eq.ok(tolerance):
         raise LogitShiftError(
@@ -491,8 +399,6 @@ def _check_equivalence(logits: dict[str, torch.Tensor], tolerance: float, streng
 
 def batch_rows(result, good: Sequence[Item], weights_for: Callable[[int, int], torch.Tensor]) -> list[dict[str, Any]]:
     """One row per (image, class, method, score, variant) of an :class:`~logitshift.engine.Explained` batch."""
-    from .metrics import spearman, target_mass
-
     probs = {v: torch.softmax(z.double(), dim=1).cpu() for v, z in result.logits.items()}
     top1 = {v: p.argmax(dim=1) for v, p in probs.items()}
     diff = (probs["original"] - probs["shifted"]).abs().max(dim=1).values if "shifted" in probs else torch.zeros(len(good))
@@ -576,8 +482,6 @@ def write_summary(
     seconds: float,
 ) -> dict[str, Any]:
     """rows.csv, the plots, summary.md and (last) summary.json, each written atomically."""
-    from .files import atomic_write, provenance, write_json
-
     rows = store.rows()
     images = store.images()
     bad = [{"image": r["image"], "name": r["name"], "reason": r["reason"]} for r in images if r["status"] == "bad"]
@@ -679,8 +583,6 @@ def write_plots(folder: Path, rows: Sequence[dict[str, Any]]) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .files import atomic_write
-
     folder.mkdir(parents=True, exist_ok=True)
     combos = sorted({(r["method"], r["score"]) for r in rows})
     names = []
@@ -731,105 +633,3 @@ def write_plots(folder: Path, rows: Sequence[dict[str, Any]]) -> list[str]:
     ax.set_ylabel("images")
     save(fig, "max_abs_prob_diff")
     return names
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def add_command(subparsers) -> None:
-    """Register ``logitshift evaluate``."""
-    import argparse
-
-    from .cli import int_at_least, model_flags, shift_flags
-
-    positive_int, count = int_at_least(1), int_at_least(0)
-
-    p = subparsers.add_parser(
-        "evaluate",
-        help="explain an original and a shifted model over many images; one row of metrics per map, resumable",
-        description=(
-            "Evaluate explanations of an original and a shifted model over a dataset. One row per (image, class, "
-            "method, score, variant) goes to OUT/results.sqlite, one transaction per batch: a killed run continues "
-            "with --resume. Runs under torchrun --nproc_per_node N as well (images are sharded across ranks)."
-        ),
-        epilog=(
-            "examples:\n"
-            "  logitshift evaluate photos/ @list.txt chelsea --methods gradcam --scores logit prob --out runs/eval\n"
-            "  logitshift evaluate photos/ --out runs/eval --resume\n"
-            "  torchrun --nproc_per_node 2 -m logitshift.cli evaluate photos/ --out runs/eval"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("images", nargs="*", help="image files, folders (searched recursively), @list.txt files, or sample names")
-    p.add_argument(
-        "--list", dest="lists", action="append", default=[], help="a text file with one image path or sample a line (repeatable)"
-    )
-    p.add_argument("--methods", nargs="+", default=["gradcam"], help="attribution methods (default gradcam)")
-    p.add_argument("--ig-steps", type=positive_int, default=None, help="Integrated Gradients: quadrature steps (default: the method's)")
-    p.add_argument(
-        "--smoothgrad-samples", type=positive_int, default=None, help="SmoothGrad: noisy samples per image (default: the method's)"
-    )
-    p.add_argument("--scores", nargs="+", default=["logit", "prob"], help="scores to explain (default logit prob)")
-    p.add_argument("--out", default="runs/evaluate", help="output folder (default runs/evaluate)")
-    model_flags(p)
-    shift_flags(p)
-    p.add_argument(
-        "--class", dest="classes", action="append", default=[], help="extra class to explain for every image, by name or index (repeatable)"
-    )
-    p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
-    p.add_argument("--workers", type=count, default=2, help="image-decoding worker processes (default 2; 0 decodes in the main process)")
-    p.add_argument(
-        "--channels-last",
-        action="store_true",
-        help="channels-last memory layout for the model and batches (faster on CPU; see benchmarks/results/forward.md)",
-    )
-    p.add_argument("--resume", action="store_true", help="continue the run in --out (skips the images it finished)")
-    p.add_argument("--force", action="store_true", help="delete the previous run in --out and start over")
-    p.add_argument("--report", action="store_true", help="also write report.html, one self-contained HTML page, into --out")
-    p.add_argument("--no-plots", action="store_true", help="skip the distribution plots")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=cmd_evaluate)
-
-
-def cmd_evaluate(args) -> int:
-    if not args.images and not args.lists:
-        raise LogitShiftError("images: none given (expected image files, folders, @list files or sample names)")
-    if args.resume and args.force:
-        raise LogitShiftError("--resume and --force: choose one (continue the previous run, or delete it)")
-    options: dict[str, dict[str, Any]] = {}
-    if args.ig_steps is not None:
-        options["ig"] = {"steps": args.ig_steps}
-    if args.smoothgrad_samples is not None:
-        options["smoothgrad"] = {"samples": args.smoothgrad_samples}
-    from .cli import shift_setup
-
-    cfg = EvalConfig(
-        images=list(args.images),
-        method_options=options,
-        lists=list(args.lists),
-        out=args.out,
-        methods=list(args.methods),
-        scores=list(args.scores),
-        **shift_setup(args),
-        batch_size=args.batch_size,
-        workers=args.workers,
-        device=args.device,
-        channels_last=args.channels_last,
-        resume=args.resume,
-        force=args.force,
-        progress=not args.no_progress,
-        plots=not args.no_plots,
-    )
-    summary = run_evaluate(cfg)
-    if summary is not None:
-        im, eq = summary["images"], summary["equivalence"]
-        print(
-            f"{summary['rows']} rows for {im['evaluated']} images ({im['bad']} unreadable) in {args.out}: "
-            f"results.sqlite, rows.csv, summary.json, summary.md\n"
-            f"max |Δprob| {eq['max_abs_prob_diff']}, top-1 agreement {eq['top1_agree']}, {summary['seconds']:.1f} s"
-        )
-        if args.report:
-            from .report import write_report
-
-            print(f"report: {write_report(args.out)}")
-    return 0

@@ -49,15 +49,21 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from .device import resolve_device
 from .errors import LogitShiftError
 from .files import atomic_write, umask_mode, write_json
+from .images import DEFAULT_SAMPLES, batch, load_images
+from .models import DEFAULT_MODEL, load_model
 from .safeload import load_program
 from .shift import INPUT, TOLERANCE, GateShift, InputShift, PaperShift, RegionShift, ShiftedModel, Stress, compare
+from .steer import steer
 
 FORMAT = "logitshift-shifted-model"
 VERSION = 1
@@ -156,8 +162,6 @@ def load_shifted(path: str | os.PathLike, allow_factory: bool = False) -> Shifte
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .models import load_model
-
     jpath, spath = _paths(path)
     if not jpath.is_file():
         raise LogitShiftError(f"shift file {str(jpath)!r}: not found")
@@ -250,93 +254,88 @@ def export_program(
     return {"max_abs_prob_diff": eq.max_abs_prob_diff, "top1_agree": eq.top1_agree == 1.0, "max_abs_shift": eq.max_abs_shift}
 
 
-# ----------------------------------------------------------------------------- command line
+# ----------------------------------------------------------------------------- the attack command
 
 
-def add_command(subparsers) -> None:
-    """Register ``logitshift attack``."""
-    import argparse
+@dataclass(kw_only=True)
+class AttackConfig:
+    """What ``logitshift attack`` builds and writes (see :func:`run_attack`)."""
 
-    from .cli import model_flags, positive_float
-
-    p = subparsers.add_parser(
-        "attack",
-        help="write a shifted model (same probabilities, steered logit explanations) as files",
-        description=(
-            "Build a shifted model whose logit explanations point at --target for the named methods, check it, "
-            "and write it as a torch.export program (loads with plain PyTorch) and/or safetensors + JSON "
-            "(reloads with logitshift.export.load_shifted)."
-        ),
-        epilog=(
-            "examples:\n"
-            "  logitshift attack --target top-left --out runs/attack/shifted.pt2\n"
-            "  logitshift attack --target mask.png --methods saliency ig --strength auto --out hi.pt2\n"
-            "load it elsewhere (safeload.py needs only torch; copy it from logitshift/safeload.py):\n"
-            "  from safeload import load_module; model = load_module('shifted.pt2'); layer = model.base.head"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    model_flags(p)
-    p.add_argument("--target", required=True, help="x0,y0,x1,y1 pixels, cells:r0,c0,r1,c1, a corner name, or a mask PNG of the input size")
-    p.add_argument("--out", required=True, help="output file (.pt2); the safetensors + JSON form goes next to it")
-    p.add_argument("--methods", nargs="+", default=None, help="methods to steer (default: every registered method)")
-    p.add_argument(
-        "--strength", default=None, help="'auto', or a number for every term (default: 1 for the CAM term, 100 for the input term)"
-    )
-    p.add_argument("--goal", type=float, default=0.5, help="with --strength auto: the target mass to reach (default 0.5)")
-    p.add_argument("--images", nargs="+", default=None, help="check images (default: the four samples)")
-    p.add_argument("--format", choices=("both", "pt2", "safetensors"), default="both", help="what to write (default both)")
-    p.add_argument("--tolerance", type=positive_float, default=TOLERANCE, help="largest max |Δprob| accepted (default 1e-5)")
-    p.add_argument("--force", action="store_true", help="overwrite existing output files")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(func=cmd_attack)
+    target: str  # x0,y0,x1,y1 pixels, cells:r0,c0,r1,c1, a corner name, or a mask PNG of the input size
+    out: str  # the .pt2 file; the safetensors + JSON form goes next to it
+    model: str = DEFAULT_MODEL
+    weights: str | None = None
+    num_classes: int | None = None
+    class_names: str | None = None
+    layer: str | None = None
+    methods: list[str] | None = None  # None: every registered method
+    strength: float | str | None = None  # None: each term's default; "auto": calibrated to reach ``goal``
+    goal: float = 0.5
+    images: list[str] = field(default_factory=lambda: list(DEFAULT_SAMPLES))  # check images
+    format: str = "both"  # both | pt2 | safetensors
+    tolerance: float = TOLERANCE
+    force: bool = False
+    progress: bool = True
+    device: str = "auto"
 
 
-def parse_strength(text: str | None) -> float | str | None:
-    """``None``, ``"auto"``, or a finite number > 0 (else a one-line error)."""
-    import math
+@dataclass
+class Attack:
+    """What :func:`run_attack` wrote and measured."""
 
-    if text is None or text == "auto":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise LogitShiftError(f"--strength {text!r}: expected 'auto' or a number > 0") from None
-    if not (math.isfinite(value) and value > 0):
-        raise LogitShiftError(f"--strength {text!r}: expected 'auto' or a finite number > 0")
-    return value
+    written: list[str]
+    steering: dict[str, Any]
+    max_abs_prob_diff: float
+    images: int
+    seconds: float
+
+    def lines(self) -> str:
+        """The console summary: the files first, then strength, equivalence, effect, stress and layer."""
+        st = self.steering
+        strengths = ", ".join(f"{f} {k:.3g}" for f, k in st["strength"].items())
+        effect = ", ".join(f"{m} {v:.2f}" for m, v in st["effect"].items())
+        return (
+            f"wrote {', '.join(self.written)}\n"
+            f"strength: {strengths}{' (auto)' if st['auto'] else ''}; max |Δprob| {self.max_abs_prob_diff:.2e} on {self.images} check images"
+            + (f"\ntarget mass reached (logit maps): {effect}" if effect else "")
+            + (f"\n{Stress(**_stress_args(st['stress'])).line()}" if st.get("stress") else "")
+            + (f"\nCAM layer inside the exported module: base.{st['layer']}" if st["layer"] else "")
+            + f"\n{self.seconds:.1f} s"
+        )
 
 
-def cmd_attack(args) -> int:
-    from .device import resolve_device
-    from .images import DEFAULT_SAMPLES, batch, load_image
-    from .models import load_model
-    from .steer import steer
+def attack_paths(out: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """(.pt2, .json, .safetensors) for an ``--out`` name: the program keeps or gains the ``.pt2`` suffix."""
+    path = Path(out)
+    if path.suffix != ".pt2":
+        path = path.with_suffix(".pt2") if path.suffix in ("", ".json", ".safetensors") else Path(str(path) + ".pt2")
+    return (path, *_paths(path))
 
+
+def run_attack(cfg: AttackConfig) -> Attack:
+    """Build a shifted model with :func:`~logitshift.steer.steer`, check it, write it; nothing is left half-written."""
     start = time.perf_counter()
-    device = resolve_device(args.device)
-    strength = parse_strength(args.strength)
-    out = Path(args.out)
-    if out.suffix != ".pt2":
-        out = out.with_suffix(".pt2") if out.suffix in ("", ".json", ".safetensors") else Path(str(out) + ".pt2")
-    jpath, spath = _paths(out)
-    planned = ([out] if args.format in ("both", "pt2") else []) + ([jpath, spath] if args.format in ("both", "safetensors") else [])
+    if cfg.format not in ("both", "pt2", "safetensors"):
+        raise LogitShiftError(f"--format {cfg.format!r}: expected both, pt2 or safetensors")
+    device = resolve_device(cfg.device)
+    out, jpath, spath = attack_paths(cfg.out)
+    planned = ([out] if cfg.format in ("both", "pt2") else []) + ([jpath, spath] if cfg.format in ("both", "safetensors") else [])
     existing = [str(p) for p in planned if p.exists()]
-    if existing and not args.force:
+    if existing and not cfg.force:
         raise LogitShiftError(f"--out {existing[0]!r}: exists; pass --force to overwrite it")
-    loaded = load_model(args.model, args.weights, num_classes=args.num_classes, class_names=args.class_names)
+    loaded = load_model(cfg.model, cfg.weights, num_classes=cfg.num_classes, class_names=cfg.class_names)
     loaded.module.to(device)
-    x = batch([load_image(s, loaded.preprocess) for s in (args.images or DEFAULT_SAMPLES)]).to(device)
+    x = batch(load_images(cfg.images or DEFAULT_SAMPLES, loaded.preprocess)).to(device)
     shifted = steer(
         loaded,
-        args.target,
-        methods=args.methods,
-        strength=strength,
-        layer=args.layer,
+        cfg.target,
+        methods=cfg.methods,
+        strength=cfg.strength,
+        layer=cfg.layer,
         check=x,
-        goal=args.goal,
-        tolerance=args.tolerance,
-        progress=not args.no_progress,
+        goal=cfg.goal,
+        tolerance=cfg.tolerance,
+        progress=cfg.progress,
     )
     # the files are written from the CPU, so that they load on any machine
     shifted.cpu()
@@ -344,35 +343,36 @@ def cmd_attack(args) -> int:
     steering = shifted.steering
     written = []
     measured = None
-    if args.format in ("both", "pt2"):
-        measured = export_program(shifted, out, x, args.tolerance, {"model": loaded.name, "steering": steering})
+    if cfg.format in ("both", "pt2"):
+        measured = export_program(shifted, out, x, cfg.tolerance, {"model": loaded.name, "steering": steering})
         written.append(str(out))
-    if args.format in ("both", "safetensors"):
-        save_shifted(shifted, out, loaded.name, args.weights, {"steering": steering})
+    if cfg.format in ("both", "safetensors"):
+        save_shifted(shifted, out, loaded.name, cfg.weights, {"steering": steering})
         reloaded = load_shifted(jpath, allow_factory=True)  # the user named this model on the command line
         with torch.no_grad():
             eq = compare(loaded.module(x), reloaded(x))
-        if not eq.ok(args.tolerance):  # pragma: no cover - the same terms, the same numbers
+        if not eq.ok(cfg.tolerance):  # pragma: no cover - the same terms, the same numbers
             for p in (jpath, spath):
                 p.unlink(missing_ok=True)
             raise LogitShiftError(f"--out {str(jpath)!r}: the reloaded model changes probabilities by {eq.max_abs_prob_diff:.2e}; removed")
         measured = measured or {"max_abs_prob_diff": eq.max_abs_prob_diff, "top1_agree": eq.top1_agree == 1.0}
         written += [str(jpath), str(spath)]
-    strengths = ", ".join(f"{f} {k:.3g}" for f, k in steering["strength"].items())
-    effect = ", ".join(f"{m} {v:.2f}" for m, v in steering["effect"].items())
-    print(
-        f"wrote {', '.join(written)}\n"
-        f"strength: {strengths}{' (auto)' if steering['auto'] else ''}; max |Δprob| {measured['max_abs_prob_diff']:.2e} on {x.shape[0]} check images"
-        + (f"\ntarget mass reached (logit maps): {effect}" if effect else "")
-        + (f"\n{Stress(**_stress_args(steering['stress'])).line()}" if steering.get("stress") else "")
-        + (f"\nCAM layer inside the exported module: base.{steering['layer']}" if steering["layer"] else "")
-        + f"\n{time.perf_counter() - start:.1f} s"
-    )
-    return 0
+    assert measured is not None
+    return Attack(written, steering, measured["max_abs_prob_diff"], x.shape[0], time.perf_counter() - start)
 
 
 def _stress_args(d: dict) -> dict:
     return {"max_abs_prob_diff": d["max_abs_prob_diff"], "worst": d["worst_input"], "tolerance": d["tolerance"]}
 
 
-__all__ = ["add_command", "build_terms", "describe_terms", "export_program", "load_shifted", "save_shifted"]
+__all__ = [
+    "Attack",
+    "AttackConfig",
+    "attack_paths",
+    "build_terms",
+    "describe_terms",
+    "export_program",
+    "load_shifted",
+    "run_attack",
+    "save_shifted",
+]

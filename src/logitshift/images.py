@@ -3,13 +3,18 @@
 :func:`load_image` accepts a file path (JPEG, PNG, anything Pillow reads, in
 any mode) or the name of a sample photograph shipped with scikit-image, and
 returns an :class:`Image`: the centre-cropped RGB picture (for overlays) and
-the normalised tensor the model takes.
+the normalised tensor the model takes. :func:`collect_images` turns what a
+user names on the command line (``--images``: files, folders, ``@list``
+files, sample names) into a list of :class:`Item` with display names that are
+unique per input path (:func:`unique_names`: ``a/x.png`` and ``b/x.png``
+become ``a-x`` and ``b-x``), and :func:`load_images` loads them all.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +26,9 @@ from .models import Preprocess
 #: scikit-image samples that ship inside its wheel (no download).
 SAMPLES = ("chelsea", "coffee", "rocket", "astronaut", "motorcycle", "hubble", "camera", "immunohistochemistry")
 DEFAULT_SAMPLES = ("chelsea", "coffee", "rocket", "astronaut")
+
+#: files a folder given as ``--images`` contributes (others are counted as skipped)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 
 #: default bound on decoded pixels (decompression bombs); ``max_pixels`` overrides.
 MAX_PIXELS = 64_000_000
@@ -153,3 +161,117 @@ def load_image(spec: str | os.PathLike, pre: Preprocess | None = None, max_pixel
 def batch(images: list[Image]) -> torch.Tensor:
     """Stack preprocessed images into an N×3×H×W batch."""
     return torch.stack([im.tensor for im in images])
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image to evaluate: its identity in the store, a display name, and what to load."""
+
+    key: str
+    name: str
+    spec: str
+
+
+def storable(name: str) -> str:
+    """A file name as text for the store and reports: bytes that are not UTF-8 (kept by Python as lone
+    surrogates, which SQLite and UTF-8 files refuse) become ``\\xNN`` escapes. The same name always gives the same text."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def collect_images(specs: Sequence[str], lists: Sequence[str] = ()) -> tuple[list[Item], int]:
+    """The images named by ``specs`` (files, folders, ``@list`` files, samples) and ``lists``.
+
+    Folders are searched recursively for files with an image extension (hidden
+    files skipped), in sorted order. A list file has one path or sample name a
+    line (``#`` comments, blank lines ignored; relative paths are relative to
+    the list file). Entries of a list file that do not exist become bad images
+    later (recorded, not fatal); a command-line argument that is none of the
+    above is an error. Duplicates are dropped. Returns the items and the
+    number of non-image files skipped in folders.
+    """
+    items: list[Item] = []
+    seen: set[str] = set()
+    skipped = 0
+
+    def add(item: Item) -> None:
+        if item.key not in seen:
+            seen.add(item.key)
+            items.append(item)
+
+    def add_entry(text: str, base: Path | None, strict: bool) -> None:
+        nonlocal skipped
+        if text.startswith("@"):
+            read_list(text[1:])
+            return
+        path = Path(text) if base is None or Path(text).is_absolute() else base / text
+        if path.is_dir():
+            for f in sorted(path.rglob("*")):
+                if any(part.startswith(".") for part in f.relative_to(path).parts) or not f.is_file():
+                    continue
+                if f.suffix.lower() in IMAGE_EXTENSIONS:
+                    add(Item(storable(str(f.resolve())), storable(f.stem), str(f)))
+                else:
+                    skipped += 1
+        elif path.exists():
+            add(Item(storable(str(path.resolve())), storable(path.stem), str(path)))
+        elif text in SAMPLES + ("cat",):
+            add(Item(f"sample:{text}", text, text))
+        elif strict:
+            raise LogitShiftError(f"image {text!r}: no such file, folder or sample; samples are {', '.join(SAMPLES)}")
+        else:
+            add(Item(storable(str(path.resolve())), storable(path.stem), str(path)))  # recorded as bad when loaded
+
+    def read_list(name: str) -> None:
+        path = Path(name)
+        if not path.is_file():
+            raise LogitShiftError(f"list {name!r}: no such file (expected a text file with one image a line)")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LogitShiftError(f"list {name!r}: not a readable UTF-8 text file ({type(exc).__name__})") from exc
+        for line in lines:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                add_entry(line, path.parent, strict=False)
+
+    for spec in specs:
+        add_entry(str(spec), None, strict=True)
+    for name in lists:
+        read_list(name)
+    if not items:
+        raise LogitShiftError("images: none found (expected image files, folders, @list files or sample names)")
+    names = unique_names([it.key for it in items], [it.name for it in items])
+    return [replace(it, name=n) for it, n in zip(items, names)], skipped
+
+
+def unique_names(keys: Sequence[str], names: Sequence[str]) -> list[str]:
+    """Display names, one per key, unique: a name shared by several paths gains its parent folders
+    (``…/a/x.png``, ``…/b/x.png`` → ``a-x``, ``b-x``) until the names differ, then a counter (``x-2``).
+    Unshared names are kept as they are, so outputs are named after the file wherever that is unambiguous."""
+    out = list(names)
+    parents = [[p for p in key.replace("\\", "/").split("/")[:-1] if p and not p.startswith("sample:")] for key in keys]
+    for depth in range(1, 1 + max((len(p) for p in parents), default=0)):
+        groups: dict[str, list[int]] = {}
+        for i, n in enumerate(out):
+            groups.setdefault(n, []).append(i)
+        clashing = [i for g in groups.values() if len(g) > 1 for i in g]
+        if not clashing:
+            return out
+        for i in clashing:
+            out[i] = "-".join([*parents[i][-depth:], names[i]])
+    taken: set[str] = set()
+    for i, n in enumerate(out):
+        name, k = n, 1
+        while name in taken:
+            k += 1
+            name = f"{n}-{k}"
+        taken.add(name)
+        out[i] = name
+    return out
+
+
+def load_images(specs: Sequence[str], pre: Preprocess | None = None, lists: Sequence[str] = ()) -> list[Image]:
+    """Every image named by ``specs`` (as :func:`collect_images` reads them), loaded, with unique names.
+    An image that cannot be read is an error that names it."""
+    items, _ = collect_images(specs, lists)
+    return [replace(load_image(it.spec, pre), name=it.name) for it in items]

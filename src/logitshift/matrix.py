@@ -29,11 +29,18 @@ from pathlib import Path
 import torch
 
 from .attribution import METHODS, get_method, normalize, upsample
+from .device import resolve_device
+from .engine import explain
 from .errors import LogitShiftError
+from .figures import _plt, overlay
 from .files import atomic_write, provenance, run_dir, write_json
+from .images import DEFAULT_SAMPLES, batch, load_images
 from .metrics import spearman, target_mass
+from .models import load_model
 from .scores import IMMUNE, SCORES, check_score
-from .shift import ShiftedModel, compare
+from .shift import ShiftedModel, compare, layer_grid
+from .steer import steer
+from .targets import parse_target
 
 UNCHANGED = 0.99
 #: Integrated Gradients steps and SmoothGrad samples of the matrix (the shift's effect on them does not
@@ -87,8 +94,6 @@ def measure(
     saliency / gradient × input map, and one forward per chunk of Integrated
     Gradients / SmoothGrad points serves every score of both variants.
     """
-    from .engine import explain
-
     options = options or {}
     instances = {n: get_method(n, **options.get(n, {})) for n in methods}
     cams = [m for m in instances.values() if m.family == "cam"]
@@ -178,8 +183,6 @@ def markdown(summary: dict) -> str:
 
 def figure(path: Path, rgb, maps: dict, methods: list[str], scores: list[str], size: int, target_px) -> None:
     """Rows: methods; columns: original logit map, then the shifted model's map for each score (image 0)."""
-    from .figures import _plt, overlay
-
     plt = _plt()
     cols = [("original", "logit")] + [("shifted", s) for s in scores]
     fig, axes = plt.subplots(len(methods), len(cols), figsize=(1.9 * len(cols), 1.9 * len(methods) + 0.4), dpi=72, squeeze=False)
@@ -193,11 +196,6 @@ def figure(path: Path, rgb, maps: dict, methods: list[str], scores: list[str], s
 
 
 def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
-    from .device import resolve_device
-    from .images import DEFAULT_SAMPLES, batch, load_image
-    from .models import load_model
-    from .steer import steer
-
     start = time.perf_counter()
     device = resolve_device(cfg.device)
     for s in cfg.scores:
@@ -207,7 +205,7 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
         get_method(n)
     out = run_dir(cfg.out, cfg.force, marker="matrix.json")
     loaded = load_model(cfg.model, cfg.weights, num_classes=cfg.num_classes, class_names=cfg.class_names)
-    images = [load_image(s, loaded.preprocess) for s in (cfg.images or DEFAULT_SAMPLES)]
+    images = load_images(cfg.images or DEFAULT_SAMPLES, loaded.preprocess)
     loaded.module.to(device)
     x = batch(images).to(device)
     options = method_options(cfg.steps)
@@ -223,9 +221,6 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
         progress=cfg.progress,
     )
     st = shifted.steering
-    from .shift import layer_grid
-    from .targets import parse_target
-
     grid = layer_grid(loaded.module, st["layer"], x) if st["layer"] else None
     target = parse_target(cfg.target, x.shape[-1], grid)
     rows, maps = measure(shifted, x, methods, list(cfg.scores), st["layer"], target, cfg.goal, options, cfg.progress)
@@ -261,82 +256,4 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
     return summary
 
 
-# ----------------------------------------------------------------------------- command line
-
-
-def add_command(subparsers) -> None:
-    """Register ``logitshift matrix``."""
-    import argparse
-
-    from .cli import int_at_least, model_flags
-
-    p = subparsers.add_parser(
-        "matrix",
-        help="measure which (method, score) pairs a logit shift fools: table, JSON, figure",
-        description="For every method × score: target mass and Spearman of the shifted model's map against the original's.",
-        epilog="example:\n  logitshift matrix --out runs/matrix --target top-left --scores logit prob centered",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    model_flags(p)
-    p.add_argument("--out", default="runs/matrix", help="output folder (default runs/matrix)")
-    p.add_argument("--target", default="top-left", help="x0,y0,x1,y1 pixels, cells:r0,c0,r1,c1, a corner name, or a mask PNG")
-    p.add_argument("--images", nargs="+", default=None, help="image files or sample names (default: the four samples)")
-    p.add_argument("--methods", nargs="+", default=None, help=f"methods (default all: {', '.join(METHODS)})")
-    p.add_argument("--scores", nargs="+", default=list(SCORES), help=f"scores (default all: {', '.join(SCORES)})")
-    p.add_argument("--strength", default=None, help="'auto' or a number (default: 1 for the CAM term, 100 for the input term)")
-    p.add_argument("--goal", type=float, default=0.5, help="target mass that counts as fooled (default 0.5)")
-    p.add_argument(
-        "--steps",
-        type=int_at_least(1),
-        default=DEFAULT_STEPS,
-        help=f"Integrated Gradients steps and SmoothGrad samples (default {DEFAULT_STEPS})",
-    )
-    p.add_argument("--no-figure", action="store_true", help="skip matrix.png")
-    p.add_argument("--force", action="store_true", help="overwrite a previous run in --out")
-    p.add_argument("--report", action="store_true", help="also write report.html, one self-contained HTML page, into --out")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(func=cmd_matrix)
-
-
-def cmd_matrix(args) -> int:
-    from .export import parse_strength
-
-    cfg = MatrixConfig(
-        out=args.out,
-        model=args.model,
-        weights=args.weights,
-        num_classes=args.num_classes,
-        class_names=args.class_names,
-        layer=args.layer,
-        target=args.target,
-        images=args.images or [],
-        methods=args.methods or [],
-        scores=args.scores,
-        strength=parse_strength(args.strength),
-        goal=args.goal,
-        steps=args.steps,
-        force=args.force,
-        figure=not args.no_figure,
-        progress=not args.no_progress,
-        device=args.device,
-    )
-    shown = [f"--model {cfg.model}", f"--target {cfg.target}"] + ([f"--images {' '.join(cfg.images)}"] if cfg.images else [])
-    shown += [f"--methods {' '.join(cfg.methods)}"] if cfg.methods else []
-    shown += [f"--scores {' '.join(cfg.scores)}"] + ([f"--strength {cfg.strength}"] if cfg.strength is not None else [])
-    shown += [f"--steps {cfg.steps}"] if cfg.steps is not None else []
-    summary = run_matrix(cfg, "logitshift matrix " + " ".join(shown))
-    off = [r for r in summary["rows"] if not r["as_expected"]]
-    print(
-        f"matrix.md, matrix.json{', matrix.png' if summary['figure'] else ''} in {args.out}: "
-        f"{len(summary['rows']) - len(off)} of {len(summary['rows'])} cells as expected"
-        + "".join(f"\n  not as expected: {r['method']} × {r['score']} ({r['verdict']})" for r in off)
-        + f"\nmax |Δprob| {summary['max_abs_prob_diff']:.2e}, {summary['seconds']:.0f} s"
-    )
-    if args.report:
-        from .report import write_report
-
-        print(f"report: {write_report(args.out)}")
-    return 0
-
-
-__all__ = ["MatrixConfig", "add_command", "markdown", "measure", "run_matrix"]
+__all__ = ["MatrixConfig", "markdown", "measure", "run_matrix"]

@@ -1574,39 +1574,31 @@ def _write(run_dir: str | os.PathLike, out: str | os.PathLike | None, max_mb: fl
     return atomic_write(target, page), run, embed
 
 
-# ----------------------------------------------------------------------------- command line
+@dataclass
+class ReportConfig:
+    """What ``logitshift report`` renders: the run folder, the page's path (default ``RUN_DIR/report.html``) and its figure budget."""
+
+    run_dir: str
+    out: str | None = None
+    max_mb: float = DEFAULT_MAX_MB
 
 
-def add_command(subparsers) -> None:
-    """Register ``logitshift report``."""
-    import argparse
+@dataclass
+class Written:
+    """The page :func:`run_report` wrote: its path, size, number of embedded figures, and notes about an incomplete folder."""
 
-    from .cli import positive_float
+    path: Path
+    figures: int
+    notes: list[str]
 
-    p = subparsers.add_parser(
-        "report",
-        help="write one self-contained HTML page from a run folder",
-        description="Write a self-contained HTML report (figures embedded, no network access) of a run folder "
-        "written by logitshift demo, matrix, audit or evaluate. An incomplete folder gives a page with a note of what is missing.",
-        epilog="example:\n  logitshift demo --out runs/demo && logitshift report runs/demo",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of a logitshift command")
-    p.add_argument("--out", default=None, help="HTML file to write (default RUN_DIR/report.html)")
-    p.add_argument(
-        "--max-mb",
-        type=positive_float,
-        default=DEFAULT_MAX_MB,
-        help=f"size budget of the embedded figures in MB (default {DEFAULT_MAX_MB:g})",
-    )
-    p.set_defaults(func=cmd_report)
+    def line(self) -> str:
+        size = self.path.stat().st_size / 1e6
+        return f"report: {self.path} ({size:.1f} MB, {self.figures} figures)" + (
+            f"; incomplete run folder: {len(self.notes)} note(s) at the top of the page" if self.notes else ""
+        )
 
 
-def cmd_report(args) -> int:
-    path, run, embed = _write(args.run_dir, args.out, args.max_mb)
-    size = path.stat().st_size / 1e6
-    print(
-        f"report: {path} ({size:.1f} MB, {len(embed.ids)} figures)"
-        + (f"; incomplete run folder: {len(run.notes)} note(s) at the top of the page" if run.notes else "")
-    )
-    return 0
+def run_report(cfg: ReportConfig) -> Written:
+    """Write the report page of ``cfg.run_dir`` (see :func:`write_report`)."""
+    path, run, embed = _write(cfg.run_dir, cfg.out, cfg.max_mb)
+    return Written(path, len(embed.ids), list(run.notes))

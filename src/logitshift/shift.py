@@ -35,6 +35,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -337,6 +338,20 @@ class ShiftSetup:
     classes: list[str] = field(default_factory=list)  # extra classes to explain besides the prediction
 
 
+def parse_strength(text: str | None) -> float | str | None:
+    """A strength as the user writes it: ``None`` (each term's default), ``"auto"`` (calibrated to a goal),
+    or a finite number > 0; anything else is a one-line error."""
+    if text is None or text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise LogitShiftError(f"--strength {text!r}: expected 'auto' or a number > 0") from None
+    if not (math.isfinite(value) and value > 0):
+        raise LogitShiftError(f"--strength {text!r}: expected 'auto' or a finite number > 0")
+    return value
+
+
 @dataclass
 class Equivalence:
     """How far the shifted model's outputs are from the original's."""
@@ -477,7 +492,7 @@ def shift_model(
         shift: nn.Module = PaperShift(strength)
     else:
         if target is None:
-            raise LogitShiftError("construction 'region': needs a target region (--region)")
+            raise LogitShiftError("construction 'region': needs a target region (--target)")
         size = check.shape[-1] if check is not None else target.size
         grid = layer_grid(model, layer, check if check is not None else torch.zeros(1, 3, size, size, device=model_device(model)))
         shift = RegionShift(strength, target.weights(*grid))

@@ -1,0 +1,68 @@
+"""``logitshift attack``: flags → :class:`~logitshift.export.AttackConfig` → :func:`~logitshift.export.run_attack`."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..export import AttackConfig, run_attack
+from ..images import DEFAULT_SAMPLES
+from ..shift import TOLERANCE, parse_strength
+from .flags import force_flag, images_flag, model_flags, out_flag, positive_float, progress_flag, target_flag
+
+
+def register(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "attack",
+        help="write a shifted model (same probabilities, steered logit explanations) as files",
+        description=(
+            "Build a shifted model whose logit explanations point at --target for the named methods, check it, "
+            "and write it as a torch.export program (loads with plain PyTorch) and/or safetensors + JSON "
+            "(reloads with logitshift.export.load_shifted)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  logitshift attack --target top-left --out runs/attack/shifted.pt2\n"
+            "  logitshift attack --target mask.png --methods saliency ig --strength auto --out hi.pt2\n"
+            "load it elsewhere (safeload.py needs only torch; copy it from logitshift/safeload.py):\n"
+            "  from safeload import load_module; model = load_module('shifted.pt2'); layer = model.base.head"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    model_flags(p)
+    target_flag(p, "required; a mask PNG has the input size", required=True, default=None)
+    out_flag(p, "a file, required: the .pt2 program; the safetensors + JSON form goes next to it", required=True)
+    p.add_argument("--methods", nargs="+", default=None, help="methods to steer (default: every registered method)")
+    p.add_argument(
+        "--strength", default=None, help="'auto', or a number for every term (default: 1 for the CAM term, 100 for the input term)"
+    )
+    p.add_argument("--goal", type=float, default=0.5, help="with --strength auto: the target mass to reach (default 0.5)")
+    images_flag(p, "the check images; default: chelsea coffee rocket astronaut")
+    p.add_argument("--format", choices=("both", "pt2", "safetensors"), default="both", help="what to write (default both)")
+    p.add_argument("--tolerance", type=positive_float, default=TOLERANCE, help="largest max |Δprob| accepted (default 1e-5)")
+    force_flag(p)
+    progress_flag(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = AttackConfig(
+        target=args.target,
+        out=args.out,
+        model=args.model,
+        weights=args.weights,
+        num_classes=args.num_classes,
+        class_names=args.class_names,
+        layer=args.layer,
+        methods=args.methods,
+        strength=parse_strength(args.strength),
+        goal=args.goal,
+        images=args.images or list(DEFAULT_SAMPLES),
+        format=args.format,
+        tolerance=args.tolerance,
+        force=args.force,
+        progress=not args.no_progress,
+        device=args.device,
+    )
+    print(run_attack(cfg).lines())
+    return 0

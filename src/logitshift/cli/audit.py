@@ -1,0 +1,162 @@
+"""``logitshift audit``: flags → :class:`~logitshift.audit.AuditConfig` → :func:`~logitshift.audit.run_audit`.
+
+A model file or a weights file is someone else's data: the command re-runs
+itself on it in a child process with memory, CPU and file-size limits
+(:mod:`logitshift.sandbox`) before anything reads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import sandbox
+from ..audit import (
+    DEFAULT_CPU_SECONDS,
+    DEFAULT_MAX_IMAGES,
+    DEFAULT_MAX_LAYERS,
+    DEFAULT_MEMORY_GB,
+    DEFAULT_PROBES,
+    THRESHOLD,
+    AuditConfig,
+    is_model_file,
+    print_result,
+    run_audit,
+)
+from ..errors import LogitShiftError
+from ..report import write_report
+from .flags import (
+    alias,
+    device_flag,
+    force_flag,
+    images_flag,
+    int_at_least,
+    layer_flag,
+    model_flag,
+    out_flag,
+    positive_float,
+    progress_flag,
+    report_flag,
+    weights_flag,
+)
+
+MODEL_DETAIL = "required; or a model file: .pt2, or the .json/.safetensors pair of logitshift attack"
+
+
+def register(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "audit",
+        help="decide whether a model carries an input-dependent logit shift (exit 0 clean, 1 shifted, 2 error)",
+        description=(
+            "Audit a classifier for a common-mode logit shift z + t(x)·1 from its gradients alone, with three tests: "
+            "kappa (the common-mode gradient's size against the class gradients), bypass (common-mode gradient that goes "
+            "around the classifier's input: zero for an honest model) and head (the classifier's common-mode row varying "
+            "from image to image). "
+            "--model is a model name (efficientnet-lite0, a torchvision name with --weights, package.module:factory) "
+            "or a file: a torch.export program (.pt2), or the .json/.safetensors pair of logitshift attack "
+            "(TorchScript is refused: loading it runs code from the file). "
+            "Exit codes: 0 clean, 1 shifted, 2 error."
+        ),
+        epilog="examples:\n  logitshift audit --model shifted.pt2 --images chelsea coffee --out runs/audit --report\n"
+        "  logitshift audit --model resnet50 --weights r50.pth --images photos/ --max-images 8\n"
+        "MODEL_OR_FILE given first without --model is an old spelling of --model.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model_arg", nargs="?", default=None, metavar="MODEL_OR_FILE", help=argparse.SUPPRESS)
+    model_flag(p, MODEL_DETAIL, default=None)
+    weights_flag(p)
+    images_flag(p)
+    p.add_argument(
+        "--max-images",
+        type=int_at_least(1),
+        default=DEFAULT_MAX_IMAGES,
+        help=f"use at most this many of them, evenly spread (default {DEFAULT_MAX_IMAGES})",
+    )
+    layer_flag(
+        p,
+        "repeatable, or several after one --layer: the layers audited; default: up to --max-layers spatial layers",
+        nargs="+",
+        action="extend",
+        dest="layers",
+    )
+    alias(p, "--layers", "layers", "--layer", nargs="+", action="extend")
+    p.add_argument(
+        "--max-layers",
+        type=int_at_least(0),
+        default=DEFAULT_MAX_LAYERS,
+        help=f"spatial layers audited, evenly spaced (default {DEFAULT_MAX_LAYERS})",
+    )
+    p.add_argument(
+        "--probes",
+        type=int_at_least(1),
+        default=DEFAULT_PROBES,
+        help=f"random probes for the class-gradient spread (default {DEFAULT_PROBES})",
+    )
+    p.add_argument(
+        "--threshold",
+        type=positive_float,
+        default=THRESHOLD,
+        help=f"κ above which the kappa test fires (default {THRESHOLD:g}); also scales κ_bypass and κ_head",
+    )
+    p.add_argument("--size", type=int_at_least(8), default=None, help="input size for a model file (default 224)")
+    out_flag(p, "a folder for audit.json and audit.png; default: nothing written")
+    force_flag(p)
+    report_flag(p)
+    progress_flag(p)
+    p.add_argument(
+        "--memory-limit",
+        type=positive_float,
+        default=DEFAULT_MEMORY_GB,
+        help=f"a model or weights file is audited in a child process with this many GB of memory beyond the interpreter's own (default {DEFAULT_MEMORY_GB:g})",
+    )
+    p.add_argument(
+        "--cpu-limit",
+        type=int_at_least(1),
+        default=DEFAULT_CPU_SECONDS,
+        help=f"... and this many seconds of CPU time (default {DEFAULT_CPU_SECONDS})",
+    )
+    device_flag(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def model_of(args: argparse.Namespace) -> str:
+    """``--model``, or the old positional MODEL_OR_FILE (one of them, not two different ones)."""
+    if args.model and args.model_arg and args.model != args.model_arg:
+        raise LogitShiftError(f"--model {args.model!r} and MODEL_OR_FILE {args.model_arg!r}: give the model once")
+    model = args.model or args.model_arg
+    if not model:
+        raise LogitShiftError("--model: required (a model name or a model file to audit)")
+    return model
+
+
+def run(args: argparse.Namespace) -> int:
+    model = model_of(args)
+    if args.report and not args.out:
+        raise LogitShiftError("--report: needs --out, the folder the page is written into")
+    if (is_model_file(model) or args.weights) and not sandbox.inside():
+        # someone else's file: everything from here on runs in a child with memory, CPU and file-size limits
+        what = f"model file {model!r}" if is_model_file(model) else f"weights file {args.weights!r}"
+        return sandbox.run(args.argv, what, int(args.memory_limit * 2**30), args.cpu_limit)
+    sandbox.enter()
+    cfg = AuditConfig(
+        model=model,
+        weights=args.weights,
+        images=list(args.images or []),
+        max_images=args.max_images,
+        layers=args.layers,
+        max_layers=args.max_layers,
+        probes=args.probes,
+        threshold=args.threshold,
+        size=args.size,
+        out=args.out,
+        force=args.force,
+        progress=not args.no_progress,
+        device=args.device,
+    )
+    audited = run_audit(cfg)
+    print_result(audited.result)
+    if audited.out is not None:
+        print(f"audit.json and audit.png in {audited.out}")
+        if args.report:
+            print(f"report: {write_report(audited.out)}")
+    return 1 if audited.result.shifted else 0
