@@ -18,11 +18,11 @@ from logitshift.cli import SHARED, build_parser, main
 EVERY = {"--debug", "--version"}
 MODEL = {"--model", "--weights", "--layer", "--images", "--out", "--force", "--device"}
 EXPECTED = {
-    "demo": EVERY | MODEL | {"--target", "--class", "--report"},
+    "demo": EVERY | MODEL | {"--target", "--class", "--top-k", "--labels", "--report"},
     "attack": EVERY | MODEL | {"--target"},
     "matrix": EVERY | MODEL | {"--target", "--report"},
     "audit": EVERY | MODEL | {"--report"},
-    "evaluate": EVERY | MODEL | {"--target", "--class", "--report"},
+    "evaluate": EVERY | MODEL | {"--target", "--class", "--top-k", "--labels", "--report"},
     "report": EVERY | {"--out"},
     "check": EVERY | (MODEL - {"--device"}) | {"--target"},
 }

@@ -31,7 +31,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,8 @@ from .device import resolve_device
 from .errors import LogitShiftError
 from .figures import classes_figure, paper_figure
 from .files import provenance, run_dir, write_json
-from .images import DEFAULT_SAMPLES, batch, load_images
+from .images import DEFAULT_SAMPLES, batch, collect_images, load_image
+from .labels import read_labels
 from .metrics import max_in_target, spearman, target_mass
 from .models import get_layer, load_model
 from .shift import DEFAULT_STRENGTH, ShiftSetup, compare, layer_grid, shift_model
@@ -89,7 +90,11 @@ def run_demo(cfg: DemoConfig) -> dict:
     get_layer(loaded.module, layer)
     get_layer(loaded.module, shift_layer)
     extra = list(dict.fromkeys(resolve_class(c, loaded.num_classes, loaded.class_names) for c in cfg.classes))
-    images = load_images(cfg.images, loaded.preprocess)
+    items, _ = collect_images(cfg.images)
+    labels = read_labels(cfg.labels, items, loaded.num_classes, loaded.class_names) if cfg.labels else None
+    if cfg.top_k > loaded.num_classes:
+        raise LogitShiftError(f"--top-k {cfg.top_k}: this model has {loaded.num_classes} classes")
+    images = [replace(load_image(it.spec, loaded.preprocess), name=it.name) for it in items]
     x = batch(images).to(device)
     size = x.shape[-1]
     grid = layer_grid(loaded.module, layer, x)
@@ -116,25 +121,37 @@ def run_demo(cfg: DemoConfig) -> dict:
     p = forward_pass(shifted, x, [layer])
     top1 = predicted(p)
     probs = torch.softmax(p.logits["original"].detach(), dim=1)
-    jobs = [top1] + [torch.full_like(top1, c) for c in extra]
+    # class slots: the top-k (the prediction first), each --class, each image's label; an image's repeats are skipped below
+    ranked: list[torch.Tensor] = list(probs.topk(cfg.top_k, dim=1).indices.T[1:]) if cfg.top_k > 1 else []
+    jobs = [top1, *ranked] + [torch.full_like(top1, c) for c in extra]
+    if labels is not None:
+        jobs.append(torch.tensor([labels[it.key] for it in items], device=top1.device))
     raws = [{key: cam.from_pass(p, layer, t, key.split("_")[1], key.split("_")[0]) for key in MAPS} for t in jobs]
     bar = tqdm(total=len(jobs) * len(images), desc="demo", unit="map", disable=not cfg.progress, file=sys.stderr)
     results = []
     for i, im in enumerate(images):
         eq = compare(p.logits["original"][i : i + 1].detach(), p.logits["shifted"][i : i + 1].detach())
         rows, heats, titles = [], [], []
+        seen: set[int] = set()
         for target_class, raw in zip(jobs, raws):
             c = int(target_class[i])
+            if c in seen:
+                bar.update(1)
+                continue  # the same class asked twice for this image (its prediction, a top-k class, a --class, its label)
+            seen.add(c)
             row: dict[str, Any] = {
                 "image": im.name,
                 "class": c,
                 "class_name": class_name(c, loaded.class_names),
                 "prob": float(probs[i, c]),
+                "rank": int((probs[i] > probs[i, c]).sum()) + 1,
                 "predicted": c == int(top1[i]),
                 "max_abs_prob_diff": eq.max_abs_prob_diff,
                 "top1_agree": eq.top1_agree == 1.0,
                 "maps": {},
             }
+            if labels is not None:
+                row["label"] = c == labels[items[i].key]
             for key in MAPS:
                 m = raw[key][i : i + 1]
                 rho = float(spearman(m, raw[f"original_{key.split('_')[1]}"][i : i + 1])[0])
@@ -176,6 +193,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         "float64_head": cfg.float64_head,
         "tolerance": cfg.tolerance,
         "images": [im.name for im in images],
+        "top_k": cfg.top_k,
+        "labels": cfg.labels,
         "max_abs_prob_diff": eq_all.max_abs_prob_diff,
         "top1_agree": eq_all.top1_agree == 1.0,
         "max_abs_shift": eq_all.max_abs_shift,

@@ -81,8 +81,9 @@ class Request:
 class Explained:
     """Everything one batch produced.
 
-    ``targets[0]`` is the top-1 class of each image, ``targets[1:]`` the extra
-    classes; ``maps[(slot, method, score, variant)]`` is an N×h×w tensor of raw
+    ``targets[0]`` is the top-1 class of each image, ``targets[1:]`` the other
+    top-k classes and the extra classes (see :func:`explain`); a class may
+    repeat across slots for an image (the maps are then the same); ``maps[(slot, method, score, variant)]`` is an N×h×w tensor of raw
     maps (the layer's grid for CAMs, the input size for input methods).
     """
 
@@ -243,12 +244,18 @@ def explain(
     methods: Sequence[Attribution],
     scores: Sequence[str],
     variants: Sequence[str] | None = None,
-    classes: Sequence[int] = (),
+    classes: Sequence[int | torch.Tensor] = (),
     batched: bool = True,
     raw: bool = False,
     progress: bool = False,
+    top_k: int = 1,
 ) -> Explained:
-    """All maps of ``methods`` × ``scores`` × ``variants`` × (top-1 + ``classes``) for the batch ``x``.
+    """All maps of ``methods`` × ``scores`` × ``variants`` × (top-``top_k`` + ``classes``) for the batch ``x``.
+
+    Class slots: ``0 … top_k−1`` are each image's ``top_k`` most probable
+    classes (of the original model), then one slot per entry of ``classes``:
+    an int (the same class for every image) or a tensor of N class indices
+    (one per image, e.g. true labels).
 
     ``variants`` defaults to ``("original", "shifted")`` for a
     :class:`~logitshift.shift.ShiftedModel`, else ``("original",)``.
@@ -266,8 +273,11 @@ def explain(
     others = [m for m in methods if pass_family(m) is None and not linear_input(m)]
     if layer is None and any(m.family == "cam" for m in methods):
         raise LogitShiftError("CAM methods need a layer (--layer)")
-    n_requests = (1 + len(classes)) * len(scores) * len(variants)
-    n_basis = len({(slot, BASIS[s], v) for slot in range(1 + len(classes)) for s in scores for v in variants})
+    if top_k < 1:
+        raise LogitShiftError(f"--top-k {top_k}: expected an integer >= 1")
+    slots = top_k + len(classes)
+    n_requests = slots * len(scores) * len(variants)
+    n_basis = len({(slot, BASIS[s], v) for slot in range(slots) for s in scores for v in variants})
     chunks = [-(-m.rows(x.shape[0]) // m.batch_size) for m in sampled]  # type: ignore[attr-defined]
     total = (
         1
@@ -283,7 +293,11 @@ def explain(
         if v not in p.logits:
             raise LogitShiftError(f"variant {v!r}: not available; this model has {', '.join(p.logits)}")
     top1 = predicted(p)
-    targets = [top1] + [torch.full_like(top1, int(c)) for c in classes]
+    z = p.logits["original"].detach()
+    if top_k > z.shape[1]:
+        raise LogitShiftError(f"--top-k {top_k}: this model has {z.shape[1]} classes")
+    ranked = [top1] + list(z.topk(top_k, dim=1).indices.T[1:]) if top_k > 1 else [top1]
+    targets = ranked + [c.to(top1.device).long() if isinstance(c, torch.Tensor) else torch.full_like(top1, int(c)) for c in classes]
     requests = [Request(slot, s, v) for slot in range(len(targets)) for s in scores for v in variants]
     out = Explained({v: z.detach() for v, z in p.logits.items()}, targets)
 

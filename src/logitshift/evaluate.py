@@ -67,6 +67,7 @@ from .engine import explain
 from .errors import LogitShiftError
 from .files import RunLock, atomic_write, provenance, remove_temporaries, write_json
 from .images import IMAGE_EXTENSIONS, Item, collect_images, load_image, storable  # noqa: F401  (IMAGE_EXTENSIONS, storable: re-exported)
+from .labels import read_labels
 from .metrics import spearman, target_mass
 from .models import get_layer, load_model
 from .scores import check_score
@@ -91,7 +92,11 @@ IDENTITY = (
     "method_options",
     "scores",
     "classes",
+    "top_k",
+    "labels",
 )
+#: what an identity field was before it was recorded (a run made before the field existed resumes)
+IDENTITY_DEFAULTS = {"top_k": 1, "labels": None}
 
 
 @dataclass(kw_only=True)
@@ -209,7 +214,7 @@ def _check_resume(store: Store, ident: dict[str, Any]) -> None:
     if stored is None:
         store.set_meta("config", ident)
         return
-    changed = [k for k in IDENTITY if stored.get(k) != ident.get(k)]
+    changed = [k for k in IDENTITY if stored.get(k, IDENTITY_DEFAULTS.get(k)) != ident.get(k)]
     if changed:
         k = changed[0]
         raise LogitShiftError(
@@ -239,6 +244,9 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
     get_layer(loaded.module, layer)
     get_layer(loaded.module, shift_layer)
     extra = list(dict.fromkeys(resolve_class(c, loaded.num_classes, loaded.class_names) for c in cfg.classes))
+    labels = read_labels(cfg.labels, items, loaded.num_classes, loaded.class_names) if cfg.labels else None
+    if cfg.top_k > loaded.num_classes:
+        raise LogitShiftError(f"--top-k {cfg.top_k}: this model has {loaded.num_classes} classes")
     size = loaded.preprocess.size
     probe = torch.zeros(1, 3, size, size)
     shift_grid = layer_grid(loaded.module, shift_layer, probe)
@@ -290,6 +298,7 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
             methods,
             scores,
             extra,
+            labels,
             weights_for,
             store,
             rank,
@@ -338,7 +347,23 @@ def _finished(out: Path) -> set[str]:
 
 
 def _run_batches(
-    todo, preprocess, cfg, shifted, layer, methods, scores, extra, weights_for, store, rank, world, device, total, done_before, on_batch
+    todo,
+    preprocess,
+    cfg,
+    shifted,
+    layer,
+    methods,
+    scores,
+    extra,
+    labels,
+    weights_for,
+    store,
+    rank,
+    world,
+    device,
+    total,
+    done_before,
+    on_batch,
 ) -> None:
     from tqdm import tqdm
 
@@ -368,7 +393,10 @@ def _run_batches(
             good: list[Item] = batch["good"]
             if good:
                 x = batch["x"].to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
-                result = explain(shifted, x, layer, methods, scores, ("original", "shifted"), extra)
+                classes: list[int | torch.Tensor] = list(extra)
+                if labels is not None:
+                    classes.append(torch.tensor([labels[it.key] for it in good]))
+                result = explain(shifted, x, layer, methods, scores, ("original", "shifted"), classes, top_k=cfg.top_k)
                 # every batch: an image the check set did not foresee must not pass with changed probabilities
                 _check_equivalence(result.logits, cfg.tolerance, strength=float(shifted.shift.strength))
                 rows = batch_rows(result, good, weights_for)
@@ -414,8 +442,8 @@ def batch_rows(result, good: Sequence[Item], weights_for: Callable[[int, int], t
             rho = spearman(maps, result.maps[(slot, method, score, "original")])
         for i, item in enumerate(good):
             c = int(targets[slot][i])
-            if slot > 0 and c == int(base_top1[i]):
-                continue  # an extra class that is this image's top-1: already a row of slot 0
+            if any(int(targets[earlier][i]) == c for earlier in range(slot)):
+                continue  # this image's class in an earlier slot (its top-1, a top-k class, a --class): already a row
             rows.append(
                 {
                     "image": item.key,
@@ -506,7 +534,19 @@ def write_summary(
         "model": model_name,
         **{
             k: ident[k]
-            for k in ("weights", "layer", "shift_layer", "construction", "strength", "float64_head", "methods", "scores", "classes")
+            for k in (
+                "weights",
+                "layer",
+                "shift_layer",
+                "construction",
+                "strength",
+                "float64_head",
+                "methods",
+                "scores",
+                "classes",
+                "top_k",
+                "labels",
+            )
         },
         "region": cfg.region if cfg.construction == "region" else "cell (0, 0) of the shift layer",
         "default_strength": default_strength,

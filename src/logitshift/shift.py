@@ -335,7 +335,9 @@ class ShiftSetup:
     strength: float | None = None
     float64_head: bool = False
     tolerance: float = 1e-5
-    classes: list[str] = field(default_factory=list)  # extra classes to explain besides the prediction
+    classes: list[str] = field(default_factory=list)  # extra classes to explain for every image, by name or index
+    top_k: int = 1  # explain each image's top_k most probable classes (1: the prediction)
+    labels: str | None = None  # a file of per-image true labels to explain as well (logitshift.labels)
 
 
 def parse_strength(text: str | None) -> float | str | None:

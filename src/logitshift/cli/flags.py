@@ -145,8 +145,10 @@ def progress_flag(p: argparse.ArgumentParser) -> None:
 
 
 def class_flags(p: argparse.ArgumentParser) -> None:
-    """``--class`` (repeatable, the same for every image): which classes to explain besides the prediction."""
+    """``--class`` (repeatable, the same for every image), ``--top-k N`` and ``--labels FILE``: which classes to explain."""
     p.add_argument("--class", dest="classes", action="append", default=[], metavar="CLASS", help=helptext("--class"))
+    p.add_argument("--top-k", type=int_at_least(1), default=1, metavar="K", help=helptext("--top-k", "default 1: the prediction"))
+    p.add_argument("--labels", default=None, metavar="FILE", help=helptext("--labels"))
 
 
 def shift_flags(p: argparse.ArgumentParser) -> None:
@@ -178,4 +180,6 @@ def shift_setup(args: argparse.Namespace) -> dict[str, Any]:
         **{k: getattr(args, k) for k in keys},
         "region": args.target,
         "classes": list(getattr(args, "classes", None) or []),
+        "top_k": getattr(args, "top_k", 1),
+        "labels": getattr(args, "labels", None),
     }
