@@ -52,6 +52,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .errors import LogitShiftError
+
 #: the columns of a result row, in order, with their SQL types.
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("image", "TEXT NOT NULL"),  # the image's identity: absolute path, or sample:NAME
@@ -102,8 +104,6 @@ class Store:
                 for statement in SCHEMA:
                     self.conn.execute(statement)
         except sqlite3.DatabaseError as exc:  # not a database, corrupt, read-only, locked
-            from .errors import LogitShiftError
-
             raise LogitShiftError(
                 f"store {str(self.path)!r}: not a usable SQLite results store ({exc}); move it away, or start over with --force"
             ) from None

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import LogitShiftError
+from .files import atomic_write
 
 CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right", "center")
 _NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
@@ -150,8 +151,6 @@ def text_mask(text: str, size: int = 224, path: str | os.PathLike | None = None)
         font_size = int(font_size * 0.9)
     draw.text(((size - (x1 - x0)) / 2 - x0, (size - (y1 - y0)) / 2 - y0), text, fill=255, font=font)
     if path is not None:
-        from .files import atomic_write
-
         atomic_write(path, lambda tmp: im.save(tmp, format="PNG"))
     mask = torch.from_numpy((np.asarray(im, dtype=np.float32) / 255.0 > 0.5).astype(np.float32))
     if mask.sum() == 0:

@@ -7,6 +7,7 @@ batch, for any score of :mod:`logitshift.scores` and either variant
 (``"original"`` / ``"shifted"``) of a :class:`~logitshift.shift.ShiftedModel`.
 """
 
+from ..errors import LogitShiftError
 from .base import (
     Attribution,
     CamMethod,
@@ -54,8 +55,6 @@ def get_method(name: str, **options) -> Attribution:
     >>> get_method("ig", steps=16)
     IntegratedGradients(batch_size=32, steps=16, baseline=0.0)
     """
-    from ..errors import LogitShiftError
-
     if name not in METHODS:
         raise LogitShiftError(f"method {name!r}: unknown; expected one of {', '.join(METHODS)}")
     try:

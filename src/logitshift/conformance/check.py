@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..attribution import GradCAM, upsample
 from ..errors import LogitShiftError
 from ..metrics import spearman, target_mass
 from ..models import LoadedModel
@@ -77,8 +78,6 @@ class Cell:
 
 def _reference_maps(base: nn.Module, x: torch.Tensor, classes: torch.Tensor, layer: str, target: Target) -> torch.Tensor:
     """N×2×H×W: the honest model's Grad-CAM of the centred logit (upsampled), and the target mask (ties broken by it)."""
-    from ..attribution import GradCAM, upsample
-
     cam = GradCAM().maps(base, x, classes, score="centered", layer=layer)
     honest = upsample(cam.float(), int(x.shape[-1])).double()
     honest = honest / honest.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]

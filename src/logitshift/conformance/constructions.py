@@ -53,6 +53,7 @@ from torch import nn
 
 from ..errors import LogitShiftError
 from ..shift import INPUT, GateShift, InputShift, ShiftedModel, equivalence, layer_grid
+from ..steer import steer
 from ..targets import Target
 
 KINDS = ("gradient", "cam", "perturbation", "propagation", "metric")
@@ -194,8 +195,6 @@ def twin(
 
 def _steered(base: nn.Module, family: str, target: Target, x: torch.Tensor, layer: str | None) -> tuple[str, nn.Module, float]:
     """The term :func:`logitshift.steer.steer` builds for a family at strength 'auto' (its default when 'auto' fails)."""
-    from ..steer import steer
-
     methods = {"cam": ["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam"], "input": ["saliency", "gradxinput", "ig"]}[family]
     options = {"ig": {"steps": 16}}
     try:

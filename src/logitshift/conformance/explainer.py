@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..defend import ScoreWrapper
 from ..errors import LogitShiftError
 from ..shift import ShiftedModel
 from ..targets import Target
@@ -96,8 +97,6 @@ class Context:
 
 def layer_of(model: nn.Module, name: str) -> nn.Module:
     """The module called ``name`` in the classifier (through a twin or a score wrapper)."""
-    from ..defend import ScoreWrapper
-
     while isinstance(model, (ShiftedModel, ScoreWrapper)):
         model = model.base if isinstance(model, ShiftedModel) else model.model
     try:

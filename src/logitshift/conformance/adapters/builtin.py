@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from ...scores import IMMUNE, SCORES
+from ...attribution import METHODS, get_method
+from ...scores import IMMUNE, SCORES, check_score
 from ...shift import ShiftedModel
 from ..explainer import Context, Explainer, adapter
 
 
 def _runner(name: str, score: str, ctx: Context):
-    from ...attribution import get_method
-
     options = {"ig": {"steps": ctx.samples}, "smoothgrad": {"samples": ctx.samples}}.get(name, {})
     method = get_method(name, **options)
 
@@ -22,8 +21,6 @@ def _runner(name: str, score: str, ctx: Context):
 
 @adapter("logitshift")
 def explainers(ctx: Context) -> list[Explainer]:
-    from ...attribution import METHODS
-
     out = []
     for name in METHODS:
         for s in SCORES:
@@ -34,9 +31,6 @@ def explainers(ctx: Context) -> list[Explainer]:
 
 def builtin_explainer(spec: str, ctx: Context) -> Explainer:
     """``method`` or ``method@score`` (default score: logit)."""
-    from ...attribution import get_method
-    from ...scores import check_score
-
     name, _, score = spec.partition("@")
     get_method(name)
     score = check_score(score or "logit")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from ...defend import ScoreWrapper
 from ..explainer import Context, Explainer, absent, adapter, layer_of, maps_of, need
 
 #: method, twin kind
@@ -107,8 +108,6 @@ def _attribute(ca, method: str, fwd, model, x, classes, ctx: Context):
 
 
 def _runner(ca, method: str, score: str, ctx: Context):
-    from ...defend import ScoreWrapper
-
     def run(model, x, classes):
         fwd = model if score == "logit" else ScoreWrapper(model, score).eval()
         if method in ("GuidedBackprop", "Deconvolution", "DeepLift", "DeepLiftShap", "LRP"):

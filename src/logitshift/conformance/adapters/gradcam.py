@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ...defend import TARGETS
 from ..explainer import Context, Explainer, adapter, layer_of, maps_of, need
 
 #: method, twin kind, reads a score, options; the costly perturbation methods get fewer targets
@@ -48,7 +49,6 @@ FEW = (
 def targets(ctx: Context) -> dict[str, tuple[object, bool, str]]:
     """label -> (factory(classes, others) -> list of targets, immune, note)."""
     mt = need("pytorch_grad_cam.utils.model_targets", "grad-cam")
-    from ...defend import TARGETS
 
     def finer(alpha):
         return lambda c, others: [mt.FinerWeightedTarget(int(ci), [int(o) for o in oi], alpha) for ci, oi in zip(c, others)]
@@ -102,8 +102,6 @@ def _runner(pgc, method: str, make, ctx: Context):
 
 def _restore(model, name: str, original) -> None:
     """Put ``original`` back at ``name`` if a method left something else there."""
-    from ..explainer import layer_of
-
     if layer_of(model, name) is original:
         return
     root = layer_of(model, name.rsplit(".", 1)[0]) if "." in name else None

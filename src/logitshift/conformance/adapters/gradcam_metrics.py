@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ...defend import CenteredLogitTarget
 from ..explainer import Context, Explainer, adapter, need
 
 METRICS = {
@@ -22,8 +23,6 @@ METRICS = {
 
 def _targets():
     mt = need("pytorch_grad_cam.utils.model_targets", "grad-cam")
-    from ...defend import CenteredLogitTarget
-
     return {
         "ClassifierOutputTarget": (mt.ClassifierOutputTarget, False),
         "ClassifierOutputSoftmaxTarget": (mt.ClassifierOutputSoftmaxTarget, True),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ...defend import ScoreWrapper
 from ..explainer import Context, Explainer, absent, adapter, need
 
 #: metric, better, factory options given the image size
@@ -37,8 +38,6 @@ def _metric(q, name: str, ctx: Context):
 def _runner(name: str, softmax: bool, wrap: str | None, ctx: Context):
     def run(model, x, classes):
         q = need("quantus", "quantus")
-        from ...defend import ScoreWrapper
-
         fwd = ScoreWrapper(model, wrap).eval() if wrap else model
         ref = ctx.reference.float().numpy()
         vals = []

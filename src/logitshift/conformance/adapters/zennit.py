@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ...defend import ScoreWrapper
 from ..explainer import Context, Explainer, adapter, maps_of, need
 
 COMPOSITES = (
@@ -27,8 +28,6 @@ def _runner(name: str, score: str):
     def run(model, x, classes):
         composites = need("zennit.composites", "zennit")
         from zennit.attribution import Gradient
-
-        from ...defend import ScoreWrapper
 
         fwd = model if score == "logit" else ScoreWrapper(model, score).eval()
         cls = getattr(composites, name)
