@@ -60,10 +60,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from . import engine
 from .attribution import get_method
 from .classes import resolve_class
 from .device import resolve_device
-from .engine import explain
 from .errors import LogitShiftError
 from .files import RunLock, atomic_write, provenance, remove_temporaries, write_json
 from .images import IMAGE_EXTENSIONS, Item, collect_images, load_image, storable  # noqa: F401  (IMAGE_EXTENSIONS, storable: re-exported)
@@ -396,7 +396,7 @@ def _run_batches(
                 classes: list[int | torch.Tensor] = list(extra)
                 if labels is not None:
                     classes.append(torch.tensor([labels[it.key] for it in good]))
-                result = explain(shifted, x, layer, methods, scores, ("original", "shifted"), classes, top_k=cfg.top_k)
+                result = engine.explain(shifted, x, layer, methods, scores, ("original", "shifted"), classes, top_k=cfg.top_k)
                 # every batch: an image the check set did not foresee must not pass with changed probabilities
                 _check_equivalence(result.logits, cfg.tolerance, strength=float(shifted.shift.strength))
                 rows = batch_rows(result, good, weights_for)
