@@ -1,11 +1,10 @@
-"""One forward pass, then gradients of any score, for any model variant.
+"""The method templates, on top of the capture core.
 
-:func:`forward_pass` runs the classifier once with its parameters frozen and
-captures the requested layers' activations as tensors that require grad. If
-the model is a :class:`~logitshift.shift.ShiftedModel`, the same pass yields
-both the original and the shifted logits (the shift is a cheap head on the
-shared trunk). :meth:`Pass.grad` then differentiates a score with
-``torch.autograd.grad`` with respect to an activation (or the input), so the
+:func:`~logitshift.capture.forward_pass` runs the classifier once with its
+parameters frozen and captures the requested layers' activations; a model
+with several heads (:class:`~logitshift.capture.Heads`, e.g. the shifted
+model) gives every head's logits from that pass. :meth:`Pass.grad` then
+differentiates a score with respect to an activation (or the input), so the
 backward stops at the deepest layer needed and no parameter gradient is made.
 
 Every method is a small subclass of :class:`Attribution`; adding a method is
@@ -18,86 +17,17 @@ defines ``attribute`` (the raw N×C×H×W attribution) and a channel reduction.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..capture import INPUT, Pass
+from ..capture import forward_pass as forward_pass
+from ..capture import frozen as frozen
 from ..errors import LogitShiftError
-from ..models import as_logits, check_input, get_layer
-from ..scores import score as score_fn
-from ..shift import INPUT, ShiftedModel
 
 VARIANTS = ("original", "shifted")
-
-
-@contextmanager
-def frozen(model: nn.Module) -> Iterator[None]:
-    """Parameters stop requiring grad for the duration (restored afterwards)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-
-
-@dataclass
-class Pass:
-    """The result of one forward pass: input, logits per variant, activations per layer."""
-
-    x: torch.Tensor
-    logits: dict[str, torch.Tensor]
-    acts: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    def score(self, target: torch.Tensor, score: str = "logit", variant: str = "original") -> torch.Tensor:
-        if variant not in self.logits:
-            raise LogitShiftError(f"variant {variant!r}: not available; this model has {', '.join(self.logits)}")
-        return score_fn(self.logits[variant], target, score)
-
-    def grad(self, wrt: torch.Tensor, target: torch.Tensor, score: str = "logit", variant: str = "original") -> torch.Tensor:
-        """∂ score / ∂ ``wrt`` for every image of the batch (scores of different images are independent)."""
-        s = self.score(target, score, variant).sum()
-        (g,) = torch.autograd.grad(s, wrt, retain_graph=True, allow_unused=True)
-        return torch.zeros_like(wrt) if g is None else g
-
-
-def forward_pass(model: nn.Module, x: torch.Tensor, layers: Sequence[str] = (), input_grad: bool = False) -> Pass:
-    """Run ``model`` once on ``x`` and capture ``layers`` (names in the base classifier)."""
-    check_input(x)
-    shifted = model if isinstance(model, ShiftedModel) else None
-    base = shifted.base if shifted is not None else model
-    names = list(dict.fromkeys(list(layers) + (shifted.layers if shifted is not None else [])))
-    names = [n for n in names if n != INPUT]
-    captured: dict[str, torch.Tensor] = {}
-    handles = []
-    for name in names:
-        module = get_layer(base, name)
-
-        def hook(_m, _inp, out, name=name):
-            if not isinstance(out, torch.Tensor):
-                raise LogitShiftError(f"layer {name!r}: outputs {type(out).__name__}, expected a tensor")
-            if not out.requires_grad:
-                out.requires_grad_(True)  # a leaf: the backward stops here
-            captured[name] = out
-
-        handles.append(module.register_forward_hook(hook))
-    dtype = next((p.dtype for p in base.parameters() if p.is_floating_point()), x.dtype)
-    x = x.detach().to(dtype).clone().requires_grad_(input_grad)  # a float64 / float16 model gets its own dtype
-    try:
-        with frozen(base), torch.enable_grad():
-            z = as_logits(base(x))
-            logits = {"original": z}
-            if shifted is not None:
-                logits["shifted"] = shifted.shifted_logits(z, {INPUT: x, **captured})
-    finally:
-        for h in handles:
-            h.remove()
-    return Pass(x, logits, {n: (x if n == INPUT else captured[n]) for n in layers})
 
 
 def predicted(p: Pass) -> torch.Tensor:

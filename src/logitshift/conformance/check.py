@@ -38,10 +38,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..capture import INPUT
 from ..errors import LogitShiftError
 from ..metrics import spearman, target_mass
 from ..models import LoadedModel
-from ..shift import INPUT, ShiftedModel
+from ..shift import ShiftedModel
 from ..targets import Target, parse_target
 from .constructions import twin
 from .explainer import ADAPTERS, Context, Explainer, Memo, MissingLibrary

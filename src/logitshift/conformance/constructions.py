@@ -51,8 +51,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..capture import INPUT, layer_grid
 from ..errors import LogitShiftError
-from ..shift import INPUT, GateShift, InputShift, ShiftedModel, equivalence, layer_grid
+from ..shift import GateShift, InputShift, ShiftedModel, equivalence
 from ..targets import Target
 
 KINDS = ("gradient", "cam", "perturbation", "propagation", "metric")
