@@ -263,10 +263,10 @@ def explain(
         check_score(s)
     if variants is None:
         variants = ("original", "shifted") if isinstance(model, Heads) else ("original",)
-    cams = [m for m in methods if pass_family(m) == "cam"]
+    cams = [m for m in methods if isinstance(m, CamMethod) and pass_family(m) == "cam"]
     inputs = [m for m in methods if pass_family(m) == "input"]
     sampled = [m for m in methods if pass_family(m) is None and linear_input(m)]
-    others = [m for m in methods if pass_family(m) is None and not linear_input(m)]
+    others = [m for m in methods if not any(m is k for k in (*cams, *inputs, *sampled))]
     if layer is None and any(m.family == "cam" for m in methods):
         raise LogitShiftError("CAM methods need a layer (--layer)")
     slots = len(targets) if targets is not None else 1 + len(classes)
@@ -281,7 +281,7 @@ def explain(
     )
     total += len(others) * n_requests
     bar = _bar(progress, total)
-    p = forward_pass(model, x, [layer] if cams else [], input_grad=bool(inputs))
+    p = forward_pass(model, x, [layer] if cams and layer is not None else [], input_grad=bool(inputs))
     bar.update(1)
     for v in variants:
         if v not in p.logits:
@@ -300,15 +300,15 @@ def explain(
         if raw:
             out.raw[key] = attribution
 
-    if cams:
+    if cams and layer is not None:
         act = p.acts[layer]
         a = act.detach()
         for chunk, grads in iter_score_grads(p, act, targets, requests, batched=batched):
             with torch.no_grad():
                 for j, k in enumerate(chunk):
                     r = requests[k]
-                    for m in cams:
-                        out.maps[(r.slot, m.name, r.score, r.variant)] = m.combine(a, grads[j])
+                    for cam in cams:
+                        out.maps[(r.slot, cam.name, r.score, r.variant)] = cam.combine(a, grads[j])
             bar.update(1)
     if inputs:
         xd = p.x.detach()
