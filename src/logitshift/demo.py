@@ -48,6 +48,7 @@ from .attribution import (
     predicted,
     upsample,
 )
+from .capture import layer_grid
 from .classes import class_name, resolve_class
 from .device import resolve_device
 from .errors import LogitShiftError
@@ -57,7 +58,7 @@ from .images import DEFAULT_SAMPLES, batch, collect_images, load_image
 from .labels import read_labels
 from .metrics import max_in_target, spearman, target_mass
 from .models import get_layer, load_model
-from .shift import DEFAULT_STRENGTH, ShiftSetup, compare, layer_grid, shift_model
+from .shift import DEFAULT_STRENGTH, ShiftSetup, compare, shift_model
 from .targets import parse_target
 
 MAPS = ("original_logit", "original_prob", "shifted_logit", "shifted_prob")
