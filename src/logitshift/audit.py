@@ -1100,8 +1100,9 @@ def cmd_audit(args) -> int:
 
     from . import sandbox
     from .device import resolve_device
-    from .files import run_dir, write_json
+    from .files import provenance, run_dir
     from .images import DEFAULT_SAMPLES, batch, load_image
+    from .records import AuditRecord
 
     start = time.perf_counter()
     device = resolve_device(args.device)
@@ -1144,7 +1145,7 @@ def cmd_audit(args) -> int:
     if out is not None:
         figure(result, out / "audit.png")
         summary = {"command": "audit", "model": args.model, **result.to_json(), "seconds": round(time.perf_counter() - start, 2)}
-        write_json(out / "audit.json", _finite(summary))
+        AuditRecord.from_json(_finite({**summary, **provenance()}), "audit summary").write(out)
         print(f"audit.json and audit.png in {out}")
         if args.report:
             from .report import write_report

@@ -32,7 +32,6 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,17 +43,16 @@ from .attribution import (
     CamMethod,
     forward_pass,
     get_method,
-    normalize,
     predicted,
-    upsample,
 )
 from .classes import class_name, resolve_class
 from .errors import LogitShiftError
-from .figures import classes_figure, paper_figure
-from .files import provenance, run_dir, write_json
+from .figures import classes_figure, paper_figure, scaled
+from .files import provenance, run_dir
 from .images import DEFAULT_SAMPLES, batch, load_image
 from .metrics import max_in_target, spearman, target_mass
 from .models import get_layer, load_model
+from .records import DemoRecord
 from .shift import DEFAULT_STRENGTH, ShiftSetup, compare, layer_grid, shift_model
 from .targets import parse_target
 
@@ -146,14 +144,23 @@ def run_demo(cfg: DemoConfig) -> dict:
                     row["maps"][key] = {"target_mass": float(target_mass(m, weights)[0]), "spearman_vs_original": rho}
             rows.append(row)
             if cfg.figures:
-                heats.append({k: normalize(upsample(raw[k][i : i + 1], size))[0] for k in MAPS})
+                heats.append({k: scaled(raw[k][i : i + 1], size)[0] for k in MAPS})
                 titles.append({k: _panel_title(k, row, paper) for k in MAPS})
             bar.update(1)
         if cfg.figures:
             suptitle = f"{im.name}: {label} at {layer}, {cfg.construction} shift at {shift_layer}"
             if paper:  # the paper's Figures 3-5: one figure per image, every class in it
                 name = f"{im.name}.png"
-                classes_figure(out / name, im.rgb, heats, titles, suptitle + " (dashed: the corner cell)", target_px.numpy())
+                classes_figure(
+                    out / name,
+                    im.rgb,
+                    heats,
+                    titles,
+                    suptitle,
+                    target_px.numpy(),
+                    ("p", "corner", "rho"),
+                    "the corner cell the shift reads",
+                )
                 for row in rows:
                     row["figure"] = name
             else:
@@ -192,14 +199,16 @@ def run_demo(cfg: DemoConfig) -> dict:
     summary["results"] = results
     summary["seconds"] = round(time.perf_counter() - start, 2)
     summary.update(provenance())
-    write_json(Path(out) / "summary.json", summary)
-    return summary
+    record = DemoRecord.from_json(summary, "demo summary", strict=True)  # every key written is a typed field
+    record.write(out)
+    return record.to_json()
 
 
 def _panel_title(key: str, row: dict, paper: bool) -> str:
     variant, score = key.split("_")
     m = row["maps"][key]
-    what = f"corner {m['corner_share']:.2f}" + (" (max there)" if m["max_in_corner"] else "") if paper else f"mass={m['target_mass']:.2f}"
+    what = f"corner {m['corner_share']:.2f}" + (" (max there)" if m["max_in_corner"] else "") if paper else f"mass {m['target_mass']:.2f}"
+    what += f"  ρ {m['spearman_vs_original']:.2f}" if variant == "shifted" else ""
     return f"{variant} · {'pre' if score == 'logit' else 'post'}-softmax\n{row['class_name']}  p={row['prob']:.3f}  {what}"
 
 

@@ -28,10 +28,11 @@ from pathlib import Path
 
 import torch
 
-from .attribution import METHODS, get_method, normalize, upsample
+from .attribution import METHODS, get_method
 from .errors import LogitShiftError
-from .files import atomic_write, provenance, run_dir, write_json
+from .files import atomic_write, provenance, run_dir
 from .metrics import spearman, target_mass
+from .records import MatrixRecord, matrix_finding
 from .scores import IMMUNE, SCORES, check_score
 from .shift import ShiftedModel, compare
 
@@ -177,19 +178,20 @@ def markdown(summary: dict) -> str:
 
 
 def figure(path: Path, rgb, maps: dict, methods: list[str], scores: list[str], size: int, target_px) -> None:
-    """Rows: methods; columns: original logit map, then the shifted model's map for each score (image 0)."""
-    from .figures import _plt, overlay
+    """Rows: methods; columns: original logit map, then the shifted model's map for each score (image 0).
 
-    plt = _plt()
+    Signed methods (gradient × input, IG) on a diverging colour map; every map
+    percentile-clipped (:func:`logitshift.figures.scaled`); a colour bar and a legend.
+    """
+    from .figures import grid_figure, scaled, signed_method
+
     cols = [("original", "logit")] + [("shifted", s) for s in scores]
-    fig, axes = plt.subplots(len(methods), len(cols), figsize=(1.9 * len(cols), 1.9 * len(methods) + 0.4), dpi=72, squeeze=False)
-    for i, m in enumerate(methods):
-        for j, (v, s) in enumerate(cols):
-            heat = normalize(upsample(maps[m, s, v][:1].float(), size))[0]
-            overlay(axes[i, j], rgb, heat, f"{m}\n{v} · {s}" if j == 0 else f"{v} · {s}", target_px)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    signed = [signed_method(m) for m in methods]
+    cells = [
+        [(scaled(maps[m, s, v][:1], size, sg)[0], f"{m}\n{v} · {s}" if j == 0 else f"{v} · {s}") for j, (v, s) in enumerate(cols)]
+        for m, sg in zip(methods, signed)
+    ]
+    grid_figure(path, rgb, cells, signed=signed, target=target_px)
 
 
 def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
@@ -256,9 +258,11 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
         figure(Path(out) / "matrix.png", images[0].rgb, maps, methods, list(cfg.scores), x.shape[-1], target_px)
         summary["figure"] = "matrix.png"
     summary["seconds"] = round(time.perf_counter() - start, 1)
-    atomic_write(Path(out) / "matrix.md", markdown(summary))
-    write_json(Path(out) / "matrix.json", summary)
-    return summary
+    record = MatrixRecord.from_json(summary, "matrix summary", strict=True)  # every key written is a typed field
+    record.finding = matrix_finding(record)
+    atomic_write(Path(out) / "matrix.md", markdown(record.to_json()))
+    record.write(out)
+    return record.to_json()
 
 
 # ----------------------------------------------------------------------------- command line
@@ -327,6 +331,7 @@ def cmd_matrix(args) -> int:
     summary = run_matrix(cfg, "logitshift matrix " + " ".join(shown))
     off = [r for r in summary["rows"] if not r["as_expected"]]
     print(
+        f"{summary['finding']}\n"
         f"matrix.md, matrix.json{', matrix.png' if summary['figure'] else ''} in {args.out}: "
         f"{len(summary['rows']) - len(off)} of {len(summary['rows'])} cells as expected"
         + "".join(f"\n  not as expected: {r['method']} × {r['score']} ({r['verdict']})" for r in off)
