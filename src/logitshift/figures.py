@@ -78,12 +78,12 @@ def explain_figure(
     from matplotlib.lines import Line2D
 
     by_kind = layers if isinstance(layers, dict) else {bool(signed): layers}
-    clip = f"scaled per map, clipped at the {CLIP_PERCENTILE:g}th pct of |map|"
+    clip = f"per map, clipped at pct {CLIP_PERCENTILE:g} of |map|"
     for kind, layer in sorted(by_kind.items()):
         if layer is None:
             continue
         bar = fig.colorbar(layer, ax=axes, fraction=0.025, pad=0.01, shrink=0.8 / len(by_kind))
-        bar.set_label(("signed: − blue, 0 white, + red; " if kind else "map: 0 blue … 1 red; ") + clip, fontsize=7)
+        bar.set_label(("signed map, " if kind else "map, ") + clip, fontsize=7)
         bar.ax.tick_params(labelsize=7)
     handles = []
     if target:
