@@ -148,7 +148,7 @@ def _load(tp: Any, value: Any, where: str, strict: bool = False) -> Any:
             raise RecordError(f"{where}: expected an object, got {type(value).__name__}")
         return {str(k): _load(arg, v, f"{where}.{k}", strict) for k, v in value.items()}
     if isinstance(tp, type) and issubclass(tp, Part):
-        return tp.from_json(value, where, strict)
+        return tp.from_json(value, where, strict)  # type: ignore[misc]
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
