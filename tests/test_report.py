@@ -534,3 +534,45 @@ def test_a_real_audit_report_shows_each_test_and_where_the_shift_acts(tmp_path, 
     layers = page.evaluate("document.querySelectorAll('#audit table')[1].tBodies[0].rows.length")
     assert layers == 5  # the input and four layers
     assert page.evaluate("document.querySelectorAll('#audit img.zoom').length") == 1
+
+
+@pytest.mark.slow
+@needs_browser
+def test_a_real_evaluate_page_opens_with_its_finding_and_shows_heatmaps_of_every_method(tmp_path, browser, capsys):
+    """``logitshift evaluate --report`` on a photo: the console and the page lead with the finding; maps per method."""
+    out = tmp_path / "eval"
+    methods = ["gradcam", "gradxinput"]
+    assert main(["evaluate", "chelsea", "--methods", *methods, "--out", str(out), "--no-progress", "--report"]) == 0
+    record = EvaluateRecord.from_json(json.loads((out / "summary.json").read_text()), strict=True)  # the writer's keys are typed fields
+    assert capsys.readouterr().out.splitlines()[0] == record.finding  # the console summary opens with the finding
+    assert {s.method for s in record.samples} == set(methods)
+    assert all((out / s.figure).is_file() for s in record.samples)
+    page = open_clean(browser, out / "report.html", "evaluate-real")
+    first_paragraph_states_the_finding(page, record.finding)
+    for m in methods:
+        decoded = page.evaluate(
+            f"Array.from(document.querySelectorAll('#samples .gallery[data-method=\"{m}\"] img')).filter(i => i.naturalWidth > 0).length"
+        )
+        assert decoded >= 1, m
+
+
+@pytest.mark.slow
+def test_the_paper_constructions_page_charts_no_target_mass_for_grad_cam(tmp_path):
+    """Grad-CAM averages the gradient over space: under the paper's shift its corner share means nothing and is not charted."""
+    from logitshift.demo import DemoConfig, run_demo
+
+    out = tmp_path / "paper"
+    summary = run_demo(DemoConfig(out=str(out), images=["chelsea"], construction="paper", classes=["maze"], figures=False, progress=False))
+    text = write_report(out).read_text()
+    panels = text[text.index('<section id="panels">') :]
+    assert "corner share:" not in panels and "target mass:" not in panels and "mass <b>" not in panels and "corner <b>" not in panels
+    assert "ρ: Spearman against the original model" in panels  # the ρ chart stays
+    assert 'id="effects"' in text and "class-agnostic" in text
+    first = re.search(r"<p[^>]*>(.*?)</p>", text, re.S).group(1)
+    assert html_unescape(first) == summary["finding"]
+
+
+def html_unescape(s: str) -> str:
+    import html
+
+    return html.unescape(s)
