@@ -274,6 +274,8 @@ def finding(summary: dict, results: list[dict]) -> str:
     k = f"K={summary['strength']:g} at {summary['shift_layer']}"
     dp = f"max |Δp| {summary['max_abs_prob_diff']:.1e}, top-1 {'unchanged' if summary['top1_agree'] else 'CHANGED'}"
     agnostic = (summary.get("class_agnostic") or {}).get("gradcam") or {}
+    rho = min((r["maps"]["shifted_prob"]["spearman_vs_original"] for r in results), default=None)
+    post = "" if rho is None else f"; the post-softmax map is {'unchanged' if rho >= 0.99 else 'CHANGED'} (min ρ {rho:.3f})"
     if summary["construction"] == "paper":
         groups = summary["corner"]["classes"]
         shares = " / ".join(f"{g['shifted_logit_mean_share']:.2f} ({g['class']})" for g in groups)
@@ -289,13 +291,13 @@ def finding(summary: dict, results: list[dict]) -> str:
                 f" and makes the pre-softmax Grad-CAM class-agnostic (Spearman between the maps of the predicted class and {other}: "
                 f"{agnostic['mean_shifted']:.2f}, original {agnostic['mean_original']:.2f})"
             )
-        return text + f", while {dp}."
+        return text + f", while {dp}{post}."
     fooled = [r for r in results if r["predicted"]]
     mass = statistics.mean(r["maps"]["shifted_logit"]["target_mass"] for r in fooled)
     before = statistics.mean(r["maps"]["original_logit"]["target_mass"] for r in fooled)
     return (
         f"The region shift ({k}) moves {mass:.2f} of the pre-softmax {label} map of the predicted class into the target "
-        f"(original {before:.2f}), while {dp}."
+        f"(original {before:.2f}), while {dp}{post}."
     )
 
 

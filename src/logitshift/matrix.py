@@ -135,6 +135,7 @@ def markdown(summary: dict) -> str:
     lines = [
         f"# Which explanations the logit shift fools — {summary['model']}",
         "",
+        *([summary["finding"], ""] if summary.get("finding") else []),
         f"Shifted model: {summary['construction']} toward `{summary['target']}`; strengths {summary['strength']}; "
         f"max |Δprob| {summary['max_abs_prob_diff']:.1e} on {len(summary['images'])} images ({', '.join(summary['images'])}); "
         f"top-1 identical: {summary['top1_agree']}.",
