@@ -22,6 +22,21 @@ from PIL import Image, ImageDraw
 
 from logitshift.cli import main
 from logitshift.errors import LogitShiftError
+from logitshift.records import (
+    AuditRecord,
+    BadImage,
+    DemoRecord,
+    DemoRow,
+    EvalFiles,
+    EvaluateRecord,
+    ImageCounts,
+    MatrixCell,
+    MatrixRecord,
+    Sample,
+    evaluate_finding,
+    matrix_finding,
+    summarize,
+)
 from logitshift.report import choose_level, load_run, parse_markdown_tables, write_report
 from logitshift.store import FIELDS, Store
 
@@ -79,36 +94,36 @@ def matrix_run(root: Path) -> Path:
             if (m, s) == ("saliency", "centered"):
                 verdict = "changed"  # one surprise
             rows.append(
-                {
-                    "method": m,
-                    "family": "cam",
-                    "score": s,
-                    "target_mass_original": 0.05,
-                    "target_mass_shifted": 0.9 - 0.1 * i if s == "logit" else 0.05 + 0.01 * i,
-                    "spearman_min": 0.1 if s == "logit" else 0.999,
-                    "verdict": verdict,
-                    "expected": "fooled" if s == "logit" else "unchanged",
-                    "as_expected": verdict == ("fooled" if s == "logit" else "unchanged"),
-                }
+                MatrixCell(
+                    method=m,
+                    family="cam",
+                    score=s,
+                    target_mass_original=0.05,
+                    target_mass_shifted=0.9 - 0.1 * i if s == "logit" else 0.05 + 0.01 * i,
+                    spearman_min=0.1 if s == "logit" else 0.999,
+                    verdict=verdict,
+                    expected="fooled" if s == "logit" else "unchanged",
+                    as_expected=verdict == ("fooled" if s == "logit" else "unchanged"),
+                )
             )
-    summary = {
-        "command": "matrix",
-        "command_line": "logitshift matrix --methods " + " ".join(METHODS),
-        "model": "efficientnet-lite0",
-        "layer": "head",
-        "target": "top-left",
-        "construction": "gate (feature map)",
-        "strength": {"cam": 1.0},
-        "images": ["chelsea"],
-        "methods": METHODS,
-        "scores": SCORES,
-        "max_abs_prob_diff": 1e-8,
-        "top1_agree": True,
-        "rows": rows,
-        "figure": "matrix.png",
-        "seconds": 3.0,
-    }
-    (out / "matrix.json").write_text(json.dumps(summary))
+    rec = MatrixRecord(
+        command_line="logitshift matrix --methods " + " ".join(METHODS),
+        model="efficientnet-lite0",
+        layer="head",
+        target="top-left",
+        construction="gate (feature map)",
+        strength={"cam": 1.0},
+        images=["chelsea"],
+        methods=METHODS,
+        scores=SCORES,
+        max_abs_prob_diff=1e-8,
+        top1_agree=True,
+        rows=rows,
+        figure="matrix.png",
+        seconds=3.0,
+    )
+    rec.finding = matrix_finding(rec)
+    rec.write(out)
     return out
 
 
@@ -130,19 +145,19 @@ def audit_run(root: Path, verdict: str = "shifted") -> Path:
         }
         for name, k in (("input", 0.4), ("features.0", 12.0), ("features.2", 30.0))
     ]
-    summary = {
-        "command": "audit",
-        "model": "shifted.pt2",
-        "verdict": verdict,
-        "score": 30.0,
-        "threshold": 4.0,
-        "where": "features.2",
-        "classes": 10,
-        "images": ["chelsea", "coffee"],
-        "evidence": evidence,
-        "seconds": 1.5,
-    }
-    (out / "audit.json").write_text(json.dumps(summary))
+    AuditRecord(
+        model="shifted.pt2",
+        verdict=verdict,
+        finding=verdict,
+        sentence=f"{verdict}: κ 30.0 above 4 at features.2",
+        score=30.0,
+        threshold=4.0,
+        where="features.2",
+        classes=10,
+        images=["chelsea", "coffee"],
+        evidence=evidence,
+        seconds=1.5,
+    ).write(out)
     return out
 
 
@@ -176,17 +191,34 @@ def evaluate_run(root: Path) -> Path:
         picture(out / "plots" / f"{n}.png", (640, 420), seed=k).relative_to(out).as_posix()
         for k, n in enumerate(("target_mass", "spearman", "max_abs_prob_diff"))
     ]
-    summary = {
-        "command": "evaluate",
-        "model": "efficientnet-lite0",
-        "methods": ["gradcam", "saliency"],
-        "scores": ["logit", "prob"],
-        "rows": 160,
-        "bad_files": [{"file": "broken.jpg", "reason": "cannot identify image file"}],
-        "tables": {"by_method": [{"method": "gradcam", "score": "logit", "model": "shifted", "mean_target_mass": 0.7}]},
-        "plots": plots,
-    }
-    (out / "summary.json").write_text(json.dumps(summary))
+    samples = [
+        Sample(
+            method=m,
+            image=f"/data/im{i}.png",
+            name=f"im{i}",
+            class_=1,
+            why=f"{why} logit target mass",
+            value=0.5,
+            figure=f"samples/{m}_{i}.png",
+        )
+        for m in ("gradcam", "saliency")
+        for i, why in ((0, "largest"), (7, "smallest"))
+    ]
+    for k, smp in enumerate(samples):
+        picture(out / smp.figure, (300, 300), seed=10 + k)
+    rec = EvaluateRecord(
+        model="efficientnet-lite0",
+        methods=["gradcam", "saliency"],
+        scores=["logit", "prob"],
+        images=ImageCounts(listed=21, evaluated=20, bad=1),
+        rows=len(rows),
+        bad_images=[BadImage(image="/data/broken.jpg", name="broken", reason="cannot identify image file")],
+        table=summarize(rows),
+        samples=samples,
+        files=EvalFiles(plots=plots),
+    )
+    rec.finding = evaluate_finding(rec)
+    rec.write(out)
     return out
 
 
@@ -214,6 +246,14 @@ def open_clean(browser: Chromium, html: Path, name: str):
     page.screenshot(ARTIFACTS / f"{name}.png")
     page.screenshot(ARTIFACTS / f"{name}-full.png", full_page=True)
     return page
+
+
+def first_paragraph_states_the_finding(page, sentence: str) -> None:
+    """The page's first paragraph is the record's finding: one sentence that carries numbers."""
+    first = page.evaluate("document.querySelector('p').innerText").strip()
+    assert first == sentence.strip()
+    assert re.search(r"\d", first), first
+    assert page.evaluate("document.querySelector('p').id") == "finding"
 
 
 def static_checks(html_text: str) -> None:
@@ -249,6 +289,9 @@ def test_demo_report_in_browser(demo_run, browser):
     for word in ("efficientnet-lite0", "head", "region", "torch", summary["versions"]["torch"], "Cite as"):
         assert word in header
     assert "top-1 agreement" in page.evaluate("document.getElementById('equivalence').innerText").lower()
+    first_paragraph_states_the_finding(page, summary["finding"])
+    assert page.evaluate("document.querySelectorAll('#panels .colourbar').length") == 1
+    assert "dashed outline" in page.evaluate("document.querySelector('#panels .legend-list').innerText")
 
     # sort: the max |Δprob| column, twice (ascending then descending)
     col = page.evaluate("Array.from(document.querySelectorAll('#equivalence thead th')).findIndex(t => t.textContent.trim() === 'p')")
@@ -308,7 +351,14 @@ def test_matrix_audit_evaluate_in_browser(tmp_path, browser):
     page.evaluate("document.querySelectorAll('table.matrix thead th')[2].click()")
     masses = page.evaluate("Array.from(document.querySelectorAll('table.matrix tbody tr')).map(r => parseFloat(r.cells[2].dataset.v))")
     assert masses == sorted(masses) and len(set(masses)) == len(METHODS)
-    assert page.evaluate("document.querySelectorAll('#matrix .gallery img').length") == 1  # the figure grid
+    # the figure grid is shown as the table's thumbnails only, not repeated as a large image (issue 18), nor under "Other figures"
+    assert page.evaluate("document.querySelectorAll('#matrix .gallery img').length") == 0
+    assert page.evaluate("document.getElementById('figures')") is None
+    # no nested scroll box around the matrix table
+    assert page.evaluate("getComputedStyle(document.querySelector('table.matrix').parentElement).overflowY") == "visible"
+    first_paragraph_states_the_finding(
+        page, matrix_finding(MatrixRecord.from_json(json.loads((tmp_path / "matrix" / "matrix.json").read_text())))
+    )
 
     a = write_report(audit_run(tmp_path))
     page = open_clean(browser, a, "audit")
@@ -318,6 +368,7 @@ def test_matrix_audit_evaluate_in_browser(tmp_path, browser):
     assert page.evaluate("document.querySelectorAll('#audit table')[0].tBodies[0].rows.length") == 3  # one per layer
     assert page.evaluate("document.querySelectorAll('#audit table')[1].tBodies[0].rows.length") == 2  # one per image
     assert page.evaluate("document.querySelectorAll('#audit img.zoom').length") == 1
+    first_paragraph_states_the_finding(page, "shifted: κ 30.0 above 4 at features.2")
 
     e = write_report(evaluate_run(tmp_path))
     page = open_clean(browser, e, "evaluate")
@@ -327,6 +378,12 @@ def test_matrix_audit_evaluate_in_browser(tmp_path, browser):
     # the store's means per (method, score, model): 2 × 2 × 2 groups of 20 rows
     store_rows = page.evaluate("Array.from(document.querySelectorAll('#evaluation table')).map(t => t.tBodies[0].rows.length)")
     assert 8 in store_rows
+    record = EvaluateRecord.from_json(json.loads((tmp_path / "evaluate" / "summary.json").read_text()))
+    first_paragraph_states_the_finding(page, record.finding)
+    # heatmaps: at least one per method, decoded
+    for m in record.methods:
+        assert page.evaluate(f"document.querySelectorAll('#samples .gallery[data-method=\"{m}\"] img').length") >= 1
+    assert page.evaluate("document.querySelectorAll('#samples .colourbar').length") >= 1
 
 
 @pytest.mark.slow
@@ -408,8 +465,8 @@ def test_size_budget_downscales(tmp_path):
     rows = []
     for i in range(10):
         picture(run / f"im{i}_1.png", (360, 380), seed=i)
-        rows.append({"image": f"im{i}", "class": 1, "figure": f"im{i}_1.png", "max_abs_prob_diff": 1e-7, "top1_agree": True})
-    (run / "summary.json").write_text(json.dumps({"command": "demo", "results": rows, "tolerance": 1e-5}))
+        rows.append(DemoRow(image=f"im{i}", class_=1, figure=f"im{i}_1.png", max_abs_prob_diff=1e-7, top1_agree=True))
+    DemoRecord(results=rows, tolerance=1e-5).write(run)
     images = load_run(run).images
     assert choose_level(images, 1e12) == (1000, 85)
     big = write_report(run, tmp_path / "big.html", max_mb=100).stat().st_size
@@ -421,25 +478,15 @@ def test_size_budget_downscales(tmp_path):
     assert text.count("data:image/") == 10  # every figure still there, each embedded once
 
 
-def test_generic_matrix_cells_with_thumbnails(tmp_path):
-    """A matrix given as {method: {score: cell}} with its own thumbnail per cell."""
+def test_a_summary_that_does_not_match_its_record_is_named(tmp_path):
+    """A shape no command writes (here the old guessed ``{method: {score: cell}}``) is not guessed at: a note names the key."""
     out = tmp_path / "m"
-    cells = {
-        m: {
-            s: {
-                "target_mass": 0.7 if s == "logit" else 0.1,
-                "fooled": s == "logit",
-                "thumbnail": picture(out / f"{m}_{s}.png", (40, 40)).name,
-            }
-            for s in SCORES
-        }
-        for m in METHODS
-    }
-    (out / "summary.json").write_text(json.dumps({"command": "matrix", "matrix": cells}))
+    picture(out / "gradcam_logit.png", (40, 40))
+    (out / "matrix.json").write_text(json.dumps({"command": "matrix", "rows": {"gradcam": {"logit": {"target_mass": 0.7}}}}))
     text = write_report(out).read_text()
-    table = text[text.index('<table class="sortable matrix">') : text.index("</table>", text.index('<table class="sortable matrix">'))]
-    assert table.count("<tr>") == len(METHODS) + 1 and table.count("<img") == len(METHODS) * len(SCORES)
-    assert table.count("· fooled") == len(METHODS) and 'id="missing"' not in text
+    note = re.search(r'<div class="note warn" id="missing".*?</div>', text, re.S).group(0)
+    assert "matrix.json: key &#x27;rows&#x27;: expected a list" in note
+    assert text.count("data:image/") == 1  # the figure that is there is still shown
 
 
 def test_markdown_tables():
@@ -453,8 +500,7 @@ def test_figures_outside_the_run_folder_are_not_embedded(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "link.png").symlink_to(secret)
-    rows = [{"image": "a", "class": 1, "figure": "../secret.png"}, {"image": "b", "class": 2, "figure": "link.png"}]
-    (run / "summary.json").write_text(json.dumps({"command": "demo", "results": rows}))
+    DemoRecord(results=[DemoRow(image="a", class_=1, figure="../secret.png"), DemoRow(image="b", class_=2, figure="link.png")]).write(run)
     text = write_report(run).read_text()
     assert "data:image/" not in text
     assert text.count("lies outside the run folder") == 2
@@ -488,3 +534,45 @@ def test_a_real_audit_report_shows_each_test_and_where_the_shift_acts(tmp_path, 
     layers = page.evaluate("document.querySelectorAll('#audit table')[1].tBodies[0].rows.length")
     assert layers == 5  # the input and four layers
     assert page.evaluate("document.querySelectorAll('#audit img.zoom').length") == 1
+
+
+@pytest.mark.slow
+@needs_browser
+def test_a_real_evaluate_page_opens_with_its_finding_and_shows_heatmaps_of_every_method(tmp_path, browser, capsys):
+    """``logitshift evaluate --report`` on a photo: the console and the page lead with the finding; maps per method."""
+    out = tmp_path / "eval"
+    methods = ["gradcam", "gradxinput"]
+    assert main(["evaluate", "chelsea", "--methods", *methods, "--out", str(out), "--no-progress", "--report"]) == 0
+    record = EvaluateRecord.from_json(json.loads((out / "summary.json").read_text()), strict=True)  # the writer's keys are typed fields
+    assert capsys.readouterr().out.splitlines()[0] == record.finding  # the console summary opens with the finding
+    assert {s.method for s in record.samples} == set(methods)
+    assert all((out / s.figure).is_file() for s in record.samples)
+    page = open_clean(browser, out / "report.html", "evaluate-real")
+    first_paragraph_states_the_finding(page, record.finding)
+    for m in methods:
+        decoded = page.evaluate(
+            f"Array.from(document.querySelectorAll('#samples .gallery[data-method=\"{m}\"] img')).filter(i => i.naturalWidth > 0).length"
+        )
+        assert decoded >= 1, m
+
+
+@pytest.mark.slow
+def test_the_paper_constructions_page_charts_no_target_mass_for_grad_cam(tmp_path):
+    """Grad-CAM averages the gradient over space: under the paper's shift its corner share means nothing and is not charted."""
+    from logitshift.demo import DemoConfig, run_demo
+
+    out = tmp_path / "paper"
+    summary = run_demo(DemoConfig(out=str(out), images=["chelsea"], construction="paper", classes=["maze"], figures=False, progress=False))
+    text = write_report(out).read_text()
+    panels = text[text.index('<section id="panels">') :]
+    assert "corner share:" not in panels and "target mass:" not in panels and "mass <b>" not in panels and "corner <b>" not in panels
+    assert "ρ: Spearman against the original model" in panels  # the ρ chart stays
+    assert 'id="effects"' in text and "class-agnostic" in text
+    first = re.search(r"<p[^>]*>(.*?)</p>", text, re.S).group(1)
+    assert html_unescape(first) == summary["finding"]
+
+
+def html_unescape(s: str) -> str:
+    import html
+
+    return html.unescape(s)

@@ -1023,8 +1023,9 @@ def run_audit(cfg: AuditConfig) -> Audited:
     from dataclasses import replace
 
     from .device import resolve_device
-    from .files import run_dir, write_json
+    from .files import provenance, run_dir
     from .images import DEFAULT_SAMPLES, batch, load_image
+    from .records import AuditRecord
 
     start = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -1060,7 +1061,7 @@ def run_audit(cfg: AuditConfig) -> Audited:
     if out is not None:
         figure(result, out / "audit.png")
         summary = {"command": "audit", "model": cfg.model, **result.to_json(), "seconds": round(time.perf_counter() - start, 2)}
-        write_json(out / "audit.json", _finite(summary))
+        AuditRecord.from_json(_finite({**summary, **provenance()}), "audit summary").write(out)
     return Audited(result, out)
 
 

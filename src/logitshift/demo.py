@@ -32,7 +32,6 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,20 +43,19 @@ from .attribution import (
     CamMethod,
     forward_pass,
     get_method,
-    normalize,
     predicted,
-    upsample,
 )
 from .capture import layer_grid
 from .classes import class_name, resolve_class
 from .device import resolve_device
 from .errors import LogitShiftError
-from .figures import classes_figure, paper_figure
-from .files import provenance, run_dir, write_json
+from .figures import classes_figure, paper_figure, scaled
+from .files import provenance, run_dir
 from .images import DEFAULT_SAMPLES, batch, collect_images, load_image
 from .labels import read_labels
 from .metrics import max_in_target, spearman, target_mass
 from .models import get_layer, load_model
+from .records import DemoRecord
 from .shift import DEFAULT_STRENGTH, ShiftSetup, compare, shift_model
 from .targets import parse_target
 
@@ -163,14 +161,23 @@ def run_demo(cfg: DemoConfig) -> dict:
                     row["maps"][key] = {"target_mass": float(target_mass(m, weights)[0]), "spearman_vs_original": rho}
             rows.append(row)
             if cfg.figures:
-                heats.append({k: normalize(upsample(raw[k][i : i + 1], size))[0] for k in MAPS})
+                heats.append({k: scaled(raw[k][i : i + 1], size)[0] for k in MAPS})
                 titles.append({k: _panel_title(k, row, paper) for k in MAPS})
             bar.update(1)
         if cfg.figures:
             suptitle = f"{im.name}: {label} at {layer}, {cfg.construction} shift at {shift_layer}"
             if paper:  # the paper's Figures 3-5: one figure per image, every class in it
                 name = f"{im.name}.png"
-                classes_figure(out / name, im.rgb, heats, titles, suptitle + " (dashed: the corner cell)", target_px.numpy())
+                classes_figure(
+                    out / name,
+                    im.rgb,
+                    heats,
+                    titles,
+                    suptitle,
+                    target_px.numpy(),
+                    ("p", "corner", "rho"),
+                    "the corner cell the shift reads",
+                )
                 for row in rows:
                     row["figure"] = name
             else:
@@ -211,14 +218,16 @@ def run_demo(cfg: DemoConfig) -> dict:
     summary["results"] = results
     summary["seconds"] = round(time.perf_counter() - start, 2)
     summary.update(provenance())
-    write_json(Path(out) / "summary.json", summary)
-    return summary
+    record = DemoRecord.from_json(summary, "demo summary", strict=True)  # every key written is a typed field
+    record.write(out)
+    return record.to_json()
 
 
 def _panel_title(key: str, row: dict, paper: bool) -> str:
     variant, score = key.split("_")
     m = row["maps"][key]
-    what = f"corner {m['corner_share']:.2f}" + (" (max there)" if m["max_in_corner"] else "") if paper else f"mass={m['target_mass']:.2f}"
+    what = f"corner {m['corner_share']:.2f}" + (" (max there)" if m["max_in_corner"] else "") if paper else f"mass {m['target_mass']:.2f}"
+    what += f"  ρ {m['spearman_vs_original']:.2f}" if variant == "shifted" else ""
     return f"{variant} · {'pre' if score == 'logit' else 'post'}-softmax\n{row['class_name']}  p={row['prob']:.3f}  {what}"
 
 
@@ -284,6 +293,8 @@ def finding(summary: dict, results: list[dict]) -> str:
     k = f"K={summary['strength']:g} at {summary['shift_layer']}"
     dp = f"max |Δp| {summary['max_abs_prob_diff']:.1e}, top-1 {'unchanged' if summary['top1_agree'] else 'CHANGED'}"
     agnostic = (summary.get("class_agnostic") or {}).get("gradcam") or {}
+    rho = min((r["maps"]["shifted_prob"]["spearman_vs_original"] for r in results), default=None)
+    post = "" if rho is None else f"; the post-softmax map is {'unchanged' if rho >= 0.99 else 'CHANGED'} (min ρ {rho:.3f})"
     if summary["construction"] == "paper":
         groups = summary["corner"]["classes"]
         shares = " / ".join(f"{g['shifted_logit_mean_share']:.2f} ({g['class']})" for g in groups)
@@ -299,11 +310,11 @@ def finding(summary: dict, results: list[dict]) -> str:
                 f" and makes the pre-softmax Grad-CAM class-agnostic (Spearman between the maps of the predicted class and {other}: "
                 f"{agnostic['mean_shifted']:.2f}, original {agnostic['mean_original']:.2f})"
             )
-        return text + f", while {dp}."
+        return text + f", while {dp}{post}."
     fooled = [r for r in results if r["predicted"]]
     mass = statistics.mean(r["maps"]["shifted_logit"]["target_mass"] for r in fooled)
     before = statistics.mean(r["maps"]["original_logit"]["target_mass"] for r in fooled)
     return (
         f"The region shift ({k}) moves {mass:.2f} of the pre-softmax {label} map of the predicted class into the target "
-        f"(original {before:.2f}), while {dp}."
+        f"(original {before:.2f}), while {dp}{post}."
     )

@@ -48,8 +48,8 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import shutil
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -65,11 +65,13 @@ from .attribution import get_method
 from .classes import resolve_class
 from .device import resolve_device
 from .errors import LogitShiftError
-from .files import RunLock, atomic_write, provenance, remove_temporaries, write_json
+from .figures import grid_figure, scaled, signed_method
+from .files import RunLock, atomic_write, provenance, remove_temporaries
 from .images import IMAGE_EXTENSIONS, Item, collect_images, load_image, storable  # noqa: F401  (IMAGE_EXTENSIONS, storable: re-exported)
 from .labels import read_labels
 from .metrics import spearman, target_mass
 from .models import get_layer, load_model
+from .records import EvaluateRecord, evaluate_finding, summarize
 from .scores import check_score
 from .shift import DEFAULT_STRENGTH, ShiftSetup, compare, layer_grid, shift_model
 from .store import FIELDS, Store, remove
@@ -198,6 +200,7 @@ def _prepare_out(out: Path, cfg: EvalConfig, rank: int, world: int) -> None:
             remove(out / STORE)
             shutil.rmtree(out / PARTS, ignore_errors=True)
             shutil.rmtree(out / "plots", ignore_errors=True)
+            shutil.rmtree(out / "samples", ignore_errors=True)
             for name in ("summary.json", "summary.md", "rows.csv"):
                 (out / name).unlink(missing_ok=True)
     _barrier(world)
@@ -320,8 +323,35 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
                 for part in parts:
                     remove(part)
                 shutil.rmtree(out / PARTS, ignore_errors=True)
+            samples = (
+                write_samples(
+                    out,
+                    main.rows(),
+                    items,
+                    loaded.preprocess,
+                    shifted,
+                    layer,
+                    methods,
+                    scores,
+                    target_px,
+                    cfg.construction == "paper",
+                    device,
+                )
+                if cfg.plots
+                else []
+            )
             summary = write_summary(
-                out, main, items, skipped, cfg, ident, loaded.name, DEFAULT_STRENGTH[cfg.construction], world, time.perf_counter() - start
+                out,
+                main,
+                items,
+                skipped,
+                cfg,
+                ident,
+                loaded.name,
+                DEFAULT_STRENGTH[cfg.construction],
+                world,
+                time.perf_counter() - start,
+                samples,
             )
             main.close()
         _barrier(world)
@@ -466,35 +496,98 @@ def batch_rows(result, good: Sequence[Item], weights_for: Callable[[int, int], t
 # ----------------------------------------------------------------------------- summary
 
 
-def _stats(values: Sequence[float]) -> dict[str, float]:
-    v = sorted(values)
-    if not v:
-        return {}
-
-    def q(p: float) -> float:
-        return v[min(len(v) - 1, max(0, round(p * (len(v) - 1))))]
-
-    return {"mean": statistics.fmean(v), "median": statistics.median(v), "p10": q(0.1), "p90": q(0.9), "min": v[0], "max": v[-1]}
+#: how many images per method the summary shows maps of (the extremes and the median of the distribution)
+SAMPLES = ("largest", "median", "smallest")
 
 
-def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (method, score, variant): row count and statistics of target_mass and spearman_vs_original."""
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((r["method"], r["score"], r["variant"]), []).append(r)
-    table = []
-    for (method, score, variant), rs in sorted(groups.items()):
-        table.append(
-            {
-                "method": method,
-                "score": score,
-                "variant": variant,
-                "rows": len(rs),
-                "target_mass": _stats([r["target_mass"] for r in rs]),
-                "spearman_vs_original": _stats([r["spearman_vs_original"] for r in rs]),
-            }
+def pick_samples(rows: Sequence[dict[str, Any]], methods: Sequence[str], scores: Sequence[str], paper: bool) -> list[dict[str, Any]]:
+    """Per method, the images at the top, the median and the bottom of the shifted model's map distribution.
+
+    Region construction: by the target mass of the logit map (the explanation
+    moved most / typically / least); the paper's construction (no target): by
+    its ρ against the original map. Only each image's predicted class.
+    """
+    score = "logit" if "logit" in scores else scores[0]
+    metric = "spearman_vs_original" if paper else "target_mass"
+    words = "ρ vs the original" if paper else "target mass"
+    picks: list[dict[str, Any]] = []
+    for m in methods:
+        cand = sorted(
+            (
+                r
+                for r in rows
+                if (r["method"], r["score"], r["variant"]) == (m, score, "shifted") and r["is_top1"] and r[metric] is not None
+            ),
+            key=lambda r: (r[metric], r["image"]),
         )
-    return table
+        if not cand:
+            continue
+        seen: set[str] = set()
+        for why, r in zip(SAMPLES, (cand[-1], cand[len(cand) // 2], cand[0])):
+            if r["image"] in seen:
+                continue
+            seen.add(r["image"])
+            picks.append(
+                {
+                    "method": m,
+                    "image": r["image"],
+                    "name": r["name"],
+                    "class": r["class"],
+                    "why": f"{why} {score} {words}",
+                    "value": r[metric],
+                }
+            )
+    return picks
+
+
+def write_samples(
+    out: Path,
+    rows: Sequence[dict[str, Any]],
+    items: Sequence[Item],
+    preprocess,
+    shifted,
+    layer: str,
+    methods: Sequence[Any],
+    scores: Sequence[str],
+    target_px: torch.Tensor,
+    paper: bool,
+    device: torch.device,
+) -> list[dict[str, Any]]:
+    """Figures of the maps of :func:`pick_samples`' images (rows original / shifted, one column per score) under ``out/samples``."""
+    picks = pick_samples(rows, [m.name for m in methods], scores, paper)
+    specs = {it.key: it.spec for it in items}
+    picks = [p for p in picks if p["image"] in specs]
+    if not picks:
+        return []
+    keys = list(dict.fromkeys(p["image"] for p in picks))
+    images = {k: load_image(specs[k], preprocess) for k in keys}
+    x = torch.stack([images[k].tensor for k in keys]).to(device)
+    used = [m for m in methods if m.name in {p["method"] for p in picks}]
+    result = engine.explain(shifted, x, layer, used, scores, ("original", "shifted"))
+    size = x.shape[-1]
+    folder = out / "samples"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for n, p in enumerate(picks):
+        i, m = keys.index(p["image"]), p["method"]
+        signed = signed_method(m)
+        cells = [
+            [(scaled(result.maps[(0, m, s, v)][i : i + 1], size, signed)[0], f"{v} · {s}") for s in scores] for v in ("original", "shifted")
+        ]
+        name = f"samples/{n:02d}_{m}_{re.sub(r'[^A-Za-z0-9._-]', '_', p['name'])[:40]}.png"
+        grid_figure(
+            out / name,
+            images[p["image"]].rgb,
+            cells,
+            signed=signed,
+            target=target_px.cpu().numpy(),
+            suptitle=f"{p['name']} · {m} · class {p['class']} ({p['why']} {p['value']:.2f})",
+            side=2.6,
+            dpi=90,
+            target_label="the corner cell the shift reads" if paper else "the shift's target",
+        )
+        written.append({**p, "figure": name})
+    return written
 
 
 def write_summary(
@@ -508,8 +601,10 @@ def write_summary(
     default_strength: float,
     world: int,
     seconds: float,
+    samples: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """rows.csv, the plots, summary.md and (last) summary.json, each written atomically."""
+
     rows = store.rows()
     images = store.images()
     bad = [{"image": r["image"], "name": r["name"], "reason": r["reason"]} for r in images if r["status"] == "bad"]
@@ -521,7 +616,7 @@ def write_summary(
         e["top1"][r["variant"]] = r["top1"]
     diffs = [e["diff"] for e in per_image.values()]
     agree = [len(set(e["top1"].values())) == 1 for e in per_image.values()]
-    table = summarize(rows)
+    table = [t.to_json() for t in summarize(rows)]
     plots = write_plots(out / "plots", rows) if cfg.plots and rows else []
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(FIELDS), lineterminator="\n")
@@ -569,13 +664,16 @@ def write_summary(
             "top1_agree": (sum(agree) / len(agree)) if agree else None,
         },
         "table": table,
+        "samples": list(samples),
         "files": {"store": STORE, "rows": "rows.csv", "markdown": "summary.md", "plots": [f"plots/{p}" for p in plots]},
         "seconds": round(seconds, 2),
         **provenance(),
     }
-    atomic_write(out / "summary.md", markdown(summary))
-    write_json(out / "summary.json", summary)
-    return summary
+    record = EvaluateRecord.from_json(summary, "evaluate summary", strict=True)  # every key written is a typed field
+    record.finding = evaluate_finding(record)
+    atomic_write(out / "summary.md", markdown(record.to_json()))
+    record.write(out)
+    return record.to_json()
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -584,6 +682,8 @@ def markdown(summary: dict[str, Any]) -> str:
     fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     lines = [
         "# logitshift evaluate",
+        "",
+        summary["finding"],
         "",
         f"Model `{summary['model']}`, layer `{summary['layer']}`; {summary['construction']} shift at "
         f"`{summary['shift_layer']}`, strength {summary['strength']:g}, target {summary['region']}.",

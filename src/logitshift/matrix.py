@@ -28,15 +28,15 @@ from pathlib import Path
 
 import torch
 
-from .attribution import METHODS, get_method, normalize, upsample
+from .attribution import METHODS, get_method
 from .device import resolve_device
 from .engine import explain
 from .errors import LogitShiftError
-from .figures import _plt, overlay
-from .files import atomic_write, provenance, run_dir, write_json
+from .files import atomic_write, provenance, run_dir
 from .images import DEFAULT_SAMPLES, batch, load_images
 from .metrics import spearman, target_mass
 from .models import load_model
+from .records import MatrixRecord, matrix_finding
 from .scores import IMMUNE, SCORES, check_score
 from .shift import ShiftedModel, compare, layer_grid
 from .steer import steer
@@ -139,6 +139,7 @@ def markdown(summary: dict) -> str:
     lines = [
         f"# Which explanations the logit shift fools — {summary['model']}",
         "",
+        *([summary["finding"], ""] if summary.get("finding") else []),
         f"Shifted model: {summary['construction']} toward `{summary['target']}`; strengths {summary['strength']}; "
         f"max |Δprob| {summary['max_abs_prob_diff']:.1e} on {len(summary['images'])} images ({', '.join(summary['images'])}); "
         f"top-1 identical: {summary['top1_agree']}.",
@@ -182,17 +183,20 @@ def markdown(summary: dict) -> str:
 
 
 def figure(path: Path, rgb, maps: dict, methods: list[str], scores: list[str], size: int, target_px) -> None:
-    """Rows: methods; columns: original logit map, then the shifted model's map for each score (image 0)."""
-    plt = _plt()
+    """Rows: methods; columns: original logit map, then the shifted model's map for each score (image 0).
+
+    Signed methods (gradient × input, IG) on a diverging colour map; every map
+    percentile-clipped (:func:`logitshift.figures.scaled`); a colour bar and a legend.
+    """
+    from .figures import grid_figure, scaled, signed_method
+
     cols = [("original", "logit")] + [("shifted", s) for s in scores]
-    fig, axes = plt.subplots(len(methods), len(cols), figsize=(1.9 * len(cols), 1.9 * len(methods) + 0.4), dpi=72, squeeze=False)
-    for i, m in enumerate(methods):
-        for j, (v, s) in enumerate(cols):
-            heat = normalize(upsample(maps[m, s, v][:1].float(), size))[0]
-            overlay(axes[i, j], rgb, heat, f"{m}\n{v} · {s}" if j == 0 else f"{v} · {s}", target_px)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    signed = [signed_method(m) for m in methods]
+    cells = [
+        [(scaled(maps[m, s, v][:1], size, sg)[0], f"{m}\n{v} · {s}" if j == 0 else f"{v} · {s}") for j, (v, s) in enumerate(cols)]
+        for m, sg in zip(methods, signed)
+    ]
+    grid_figure(path, rgb, cells, signed=signed, target=target_px)
 
 
 def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
@@ -251,9 +255,11 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
         figure(Path(out) / "matrix.png", images[0].rgb, maps, methods, list(cfg.scores), x.shape[-1], target_px)
         summary["figure"] = "matrix.png"
     summary["seconds"] = round(time.perf_counter() - start, 1)
-    atomic_write(Path(out) / "matrix.md", markdown(summary))
-    write_json(Path(out) / "matrix.json", summary)
-    return summary
+    record = MatrixRecord.from_json(summary, "matrix summary", strict=True)  # every key written is a typed field
+    record.finding = matrix_finding(record)
+    atomic_write(Path(out) / "matrix.md", markdown(record.to_json()))
+    record.write(out)
+    return record.to_json()
 
 
 __all__ = ["MatrixConfig", "markdown", "measure", "run_matrix"]

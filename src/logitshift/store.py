@@ -222,3 +222,31 @@ def remove(path: str | os.PathLike) -> None:
         p = Path(str(path) + suffix)
         if p.exists():
             p.unlink()
+
+
+def snapshot(path: str | os.PathLike) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Read-only view of a store as of its last commit: (configuration, images, rows).
+
+    Opens the file with ``mode=ro`` (nothing is created or changed), so it reads
+    the store of a run in progress or killed. Raises :class:`LogitShiftError`
+    when the file is not a results store.
+    """
+    from .errors import LogitShiftError
+
+    p = Path(path)
+    try:
+        con = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            row = con.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
+            config = json.loads(row[0]) if row else None
+            images = [
+                dict(zip(("image", "name", "status", "reason", "rank"), r))
+                for r in con.execute("SELECT image, name, status, reason, rank FROM images ORDER BY image")
+            ]
+            order = ", ".join(_q(k) for k in KEY)
+            rows = [dict(zip(FIELDS, r)) for r in con.execute(f"SELECT {', '.join(_q(f) for f in FIELDS)} FROM rows ORDER BY {order}")]
+        finally:
+            con.close()
+    except (sqlite3.Error, ValueError) as exc:
+        raise LogitShiftError(f"results store {p.name!r}: cannot be read ({exc})") from None
+    return (config if isinstance(config, dict) else None), images, rows

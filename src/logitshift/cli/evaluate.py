@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if summary is not None:
         im, eq = summary["images"], summary["equivalence"]
         print(
+            f"{summary['finding']}\n"
             f"{summary['rows']} rows for {im['evaluated']} images ({im['bad']} unreadable) in {args.out}: "
             f"results.sqlite, rows.csv, summary.json, summary.md\n"
             f"max |Δprob| {eq['max_abs_prob_diff']}, top-1 agreement {eq['top1_agree']}, {summary['seconds']:.1f} s"

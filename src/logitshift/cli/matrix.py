@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     summary = run_matrix(cfg, "logitshift matrix " + " ".join(shown))
     off = [r for r in summary["rows"] if not r["as_expected"]]
     print(
+        f"{summary['finding']}\n"
         f"matrix.md, matrix.json{', matrix.png' if summary['figure'] else ''} in {args.out}: "
         f"{len(summary['rows']) - len(off)} of {len(summary['rows'])} cells as expected"
         + "".join(f"\n  not as expected: {r['method']} × {r['score']} ({r['verdict']})" for r in off)
