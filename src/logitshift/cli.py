@@ -131,6 +131,12 @@ def shift_flags(p: argparse.ArgumentParser) -> None:
         help="add the shift in float64 (default: only when float32 would change probabilities)",
     )
     p.add_argument("--tolerance", type=positive_float, default=1e-5, help="largest max |Δprob| accepted (default 1e-5)")
+    p.add_argument(
+        "--goal",
+        type=float,
+        default=0.5,
+        help="target mass the shifted logit maps must reach on the check images, or the run is refused (default 0.5; 0: measure any effect)",
+    )
 
 
 def shift_setup(args: argparse.Namespace) -> dict:
@@ -147,6 +153,7 @@ def shift_setup(args: argparse.Namespace) -> dict:
         "strength",
         "float64_head",
         "tolerance",
+        "goal",
     )
     return {**{k: getattr(args, k) for k in keys}, "classes": list(getattr(args, "classes", None) or [])}
 

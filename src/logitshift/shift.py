@@ -329,8 +329,9 @@ class ShiftSetup:
     shift_layer: str | None = None  # layer the shift reads (None: the explanation layer)
     construction: str = "gate"
     region: str = "top-left"
-    strength: float | str | None = None  # a number, "auto", or None (the construction's default)
+    strength: float | str | dict[str, float] | None = None  # a number, "auto", {family: K}, or None (the construction's default)
     float64_head: bool | None = None  # None: float64 only when float32 would change probabilities (auto)
+    goal: float = 0.5  # target mass the logit maps must reach on the check images (0: measure whatever the effect)
     tolerance: float = 1e-5
     classes: list[str] = field(default_factory=list)  # extra classes to explain besides the prediction
 

@@ -304,6 +304,7 @@ def steer_setup(
         check,
         construction=setup.construction,
         shift_layer=setup.shift_layer,
+        goal=setup.goal,
         plateau=PLATEAU,
         tolerance=setup.tolerance,
         head_dtype=head,
@@ -350,7 +351,7 @@ def unreached(steering: dict) -> str | None:
     return (
         f"the effect was not reached: at strength {k} the {steering['construction']} shift puts {short[worst]:.2f} of method "
         f"{worst!r}'s logit map in the target {steering['target']!r} on the {steering['check_images']} check images "
-        f"(goal {goal:g}); try {remedy}"
+        f"(goal {goal:g}); try {remedy}, or --goal 0 to measure it as it is"
     )
 
 
