@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from .attribution import METHODS, get_method, normalize, upsample
+from .display import check_maps_path, explained_maps, save_maps
 from .errors import LogitShiftError
 from .files import atomic_write, provenance, run_dir, write_json
 from .metrics import spearman, target_mass
@@ -60,6 +61,7 @@ class MatrixConfig:
     figure: bool = True
     progress: bool = True
     device: str = "auto"
+    save_maps: str | None = None  # .npz file for the raw maps (display.save_maps)
 
 
 def method_options(steps: int | None) -> dict[str, dict]:
@@ -205,6 +207,8 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
     methods = cfg.methods or list(METHODS)
     for n in methods:
         get_method(n)
+    if cfg.save_maps:
+        check_maps_path(cfg.save_maps)
     out = run_dir(cfg.out, cfg.force, marker="matrix.json")
     loaded = load_model(cfg.model, cfg.weights, num_classes=cfg.num_classes, class_names=cfg.class_names)
     images = [load_image(s, loaded.preprocess) for s in (cfg.images or DEFAULT_SAMPLES)]
@@ -230,7 +234,11 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
     target = parse_target(cfg.target, x.shape[-1], grid)
     rows, maps = measure(shifted, x, methods, list(cfg.scores), st["layer"], target, cfg.goal, options, cfg.progress)
     with torch.no_grad():
-        eq = compare(loaded.module(x), shifted(x))
+        z = loaded.module(x)
+        eq = compare(z, shifted(x))
+    if cfg.save_maps:  # each image's predicted class, as in measure()
+        saved, labels = explained_maps({(0, *key): m for key, m in maps.items()}, [z.argmax(1)], [im.name for im in images])
+        save_maps(cfg.save_maps, saved, **labels)
     summary = {
         "command": "matrix",
         "command_line": command_line or "logitshift matrix",
@@ -268,7 +276,7 @@ def add_command(subparsers) -> None:
     """Register ``logitshift matrix``."""
     import argparse
 
-    from .cli import int_at_least, model_flags
+    from .cli import int_at_least, model_flags, save_maps_flag
 
     p = subparsers.add_parser(
         "matrix",
@@ -295,6 +303,7 @@ def add_command(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="overwrite a previous run in --out")
     p.add_argument("--report", action="store_true", help="also write report.html, one self-contained HTML page, into --out")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    save_maps_flag(p)
     p.set_defaults(func=cmd_matrix)
 
 
@@ -319,6 +328,7 @@ def cmd_matrix(args) -> int:
         figure=not args.no_figure,
         progress=not args.no_progress,
         device=args.device,
+        save_maps=args.save_maps,
     )
     shown = [f"--model {cfg.model}", f"--target {cfg.target}"] + ([f"--images {' '.join(cfg.images)}"] if cfg.images else [])
     shown += [f"--methods {' '.join(cfg.methods)}"] if cfg.methods else []
