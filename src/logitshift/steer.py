@@ -47,6 +47,7 @@ from .models import LoadedModel, check_input, default_layer
 from .shift import (
     CONSTRUCTIONS,
     TOLERANCE,
+    Equivalence,
     GateShift,
     InputShift,
     PaperShift,
@@ -54,7 +55,7 @@ from .shift import (
     ShiftedModel,
     ShiftSetup,
     Stress,
-    equivalence,
+    compare,
     stress_equivalence,
 )
 from .shift import DEFAULT_STRENGTH as SHIFT_STRENGTH
@@ -241,14 +242,19 @@ def steer(
     head = {"dtype": str(shifted.head_dtype or "float32").replace("torch.", ""), "auto": head_dtype == "auto"}
     result: Stress | None = None
     if check is not None:
-        center_shift(shifted, check)
-        eq = equivalence(shifted, check)
+        z, acts = center_shift(shifted, check)  # one pass of the check images serves the centring and the equivalence
+
+        def measured() -> Equivalence:
+            with torch.no_grad():
+                return compare(z, shifted.shifted_logits(z, acts))
+
+        eq = measured()
         if head_dtype == "auto":
             head["float32_max_abs_prob_diff"] = eq.max_abs_prob_diff
             if eq.max_abs_prob_diff > HEAD_MARGIN * tolerance or eq.top1_agree < 1.0:
                 shifted.head_dtype = torch.float64
                 head["dtype"] = "float64"
-                eq = equivalence(shifted, check)
+                eq = measured()
         if not eq.ok(tolerance):
             remedy = "use a smaller strength" + ("" if shifted.head_dtype == torch.float64 else " or a float64 head (--float64-head)")
             raise LogitShiftError(eq.refusal(f"strength {_fmt(strengths)}", tolerance, remedy))
@@ -506,18 +512,21 @@ def search_strength(
 
 
 @torch.no_grad()
-def center_shift(shifted: ShiftedModel, x: torch.Tensor) -> None:
+def center_shift(shifted: ShiftedModel, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Set each :class:`GateShift` term's offset to the midrange of its values on ``x``.
 
     A constant in ``t`` changes no gradient; centring keeps ``|t|`` — and with
     it the float32 rounding of ``z + t`` — as small as possible on ``x``.
+    Returns the pass it took (the base's logits and the activations the terms
+    read), from which the equivalence on ``x`` follows without another pass.
     """
-    _, acts = shifted.capture(x)
+    z, acts = shifted.capture(x)
     for name, term in zip(shifted.layers, shifted.shifts):
         if isinstance(term, GateShift):
             term.offset.zero_()
             t = term(acts[name]).double()
             term.offset.fill_(float((t.max() + t.min()) / 2))
+    return z, acts
 
 
 __all__ = [
