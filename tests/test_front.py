@@ -89,7 +89,9 @@ def test_demo_and_evaluate_defaults_on_resnet18_move_the_logit_map(resnet18, tmp
     """Issue 12's acceptance: with defaults, the logit map moves into the target (it stayed at 0.00–0.25 before)."""
     out = tmp_path / "demo"
     maps_file = tmp_path / "demo_maps.npz"
-    assert main(["demo", "--model", "resnet18", "--weights", resnet18, "--out", str(out), "--no-progress", "--save-maps", str(maps_file)]) == 0
+    assert (
+        main(["demo", "--model", "resnet18", "--weights", resnet18, "--out", str(out), "--no-progress", "--save-maps", str(maps_file)]) == 0
+    )
     console = capsys.readouterr().out.splitlines()
     summary = json.loads((out / "summary.json").read_text())
     steering = summary["steering"]
@@ -158,7 +160,9 @@ def test_defaults_work_on_twenty_ordinary_photos(model, resnet18, photos, tmp_pa
     steering = summary["steering"]
     assert steering["auto"] and steering["reached"] and steering["check_images"] == 8 and steering["head"]["auto"]
     row = next(t for t in summary["table"] if (t["method"], t["score"], t["variant"]) == ("gradcam", "logit", "shifted"))
-    print(f"{model} evaluate on 20 photos: K {steering['strength']}, head {steering['head']}, target share {row['target_mass']['mean']:.2f}")
+    print(
+        f"{model} evaluate on 20 photos: K {steering['strength']}, head {steering['head']}, target share {row['target_mass']['mean']:.2f}"
+    )
     assert row["target_mass"]["mean"] >= 0.5
 
     images = sorted(str(p) for p in photos.iterdir())
@@ -194,12 +198,16 @@ def test_a_refusal_after_some_batches_leaves_no_half_made_run(tiny_module, tmp_p
     def second_batch_fails(logits, tolerance, shifted):
         calls.append(1)
         if len(calls) == 2:
-            raise LogitShiftError("strength cam=1: shifted model changes probabilities by up to 2.00e-05 on a batch beyond the check images")
+            raise LogitShiftError(
+                "strength cam=1: shifted model changes probabilities by up to 2.00e-05 on a batch beyond the check images"
+            )
         real(logits, tolerance, shifted)
 
     monkeypatch.setattr(evaluate, "_check_equivalence", second_batch_fails)
     out = tmp_path / "run"
-    cfg = evaluate.EvalConfig(images=[str(folder)], out=str(out), model=tiny_module, batch_size=2, workers=0, plots=False, progress=False, goal=0.0)
+    cfg = evaluate.EvalConfig(
+        images=[str(folder)], out=str(out), model=tiny_module, batch_size=2, workers=0, plots=False, progress=False, goal=0.0
+    )
     with pytest.raises(LogitShiftError, match="beyond the check images"):
         evaluate.run_evaluate(cfg)
     assert len(calls) == 2 and not out.exists()

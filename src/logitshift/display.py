@@ -173,4 +173,14 @@ def load_maps(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return out
 
 
-__all__ = ["CLIP_PERCENTILE", "LABELS", "check_maps_path", "display_maps", "explained_maps", "load_maps", "overlay", "save_maps", "stack_maps"]
+__all__ = [
+    "CLIP_PERCENTILE",
+    "LABELS",
+    "check_maps_path",
+    "display_maps",
+    "explained_maps",
+    "load_maps",
+    "overlay",
+    "save_maps",
+    "stack_maps",
+]
