@@ -459,7 +459,10 @@ def default_layer(module: nn.Module, name: str = "", size: int = 224) -> str:
         return known
     order = spatial_outputs(module, size)
     modules = dict(module.named_modules())
-    leaves = [o for o in order if not any(True for _ in modules[o.name].children()) and not isinstance(modules[o.name], _POOLS)]
+    # a leaf, not a pooling layer, and an output that depends on the input (not a position table computed from buffers)
+    leaves = [
+        o for o in order if o.varies and not any(True for _ in modules[o.name].children()) and not isinstance(modules[o.name], _POOLS)
+    ]
     if not leaves:
         raise LogitShiftError(f"model {name or type(module).__name__!r}: no layer outputs a spatial feature map (N×C×H×W)")
     best = leaves[-1]

@@ -9,7 +9,7 @@ backward stops at the deepest layer needed and no parameter gradient is made.
 
 Every method is a small subclass of :class:`Attribution`; adding a method is
 adding a file. :class:`CamMethod` (maps on a spatial layer's grid) only
-defines ``combine(A, ∂s/∂A)``, so :func:`cam_maps` serves every CAM × score ×
+defines ``combine(A, ∂s/∂A)``, so :func:`logitshift.engine.explain` serves every CAM × score ×
 variant from one forward pass; :class:`InputMethod` (maps on the input pixels)
 defines ``attribute`` (the raw N×C×H×W attribution) and a channel reduction.
 """
@@ -17,6 +17,7 @@ defines ``attribute`` (the raw N×C×H×W attribution) and a channel reduction.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,18 @@ from ..capture import frozen as frozen
 from ..errors import LogitShiftError
 
 VARIANTS = ("original", "shifted")
+M = TypeVar("M", bound="Attribution")
+
+#: every method by name, filled by :func:`register` as the method files are imported (see ``attribution/__init__.py``)
+METHODS: dict[str, type[Attribution]] = {}
+
+
+def register(cls: type[M]) -> type[M]:
+    """Class decorator: add an :class:`Attribution` subclass to :data:`METHODS` under its ``name``."""
+    if not cls.name or cls.name in METHODS:
+        raise ValueError(f"method class {cls.__name__}: needs a unique name (got {cls.name!r})")
+    METHODS[cls.name] = cls
+    return cls
 
 
 def predicted(p: Pass) -> torch.Tensor:
@@ -78,7 +91,7 @@ class CamMethod(Attribution):
     ``A`` is the activation of a spatial layer (N×C×h×w) and ``∂s/∂A`` the
     gradient of the score there; every CAM of one (score, variant) shares that
     one gradient, and every CAM of one pass shares the one forward (see
-    :func:`cam_maps`). Following pytorch-grad-cam, every map is ReLU-ed.
+    :func:`logitshift.engine.explain`). Following pytorch-grad-cam, every map is ReLU-ed.
     """
 
     family = "cam"
@@ -107,43 +120,6 @@ class CamMethod(Attribution):
         if act.dim() != 4:
             raise LogitShiftError(f"method {self.name!r}: layer {layer!r} outputs shape {tuple(act.shape)}, expected a spatial N×C×H×W map")
         return act
-
-
-def cam_maps(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: torch.Tensor | int,
-    layer: str,
-    methods: Sequence[CamMethod],
-    scores: Sequence[str] = ("logit",),
-    variants: Sequence[str] = ("original",),
-) -> dict[tuple[str, str, str], torch.Tensor]:
-    """Every CAM ``method`` × ``score`` × ``variant`` from ONE forward pass.
-
-    One backward per (score, variant), down to ``layer`` only; each method is
-    then a cheap ``combine`` of the same activation and gradient. Returns
-    ``{(method.name, score, variant): N×h×w}``. Example::
-
-        >>> out = cam_maps(model, x, 285, "head", [GradCAM(), HiResCAM()], scores=("logit", "prob"))
-        >>> out["hirescam", "prob", "original"].shape
-        torch.Size([1, 7, 7])
-    """
-    for m in methods:
-        if not isinstance(m, CamMethod):
-            raise LogitShiftError(f"method {getattr(m, 'name', m)!r}: not a CAM method; cam_maps serves CAMs only")
-    if not methods:
-        return {}
-    p = forward_pass(model, x, [layer], input_grad=layer == INPUT)
-    target = as_targets(target, x.shape[0], x.device)
-    act = methods[0].activation(p, layer)
-    out: dict[tuple[str, str, str], torch.Tensor] = {}
-    for variant in variants:
-        for sc in scores:
-            grad = p.grad(act, target, sc, variant)
-            with torch.no_grad():
-                for m in methods:
-                    out[m.name, sc, variant] = m.combine(act.detach(), grad)
-    return out
 
 
 class InputMethod(Attribution):
