@@ -121,6 +121,7 @@ def measure(model: str, folder: Path, n: int, batch: int, workers: int) -> dict:
             progress=True,
             plots=True,
             float64_head=True,  # random weights give large activations, so large |t|: keep the probabilities equal
+            goal=0.0,  # memory, not the effect: never refused for a random model's weak effect
         )
         summary = run_evaluate(cfg, on_batch=on_batch)
         seconds = time.perf_counter() - start

@@ -80,6 +80,7 @@ def config(ws: Path, out: Path, **kw) -> EvalConfig:
         workers=0,
         progress=False,
         plots=False,
+        goal=0.0,  # a random 8-channel CNN: no construction puts half its map in a corner; measure what it does
     )
     base.update(kw)
     return EvalConfig(**base)
@@ -101,6 +102,8 @@ def cli_args(ws: Path, out: Path, *extra: str) -> list[str]:
         CLASSES[1],
         "--batch-size",
         "2",
+        "--goal",
+        "0",
         "--no-progress",
         "--no-plots",
         "--out",

@@ -26,8 +26,9 @@ import pytest
 import torch
 
 from logitshift import safeload
-from logitshift.attribution import CAM_METHODS, IntegratedGradients, Saliency, cam_maps, upsample
+from logitshift.attribution import CAM_METHODS, IntegratedGradients, Saliency, upsample
 from logitshift.cli import main
+from logitshift.engine import cam_maps
 from logitshift.errors import LogitShiftError
 from logitshift.export import build_terms, describe_terms, export_program, load_shifted, save_shifted
 from logitshift.metrics import spearman, target_mass

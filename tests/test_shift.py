@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from logitshift import LogitShiftError
-from logitshift.attribution import CAM_METHODS, IntegratedGradients, Saliency, cam_maps, get_method
+from logitshift.attribution import CAM_METHODS, IntegratedGradients, Saliency, get_method
+from logitshift.engine import cam_maps
 from logitshift.metrics import target_mass
 from logitshift.shift import GateShift, InputShift, RegionShift, ShiftedModel, equivalence
 from logitshift.steer import center_shift, search_strength, steer

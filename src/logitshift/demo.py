@@ -37,27 +37,22 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .attribution import (
-    CAM_METHODS,
-    METHOD_LABELS,
-    CamMethod,
-    forward_pass,
-    get_method,
-    predicted,
-)
+from .attribution import CAM_METHODS, METHOD_LABELS, get_method
 from .capture import layer_grid
 from .classes import class_name, resolve_class
 from .device import resolve_device
+from .display import check_maps_path, explained_maps, save_maps
+from .engine import Explained, explain
 from .errors import LogitShiftError
 from .figures import classes_figure, paper_figure, scaled
-from .files import provenance, run_dir
+from .files import check_out, provenance, run_dir
 from .images import DEFAULT_SAMPLES, batch, collect_images, load_image
 from .labels import read_labels
 from .metrics import max_in_target, spearman, target_mass
 from .models import get_layer, load_model
 from .records import DemoRecord
-from .shift import DEFAULT_STRENGTH, ShiftSetup, compare, shift_model
-from .targets import parse_target
+from .shift import DEFAULT_STRENGTH, ShiftSetup, compare
+from .steer import steer_setup
 
 MAPS = ("original_logit", "original_prob", "shifted_logit", "shifted_prob")
 
@@ -71,6 +66,7 @@ class DemoConfig(ShiftSetup):
     figures: bool = True
     progress: bool = True
     device: str = "auto"
+    save_maps: str | None = None  # .npz file for the raw maps (display.save_maps)
 
 
 def run_demo(cfg: DemoConfig) -> dict:
@@ -80,8 +76,10 @@ def run_demo(cfg: DemoConfig) -> dict:
     start = time.perf_counter()
     if cfg.method not in CAM_METHODS:
         raise LogitShiftError(f"method {cfg.method!r}: demo draws maps on a layer's grid; expected one of {', '.join(CAM_METHODS)}")
+    if cfg.save_maps:
+        check_maps_path(cfg.save_maps)
     device = resolve_device(cfg.device)
-    out = run_dir(cfg.out, cfg.force)
+    check_out(cfg.out, cfg.force)  # refused before any work; the folder is made once the shift passed its checks
     loaded = load_model(cfg.model, cfg.weights, num_classes=cfg.num_classes, class_names=cfg.class_names)
     loaded.module.to(device)
     layer = cfg.layer or loaded.layer
@@ -99,37 +97,41 @@ def run_demo(cfg: DemoConfig) -> dict:
     grid = layer_grid(loaded.module, layer, x)
     shift_grid = layer_grid(loaded.module, shift_layer, x)
     paper = cfg.construction == "paper"
-    target = parse_target(cfg.region, size, shift_grid) if not paper else None
-    shifted = shift_model(
-        loaded.module,
-        shift_layer,
-        cfg.construction,
-        cfg.strength,
-        target,
-        check=x,
-        tolerance=cfg.tolerance,
-        head_dtype=torch.float64 if cfg.float64_head else None,
-    )
+    # the one front door: the construction, strength and head chosen on these images, refused if the effect falls short
+    shifted = steer_setup(loaded, cfg, [cfg.method], x, progress=cfg.progress)
     # The target (paper: the corner cell) at pixel resolution (for overlays) and on the map's grid.
     target_px = F.interpolate(shifted.target_weights(*shift_grid).cpu()[None, None], size=(size, size), mode="nearest")[0, 0]
     weights = F.adaptive_avg_pool2d(target_px[None, None], grid)[0, 0]
 
     cam = get_method(cfg.method)
-    assert isinstance(cam, CamMethod)
     label = METHOD_LABELS.get(cfg.method, cfg.method)
-    p = forward_pass(shifted, x, [layer])
-    top1 = predicted(p)
-    probs = torch.softmax(p.logits["original"].detach(), dim=1)
-    # class slots: the top-k (the prediction first), each --class, each image's label; an image's repeats are skipped below
-    ranked: list[torch.Tensor] = list(probs.topk(cfg.top_k, dim=1).indices.T[1:]) if cfg.top_k > 1 else []
-    jobs = [top1, *ranked] + [torch.full_like(top1, c) for c in extra]
-    if labels is not None:
-        jobs.append(torch.tensor([labels[it.key] for it in items], device=top1.device))
-    raws = [{key: cam.from_pass(p, layer, t, key.split("_")[1], key.split("_")[0]) for key in MAPS} for t in jobs]
+    # every map from the engine: one forward pass, one batched backward for all classes, scores and variants.
+    # Class slots: the top-k (the prediction first), each --class, each image's label; an image's repeats are skipped below
+    agnostic = list(dict.fromkeys(["gradcam", cfg.method])) if extra else [cfg.method]
+    label_slot = [torch.tensor([labels[it.key] for it in items])] if labels is not None else []
+    maps_of = explain(
+        shifted,
+        x,
+        layer,
+        [get_method(n) for n in agnostic],
+        ["logit", "prob"],
+        ("original", "shifted"),
+        [*extra, *label_slot],
+        top_k=cfg.top_k,
+    )
+    top1 = maps_of.top1
+    probs = torch.softmax(maps_of.logits["original"], dim=1)
+    jobs = maps_of.targets
+    raws = [{key: maps_of.maps[(slot, cam.name, key.split("_")[1], key.split("_")[0])] for key in MAPS} for slot in range(len(jobs))]
+    out = run_dir(cfg.out, cfg.force)
+    if cfg.save_maps:
+        mine = {k: v for k, v in maps_of.maps.items() if k[1] == cam.name}
+        saved, names = explained_maps(mine, jobs, [im.name for im in images])
+        save_maps(cfg.save_maps, saved, **names)
     bar = tqdm(total=len(jobs) * len(images), desc="demo", unit="map", disable=not cfg.progress, file=sys.stderr)
     results = []
     for i, im in enumerate(images):
-        eq = compare(p.logits["original"][i : i + 1].detach(), p.logits["shifted"][i : i + 1].detach())
+        eq = compare(maps_of.logits["original"][i : i + 1], maps_of.logits["shifted"][i : i + 1])
         rows, heats, titles = [], [], []
         seen: set[int] = set()
         for target_class, raw in zip(jobs, raws):
@@ -187,7 +189,7 @@ def run_demo(cfg: DemoConfig) -> dict:
                     row["figure"] = name
         results.extend(rows)
     bar.close()
-    eq_all = compare(p.logits["original"].detach(), p.logits["shifted"].detach())
+    eq_all = compare(maps_of.logits["original"], maps_of.logits["shifted"])
     summary: dict[str, Any] = {
         "command": "demo",
         "model": loaded.name,
@@ -198,7 +200,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         "strength": shifted.shift.strength,
         "default_strength": DEFAULT_STRENGTH[cfg.construction],
         "region": cfg.region if not paper else "cell (0, 0) of the shift layer",
-        "float64_head": cfg.float64_head,
+        "float64_head": shifted.head_dtype == torch.float64,
+        "steering": shifted.steering,
         "tolerance": cfg.tolerance,
         "images": [im.name for im in images],
         "top_k": cfg.top_k,
@@ -209,8 +212,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     }
     if extra:
         summary["class_agnostic"] = {
-            name: class_agnostic(p, layer, top1, extra, [im.name for im in images], name, loaded.class_names)
-            for name in dict.fromkeys(["gradcam", cfg.method])
+            name: class_agnostic(maps_of, extra, [im.name for im in images], name, loaded.class_names) for name in agnostic
         }
     if paper:
         summary["corner"] = corner_summary(results, cfg.method, float(weights.sum() / weights.numel()))
@@ -231,20 +233,18 @@ def _panel_title(key: str, row: dict, paper: bool) -> str:
     return f"{variant} · {'pre' if score == 'logit' else 'post'}-softmax\n{row['class_name']}  p={row['prob']:.3f}  {what}"
 
 
-def class_agnostic(
-    p, layer: str, top1: torch.Tensor, extra: list[int], names: list[str], method: str, class_names: Sequence[str] | None = None
-) -> dict:
+def class_agnostic(out: Explained, extra: list[int], names: list[str], method: str, class_names: Sequence[str] | None = None) -> dict:
     """Spearman between the pre-softmax maps of the predicted class and of each requested class, per image.
 
-    Near 1 on the shifted model and low on the original: the explanation no
-    longer depends on the class it is asked about.
+    ``out``: the engine's maps with ``extra`` as its classes (slot ``1 + j``
+    is ``extra[j]``). Near 1 on the shifted model and low on the original:
+    the explanation no longer depends on the class it is asked about.
     """
-    cam = get_method(method)
-    assert isinstance(cam, CamMethod)
+    top1 = out.top1
     rows: list[dict[str, Any]] = []
-    own = {v: cam.from_pass(p, layer, top1, "logit", v) for v in ("original", "shifted")}
-    for c in extra:
-        other = {v: cam.from_pass(p, layer, torch.full_like(top1, c), "logit", v) for v in own}
+    own = {v: out.maps[(0, method, "logit", v)] for v in ("original", "shifted")}
+    for j, c in enumerate(extra):
+        other = {v: out.maps[(1 + j, method, "logit", v)] for v in own}
         rho = {v: spearman(own[v], other[v]) for v in own}
         for i, name in enumerate(names):
             if int(top1[i]) == c:
@@ -315,6 +315,6 @@ def finding(summary: dict, results: list[dict]) -> str:
     mass = statistics.mean(r["maps"]["shifted_logit"]["target_mass"] for r in fooled)
     before = statistics.mean(r["maps"]["original_logit"]["target_mass"] for r in fooled)
     return (
-        f"The region shift ({k}) moves {mass:.2f} of the pre-softmax {label} map of the predicted class into the target "
+        f"The {summary['construction']} shift ({k}) moves {mass:.2f} of the pre-softmax {label} map of the predicted class into the target "
         f"(original {before:.2f}), while {dp}{post}."
     )

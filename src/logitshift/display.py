@@ -83,28 +83,76 @@ def overlay(rgb: np.ndarray, heat: np.ndarray | torch.Tensor, *, signed: bool = 
 LABELS = ("image", "class", "score", "method", "variant")
 
 
-def save_maps(path: str | os.PathLike, maps: torch.Tensor | np.ndarray, **labels: Sequence) -> Path:
-    """Write N maps (N×h×w) and one label per map for each of :data:`LABELS` to ``path`` (``.npz``).
+def stack_maps(maps: Sequence[torch.Tensor]) -> tuple[torch.Tensor, np.ndarray | None]:
+    """N maps (each h×w) as one N×H×W tensor, and each map's own h×w (``None`` when all are the same size).
+
+    Maps of one size are stacked as they are. Mixed sizes (a CAM on a layer's
+    grid next to an input method's pixels) are brought to the largest size
+    with :func:`logitshift.attribution.upsample` (bilinear), the step every
+    display of a CAM takes; the second result then records each map's grid.
+    """
+    from .attribution import upsample
+
+    if not maps:
+        raise LogitShiftError("maps: none to save")
+    shapes = [(int(m.shape[-2]), int(m.shape[-1])) for m in maps]
+    if len(set(shapes)) == 1:
+        return torch.stack([m.detach().float().cpu() for m in maps]), None
+    size = max(shapes, key=lambda hw: hw[0] * hw[1])
+    out = torch.cat([upsample(m.detach().float().cpu()[None], size) for m in maps])
+    return out, np.asarray(shapes, dtype=np.int64)
+
+
+def explained_maps(
+    maps: dict[tuple[int, str, str, str], torch.Tensor], targets: Sequence[torch.Tensor], images: Sequence[str]
+) -> tuple[list[torch.Tensor], dict[str, list]]:
+    """The maps of an engine result (``Explained.maps``, keyed ``(slot, method, score, variant)``, each N×h×w)
+    as one h×w map per (image, slot, method, score, variant), and their :data:`LABELS` for :func:`save_maps`."""
+    out: list[torch.Tensor] = []
+    labels: dict[str, list] = {k: [] for k in LABELS}
+    for (slot, method, score, variant), batch in maps.items():
+        for i, image in enumerate(images):
+            out.append(batch[i])
+            for key, value in zip(LABELS, (image, int(targets[slot][i]), score, method, variant)):
+                labels[key].append(value)
+    return out, labels
+
+
+def save_maps(path: str | os.PathLike, maps: torch.Tensor | np.ndarray | Sequence[torch.Tensor], **labels: Sequence) -> Path:
+    """Write N maps (N×h×w, or a list of h×w maps) and one label per map for each of :data:`LABELS` to ``path`` (``.npz``).
 
     Written atomically; ``numpy.load(path)`` reads it back as arrays ``maps``
     (float32), ``image`` / ``score`` / ``method`` / ``variant`` (strings) and
-    ``class`` (int64).
+    ``class`` (int64). A list of maps of mixed sizes is stacked by
+    :func:`stack_maps` and the file gains ``grid`` (N×2: each map's own h×w).
     """
+    grid = None
+    if isinstance(maps, (list, tuple)):
+        maps, grid = stack_maps(maps)
+    assert not isinstance(maps, (list, tuple))
     arr = np.asarray(maps.detach().cpu() if isinstance(maps, torch.Tensor) else maps, dtype=np.float32)
     missing = [k for k in LABELS if k not in labels]
     extra = [k for k in labels if k not in LABELS]
     if missing or extra:
         raise LogitShiftError(f"save_maps: labels {', '.join(LABELS)} expected; missing {missing}, unknown {extra}")
-    arrays = {"maps": arr}
+    arrays = {"maps": arr} if grid is None else {"maps": arr, "grid": grid}
     for key in LABELS:
         values = list(labels[key])
         if len(values) != arr.shape[0]:
             raise LogitShiftError(f"save_maps: {len(values)} values of {key!r} for {arr.shape[0]} maps")
         arrays[key] = np.asarray(values, dtype=np.int64) if key == "class" else np.asarray([str(v) for v in values], dtype=str)
+    path = check_maps_path(path)
+    return atomic_write(path, lambda tmp: _savez(tmp, arrays))
+
+
+def check_maps_path(path: str | os.PathLike) -> Path:
+    """A maps file name ends in ``.npz`` (commands check it before any work)."""
     path = Path(path)
     if path.suffix != ".npz":
         raise LogitShiftError(f"maps file {str(path)!r}: expected a .npz name")
-    return atomic_write(path, lambda tmp: _savez(tmp, arrays))
+    if path.is_dir():
+        raise LogitShiftError(f"maps file {str(path)!r}: is a folder")
+    return path
 
 
 def _savez(tmp: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
@@ -125,4 +173,14 @@ def load_maps(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return out
 
 
-__all__ = ["CLIP_PERCENTILE", "LABELS", "display_maps", "load_maps", "overlay", "save_maps"]
+__all__ = [
+    "CLIP_PERCENTILE",
+    "LABELS",
+    "check_maps_path",
+    "display_maps",
+    "explained_maps",
+    "load_maps",
+    "overlay",
+    "save_maps",
+    "stack_maps",
+]

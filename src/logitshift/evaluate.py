@@ -53,7 +53,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +62,10 @@ import torch.nn.functional as F
 
 from . import engine
 from .attribution import get_method
+from .capture import layer_grid
 from .classes import resolve_class
 from .device import resolve_device
+from .display import check_maps_path, explained_maps, save_maps
 from .errors import LogitShiftError
 from .figures import grid_figure, scaled, signed_method
 from .files import RunLock, atomic_write, provenance, remove_temporaries
@@ -73,12 +75,14 @@ from .metrics import spearman, target_mass
 from .models import get_layer, load_model
 from .records import EvaluateRecord, evaluate_finding, summarize
 from .scores import check_score
-from .shift import DEFAULT_STRENGTH, ShiftSetup, compare, layer_grid, shift_model
+from .shift import DEFAULT_STRENGTH, ShiftSetup, compare
+from .steer import steer_setup
 from .store import FIELDS, Store, remove
 from .targets import parse_target
 
 STORE = "results.sqlite"
 PARTS = "parts"
+MAPS = "maps"  # OUT/maps/part-I.npz: each batch's raw maps with --save-maps (I: its first image's index), merged at the end
 PLOTS = ("target_mass", "spearman_vs_original", "max_abs_prob_diff")
 #: the configuration fields that decide the rows; a resume must not change them.
 IDENTITY = (
@@ -120,6 +124,7 @@ class EvalConfig(ShiftSetup):
     force: bool = False
     progress: bool = True
     plots: bool = True
+    save_maps: str | None = None  # .npz file for the raw maps of every image (display.save_maps)
 
 
 def batches_of(items: Sequence[Item], size: int) -> list[list[Item]]:
@@ -199,6 +204,7 @@ def _prepare_out(out: Path, cfg: EvalConfig, rank: int, world: int) -> None:
         if previous and cfg.force and not cfg.resume:
             remove(out / STORE)
             shutil.rmtree(out / PARTS, ignore_errors=True)
+            shutil.rmtree(out / MAPS, ignore_errors=True)
             shutil.rmtree(out / "plots", ignore_errors=True)
             shutil.rmtree(out / "samples", ignore_errors=True)
             for name in ("summary.json", "summary.md", "rows.csv"):
@@ -206,10 +212,68 @@ def _prepare_out(out: Path, cfg: EvalConfig, rank: int, world: int) -> None:
     _barrier(world)
 
 
-def _identity_config(cfg: EvalConfig, layer: str, shift_layer: str, strength: float) -> dict[str, Any]:
+def _identity_config(cfg: EvalConfig, layer: str, shift_layer: str, strength: dict[str, float], float64_head: bool) -> dict[str, Any]:
+    """The settings that decide the rows, as resolved (the strength and head chosen, not ``auto``)."""
     d = asdict(cfg)
-    d.update(layer=layer, shift_layer=shift_layer, strength=strength)
+    d.update(layer=layer, shift_layer=shift_layer, strength=dict(strength), float64_head=float64_head)
     return {k: d[k] for k in IDENTITY}
+
+
+#: how many of the set's first readable images the shift is chosen and checked on
+CHECK_IMAGES = 8
+
+
+def check_images(items: Sequence[Item], preprocess, n: int = CHECK_IMAGES) -> torch.Tensor:
+    """The first ``n`` readable images of the set (in listing order), decoded: the shift's check images."""
+    from .images import load_image
+
+    tensors = []
+    for item in items:
+        try:
+            tensors.append(load_image(item.spec, preprocess).tensor)
+        except Exception:  # an unreadable file: recorded as bad when its batch comes; not a check image
+            continue
+        if len(tensors) == n:
+            break
+    if not tensors:
+        raise LogitShiftError(f"images: none of the {len(items)} listed can be read")
+    return torch.stack(tensors)
+
+
+def _holds_run(out: Path) -> bool:
+    return (out / STORE).exists() or (out / "summary.json").exists() or (out / PARTS).exists()
+
+
+def _refuse_out(out: Path, cfg: EvalConfig) -> None:
+    """The refusals of :func:`_prepare_out` that need no lock, taken before any work."""
+    if out.exists() and not out.is_dir():
+        raise LogitShiftError(f"--out {str(out)!r}: exists and is not a folder")
+    if _holds_run(out) and not (cfg.resume or cfg.force):
+        raise LogitShiftError(f"--out {str(out)!r}: holds a previous run; pass --resume to continue it or --force to start over")
+
+
+def _discard(out: Path, existed: bool) -> None:
+    """Remove what a refused fresh run wrote into ``out`` (the folder too if the run made it)."""
+    remove(out / STORE)
+    for name in (PARTS, "plots", MAPS):
+        shutil.rmtree(out / name, ignore_errors=True)
+    if not existed:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _same_shift_on_every_rank(shifted, loaded, cfg: EvalConfig, check: torch.Tensor):
+    """Rank 0's strength and head on every rank (threads differ per rank, so an automatic search may round apart)."""
+    import torch.distributed as dist
+
+    from .steer import steer_setup
+
+    mine = [shifted.steering["strength"], shifted.head_dtype == torch.float64]
+    chosen = list(mine)
+    dist.broadcast_object_list(chosen, src=0)
+    if chosen == mine:
+        return shifted
+    setup = replace(cfg, strength=chosen[0], float64_head=chosen[1])
+    return steer_setup(loaded, setup, list(shifted.steering["methods"]), check, method_options=cfg.method_options)
 
 
 def _check_resume(store: Store, ident: dict[str, Any]) -> None:
@@ -238,10 +302,14 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
         raise LogitShiftError(f"--batch-size {cfg.batch_size}: expected an integer >= 1")
     if cfg.workers < 0:
         raise LogitShiftError(f"--workers {cfg.workers}: expected an integer >= 0")
+    if cfg.save_maps:
+        check_maps_path(cfg.save_maps)
     methods = [get_method(m, **cfg.method_options.get(m, {})) for m in dict.fromkeys(cfg.methods)]
     scores = [check_score(s) for s in dict.fromkeys(cfg.scores)]
     items, skipped = collect_images(cfg.images, cfg.lists)
+    _refuse_out(Path(cfg.out), cfg)  # before any work; nothing is created until the shift passed its checks
     loaded = load_model(cfg.model, cfg.weights, num_classes=cfg.num_classes, class_names=cfg.class_names)
+    loaded.module.to(device)
     layer = cfg.layer or loaded.layer
     shift_layer = cfg.shift_layer or layer
     get_layer(loaded.module, layer)
@@ -251,14 +319,12 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
     if cfg.top_k > loaded.num_classes:
         raise LogitShiftError(f"--top-k {cfg.top_k}: this model has {loaded.num_classes} classes")
     size = loaded.preprocess.size
-    probe = torch.zeros(1, 3, size, size)
-    shift_grid = layer_grid(loaded.module, shift_layer, probe)
-    target = parse_target(cfg.region, size, shift_grid) if cfg.construction == "region" else None
-    shifted = shift_model(
-        loaded.module, shift_layer, cfg.construction, cfg.strength, target, head_dtype=torch.float64 if cfg.float64_head else None
-    )
-    strength = float(shifted.shift.strength)
-    target_px = F.interpolate(shifted.target_weights(*shift_grid)[None, None], size=(size, size), mode="nearest")[0, 0]
+    # the strength, the head and the effect are chosen and checked on the first images of the set, on every rank alike
+    check = check_images(items, loaded.preprocess).to(device)
+    shifted = steer_setup(loaded, cfg, [m.name for m in methods], check, method_options=cfg.method_options, progress=cfg.progress)
+    shift_grid = layer_grid(loaded.module, shift_layer, check[:1])
+    target = parse_target(cfg.region, size, shift_grid) if cfg.construction != "paper" else None
+    target_px = F.interpolate(shifted.target_weights(*shift_grid).cpu()[None, None], size=(size, size), mode="nearest")[0, 0]
 
     def weights_for(h: int, w: int) -> torch.Tensor:
         if target is not None:
@@ -269,16 +335,21 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
     if cfg.channels_last:
         shifted.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     created = _init_dist(world, device)
+    if world > 1:
+        shifted = _same_shift_on_every_rank(shifted, loaded, cfg, check)
+    steering = shifted.steering
+    out = Path(cfg.out)
+    existed = out.exists()
     lock = RunLock(cfg.out) if rank == 0 else None
     try:
-        out = Path(cfg.out)
         if out.exists() and not out.is_dir():
             raise LogitShiftError(f"--out {str(out)!r}: exists and is not a folder")
         if lock is not None:
             lock.acquire()  # before anything is read or deleted: a second run (even with --force) is refused
             remove_temporaries(out)  # left by a killed run
+        fresh = not _holds_run(out) or (cfg.force and not cfg.resume)
         _prepare_out(out, cfg, rank, world)
-        ident = _identity_config(cfg, layer, shift_layer, strength)
+        ident = _identity_config(cfg, layer, shift_layer, steering["strength"], shifted.head_dtype == torch.float64)
         main = Store(out / STORE) if rank == 0 else None
         if main is not None:
             _check_resume(main, ident)
@@ -292,25 +363,32 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
         todo = [b for b in todo if b]
         total = sum(len(b) for b in mine)
         done_before = total - sum(len(b) for b in todo)
-        _run_batches(
-            todo,
-            loaded.preprocess,
-            cfg,
-            shifted,
-            layer,
-            methods,
-            scores,
-            extra,
-            labels,
-            weights_for,
-            store,
-            rank,
-            world,
-            device,
-            total,
-            done_before,
-            on_batch,
-        )
+        try:
+            _run_batches(
+                todo,
+                loaded.preprocess,
+                cfg,
+                shifted,
+                layer,
+                methods,
+                scores,
+                extra,
+                labels,
+                weights_for,
+                store,
+                rank,
+                world,
+                device,
+                total,
+                done_before,
+                on_batch,
+                _first_index(items),
+            )
+        except LogitShiftError:
+            if fresh and world == 1:  # a refusal leaves no half-made run behind: what this run wrote goes
+                store.close()
+                _discard(out, existed)
+            raise
         if store is not main:
             store.close()
         _barrier(world)
@@ -340,6 +418,8 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
                 if cfg.plots
                 else []
             )
+            if cfg.save_maps:
+                _merge_maps(out, {r["image"] for r in main.images() if r["status"] == "done"}, cfg.save_maps)
             summary = write_summary(
                 out,
                 main,
@@ -352,6 +432,7 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
                 world,
                 time.perf_counter() - start,
                 samples,
+                steering,
             )
             main.close()
         _barrier(world)
@@ -376,6 +457,42 @@ def _finished(out: Path) -> set[str]:
     return done
 
 
+def _first_index(items: Sequence[Item]) -> dict[str, int]:
+    """Each item's place in the listing (names the maps part of the batch it starts)."""
+    return {it.key: i for i, it in enumerate(items)}
+
+
+def _merge_maps(out: Path, done: set[str], path: str) -> Path:
+    """The batches' map parts as one file (listing order, one map per label), then the parts go.
+
+    Images evaluated by an earlier run without ``--save-maps`` have no maps: a line on stderr says how many.
+    """
+    from .display import LABELS, load_maps
+
+    parts = sorted((out / MAPS).glob("part-*.npz")) if (out / MAPS).is_dir() else []
+    if not parts:
+        raise LogitShiftError(f"--save-maps {path!r}: no maps were kept (every image was evaluated by an earlier run without --save-maps)")
+    maps: list[torch.Tensor] = []
+    labels: dict[str, list] = {k: [] for k in LABELS}
+    seen: set[tuple] = set()
+    for part in parts:
+        d = load_maps(part)
+        for i in range(d["maps"].shape[0]):
+            key = tuple(d[k][i].item() for k in LABELS)
+            if key in seen:  # a batch redone after a kill, or an extra class that is the top-1
+                continue
+            seen.add(key)
+            maps.append(torch.from_numpy(d["maps"][i]))
+            for k in LABELS:
+                labels[k].append(d[k][i].item())
+    written = save_maps(path, maps, **labels)
+    missing = len(done - set(labels["image"]))
+    if missing:
+        sys.stderr.write(f"--save-maps: {missing} evaluated images have no maps (evaluated by a run without --save-maps)\n")
+    shutil.rmtree(out / MAPS, ignore_errors=True)
+    return written
+
+
 def _run_batches(
     todo,
     preprocess,
@@ -394,6 +511,7 @@ def _run_batches(
     total,
     done_before,
     on_batch,
+    index: dict[str, int] | None = None,
 ) -> None:
     from tqdm import tqdm
 
@@ -428,8 +546,16 @@ def _run_batches(
                     classes.append(torch.tensor([labels[it.key] for it in good]))
                 result = engine.explain(shifted, x, layer, methods, scores, ("original", "shifted"), classes, top_k=cfg.top_k)
                 # every batch: an image the check set did not foresee must not pass with changed probabilities
-                _check_equivalence(result.logits, cfg.tolerance, strength=float(shifted.shift.strength))
+                _check_equivalence(result.logits, cfg.tolerance, shifted)
                 rows = batch_rows(result, good, weights_for)
+                if cfg.save_maps and index is not None:  # the parts are written before the batch is committed
+                    saved, labels = explained_maps(result.maps, result.targets, [it.key for it in good])
+                    for hw in dict.fromkeys(tuple(m.shape) for m in saved):  # one part per map size: raw maps, no resampling
+                        mine = [i for i, m in enumerate(saved) if tuple(m.shape) == hw]
+                        name = f"part-{index[good[0].key]:09d}-{hw[0]}x{hw[1]}.npz"
+                        save_maps(
+                            Path(cfg.out) / MAPS / name, [saved[i] for i in mine], **{k: [v[i] for i in mine] for k, v in labels.items()}
+                        )
             store.commit_batch(
                 rows,
                 done=[(it.key, it.name) for it in good],
@@ -445,13 +571,15 @@ def _run_batches(
         bar.close()
 
 
-def _check_equivalence(logits: dict[str, torch.Tensor], tolerance: float, strength: float) -> None:
+def _check_equivalence(logits: dict[str, torch.Tensor], tolerance: float, shifted) -> None:
     eq = compare(logits["original"].cpu(), logits["shifted"].cpu())
     if not eq.ok(tolerance):
+        strength = ", ".join(f"{f}={k:.3g}" for f, k in shifted.steering["strength"].items())
+        wide = shifted.head_dtype == torch.float64
         raise LogitShiftError(
-            f"strength {strength:g}: shifted model changes probabilities by up to {eq.max_abs_prob_diff:.2e} "
-            f"(top-1 agreement {eq.top1_agree:.2f}, |t| up to {eq.max_abs_shift:.3g}) on the first batch, over the "
-            f"tolerance {tolerance:g}; use a smaller strength or a float64 head (--float64-head)"
+            f"strength {strength}: shifted model changes probabilities by up to {eq.max_abs_prob_diff:.2e} "
+            f"(top-1 agreement {eq.top1_agree:.2f}, |t| up to {eq.max_abs_shift:.3g}) on a batch beyond the check images, over the "
+            f"tolerance {tolerance:g}; use a smaller strength" + ("" if wide else " or a float64 head (--float64-head)")
         )
 
 
@@ -602,8 +730,12 @@ def write_summary(
     world: int,
     seconds: float,
     samples: Sequence[dict[str, Any]] = (),
+    steering: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """rows.csv, the plots, summary.md and (last) summary.json, each written atomically."""
+    """rows.csv, the plots, summary.md and (last) summary.json, each written atomically.
+
+    ``steering``: what :func:`logitshift.steer.steer` chose and measured on the check images.
+    """
 
     rows = store.rows()
     images = store.images()
@@ -665,6 +797,7 @@ def write_summary(
         },
         "table": table,
         "samples": list(samples),
+        "steering": steering,
         "files": {"store": STORE, "rows": "rows.csv", "markdown": "summary.md", "plots": [f"plots/{p}" for p in plots]},
         "seconds": round(seconds, 2),
         **provenance(),
@@ -686,7 +819,7 @@ def markdown(summary: dict[str, Any]) -> str:
         summary["finding"],
         "",
         f"Model `{summary['model']}`, layer `{summary['layer']}`; {summary['construction']} shift at "
-        f"`{summary['shift_layer']}`, strength {summary['strength']:g}, target {summary['region']}.",
+        f"`{summary['shift_layer']}`, strength {_strength_text(summary['strength'])}, target {summary['region']}.",
         f"Images: {im['listed']} listed, {im['evaluated']} evaluated, {im['bad']} unreadable, {im['missing']} missing; "
         f"{summary['rows']} rows.",
         "",
@@ -714,6 +847,10 @@ def markdown(summary: dict[str, Any]) -> str:
     if summary["files"]["plots"]:
         lines += ["", "## Distributions", ""] + [f"![{Path(p).stem}]({p})" for p in summary["files"]["plots"]]
     return "\n".join(lines) + "\n"
+
+
+def _strength_text(strength: float | dict[str, float]) -> str:
+    return ", ".join(f"{f} {k:.3g}" for f, k in strength.items()) if isinstance(strength, dict) else f"{strength:g}"
 
 
 def write_plots(folder: Path, rows: Sequence[dict[str, Any]]) -> list[str]:

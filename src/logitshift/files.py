@@ -55,13 +55,22 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
-def run_dir(path: str | os.PathLike, force: bool = False, marker: str = "summary.json") -> Path:
-    """Create an output folder; refuse to reuse one that holds a previous run unless ``force``."""
+def check_out(path: str | os.PathLike, force: bool = False, marker: str = "summary.json") -> Path:
+    """Refuse an output folder that is a file, or holds a previous run (unless ``force``), without creating anything.
+
+    Commands call it first, and :func:`run_dir` once their checks have passed: a refused run leaves no folder behind.
+    """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise LogitShiftError(f"--out {str(path)!r}: exists and is not a folder")
     if (path / marker).exists() and not force:
         raise LogitShiftError(f"--out {str(path)!r}: holds a previous run ({marker}); pass --force to overwrite it")
+    return path
+
+
+def run_dir(path: str | os.PathLike, force: bool = False, marker: str = "summary.json") -> Path:
+    """Create an output folder; refuse to reuse one that holds a previous run unless ``force``."""
+    path = check_out(path, force, marker)
     path.mkdir(parents=True, exist_ok=True)
     RunLock(path).check()
     remove_temporaries(path)

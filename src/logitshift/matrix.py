@@ -30,6 +30,7 @@ import torch
 
 from .attribution import METHODS, get_method
 from .device import resolve_device
+from .display import check_maps_path, explained_maps, save_maps
 from .engine import explain
 from .errors import LogitShiftError
 from .files import atomic_write, provenance, run_dir
@@ -67,6 +68,7 @@ class MatrixConfig:
     figure: bool = True
     progress: bool = True
     device: str = "auto"
+    save_maps: str | None = None  # .npz file for the raw maps (display.save_maps)
 
 
 def method_options(steps: int | None) -> dict[str, dict]:
@@ -207,6 +209,8 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
     methods = cfg.methods or list(METHODS)
     for n in methods:
         get_method(n)
+    if cfg.save_maps:
+        check_maps_path(cfg.save_maps)
     out = run_dir(cfg.out, cfg.force, marker="matrix.json")
     loaded = load_model(cfg.model, cfg.weights, num_classes=cfg.num_classes, class_names=cfg.class_names)
     images = load_images(cfg.images or DEFAULT_SAMPLES, loaded.preprocess)
@@ -229,7 +233,11 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
     target = parse_target(cfg.target, x.shape[-1], grid)
     rows, maps = measure(shifted, x, methods, list(cfg.scores), st["layer"], target, cfg.goal, options, cfg.progress)
     with torch.no_grad():
-        eq = compare(loaded.module(x), shifted(x))
+        z = loaded.module(x)
+        eq = compare(z, shifted(x))
+    if cfg.save_maps:  # each image's predicted class, as in measure()
+        saved, labels = explained_maps({(0, *key): m for key, m in maps.items()}, [z.argmax(1)], [im.name for im in images])
+        save_maps(cfg.save_maps, saved, **labels)
     summary = {
         "command": "matrix",
         "command_line": command_line or "logitshift matrix",

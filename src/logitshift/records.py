@@ -299,7 +299,7 @@ class DemoRecord(Record):
     method: str = "gradcam"
     construction: str = "region"
     strength: float | None = None
-    default_strength: float | None = None
+    default_strength: float | str | None = None  # "auto" for the gate construction
     region: str = ""
     float64_head: bool = False
     tolerance: float | None = None
@@ -311,6 +311,7 @@ class DemoRecord(Record):
     corner: Corner | None = _omit()
     top_k: int = 1
     labels: str | None = None
+    steering: dict[str, Any] = field(default_factory=dict)  # what steer() chose and measured (construction, strength, head, effect)
     results: list[DemoRow] = field(default_factory=list)
 
 
@@ -544,7 +545,7 @@ class EvaluateRecord(Record):
     top_k: int = 1
     labels: str | None = None
     region: str = ""
-    default_strength: float | None = None
+    default_strength: float | str | None = None  # "auto" for the gate construction
     tolerance: float | None = None
     variants: list[str] = field(default_factory=lambda: ["original", "shifted"])
     batch_size: int | None = None
@@ -555,6 +556,7 @@ class EvaluateRecord(Record):
     equivalence: Equivalence = field(default_factory=Equivalence)
     table: list[StatRow] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
+    steering: dict[str, Any] | None = None  # what steer() chose and measured on the check images
     files: EvalFiles = field(default_factory=EvalFiles)
 
     def stat(self, method: str, score: str, variant: str) -> StatRow | None:

@@ -42,14 +42,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .capture import INPUT, layer_grid, recorded
-from .device import model_device
+from .capture import INPUT, layer_grid, recorded  # noqa: F401  (layer_grid: older callers import it from here)
 from .errors import LogitShiftError
-from .models import DEFAULT_MODEL, check_input, get_layer
+from .models import DEFAULT_MODEL, get_layer
 from .targets import Target
 
-CONSTRUCTIONS = ("paper", "region")
-DEFAULT_STRENGTH = {"paper": 1.0, "region": 0.1}
+#: what :func:`logitshift.steer.steer` builds (``gate``: its own per-family terms; the default of demo and evaluate)
+CONSTRUCTIONS = ("gate", "region", "paper")
+DEFAULT_STRENGTH: dict[str, float | str] = {"paper": 1.0, "region": 0.1, "gate": "auto"}
 TOLERANCE = 1e-5
 
 
@@ -313,7 +313,11 @@ class ShiftedModel(nn.Module):
 class ShiftSetup:
     """Which model, which layers and which shift: the settings ``demo`` and ``evaluate`` share.
 
-    ``strength=None`` takes the construction's default; ``tolerance`` is the
+    ``construction``: ``gate`` (default; works on every architecture),
+    ``region`` or ``paper`` (see :func:`logitshift.steer.steer`).
+    ``strength=None`` takes the construction's default (``gate``: ``"auto"``,
+    chosen on the check images); ``float64_head=None`` adds the shift in
+    float64 only when float32 would change probabilities; ``tolerance`` is the
     largest max |Δprob| accepted between the original and the shifted model.
     """
 
@@ -323,10 +327,11 @@ class ShiftSetup:
     class_names: str | None = None  # file naming the model's classes (None: ImageNet names for ImageNet models)
     layer: str | None = None  # explanation layer (None: the model's last feature map)
     shift_layer: str | None = None  # layer the shift reads (None: the explanation layer)
-    construction: str = "region"
+    construction: str = "gate"
     region: str = "top-left"
-    strength: float | None = None
-    float64_head: bool = False
+    strength: float | str | dict[str, float] | None = None  # a number, "auto", {family: K}, or None (the construction's default)
+    float64_head: bool | None = None  # None: float64 only when float32 would change probabilities (auto)
+    goal: float = 0.5  # target mass the logit maps must reach on the check images (0: measure whatever the effect)
     tolerance: float = 1e-5
     classes: list[str] = field(default_factory=list)  # extra classes to explain for every image, by name or index
     top_k: int = 1  # explain each image's top_k most probable classes (1: the prediction)
@@ -457,31 +462,21 @@ def shift_model(
     tolerance: float = TOLERANCE,
     head_dtype: torch.dtype | None = None,
 ) -> ShiftedModel:
-    """Build a shifted model and refuse it if it is not equivalent on ``check``.
+    """One term of ``construction`` on ``layer``, refused if it is not equivalent on ``check``: a thin wrapper of
+    :func:`logitshift.steer.steer` (the one front door) for API users.
 
     ``check`` is a batch of model inputs; the build fails with the measured
     max |Δprob| when it exceeds ``tolerance`` or a top-1 class changes.
     """
-    if check is not None:
-        check_input(check, "check images")
+    from .steer import steer  # steer builds on this module's terms
+
     if construction not in CONSTRUCTIONS:
         raise LogitShiftError(f"construction {construction!r}: unknown; expected one of {', '.join(CONSTRUCTIONS)}")
-    strength = DEFAULT_STRENGTH[construction] if strength is None else float(strength)
-    if not strength == strength or strength in (float("inf"), float("-inf")):
+    if strength is not None and not math.isfinite(float(strength)):
         raise LogitShiftError(f"strength {strength!r}: expected a finite number")
-    if construction == "paper":
-        shift: nn.Module = PaperShift(strength)
-    else:
-        if target is None:
-            raise LogitShiftError("construction 'region': needs a target region (--target)")
-        size = check.shape[-1] if check is not None else target.size
-        grid = layer_grid(model, layer, check if check is not None else torch.zeros(1, 3, size, size, device=model_device(model)))
-        shift = RegionShift(strength, target.weights(*grid))
-    shifted = ShiftedModel(model, layer, shift, head_dtype).to(model_device(model))
-    if check is not None:
-        eq = equivalence(shifted, check)
-        if not eq.ok(tolerance):
-            raise LogitShiftError(
-                eq.refusal(f"strength {strength:g}", tolerance, "use a smaller strength or a float64 head (--float64-head)")
-            )
-    return shifted
+    if construction == "region" and target is None:
+        raise LogitShiftError("construction 'region': needs a target region (--region)")
+    methods = ["gradcam"]  # one CAM method: one term on the layer
+    return steer(
+        model, target, methods, strength, layer, check, construction=construction, tolerance=tolerance, head_dtype=head_dtype, stress=False
+    )

@@ -35,6 +35,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .attribution import METHODS, InputMethod, forward_pass, get_method
@@ -42,70 +43,125 @@ from .capture import INPUT, layer_grid
 from .device import model_device
 from .errors import LogitShiftError
 from .metrics import target_mass
-from .models import LoadedModel, default_layer
-from .shift import TOLERANCE, GateShift, InputShift, ShiftedModel, Stress, equivalence, stress_equivalence
+from .models import LoadedModel, check_input, default_layer
+from .shift import (
+    CONSTRUCTIONS,
+    TOLERANCE,
+    Equivalence,
+    GateShift,
+    InputShift,
+    PaperShift,
+    RegionShift,
+    ShiftedModel,
+    ShiftSetup,
+    Stress,
+    compare,
+    stress_equivalence,
+)
+from .shift import DEFAULT_STRENGTH as SHIFT_STRENGTH
 from .targets import Target, parse_target
 
-#: default strength of each family's term (used when ``strength`` is None)
+#: default strength of each family's term of the gate construction (used when ``strength`` is None)
 DEFAULT_STRENGTH = {"cam": 1.0, "input": 100.0}
 GOAL = 0.5
 FAMILIES = ("cam", "input")
+#: the auto head stays float32 while it changes probabilities on the check images by at most this share of the tolerance
+#: (room for images outside the check set); above it the shift is added in float64
+HEAD_MARGIN = 0.1
+#: the strength grid of ``strength="auto"``: start·2^j for j = −SPAN … SPAN
+SPAN = 12
+#: how far the commands' automatic strength goes from the goal toward the effect's plateau (see ``plateau``)
+PLATEAU = 0.9
 
 
 def steer(
     model: nn.Module | LoadedModel,
-    target: Target | str,
+    target: Target | str | None = None,
     methods: Sequence[str] | None = None,
     strength: float | str | dict[str, float] | None = None,
     layer: str | None = None,
     check: torch.Tensor | None = None,
     *,
+    construction: str = "gate",
+    shift_layer: str | None = None,
     goal: float = GOAL,
+    plateau: float = 0.0,
     tolerance: float = TOLERANCE,
-    head_dtype: torch.dtype | None = None,
+    head_dtype: torch.dtype | str | None = None,
+    measure: bool = False,
+    stress: bool = True,
     method_options: dict[str, dict] | None = None,
     progress: bool = False,
 ) -> ShiftedModel:
-    """A :class:`ShiftedModel` whose logit explanations point at ``target``.
+    """A :class:`ShiftedModel` whose logit explanations point at ``target``: the one front door.
 
-    ``methods``: names from :data:`logitshift.attribution.METHODS` (default:
-    all). ``strength``: ``None`` (the defaults), a number (every term), a dict
-    ``{"cam": K1, "input": K2}``, or ``"auto"`` (needs ``check``). ``layer``:
-    the CAM layer (default: the model's explanation layer). ``check``: images
-    (N×C×H×W) on which equivalence is checked and the automatic strength is
-    measured. The result carries ``.steering``, a dict of what was built.
+    ``construction``: ``"gate"`` (default: one term per family of the methods,
+    :class:`GateShift` for CAMs, :class:`InputShift` for input methods),
+    ``"region"`` (:class:`RegionShift`) or ``"paper"`` (:class:`PaperShift`,
+    cell (0, 0); no target), both one term on ``shift_layer`` that steers CAMs
+    only. ``methods``: names from :data:`logitshift.attribution.METHODS`
+    (default: all). ``strength``: ``None`` (the defaults), a number (every
+    term), a dict ``{"cam": K1, "input": K2}``, or ``"auto"`` (needs
+    ``check``): the smallest strength whose maps reach ``goal`` — or, with
+    ``plateau`` = f > 0, reach ``goal + f·(e_max − goal)`` for every method,
+    ``e_max`` the effect at the strongest grid point (a strength on the flat of
+    the effect curve, not at its steep edge). ``layer``: the explanation
+    (CAM) layer (default: the model's); ``shift_layer``: the layer the CAM
+    term reads (default: ``layer``). ``check``: images (N×C×H×W) on which
+    equivalence is checked and the effect measured. ``head_dtype="auto"``:
+    a float64 head when the float32 one changes probabilities on the check
+    images by more than ``tolerance``·:data:`HEAD_MARGIN`. ``measure``: also
+    measure the effect at a given (not auto) strength. ``stress``: check
+    equivalence beyond the check images too. The result carries
+    ``.steering``, a dict of what was built and measured
+    (``reached``: every steered method met ``goal``; see :func:`unreached`).
     """
+    if construction not in CONSTRUCTIONS:
+        raise LogitShiftError(f"construction {construction!r}: unknown; expected one of {', '.join(CONSTRUCTIONS)}")
     base, layer_default = (model.module, model.layer) if isinstance(model, LoadedModel) else (model, None)
     names = list(METHODS) if methods is None else list(dict.fromkeys(methods))
     if not names:
         raise LogitShiftError("methods: empty list; name at least one method")
     options = method_options or {}
     instances = {n: get_method(n, **options.get(n, {})) for n in names}
-    families = [f for f in FAMILIES if any(m.family == f for m in instances.values())]
     unknown = [n for n, m in instances.items() if m.family not in FAMILIES]
     if unknown:
         raise LogitShiftError(f"method {unknown[0]!r}: family {instances[unknown[0]].family!r} has no shift construction")
+    gate = construction == "gate"
+    # the families with a term: gate steers each family of the methods, region/paper is one feature-map term
+    families = [f for f in FAMILIES if any(m.family == f for m in instances.values())] if gate else ["cam"]
+    # the methods the construction aims at (the effect is measured on these)
+    steered = {n: m for n, m in instances.items() if m.family in families}
     if check is not None:
-        from .models import check_input
-
         check_input(check, "check images")
     size = int(check.shape[-1]) if check is not None else (target.size if isinstance(target, Target) else 224)
     probe = check[:1] if check is not None else torch.zeros(1, 3, size, size, device=model_device(base))
 
     cam_layer = None
+    term_layer = None
     grid = None
-    if "cam" in families:
+    cams = [n for n, m in instances.items() if m.family == "cam"]
+    if cams or not gate:
         cam_layer = layer or layer_default or default_layer(base)
-        cam_names = [n for n, m in instances.items() if m.family == "cam"]
-        if cam_layer == INPUT:
-            raise LogitShiftError(
-                f"method {cam_names[0]!r}: layer {INPUT!r} cannot serve it; a CAM needs a spatial feature map of the model"
-            )
-        try:
-            grid = layer_grid(base, cam_layer, probe)
-        except LogitShiftError as exc:
-            raise LogitShiftError(f"method {cam_names[0]!r}: layer {cam_layer!r} cannot serve it ({exc})") from None
-    tgt = target if isinstance(target, Target) else parse_target(target, size, grid)
+        term_layer = shift_layer or cam_layer
+        for name in dict.fromkeys([cam_layer, term_layer]):
+            what = f"method {cams[0]!r}" if cams else f"construction {construction!r}"
+            if name == INPUT:
+                raise LogitShiftError(f"{what}: layer {INPUT!r} cannot serve it; a CAM needs a spatial feature map of the model")
+            try:
+                shape = layer_grid(base, name, probe)
+            except LogitShiftError as exc:
+                raise LogitShiftError(f"{what}: layer {name!r} cannot serve it ({exc})") from None
+            if name == term_layer:
+                grid = shape
+    if construction == "paper":
+        assert grid is not None
+        corner = PaperShift(1.0).target_weights(*grid)
+        tgt = Target(F.interpolate(corner[None, None], size=(size, size), mode="nearest")[0, 0], f"cell (0, 0) of {term_layer}")
+    elif target is None:
+        raise LogitShiftError(f"construction {construction!r}: needs a target region (--target)")
+    else:
+        tgt = target if isinstance(target, Target) else parse_target(target, size, grid)
     if tgt.size != size or tuple(tgt.mask.shape) != (probe.shape[-2], probe.shape[-1]):
         raise LogitShiftError(
             f"target {tgt.spec!r}: is {tgt.mask.shape[1]}×{tgt.mask.shape[0]}, expected {probe.shape[-1]}×{probe.shape[-2]} (the model input)"
@@ -116,81 +172,205 @@ def steer(
         covered = float(cam_w.sum())
         if not 0 < covered < cam_w.numel():
             raise LogitShiftError(
-                f"target {tgt.spec!r}: covers {'no' if covered <= 0 else 'every'} cell of layer {cam_layer!r}'s {grid[0]}×{grid[1]} grid; "
+                f"target {tgt.spec!r}: covers {'no' if covered <= 0 else 'every'} cell of layer {term_layer!r}'s {grid[0]}×{grid[1]} grid; "
                 "a CAM target must leave some cells out"
             )
     px_w = tgt.weights(probe.shape[-2], probe.shape[-1])
 
-    strengths = _initial_strengths(strength, families)
+    start = {f: DEFAULT_STRENGTH[f] for f in families} if gate else {"cam": float(SHIFT_STRENGTH[construction])}
+    strengths = _initial_strengths(strength, families, start)
     auto = strength == "auto"
     if auto and check is None:
         raise LogitShiftError("strength 'auto': needs check images to measure the effect on")
+    wide = head_dtype if isinstance(head_dtype, torch.dtype) else None
+    if isinstance(head_dtype, str) and head_dtype != "auto":
+        raise LogitShiftError(f"head dtype {head_dtype!r}: expected a torch dtype, None or 'auto'")
 
-    def build(ks: dict[str, float]) -> ShiftedModel:
+    def build(ks: dict[str, float], dtype: torch.dtype | None = wide) -> ShiftedModel:
         terms: dict[str, nn.Module] = {}
         if "cam" in ks:
-            terms[cam_layer] = GateShift(ks["cam"], cam_w)
+            assert term_layer is not None and cam_w is not None
+            if construction == "paper":
+                terms[term_layer] = PaperShift(ks["cam"])
+            elif construction == "region":
+                terms[term_layer] = RegionShift(ks["cam"], cam_w)
+            else:
+                terms[term_layer] = GateShift(ks["cam"], cam_w)
         if "input" in ks:
             terms[INPUT] = InputShift(ks["input"], px_w)
-        return ShiftedModel(base, terms, head_dtype=head_dtype).to(model_device(base)).eval()
+        return ShiftedModel(base, terms, head_dtype=dtype).to(model_device(base)).eval()
 
     effects: dict[str, float] = {}
-    if auto:
+    if check is not None and (auto or measure):
         x = check
         chosen: dict[str, float] = {}
         for family in families:
-            fam = {n: m for n, m in instances.items() if m.family == family}
+            fam = {n: m for n, m in steered.items() if m.family == family}
+            if not fam:
+                continue
             effect = _effect_function(base, build, chosen, family, fam, x, tgt, cam_layer, progress)
+            if not auto:
+                chosen[family] = strengths[family]
+                effects.update(effect(strengths[family]))
+                continue
+            top = effect(start[family] * 2.0**SPAN)
+            aim = {n: goal + plateau * max(0.0, v - goal) for n, v in top.items()}
             bar = _progress(progress, family)
 
-            def tried(k: float, e: dict[str, float], bar=bar) -> None:
+            def tried(k: float, e: dict[str, float], bar=bar, aim=aim) -> None:
                 worst = min(e, key=e.get)
-                bar.set_postfix_str(f"K={k:.3g}: {worst} {e[worst]:.2f} (goal {goal:g})", refresh=False)
+                bar.set_postfix_str(f"K={k:.3g}: {worst} {e[worst] + aim[worst] - goal:.2f} (aim {aim[worst]:.2f})", refresh=False)
                 bar.update(1)
 
-            k, reached = search_strength(effect, DEFAULT_STRENGTH[family], goal, on_try=tried)
+            def relative(k: float, effect=effect, aim=aim) -> dict[str, float]:
+                return {n: v - aim[n] + goal for n, v in effect(k).items()}
+
+            k, best = search_strength(relative, start[family], goal, span=SPAN, on_try=tried)
             bar.close()
             if k is None:
-                worst = min(reached, key=reached.get)
+                best = {n: v + aim[n] - goal for n, v in best.items()}
+                worst = min(best, key=best.get)
                 raise LogitShiftError(
-                    f"strength 'auto': no {family}-family strength up to {DEFAULT_STRENGTH[family] * 2**12:g} gives every method "
-                    f"a target mass of {goal:g}; method {worst!r} reaches {reached[worst]:.2f} at most on these check images"
+                    f"the effect was not reached: strength 'auto': no {family}-family strength up to {start[family] * 2.0**SPAN:g} "
+                    f"gives every method a target mass of {goal:g}; method {worst!r} reaches {best[worst]:.2f} at most on these check images"
                 )
             chosen[family] = k
-            effects.update(reached)
-        strengths = chosen
+            effects.update(effect(k))
+        if auto:
+            strengths = {f: chosen.get(f, strengths[f]) for f in families}
     shifted = build(strengths)
-    stress: Stress | None = None
+    head = {"dtype": str(shifted.head_dtype or "float32").replace("torch.", ""), "auto": head_dtype == "auto"}
+    result: Stress | None = None
     if check is not None:
-        center_shift(shifted, check)
-        eq = equivalence(shifted, check)
+        z, acts = center_shift(shifted, check)  # one pass of the check images serves the centring and the equivalence
+
+        def measured() -> Equivalence:
+            with torch.no_grad():
+                return compare(z, shifted.shifted_logits(z, acts))
+
+        eq = measured()
+        if head_dtype == "auto":
+            head["float32_max_abs_prob_diff"] = eq.max_abs_prob_diff
+            if eq.max_abs_prob_diff > HEAD_MARGIN * tolerance or eq.top1_agree < 1.0:
+                shifted.head_dtype = torch.float64
+                head["dtype"] = "float64"
+                eq = measured()
         if not eq.ok(tolerance):
-            raise LogitShiftError(eq.refusal(f"strength {_fmt(strengths)}", tolerance, "use a smaller strength"))
-        stress = stress_equivalence(shifted, check, tolerance)
+            remedy = "use a smaller strength" + ("" if shifted.head_dtype == torch.float64 else " or a float64 head (--float64-head)")
+            raise LogitShiftError(eq.refusal(f"strength {_fmt(strengths)}", tolerance, remedy))
+        if stress:
+            result = stress_equivalence(shifted, check, tolerance)
     shifted.steering = {
         "methods": names,
+        "construction": construction,
         "families": families,
         "layer": cam_layer,
+        "shift_layer": term_layer,
         "target": tgt.spec,
         "strength": dict(strengths),
         "auto": auto,
         "goal": goal,
+        "plateau": plateau if auto else None,
         "effect": effects,
-        "stress": stress.to_json() if stress is not None else None,
+        "steered": list(steered),
+        "reached": all(effects.get(n, 0.0) >= goal for n in steered) if effects else None,
+        "head": head,
+        "check_images": int(check.shape[0]) if check is not None else 0,
+        "stress": result.to_json() if result is not None else None,
     }
     return shifted
 
 
-def _initial_strengths(strength, families: list[str]) -> dict[str, float]:
+def steer_setup(
+    loaded: LoadedModel,
+    setup: ShiftSetup,
+    methods: Sequence[str],
+    check: torch.Tensor,
+    *,
+    method_options: dict[str, dict] | None = None,
+    progress: bool = False,
+) -> ShiftedModel:
+    """The shifted model a command's :class:`~logitshift.shift.ShiftSetup` asks for, built by :func:`steer` on ``check``.
+
+    Defaults that work on a user's own photos: the gate construction at
+    strength ``"auto"`` (aiming :data:`PLATEAU` of the way from the goal to
+    the effect's plateau on ``check``), a float64 head only when float32
+    would change probabilities (``head_dtype="auto"``). The effect is
+    measured at any strength; when it falls short of the goal the build is
+    refused with one line (:func:`unreached`), before anything is written.
+    """
+    strength = setup.strength if setup.strength is not None else SHIFT_STRENGTH[setup.construction]
+    head: torch.dtype | str | None = "auto" if setup.float64_head is None else (torch.float64 if setup.float64_head else None)
+    shifted = steer(
+        loaded,
+        None if setup.construction == "paper" else setup.region,
+        methods,
+        strength,
+        setup.layer,
+        check,
+        construction=setup.construction,
+        shift_layer=setup.shift_layer,
+        goal=setup.goal,
+        plateau=PLATEAU,
+        tolerance=setup.tolerance,
+        head_dtype=head,
+        measure=True,
+        stress=False,
+        method_options=method_options,
+        progress=progress,
+    )
+    line = unreached(shifted.steering)
+    if line is not None:
+        raise LogitShiftError(line)
+    return shifted
+
+
+def chosen(steering: dict) -> str:
+    """What :func:`steer` chose, in words: construction, strength (and how), head, the effect on the check images."""
+    ks = _fmt(steering["strength"])
+    how = f"auto: {steering['plateau']:g} of the way to the plateau" if steering["auto"] and steering.get("plateau") else "auto"
+    head = steering.get("head") or {}
+    wide = head.get("dtype") == "float64"
+    head_text = f"{'float64' if wide else 'float32'} head" + (
+        f" (auto: float32 changed probabilities by {head['float32_max_abs_prob_diff']:.1e})"
+        if head.get("auto") and "float32_max_abs_prob_diff" in head
+        else ""
+    )
+    effect = ", ".join(f"{n} {v:.2f}" for n, v in (steering.get("effect") or {}).items())
+    return f"{steering['construction']} shift, strength {ks}{f' ({how})' if steering['auto'] else ''}, {head_text}" + (
+        f"; target mass on the {steering['check_images']} check images: {effect}" if effect else ""
+    )
+
+
+def unreached(steering: dict) -> str | None:
+    """The one line that says a measured effect fell short of the goal (``None`` when it was reached or not measured).
+
+    The paper construction is exempt: its point is a class-agnostic map, not a target (its corner is one cell).
+    """
+    effects, goal = steering.get("effect") or {}, steering.get("goal", GOAL)
+    if steering.get("construction") == "paper" or steering.get("reached") is not False:
+        return None
+    short = {n: effects.get(n, 0.0) for n in steering["steered"] if effects.get(n, 0.0) < goal}
+    worst = min(short, key=short.get)
+    k = _fmt(steering["strength"])
+    remedy = "--strength auto" if steering["construction"] == "gate" else "--construction gate (works on every architecture)"
+    return (
+        f"the effect was not reached: at strength {k} the {steering['construction']} shift puts {short[worst]:.2f} of method "
+        f"{worst!r}'s logit map in the target {steering['target']!r} on the {steering['check_images']} check images "
+        f"(goal {goal:g}); try {remedy}, or --goal 0 to measure it as it is"
+    )
+
+
+def _initial_strengths(strength, families: list[str], start: dict[str, float]) -> dict[str, float]:
     if strength is None or strength == "auto":
-        return {f: DEFAULT_STRENGTH[f] for f in families}
+        return {f: start[f] for f in families}
     if isinstance(strength, str):
         raise LogitShiftError(f"strength {strength!r}: expected a number, a dict per family, or 'auto'")
     if isinstance(strength, dict):
         bad = [k for k in strength if k not in FAMILIES]
         if bad:
             raise LogitShiftError(f"strength: family {bad[0]!r} unknown; expected {', '.join(FAMILIES)}")
-        out = {f: float(strength.get(f, DEFAULT_STRENGTH[f])) for f in families}
+        out = {f: float(strength.get(f, start[f])) for f in families}
     else:
         out = {f: float(strength) for f in families}
     for f, k in out.items():
@@ -332,18 +512,32 @@ def search_strength(
 
 
 @torch.no_grad()
-def center_shift(shifted: ShiftedModel, x: torch.Tensor) -> None:
+def center_shift(shifted: ShiftedModel, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Set each :class:`GateShift` term's offset to the midrange of its values on ``x``.
 
     A constant in ``t`` changes no gradient; centring keeps ``|t|`` — and with
     it the float32 rounding of ``z + t`` — as small as possible on ``x``.
+    Returns the pass it took (the base's logits and the activations the terms
+    read), from which the equivalence on ``x`` follows without another pass.
     """
-    _, acts = shifted.capture(x)
+    z, acts = shifted.capture(x)
     for name, term in zip(shifted.layers, shifted.shifts):
         if isinstance(term, GateShift):
             term.offset.zero_()
             t = term(acts[name]).double()
             term.offset.fill_(float((t.max() + t.min()) / 2))
+    return z, acts
 
 
-__all__ = ["DEFAULT_STRENGTH", "GOAL", "center_shift", "search_strength", "steer"]
+__all__ = [
+    "CONSTRUCTIONS",
+    "DEFAULT_STRENGTH",
+    "GOAL",
+    "PLATEAU",
+    "center_shift",
+    "chosen",
+    "search_strength",
+    "steer",
+    "steer_setup",
+    "unreached",
+]

@@ -8,7 +8,19 @@ from ..attribution import CAM_METHODS
 from ..demo import DemoConfig, run_demo
 from ..images import DEFAULT_SAMPLES
 from ..report import write_report
-from .flags import class_flags, force_flag, images_flag, model_flags, out_flag, progress_flag, report_flag, shift_flags, shift_setup
+from ..steer import chosen
+from .flags import (
+    class_flags,
+    force_flag,
+    images_flag,
+    model_flags,
+    out_flag,
+    progress_flag,
+    report_flag,
+    save_maps_flag,
+    shift_flags,
+    shift_setup,
+)
 
 
 def register(sub) -> argparse.ArgumentParser:
@@ -34,6 +46,7 @@ def register(sub) -> argparse.ArgumentParser:
     force_flag(p)
     progress_flag(p)
     report_flag(p)
+    save_maps_flag(p)
     p.set_defaults(func=run)
     return p
 
@@ -47,10 +60,13 @@ def run(args: argparse.Namespace) -> int:
         method=args.method,
         progress=not args.no_progress,
         device=args.device,
+        save_maps=args.save_maps,
     )
     summary = run_demo(cfg)
     figures = len({r["figure"] for r in summary["results"] if r.get("figure")})
-    print(f"{summary['finding']}\n{figures} figures and summary.json in {args.out} ({summary['seconds']:.1f} s)")
+    print(
+        f"{summary['finding']}\n{chosen(summary['steering'])}\n{figures} figures and summary.json in {args.out} ({summary['seconds']:.1f} s)"
+    )
     if args.report:
         print(f"report: {write_report(args.out)}")
     return 0

@@ -8,6 +8,7 @@ from typing import Any
 from ..errors import LogitShiftError
 from ..evaluate import EvalConfig, run_evaluate
 from ..report import write_report
+from ..steer import chosen
 from .flags import (
     alias,
     class_flags,
@@ -18,6 +19,7 @@ from .flags import (
     out_flag,
     progress_flag,
     report_flag,
+    save_maps_flag,
     shift_flags,
     shift_setup,
 )
@@ -68,6 +70,7 @@ def register(sub) -> argparse.ArgumentParser:
     report_flag(p)
     p.add_argument("--no-plots", action="store_true", help="skip the distribution plots")
     progress_flag(p)
+    save_maps_flag(p)
     p.set_defaults(func=run)
     return p
 
@@ -95,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         device=args.device,
+        save_maps=args.save_maps,
         channels_last=args.channels_last,
         resume=args.resume,
         force=args.force,
@@ -107,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{summary['finding']}\n"
             f"{summary['rows']} rows for {im['evaluated']} images ({im['bad']} unreadable) in {args.out}: "
-            f"results.sqlite, rows.csv, summary.json, summary.md\n"
+            f"results.sqlite, rows.csv, summary.json, summary.md{f', maps in {args.save_maps}' if args.save_maps else ''}\n"
+            f"{chosen(summary['steering'])}\n"
             f"max |Δprob| {eq['max_abs_prob_diff']}, top-1 agreement {eq['top1_agree']}, {summary['seconds']:.1f} s"
         )
         if args.report:

@@ -54,6 +54,21 @@ def positive_float(text: str) -> float:
     return value
 
 
+def strength_value(text: str) -> float | str:
+    """An argparse type: ``auto`` or a finite number > 0."""
+    return "auto" if text == "auto" else positive_float(text)
+
+
+def save_maps_flag(p: argparse.ArgumentParser) -> None:
+    """``--save-maps FILE``: the raw maps as named arrays in one ``.npz`` (see :func:`logitshift.display.save_maps`)."""
+    p.add_argument(
+        "--save-maps",
+        default=None,
+        metavar="FILE",
+        help="also write the raw maps to FILE (.npz; arrays maps, image, class, score, method, variant; numpy.load reads it)",
+    )
+
+
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: an integer ``>= minimum`` (one-line error otherwise)."""
 
@@ -156,10 +171,31 @@ def shift_flags(p: argparse.ArgumentParser) -> None:
     target_flag(p, "default top-left; with --construction paper: cell (0, 0) of the shift layer")
     alias(p, "--region", "target", "--target")
     p.add_argument("--shift-layer", default=None, help="layer the shift reads (default: the explanation layer)")
-    p.add_argument("--construction", choices=("paper", "region"), default="region")
-    p.add_argument("--strength", type=positive_float, default=None, help="shift strength K (default 1 for paper, 0.1 for region)")
-    p.add_argument("--float64-head", action="store_true", help="add the shift in float64 (keeps probabilities equal for large strengths)")
+    p.add_argument(
+        "--construction",
+        choices=("gate", "region", "paper"),
+        default="gate",
+        help="gate (default: works on every architecture), region, or paper (Lerma & Lucas's corner cell)",
+    )
+    p.add_argument(
+        "--strength",
+        type=strength_value,
+        default=None,
+        help="shift strength K, or 'auto' (default: auto for gate, chosen on the images; 1 for paper, 0.1 for region)",
+    )
+    p.add_argument(
+        "--float64-head",
+        action="store_true",
+        default=None,
+        help="add the shift in float64 (default: only when float32 would change probabilities)",
+    )
     p.add_argument("--tolerance", type=positive_float, default=1e-5, help="largest max |Δprob| accepted (default 1e-5)")
+    p.add_argument(
+        "--goal",
+        type=float,
+        default=0.5,
+        help="target mass the shifted logit maps must reach on the check images, or the run is refused (default 0.5; 0: measure any effect)",
+    )
 
 
 def shift_setup(args: argparse.Namespace) -> dict[str, Any]:
@@ -175,6 +211,7 @@ def shift_setup(args: argparse.Namespace) -> dict[str, Any]:
         "strength",
         "float64_head",
         "tolerance",
+        "goal",
     )
     return {
         **{k: getattr(args, k) for k in keys},

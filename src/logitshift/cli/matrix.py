@@ -9,7 +9,7 @@ from ..matrix import DEFAULT_STEPS, MatrixConfig, run_matrix
 from ..report import write_report
 from ..scores import SCORES
 from ..shift import parse_strength
-from .flags import force_flag, images_flag, int_at_least, model_flags, out_flag, progress_flag, report_flag, target_flag
+from .flags import force_flag, images_flag, int_at_least, model_flags, out_flag, progress_flag, report_flag, save_maps_flag, target_flag
 
 
 def register(sub) -> argparse.ArgumentParser:
@@ -38,6 +38,7 @@ def register(sub) -> argparse.ArgumentParser:
     force_flag(p)
     report_flag(p)
     progress_flag(p)
+    save_maps_flag(p)
     p.set_defaults(func=run)
     return p
 
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         figure=not args.no_figure,
         progress=not args.no_progress,
         device=args.device,
+        save_maps=args.save_maps,
     )
     shown = [f"--model {cfg.model}", f"--target {cfg.target}"] + ([f"--images {' '.join(cfg.images)}"] if cfg.images else [])
     shown += [f"--methods {' '.join(cfg.methods)}"] if cfg.methods else []
