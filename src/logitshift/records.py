@@ -537,7 +537,7 @@ class EvaluateRecord(Record):
     layer: str = ""
     shift_layer: str = ""
     construction: str = "region"
-    strength: float | None = None
+    strength: float | dict[str, float] | None = None  # steer: one strength per term family
     float64_head: bool = False
     methods: list[str] = field(default_factory=list)
     scores: list[str] = field(default_factory=list)
