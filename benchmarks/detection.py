@@ -497,8 +497,11 @@ def roc_auc(scores: list[float], labels: list[bool]) -> float:
 
 
 #: Constructions that are honest classifiers by construction: reported as the audit's limit, not in the headline figures.
-LIMITS = ("linear-head",)
+LIMITS = ("linear-head", "extra-feature-mixed")
 
+
+#: The tests that decide a verdict, in the order the tables give them.
+TESTS = ("bypass", "head", "feature", "effect")
 
 #: A shift counts as fooling only if it keeps every probability within this (the attack budget).
 BUDGET = 1e-5
@@ -534,7 +537,7 @@ def summarize(every: list[dict], threshold: float) -> dict:
         "honest_kappa_max": max(r["kappa"] for r in honest),
         "fooling_kappa_min": min((r["kappa"] for r in fooling), default=float("nan")),
         "threshold": threshold,
-        "by_test": {t: sum(r["flagged"] and r["deciding"] == t for r in shifted) for t in ("bypass", "head", "effect")},
+        "by_test": {t: sum(r["flagged"] and r["deciding"] == t for r in shifted) for t in TESTS},
         "over_budget": sum(r.get("max_abs_prob_diff", 0.0) > BUDGET for r in rows if r["shifted"]),
         "honest_steered": sum(r["finding"] == "explanations steered" for r in honest),
         "honest_findings": {f: sum(r["finding"] == f for r in honest) for f in dict.fromkeys(r["finding"] for r in honest)},
@@ -563,6 +566,19 @@ def summarize(every: list[dict], threshold: float) -> dict:
             "changing_missed": sum(r["changed"] and not r["flagged"] for r in limit),
             "roc_auc_vs_honest": roc_auc([r["score"] for r in honest + limit], [False] * len(honest) + [True] * len(limit)),
             "roc_auc_every_row": roc_auc([r["score"] for r in every], [r["shifted"] for r in every]),
+            "by_family": {
+                name: {
+                    "models": sum(r["construction"] == name for r in limit),
+                    "flagged": sum(r["flagged"] for r in limit if r["construction"] == name),
+                    "fooling": sum(r["fooled"] for r in limit if r["construction"] == name),
+                    "fooling_missed": sum(r["fooled"] and not r["flagged"] for r in limit if r["construction"] == name),
+                    "roc_auc_vs_honest": roc_auc(
+                        [r["score"] for r in honest] + [r["score"] for r in limit if r["construction"] == name],
+                        [False] * len(honest) + [True] * sum(r["construction"] == name for r in limit),
+                    ),
+                }
+                for name in dict.fromkeys(r["construction"] for r in limit)
+            },
         },
     }
 
@@ -574,7 +590,7 @@ def per_construction(rows: list[dict], auc: dict | None = None) -> list[str]:
     for name in names:
         rs = [r for r in rows if r["construction"] == name]
         changed, fooled = [r for r in rs if r["changed"]], [r for r in rs if r["fooled"]]
-        decided = "/".join(str(sum(r["flagged"] and r["deciding"] == t for r in rs)) for t in ("bypass", "head", "effect"))
+        decided = "/".join(str(sum(r["flagged"] and r["deciding"] == t for r in rs)) for t in TESTS)
         out.append(
             f"| `{name}` | {len(rs)} | {sum(r['flagged'] for r in rs)} | {len(changed)} / {sum(r['flagged'] for r in changed)} | "
             f"{len(fooled)} / {sum(r['flagged'] for r in fooled)} | {min(r['score'] for r in rs):.3g} | {decided} | {auc.get(name, float('nan')):.4f} |"
@@ -612,7 +628,7 @@ def markdown(result: dict) -> str:
         f"| largest score of an honest model | {s['honest_score_max']:.3g} |",
         f"| smallest score of a fooling shift | {s['fooling_score_min']:.3g} |",
         f"| largest κ of an honest model / smallest κ of a fooling shift | {s['honest_kappa_max']:.3g} / {s['fooling_kappa_min']:.3g} |",
-        f"| flagged shifts decided by bypass / head / effect | {s['by_test']['bypass']} / {s['by_test']['head']} / {s['by_test']['effect']} |",
+        f"| flagged shifts decided by bypass / head / feature / effect | {' / '.join(str(s['by_test'].get(t, 0)) for t in TESTS)} |",
         f"| honest models called *explanations steered* | {s['honest_steered']} |",
         f"| shifted rows over the budget (max \\|Δp\\| > {BUDGET:g}: never counted as fooling) | {s['over_budget']} |",
         f"| honest models' findings | {'; '.join(f'{k}: {v}' for k, v in s['honest_findings'].items())} |",
@@ -623,23 +639,26 @@ def markdown(result: dict) -> str:
         "",
         "## Per construction",
         "",
-        "| construction | models | flagged | change a map (ρ < 0.9) / flagged | fool (ρ < 0.5) / flagged | smallest score | decided by bypass / head / effect | ROC-AUC vs honest |",
+        "| construction | models | flagged | change a map (ρ < 0.9) / flagged | fool (ρ < 0.5) / flagged | smallest score | decided by bypass / head / feature / effect | ROC-AUC vs honest |",
         "|---|---:|---:|---:|---:|---:|---|---:|",
         *per_construction(result["rows"], s.get("roc_auc_by_family")),
         "",
         "## Limit: a linear shift of the classifier's input",
         "",
         "`linear-head` (``t = K·uᵀh``) turns the classifier weights into ``W + K·1uᵀ``: the shifted model *is* an honest "
-        "linear classifier, so no test of the function can single it out; only its size (κ) can. These rows are not in "
-        "the figures above.",
+        "linear classifier, so no test of the function can single it out; only its size can. `extra-feature-mixed` is "
+        "the extra-feature attack behind a random rotation of the classifier's input, written against the feature test: "
+        "the same ``W + 1uᵀ`` form. These rows are not in the figures above.",
         "",
-        "| | value |",
-        "|---|---|",
-        f"| `linear-head` models flagged | {s['limits']['flagged']} / {s['limits']['models']} |",
-        f"| of them fooling, missed | {s['limits']['fooling_missed']} of {s['limits']['fooling']} |",
-        f"| of them changing a map (Spearman < {CHANGED_BELOW}), missed | {s['limits']['changing_missed']} |",
-        f"| ROC-AUC, `linear-head` vs honest | {s['limits']['roc_auc_vs_honest']:.4f} |",
-        f"| ROC-AUC, every row of this benchmark (`linear-head` included) | {s['limits']['roc_auc_every_row']:.4f} |",
+        "| family | models | flagged | fooling, missed | ROC-AUC vs honest |",
+        "|---|---:|---:|---:|---:|",
+        *[
+            f"| `{name}` | {f['models']} | {f['flagged']} | {f['fooling_missed']} of {f['fooling']} | {f['roc_auc_vs_honest']:.4f} |"
+            for name, f in s["limits"].get("by_family", {}).items()
+        ],
+        f"| all limit rows | {s['limits']['models']} | {s['limits']['flagged']} | {s['limits']['fooling_missed']} of {s['limits']['fooling']} | {s['limits']['roc_auc_vs_honest']:.4f} |",
+        "",
+        f"ROC-AUC over every row of this benchmark, the limit rows included: {s['limits']['roc_auc_every_row']:.4f}.",
         "",
         "## Honest models",
         "",

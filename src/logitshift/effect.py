@@ -150,8 +150,9 @@ def layer_effects(
     class: ``s/|R|``), or None; ``bound``: the honest bound on ``‖m ⊙ A‖`` per
     image (``‖m‖`` at the input). Maps are only compared where they can
     differ: without a proven part and within the bound both effects are 0 by
-    construction (the same map), so an honest model costs no map at all beyond
-    the plain disagreement of the first method (Grad-CAM, saliency)."""
+    construction (the same map), so an honest model costs two maps per method:
+    its logit map and its centered-logit map (the plain disagreement,
+    ``immune``: what the common mode, honest or not, does to each method)."""
     g_top, common = g_top.detach(), common.detach()
     centered = g_top - common
     size = norms(weighted(common, None if layer == INPUT else act))
@@ -163,8 +164,8 @@ def layer_effects(
     without = None if proven is None else g_top - proven.detach()
     zeros = [0.0] * len(g_top)
     out = []
-    for j, (name, fn) in enumerate(methods_at(layer, act.detach()).items()):
-        logit = fn(g_top) if (j == 0 or held_needed or without is not None) else None
+    for name, fn in methods_at(layer, act.detach()).items():
+        logit = fn(g_top)
         size_effect, unstable = zeros, [False] * len(g_top)
         if held_needed and name in UNSTABLE:
             unstable = [True] * len(g_top)
@@ -176,7 +177,7 @@ def layer_effects(
             MethodEffect(
                 method=name,
                 layer=layer,
-                immune=_disagreement(logit, fn(centered)) if j == 0 else [],
+                immune=_disagreement(logit, fn(centered)),
                 structural=_disagreement(logit, fn(without)) if without is not None else zeros,
                 size=size_effect,
                 unstable=unstable,
