@@ -695,10 +695,13 @@ def markdown(result: dict) -> str:
 # ----------------------------------------------------------------------------- main
 
 
-def run(quick: bool, probes: int, progress: bool = True) -> dict:
-    from tqdm import tqdm
+def run(quick: bool, probes: int, progress: bool = True, only: str | None = None, stem: str | None = None) -> dict:
+    """Every row, or (``only``) the shifted rows of one base model: a slow base's rows can run in a second process,
+    and ``--merge`` puts the row files together."""
 
     start, cpu = time.perf_counter(), time.process_time()
+    if only == "efficientnet-lite0":
+        return _run_jobs([lite0_base(2)], [], [], quick, probes, progress, start, cpu, stem, shifted_only=True)
     bases: list[Base] = small_bases(4 if quick else 30)
     honest_only: list[Base] = small_bases(2 if quick else 12, "twohead")
     digits_bases = [digits_base(r, c) for c in (2, 10) for r in (("sgd", "adam") if quick else RECIPES)]
@@ -709,8 +712,16 @@ def run(quick: bool, probes: int, progress: bool = True) -> dict:
         bases.append(lite0_base(2))
         honest_only += [lite0_head_tuned(o, 2) for o in ("sgd", "adam", "adamw")]
         honest_only += [b for b in (lite_base("efficientnet-lite1", 2), lite_base("efficientnet-lite2", 2)) if b is not None]
+    if only is not None:
+        bases, honest_only, digits_bases = [b for b in bases if b.name == only], [], [b for b in digits_bases if b.name == only]
+    return _run_jobs(bases, honest_only, digits_bases, quick, probes, progress, start, cpu, stem, shifted_only=only is not None)
+
+
+def _run_jobs(bases, honest_only, digits_bases, quick, probes, progress, start, cpu, stem, shifted_only=False) -> dict:
+    from tqdm import tqdm
+
     jobs: list[tuple[Base, str, str, float, Callable[[], nn.Module] | None]] = []
-    for b in bases + honest_only:
+    for b in [] if shifted_only else bases + honest_only:
         jobs.append((b, "honest", "", 0.0, None))
     # attacks by someone who has read the audit (benchmarks/adaptive.py), on random and trained small CNNs
     targets = [b for b in bases if b.name.startswith("tiny") and b.name.endswith(("-s0", "-s3"))]
@@ -738,7 +749,7 @@ def run(quick: bool, probes: int, progress: bool = True) -> dict:
             b.layers.append(b.cam_layer)
     references: dict[str, tuple] = {}
     rows: list[dict] = []
-    raw = ROOT / "benchmarks" / "results" / f"detection{'-quick' if quick else ''}.rows.json"
+    raw = ROOT / "benchmarks" / "results" / f"{stem or ('detection-quick' if quick else 'detection')}.rows.json"
 
     def dump() -> None:
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
@@ -795,15 +806,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from-json", default=None, help="re-summarize the rows of a previous run's JSON (no model is run)")
     parser.add_argument("--stem", default=None, help="file names of the results (default detection or detection-quick)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for detection.json and detection.md")
+    parser.add_argument("--only", default=None, help="only the shifted rows of this base model (e.g. efficientnet-lite0)")
+    parser.add_argument("--merge", nargs="+", default=None, help="row files (.rows.json) to put together and summarize")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     from logitshift.audit import DEFAULT_PROBES
 
-    if args.from_json:
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        seen: dict[tuple, dict] = {}
+        for part in parts:
+            for r in part["rows"] + part["skipped"]:
+                seen.setdefault((r["model"], r["construction"], r["layer"], r["strength"]), r)
+        # wall time: the longest part (they ran side by side); CPU time: the sum
+        result = finish(list(seen.values()), parts[0]["probes"], max(p["seconds"] for p in parts), sum(p["cpu_seconds"] for p in parts))
+    elif args.from_json:
         old = json.loads(Path(args.from_json).read_text())
         result = finish(old["rows"] + old["skipped"], old["probes"], old["seconds"], old["cpu_seconds"])
     else:
-        result = run(args.quick, args.probes or DEFAULT_PROBES)
+        result = run(args.quick, args.probes or DEFAULT_PROBES, only=args.only, stem=args.stem)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = args.stem or ("detection-quick" if args.quick else "detection")

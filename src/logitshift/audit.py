@@ -758,9 +758,27 @@ class AuditResult:
         if self.finding == FINDINGS["present"]:
             return (
                 f"{self.finding}: κ {tests['kappa']['value']:.3g} (weighted {tests['kappa']['weighted']:.3g}) is above {self.threshold:g}, "
-                f"but no map moves beyond the honest range (largest effect {effect['value']:.3f}, below {AFFECTED:g}) and no shift is proven."
+                f"but no map moves beyond the honest range (largest effect {effect['value']:.3f}, below {AFFECTED:g}) and no shift is proven"
+                + self._differing()
+                + "."
             )
-        return f"{self.finding}: no shift proven, κ {tests['kappa']['value']:.3g} ≤ {self.threshold:g}, largest effect on a map {effect['value']:.3f}."
+        return (
+            f"{self.finding}: no shift proven, κ {tests['kappa']['value']:.3g} ≤ {self.threshold:g}, largest effect on a map {effect['value']:.3f}"
+            + self._differing()
+            + "."
+        )
+
+    def _differing(self) -> str:
+        """For a model called clean: the maps its own (honest-sized) common mode moves, so the user knows where the
+        logit and the centered logit disagree."""
+        effects = self.effects
+        hit = effects.differing()
+        if not hit:
+            return ""
+        return (
+            f"; its own common mode moves {len(hit)} of {len(effects.methods)} maps away from the centered-logit map: "
+            f"{effects.differing_summary()} (explain the centered logit with those)"
+        )
 
     def to_json(self) -> dict:
         return {

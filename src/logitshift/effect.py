@@ -227,6 +227,19 @@ class Effects:
         more = len(hit) - limit
         return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
 
+    def differing(self) -> list[MethodEffect]:
+        """Method families (at a layer) whose logit map differs from the centered-logit map (Spearman < 0.9) on some
+        image: what the common mode, honest or not, does to each method (``immune``), the worst first."""
+        hit = [m for m in self.methods if max(m.immune, default=0.0) >= AFFECTED]
+        return sorted(hit, key=lambda m: -max(m.immune))
+
+    def differing_summary(self, limit: int = 3) -> str:
+        """``gradcam at stem (Spearman −0.01), …``: the logit maps farthest from their centered-logit maps."""
+        hit = self.differing()
+        parts = [f"{m.method} at {m.layer} (Spearman {1.0 - max(m.immune):.2f})" for m in hit[:limit]]
+        more = len(hit) - limit
+        return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
+
     def to_json(self) -> list[dict]:
         from dataclasses import asdict
 
