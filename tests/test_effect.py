@@ -79,6 +79,31 @@ def test_the_effect_is_exactly_zero_without_a_shift_and_tracks_the_shifts_true_e
         assert all(abs(a - b) < 1e-2 for a, b in zip(structural, truth)), (k, structural, truth)
 
 
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    width=st.sampled_from([4, 8]),
+    classes=st.sampled_from([2, 10, 100]),
+    log_strength=st.floats(-5, 0),
+)
+def test_the_feature_test_is_zero_without_a_shift_and_grows_with_it(seed, width, classes, log_strength):
+    """Law: a random CNN's classifier has no feature read by the common mode alone (the feature statistic is
+    exactly 0); with the shift appended as a feature, ``z = Wh + b + K·f·1``, the statistic (the common mode's
+    fraction on that feature, ``K·|∂f|/‖∂Σz/∂h‖`` per image) finds that feature at every K (10⁻⁵…10), grows
+    strictly with K, and fires once it is above 10⁻⁴."""
+    base, x = TinyCNN(classes, width, seed), images(3, seed)
+    honest = audit_model(base, x).tests()["feature"]
+    assert honest["value"] == 0.0 and not honest["fired"]
+    values = []
+    for k in (10.0**log_strength, 10.0 * 10.0**log_strength):
+        tests = audit_model(ExtraFeature(base, "features", k), x).tests()
+        assert tests["feature"]["value"] > 0 and tests["feature"]["features"] == [width], (k, tests["feature"])
+        # it fires once that part stands above round-off (TOLERANCE = 1e-4 of the common mode)
+        assert tests["feature"]["fired"] == (tests["feature"]["value"] > 1e-4), (k, tests["feature"])
+        values.append(tests["feature"]["value"])
+    assert values[1] > values[0], values
+
+
 def _input_grad(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     xg = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
