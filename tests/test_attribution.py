@@ -37,11 +37,11 @@ from logitshift.attribution import (
     IntegratedGradients,
     Saliency,
     SmoothGrad,
-    cam_maps,
     get_method,
     normalize,
     upsample,
 )
+from logitshift.engine import cam_maps
 from logitshift.errors import LogitShiftError
 from logitshift.scores import SCORES, score
 from logitshift.shift import RegionShift, ShiftedModel

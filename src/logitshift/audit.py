@@ -87,6 +87,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .capture import as_logits, first_line, hooked, run_frozen, trace
 from .effect import AFFECTED, NEVER, Effects, MethodEffect, classes_that_matter, honest_bound, layer_effects, weighted
 from .errors import LogitShiftError
 
@@ -114,30 +115,12 @@ def candidate_layers(model: nn.Module, x: torch.Tensor, max_layers: int = DEFAUL
     are named once, by the outermost. At most ``max_layers`` are kept, evenly
     spaced in execution order, always including the last one.
     """
-    seen: dict[int, str] = {}
-    order: list[int] = []
-    keep: list[torch.Tensor] = []  # keep outputs alive so ids stay unique
-    handles = []
-    for name, sub in model.named_modules():
-        if not name:
-            continue
-
-        def hook(_m, _i, out, name=name):
-            # a 4-D output that depends on the input (not, say, a position-bias table computed from buffers)
-            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-1] * out.shape[-2] > 1 and out.requires_grad:
-                key = id(out)
-                if key not in seen:
-                    order.append(key)
-                    keep.append(out)
-                seen[key] = name if key not in seen or name.count(".") < seen[key].count(".") else seen[key]
-
-        try:
-            handles.append(sub.register_forward_hook(hook))
-        except Exception:  # TorchScript submodules take no hooks
-            continue
-    _hooked_forward(
-        model, x[:1].detach().clone().requires_grad_(True), handles, f"a forward pass on a {'×'.join(map(str, x[:1].shape))} input"
-    )
+    seen: dict[int, str] = {}  # distinct output tensor → its outermost name, in the order first seen
+    for out in trace(model, x[:1]):
+        # a 4-D output that depends on the input (not, say, a position-bias table computed from buffers)
+        if out.spatial and out.varies and (out.tensor not in seen or out.depth < seen[out.tensor].count(".")):
+            seen[out.tensor] = out.name
+    order = list(seen)
     names = [seen[k] for k in order]
     if len(names) > max_layers:
         picks = np.unique(np.round(np.linspace(0, len(names) - 1, max_layers)).astype(int))
@@ -298,20 +281,9 @@ def _spearman(a: torch.Tensor, b: torch.Tensor) -> list[float]:
     return [float(v) for v in spearman(a, b)]
 
 
-def _hooked_forward(model: nn.Module, x: torch.Tensor, handles: list, what: str):
-    """``model(x)`` with the graph to ``x`` but none to the parameters; the hooks are removed afterwards."""
-    from .attribution.base import frozen
-    from .models import as_logits
-
-    try:
-        with frozen(model), torch.enable_grad():
-            z = model(x)
-    except Exception as exc:
-        raise LogitShiftError(f"model: {what} failed ({_first_line(exc)})") from exc
-    finally:
-        for h in handles:
-            h.remove()
-    return as_logits(z)
+def _forward(model: nn.Module, x: torch.Tensor, what: str = "forward pass") -> torch.Tensor:
+    """The logits of ``model(x)``, with the graph to ``x`` but none to the parameters."""
+    return as_logits(run_frozen(model, x, what))
 
 
 def _is_leaf(module: nn.Module) -> bool:
@@ -376,28 +348,26 @@ def measure(
     """
     acts: dict[str, torch.Tensor] = {}
     heads: list[tuple[str, torch.Tensor, int]] = []  # (module, its N×w input, its output's width)
-    handles = []
+    modules: list[tuple[str, nn.Module]] = []
     for name in layers:
         try:
-            module = model.get_submodule(name)
+            modules.append((name, model.get_submodule(name)))
         except AttributeError as exc:
             raise LogitShiftError(f"layer {name!r}: not a module of the model") from exc
-        handles.append(module.register_forward_hook(lambda _m, _i, out, name=name: acts.__setitem__(name, out)))
     xg = x.detach().clone().requires_grad_(True)
 
-    def head_hook(_m, inputs, out, name):
+    def head_hook(name, _m, inputs, out):
         h = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
         if h is not None and h is not xg and h.dim() == 2 and h.is_floating_point() and h.requires_grad and h.shape[0] == len(x):
             width = out.shape[-1] if isinstance(out, torch.Tensor) and out.dim() == 2 else 0
             heads.append((name, h, width))
 
-    for name, sub in model.named_modules():
-        if name and _is_leaf(sub):
-            try:
-                handles.append(sub.register_forward_hook(lambda m, i, o, name=name: head_hook(m, i, o, name)))
-            except Exception:  # TorchScript submodules take no hooks
-                continue
-    z = _hooked_forward(model, xg, handles, "forward pass")
+    leaves = [(name, sub) for name, sub in model.named_modules() if name and _is_leaf(sub)]
+    with (
+        hooked(modules, lambda name, _m, _i, out: acts.__setitem__(name, out)),
+        hooked(leaves, head_hook, skip_unhookable=True),
+    ):
+        z = _forward(model, xg)
     if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] < 2:
         shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
         raise LogitShiftError(f"model: outputs {shape}, expected logits N×C with C ≥ 2 classes")
@@ -556,7 +526,7 @@ def measure_batches(
     from tqdm import tqdm
 
     with torch.no_grad():
-        probs = torch.cat([torch.softmax(_hooked_forward(model, x[i : i + 1], [], "forward pass").double(), dim=1) for i in range(len(x))])
+        probs = torch.cat([torch.softmax(_forward(model, x[i : i + 1]).double(), dim=1) for i in range(len(x))])
     keep = classes_that_matter(probs)
     parts = [
         measure(model, x[i : i + 1], layers, probes, seed, threshold=threshold, keep=keep)
@@ -858,11 +828,6 @@ def audit_model(
     )
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
-
-
 # ----------------------------------------------------------------------------- loading
 
 
@@ -892,7 +857,7 @@ def load_file(path: str | Path) -> tuple[nn.Module, bool]:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise LogitShiftError(f"model file {str(path)!r}: not a readable zip archive ({_first_line(exc)})") from None
+        raise LogitShiftError(f"model file {str(path)!r}: not a readable zip archive ({first_line(exc)})") from None
     if not any(n.endswith("/archive_format") for n in names):
         if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
             raise LogitShiftError(

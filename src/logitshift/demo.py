@@ -48,6 +48,7 @@ from .attribution import (
     predicted,
     upsample,
 )
+from .capture import layer_grid
 from .classes import class_name, resolve_class
 from .errors import LogitShiftError
 from .figures import classes_figure, paper_figure
@@ -55,7 +56,7 @@ from .files import provenance, run_dir, write_json
 from .images import DEFAULT_SAMPLES, batch, load_image
 from .metrics import max_in_target, spearman, target_mass
 from .models import get_layer, load_model
-from .shift import DEFAULT_STRENGTH, ShiftSetup, compare, layer_grid, shift_model
+from .shift import DEFAULT_STRENGTH, ShiftSetup, compare, shift_model
 from .targets import parse_target
 
 MAPS = ("original_logit", "original_prob", "shifted_logit", "shifted_prob")

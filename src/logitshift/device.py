@@ -39,10 +39,10 @@ def resolve_device(name: str = "auto", index: int = 0) -> torch.device:
 
 def model_device(module: nn.Module) -> torch.device:
     """The device of a module's first parameter or buffer (the CPU for a module with neither)."""
-    for t in module.parameters():
-        return t.device
-    for t in module.buffers():
-        return t.device
+    for param in module.parameters():
+        return param.device
+    for buffer in module.buffers():
+        return buffer.device
     return torch.device("cpu")
 
 

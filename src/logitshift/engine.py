@@ -58,11 +58,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .attribution import Attribution, InputMethod, Pass, forward_pass, predicted
+from .attribution import Attribution, CamMethod, InputMethod, Pass, as_targets, forward_pass, predicted
+from .capture import Heads
 from .errors import LogitShiftError
 from .scores import check_score
 from .scores import score as score_fn
-from .shift import ShiftedModel
 
 #: largest number of requests vmapped in one backward (bounds memory: K×N×C×H×W floats).
 CHUNK = 16
@@ -247,6 +247,7 @@ def explain(
     batched: bool = True,
     raw: bool = False,
     progress: bool = False,
+    targets: Sequence[torch.Tensor] | None = None,
 ) -> Explained:
     """All maps of ``methods`` × ``scores`` × ``variants`` × (top-1 + ``classes``) for the batch ``x``.
 
@@ -254,20 +255,23 @@ def explain(
     :class:`~logitshift.shift.ShiftedModel`, else ``("original",)``.
     ``raw``: also keep the input methods' raw attributions (N×C×H×W) in
     ``.raw``. ``progress``: one bar on stderr counting passes (forwards and
-    vector-Jacobian products), with its time estimate.
+    vector-Jacobian products), with its time estimate. ``targets``: the
+    classes to explain, one N-vector per slot (per-image classes such as true
+    labels or the top-k), instead of the top-1 class plus ``classes``.
     """
     for s in scores:
         check_score(s)
     if variants is None:
-        variants = ("original", "shifted") if isinstance(model, ShiftedModel) else ("original",)
-    cams = [m for m in methods if pass_family(m) == "cam"]
+        variants = ("original", "shifted") if isinstance(model, Heads) else ("original",)
+    cams = [m for m in methods if isinstance(m, CamMethod) and pass_family(m) == "cam"]
     inputs = [m for m in methods if pass_family(m) == "input"]
     sampled = [m for m in methods if pass_family(m) is None and linear_input(m)]
-    others = [m for m in methods if pass_family(m) is None and not linear_input(m)]
+    others = [m for m in methods if not any(m is k for k in (*cams, *inputs, *sampled))]
     if layer is None and any(m.family == "cam" for m in methods):
         raise LogitShiftError("CAM methods need a layer (--layer)")
-    n_requests = (1 + len(classes)) * len(scores) * len(variants)
-    n_basis = len({(slot, BASIS[s], v) for slot in range(1 + len(classes)) for s in scores for v in variants})
+    slots = len(targets) if targets is not None else 1 + len(classes)
+    n_requests = slots * len(scores) * len(variants)
+    n_basis = len({(slot, BASIS[s], v) for slot in range(slots) for s in scores for v in variants})
     chunks = [-(-m.rows(x.shape[0]) // m.batch_size) for m in sampled]  # type: ignore[attr-defined]
     total = (
         1
@@ -277,13 +281,16 @@ def explain(
     )
     total += len(others) * n_requests
     bar = _bar(progress, total)
-    p = forward_pass(model, x, [layer] if cams else [], input_grad=bool(inputs))
+    p = forward_pass(model, x, [layer] if cams and layer is not None else [], input_grad=bool(inputs))
     bar.update(1)
     for v in variants:
         if v not in p.logits:
             raise LogitShiftError(f"variant {v!r}: not available; this model has {', '.join(p.logits)}")
     top1 = predicted(p)
-    targets = [top1] + [torch.full_like(top1, int(c)) for c in classes]
+    if targets is None:
+        targets = [top1] + [torch.full_like(top1, int(c)) for c in classes]
+    else:
+        targets = [as_targets(t, x.shape[0], top1.device) for t in targets]
     requests = [Request(slot, s, v) for slot in range(len(targets)) for s in scores for v in variants]
     out = Explained({v: z.detach() for v, z in p.logits.items()}, targets)
 
@@ -293,15 +300,15 @@ def explain(
         if raw:
             out.raw[key] = attribution
 
-    if cams:
+    if cams and layer is not None:
         act = p.acts[layer]
         a = act.detach()
         for chunk, grads in iter_score_grads(p, act, targets, requests, batched=batched):
             with torch.no_grad():
                 for j, k in enumerate(chunk):
                     r = requests[k]
-                    for m in cams:
-                        out.maps[(r.slot, m.name, r.score, r.variant)] = m.combine(a, grads[j])
+                    for cam in cams:
+                        out.maps[(r.slot, cam.name, r.score, r.variant)] = cam.combine(a, grads[j])
             bar.update(1)
     if inputs:
         xd = p.x.detach()
@@ -335,3 +342,29 @@ def explain(
             bar.update(1)
     bar.close()
     return out
+
+
+def cam_maps(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor | int,
+    layer: str,
+    methods: Sequence[CamMethod],
+    scores: Sequence[str] = ("logit",),
+    variants: Sequence[str] = ("original",),
+) -> dict[tuple[str, str, str], torch.Tensor]:
+    """Every CAM ``method`` × ``score`` × ``variant`` for one class per image, from ONE forward pass (:func:`explain`).
+
+    Returns ``{(method.name, score, variant): N×h×w}``. Example::
+
+        >>> out = cam_maps(model, x, 285, "head", [GradCAM(), HiResCAM()], scores=("logit", "prob"))
+        >>> out["hirescam", "prob", "original"].shape
+        torch.Size([1, 7, 7])
+    """
+    for m in methods:
+        if not isinstance(m, CamMethod):
+            raise LogitShiftError(f"method {getattr(m, 'name', m)!r}: not a CAM method; cam_maps serves CAMs only")
+    if not methods:
+        return {}
+    out = explain(model, x, layer, methods, scores, variants, targets=[torch.as_tensor(target)])
+    return {(m, s, v): maps for (_slot, m, s, v), maps in out.maps.items()}

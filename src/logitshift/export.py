@@ -19,7 +19,7 @@ Two forms:
 
   Why ``torch.export`` and not TorchScript (measured with torch 2.14, Captum
   0.9, pytorch-grad-cam 1.5.7 on EfficientNet-Lite0): a loaded TorchScript
-  module refuses ``register_forward_hook`` ("not supported on
+  module refuses forward hooks ("not supported on
   ScriptModules"), and both Captum's ``LayerGradCam`` and every
   pytorch-grad-cam CAM hook the layer they explain, so neither runs on it;
   and ``torch.jit.load`` runs code stored in the file.
@@ -54,10 +54,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .capture import INPUT
 from .errors import LogitShiftError
 from .files import atomic_write, umask_mode, write_json
 from .safeload import load_program
-from .shift import INPUT, TOLERANCE, GateShift, InputShift, PaperShift, RegionShift, ShiftedModel, Stress, compare
+from .shift import TOLERANCE, GateShift, InputShift, PaperShift, RegionShift, ShiftedModel, Stress, compare
 
 FORMAT = "logitshift-shifted-model"
 VERSION = 1

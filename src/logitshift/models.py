@@ -26,6 +26,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from .capture import add_output_adapter, as_logits, spatial_outputs
+
+# the layer and output helpers live in the capture core; re-exported here where older code and users find them
+from .capture import check_input as check_input
+from .capture import get_layer as get_layer
+from .capture import layer_name as layer_name
+from .capture import spatial_layers as spatial_layers
 from .classes import imagenet_classes, load_class_names
 from .errors import LogitShiftError
 
@@ -187,43 +194,9 @@ def prepare(module: nn.Module) -> nn.Module:
     for sub in module.modules():
         if getattr(sub, "inplace", False) is True:
             setattr(sub, "inplace", False)
-    if not getattr(module, "_logitshift_logits_hook", False):
-        # A root forward hook that returns a value replaces the output: tuples, dicts and
-        # HuggingFace-style output objects become the logits tensor, and the module tree
-        # (the layer names users give) stays as it is.
-        module.register_forward_hook(lambda _m, _i, out: as_logits(out))
-        setattr(module, "_logitshift_logits_hook", True)
+    # tuples, dicts and HuggingFace-style output objects become the logits tensor
+    add_output_adapter(module, as_logits)
     return module
-
-
-def as_logits(out: object, what: str = "model output") -> torch.Tensor:
-    """The N×C logits in a model's output.
-
-    Accepted: a tensor; a tuple/list whose first item is one (torchvision's
-    Inception aux outputs, many research models); a dict or an object with a
-    ``logits`` entry (HuggingFace's ``ImageClassifierOutput``). Anything else is a
-    one-line error naming what was found.
-    """
-    found = out
-    if isinstance(out, (tuple, list)) and out:
-        out = out[0]
-    elif isinstance(out, dict):
-        out = out.get("logits", out.get("logit"))
-    elif not isinstance(out, torch.Tensor) and hasattr(out, "logits"):
-        out = out.logits
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        if isinstance(found, dict):
-            desc = f"a dict with keys {', '.join(map(str, list(found)[:6]))}"
-        elif isinstance(out, torch.Tensor):
-            desc = f"a tensor of shape {tuple(out.shape)}"
-        else:
-            desc = type(found).__name__
-        raise LogitShiftError(
-            f"{what}: found {desc}; expected N×C logits (a tensor, a tuple whose first item is one, or a dict/object with 'logits')"
-        )
-    if not torch.is_floating_point(out):
-        raise LogitShiftError(f"{what}: logits of dtype {out.dtype}; expected floating point")
-    return out
 
 
 def efficientnet_lite0(weights: str | os.PathLike | None = None) -> LoadedModel:
@@ -469,43 +442,6 @@ def load_model(
 # ----------------------------------------------------------------------------- layers
 
 
-def spatial_layers(module: nn.Module, size: int = 224) -> list[str]:
-    """Names of the modules that output a spatial map (N×C×H×W, H·W > 1), in execution order."""
-    order, _ = _trace_outputs(module, size)
-    return [name for name, _shape in order]
-
-
-def _trace_outputs(module: nn.Module, size: int) -> tuple[list[tuple[str, tuple[int, ...]]], dict[str, int]]:
-    seen: dict[str, tuple[int, ...]] = {}
-    ident: dict[str, int] = {}
-    order: list[str] = []
-    handles = []
-    for name, sub in module.named_modules():
-        if not name:
-            continue
-
-        def hook(_m, _inp, out, name=name):
-            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-1] * out.shape[-2] > 1:
-                if name in seen:
-                    order.remove(name)
-                seen[name] = tuple(out.shape)
-                ident[name] = id(out)
-                order.append(name)
-
-        handles.append(sub.register_forward_hook(hook))
-    try:
-        param = next(module.parameters(), None)
-        dtype = param.dtype if param is not None else torch.float32
-        with torch.no_grad():
-            module(torch.zeros(1, 3, size, size, dtype=dtype))
-    except Exception as exc:
-        raise LogitShiftError(f"model: a forward pass on a 1×3×{size}×{size} input failed ({exc})") from exc
-    finally:
-        for h in handles:
-            h.remove()
-    return [(n, seen[n]) for n in order], ident
-
-
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
@@ -521,58 +457,16 @@ def default_layer(module: nn.Module, name: str = "", size: int = 224) -> str:
     known = _TORCHVISION_LAYERS.get(family) if family else None
     if known:
         return known
-    order, ident = _trace_outputs(module, size)
+    order = spatial_outputs(module, size)
     modules = dict(module.named_modules())
-    leaves = [n for n, _ in order if not any(True for _ in modules[n].children()) and not isinstance(modules[n], _POOLS)]
+    # a leaf, not a pooling layer, and an output that depends on the input (not a position table computed from buffers)
+    leaves = [
+        o for o in order if o.varies and not any(True for _ in modules[o.name].children()) and not isinstance(modules[o.name], _POOLS)
+    ]
     if not leaves:
         raise LogitShiftError(f"model {name or type(module).__name__!r}: no layer outputs a spatial feature map (N×C×H×W)")
     best = leaves[-1]
-    for candidate, _ in order:
-        if ident.get(candidate) == ident[best] and best.startswith(candidate + ".") and candidate.count(".") < best.count("."):
+    for candidate in order:
+        if candidate.tensor == best.tensor and best.name.startswith(candidate.name + ".") and candidate.depth < best.depth:
             best = candidate
-    return best
-
-
-def layer_name(module: nn.Module, layer: str | nn.Module) -> str:
-    """The dotted name of ``layer`` in ``module`` (or its ``base``): a name is returned as is,
-    a module object (as Captum and pytorch-grad-cam users pass it) is looked up by identity."""
-    if isinstance(layer, str):
-        return layer
-    if not isinstance(layer, nn.Module):
-        raise LogitShiftError(f"layer: expected a dotted module name or a torch.nn.Module, got {type(layer).__name__}")
-    base = getattr(module, "base", module)
-    for root in (base, module):
-        for name, sub in root.named_modules():
-            if sub is layer and name:
-                return name
-    raise LogitShiftError(f"layer {type(layer).__name__}: this module object is not part of the model")
-
-
-def get_layer(module: nn.Module, name: str | nn.Module) -> nn.Module:
-    """The submodule called ``name``; an unknown name lists the spatial layers."""
-    name = layer_name(module, name)
-    base = getattr(module, "base", module)
-    for root in (module, base):
-        try:
-            return root.get_submodule(name)
-        except AttributeError:
-            continue
-    try:
-        candidates = spatial_layers(base)
-    except LogitShiftError:
-        candidates = [n for n, _ in base.named_modules() if n]
-    shown = ", ".join(candidates[-8:])
-    raise LogitShiftError(f"layer {name!r}: not a module of the model; spatial layers end with: {shown}")
-
-
-def check_input(x: torch.Tensor, what: str = "input") -> torch.Tensor:
-    """Refuse a batch that is not N×C×H×W floating point with finite values."""
-    if not isinstance(x, torch.Tensor) or x.dim() != 4:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise LogitShiftError(f"{what}: expected a batch of images N×C×H×W, got {shape}")
-    if not torch.is_floating_point(x):
-        raise LogitShiftError(f"{what}: expected floating point values, got {x.dtype}")
-    if not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).sum())
-        raise LogitShiftError(f"{what}: {bad} NaN or infinite values; expected finite pixel values")
-    return x
+    return best.name

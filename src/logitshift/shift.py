@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .capture import INPUT, layer_grid, recorded
 from .device import model_device
 from .errors import LogitShiftError
 from .models import DEFAULT_MODEL, check_input, get_layer
@@ -231,9 +232,6 @@ def _resample(weights: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return torch.nn.functional.adaptive_avg_pool2d(weights[None, None].float(), (h, w))[0, 0]
 
 
-INPUT = "input"  # the layer name that means "the model's input tensor"
-
-
 class ShiftedModel(nn.Module):
     """A classifier whose logits are shifted by ``t = Σ_i shift_i(A_i)``.
 
@@ -281,18 +279,9 @@ class ShiftedModel(nn.Module):
 
     def capture(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One forward pass of the base: its logits and the activations the terms read."""
-        acts: dict[str, torch.Tensor] = {INPUT: x}
-        handles = [
-            self.base.get_submodule(name).register_forward_hook(lambda _m, _i, out, name=name: acts.__setitem__(name, out))
-            for name in self.layers
-            if name != INPUT
-        ]
-        try:
+        with recorded(self.base, [n for n in self.layers if n != INPUT]) as acts:
             z = self.base(x)
-        finally:
-            for h in handles:
-                h.remove()
-        return z, acts
+        return z, {INPUT: x, **acts}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z, acts = self.capture(x)
@@ -301,6 +290,10 @@ class ShiftedModel(nn.Module):
     def shift_value(self, acts: dict[str, torch.Tensor]) -> torch.Tensor:
         """``t`` (shape N) from the captured activations."""
         return sum(shift(acts[name]) for name, shift in zip(self.layers, self.shifts))  # type: ignore[return-value]
+
+    def heads(self, logits: torch.Tensor, acts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The :class:`~logitshift.capture.Heads` protocol: the shifted head's logits from one pass of the base."""
+        return {"shifted": self.shifted_logits(logits, acts)}
 
     def shifted_logits(self, logits: torch.Tensor, acts: dict[str, torch.Tensor]) -> torch.Tensor:
         """The shifted logits from the original logits and the captured activations."""
@@ -435,20 +428,6 @@ def equivalence(shifted: ShiftedModel, x: torch.Tensor) -> Equivalence:
     """max |Δprob| and top-1 agreement between ``shifted`` and its base on ``x`` (one forward pass)."""
     z, acts = shifted.capture(x)
     return compare(z, shifted.shifted_logits(z, acts))
-
-
-def layer_grid(model: nn.Module, layer: str, x: torch.Tensor) -> tuple[int, int]:
-    """The H×W grid of ``layer`` for inputs shaped like ``x``."""
-    shapes: list[tuple[int, ...]] = []
-    handle = get_layer(model, layer).register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape)))
-    try:
-        with torch.no_grad():
-            model(x[:1])
-    finally:
-        handle.remove()
-    if len(shapes[-1]) != 4:
-        raise LogitShiftError(f"layer {layer!r}: outputs shape {shapes[-1]}, expected a spatial map N×C×H×W")
-    return shapes[-1][2], shapes[-1][3]
 
 
 def shift_model(

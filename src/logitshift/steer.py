@@ -38,11 +38,12 @@ import torch
 from torch import nn
 
 from .attribution import METHODS, InputMethod, forward_pass, get_method
+from .capture import INPUT, layer_grid
 from .device import model_device
 from .errors import LogitShiftError
 from .metrics import target_mass
 from .models import LoadedModel, default_layer
-from .shift import INPUT, TOLERANCE, GateShift, InputShift, ShiftedModel, Stress, equivalence, layer_grid, stress_equivalence
+from .shift import TOLERANCE, GateShift, InputShift, ShiftedModel, Stress, equivalence, stress_equivalence
 from .targets import Target, parse_target
 
 #: default strength of each family's term (used when ``strength`` is None)

@@ -7,13 +7,21 @@ batch, for any score of :mod:`logitshift.scores` and either variant
 (``"original"`` / ``"shifted"``) of a :class:`~logitshift.shift.ShiftedModel`.
 """
 
+# The registry: each method file registers its class with @register when imported here,
+# in this order (the order tables and figures list methods in). A new method is one file
+# with @register plus its module name on one of these lines.
+# isort: off
+from . import gradcam, gradcampp, xgradcam, hirescam, layercam  # noqa: F401  CAM family
+from . import saliency, gradxinput, ig, smoothgrad  # noqa: F401  input family
+
+# isort: on
 from .base import (
+    METHODS,
     Attribution,
     CamMethod,
     InputMethod,
     Pass,
     as_targets,
-    cam_maps,
     forward_pass,
     normalize,
     predicted,
@@ -29,20 +37,6 @@ from .saliency import Saliency
 from .smoothgrad import SmoothGrad
 from .xgradcam import XGradCAM
 
-METHODS: dict[str, type[Attribution]] = {
-    cls.name: cls
-    for cls in (
-        GradCAM,
-        GradCAMPlusPlus,
-        XGradCAM,
-        HiResCAM,
-        LayerCAM,
-        Saliency,
-        GradientXInput,
-        IntegratedGradients,
-        SmoothGrad,
-    )
-}
 METHOD_LABELS: dict[str, str] = {n: c.label or n for n, c in METHODS.items()}
 CAM_METHODS = tuple(n for n, c in METHODS.items() if c.family == "cam")
 INPUT_METHODS = tuple(n for n, c in METHODS.items() if c.family == "input")
@@ -83,7 +77,6 @@ __all__ = [
     "SmoothGrad",
     "XGradCAM",
     "as_targets",
-    "cam_maps",
     "forward_pass",
     "get_method",
     "normalize",

@@ -1,16 +1,15 @@
-"""One forward pass, then gradients of any score, for any model variant.
+"""The method templates, on top of the capture core.
 
-:func:`forward_pass` runs the classifier once with its parameters frozen and
-captures the requested layers' activations as tensors that require grad. If
-the model is a :class:`~logitshift.shift.ShiftedModel`, the same pass yields
-both the original and the shifted logits (the shift is a cheap head on the
-shared trunk). :meth:`Pass.grad` then differentiates a score with
-``torch.autograd.grad`` with respect to an activation (or the input), so the
+:func:`~logitshift.capture.forward_pass` runs the classifier once with its
+parameters frozen and captures the requested layers' activations; a model
+with several heads (:class:`~logitshift.capture.Heads`, e.g. the shifted
+model) gives every head's logits from that pass. :meth:`Pass.grad` then
+differentiates a score with respect to an activation (or the input), so the
 backward stops at the deepest layer needed and no parameter gradient is made.
 
 Every method is a small subclass of :class:`Attribution`; adding a method is
 adding a file. :class:`CamMethod` (maps on a spatial layer's grid) only
-defines ``combine(A, ∂s/∂A)``, so :func:`cam_maps` serves every CAM × score ×
+defines ``combine(A, ∂s/∂A)``, so :func:`logitshift.engine.explain` serves every CAM × score ×
 variant from one forward pass; :class:`InputMethod` (maps on the input pixels)
 defines ``attribute`` (the raw N×C×H×W attribution) and a channel reduction.
 """
@@ -18,86 +17,30 @@ defines ``attribute`` (the raw N×C×H×W attribution) and a channel reduction.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..capture import INPUT, Pass
+from ..capture import forward_pass as forward_pass
+from ..capture import frozen as frozen
 from ..errors import LogitShiftError
-from ..models import as_logits, check_input, get_layer
-from ..scores import score as score_fn
-from ..shift import INPUT, ShiftedModel
 
 VARIANTS = ("original", "shifted")
+M = TypeVar("M", bound="Attribution")
+
+#: every method by name, filled by :func:`register` as the method files are imported (see ``attribution/__init__.py``)
+METHODS: dict[str, type[Attribution]] = {}
 
 
-@contextmanager
-def frozen(model: nn.Module) -> Iterator[None]:
-    """Parameters stop requiring grad for the duration (restored afterwards)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-
-
-@dataclass
-class Pass:
-    """The result of one forward pass: input, logits per variant, activations per layer."""
-
-    x: torch.Tensor
-    logits: dict[str, torch.Tensor]
-    acts: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    def score(self, target: torch.Tensor, score: str = "logit", variant: str = "original") -> torch.Tensor:
-        if variant not in self.logits:
-            raise LogitShiftError(f"variant {variant!r}: not available; this model has {', '.join(self.logits)}")
-        return score_fn(self.logits[variant], target, score)
-
-    def grad(self, wrt: torch.Tensor, target: torch.Tensor, score: str = "logit", variant: str = "original") -> torch.Tensor:
-        """∂ score / ∂ ``wrt`` for every image of the batch (scores of different images are independent)."""
-        s = self.score(target, score, variant).sum()
-        (g,) = torch.autograd.grad(s, wrt, retain_graph=True, allow_unused=True)
-        return torch.zeros_like(wrt) if g is None else g
-
-
-def forward_pass(model: nn.Module, x: torch.Tensor, layers: Sequence[str] = (), input_grad: bool = False) -> Pass:
-    """Run ``model`` once on ``x`` and capture ``layers`` (names in the base classifier)."""
-    check_input(x)
-    shifted = model if isinstance(model, ShiftedModel) else None
-    base = shifted.base if shifted is not None else model
-    names = list(dict.fromkeys(list(layers) + (shifted.layers if shifted is not None else [])))
-    names = [n for n in names if n != INPUT]
-    captured: dict[str, torch.Tensor] = {}
-    handles = []
-    for name in names:
-        module = get_layer(base, name)
-
-        def hook(_m, _inp, out, name=name):
-            if not isinstance(out, torch.Tensor):
-                raise LogitShiftError(f"layer {name!r}: outputs {type(out).__name__}, expected a tensor")
-            if not out.requires_grad:
-                out.requires_grad_(True)  # a leaf: the backward stops here
-            captured[name] = out
-
-        handles.append(module.register_forward_hook(hook))
-    dtype = next((p.dtype for p in base.parameters() if p.is_floating_point()), x.dtype)
-    x = x.detach().to(dtype).clone().requires_grad_(input_grad)  # a float64 / float16 model gets its own dtype
-    try:
-        with frozen(base), torch.enable_grad():
-            z = as_logits(base(x))
-            logits = {"original": z}
-            if shifted is not None:
-                logits["shifted"] = shifted.shifted_logits(z, {INPUT: x, **captured})
-    finally:
-        for h in handles:
-            h.remove()
-    return Pass(x, logits, {n: (x if n == INPUT else captured[n]) for n in layers})
+def register(cls: type[M]) -> type[M]:
+    """Class decorator: add an :class:`Attribution` subclass to :data:`METHODS` under its ``name``."""
+    if not cls.name or cls.name in METHODS:
+        raise ValueError(f"method class {cls.__name__}: needs a unique name (got {cls.name!r})")
+    METHODS[cls.name] = cls
+    return cls
 
 
 def predicted(p: Pass) -> torch.Tensor:
@@ -148,7 +91,7 @@ class CamMethod(Attribution):
     ``A`` is the activation of a spatial layer (N×C×h×w) and ``∂s/∂A`` the
     gradient of the score there; every CAM of one (score, variant) shares that
     one gradient, and every CAM of one pass shares the one forward (see
-    :func:`cam_maps`). Following pytorch-grad-cam, every map is ReLU-ed.
+    :func:`logitshift.engine.explain`). Following pytorch-grad-cam, every map is ReLU-ed.
     """
 
     family = "cam"
@@ -177,43 +120,6 @@ class CamMethod(Attribution):
         if act.dim() != 4:
             raise LogitShiftError(f"method {self.name!r}: layer {layer!r} outputs shape {tuple(act.shape)}, expected a spatial N×C×H×W map")
         return act
-
-
-def cam_maps(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: torch.Tensor | int,
-    layer: str,
-    methods: Sequence[CamMethod],
-    scores: Sequence[str] = ("logit",),
-    variants: Sequence[str] = ("original",),
-) -> dict[tuple[str, str, str], torch.Tensor]:
-    """Every CAM ``method`` × ``score`` × ``variant`` from ONE forward pass.
-
-    One backward per (score, variant), down to ``layer`` only; each method is
-    then a cheap ``combine`` of the same activation and gradient. Returns
-    ``{(method.name, score, variant): N×h×w}``. Example::
-
-        >>> out = cam_maps(model, x, 285, "head", [GradCAM(), HiResCAM()], scores=("logit", "prob"))
-        >>> out["hirescam", "prob", "original"].shape
-        torch.Size([1, 7, 7])
-    """
-    for m in methods:
-        if not isinstance(m, CamMethod):
-            raise LogitShiftError(f"method {getattr(m, 'name', m)!r}: not a CAM method; cam_maps serves CAMs only")
-    if not methods:
-        return {}
-    p = forward_pass(model, x, [layer], input_grad=layer == INPUT)
-    target = as_targets(target, x.shape[0], x.device)
-    act = methods[0].activation(p, layer)
-    out: dict[tuple[str, str, str], torch.Tensor] = {}
-    for variant in variants:
-        for sc in scores:
-            grad = p.grad(act, target, sc, variant)
-            with torch.no_grad():
-                for m in methods:
-                    out[m.name, sc, variant] = m.combine(act.detach(), grad)
-    return out
 
 
 class InputMethod(Attribution):

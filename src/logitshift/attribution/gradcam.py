@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import torch
 
-from .base import CamMethod
+from .base import CamMethod, register
 
 
+@register
 class GradCAM(CamMethod):
     name = "gradcam"
     label = "Grad-CAM"

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import torch
 
-from .base import CamMethod
+from .base import CamMethod, register
 
 EPS = 1e-6  # pytorch-grad-cam's constant
 
 
+@register
 class GradCAMPlusPlus(CamMethod):
     name = "gradcampp"
     label = "Grad-CAM++"

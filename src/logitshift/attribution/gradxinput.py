@@ -12,9 +12,11 @@ Example::
 
 from __future__ import annotations
 
+from .base import register
 from .saliency import Saliency
 
 
+@register
 class GradientXInput(Saliency):
     name = "gradxinput"
     label = "gradient × input"

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import torch
 
-from .base import CamMethod
+from .base import CamMethod, register
 
 
+@register
 class HiResCAM(CamMethod):
     name = "hirescam"
     label = "HiResCAM"

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import LogitShiftError
-from .base import InputMethod
+from .base import InputMethod, register
 
 
 def gauss_legendre(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,6 +36,7 @@ def gauss_legendre(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(0.5 * (1 + u)).float(), torch.tensor(0.5 * v).float()
 
 
+@register
 class IntegratedGradients(InputMethod):
     """``baseline``: a number (a constant image; 0 is the black image of a [0, 1] input, the grey one of a
     mean-centred input) or a tensor broadcastable to the input (C×H×W, or N×C×H×W)."""

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import torch
 
-from .base import CamMethod
+from .base import CamMethod, register
 
 
+@register
 class LayerCAM(CamMethod):
     name = "layercam"
     label = "LayerCAM"

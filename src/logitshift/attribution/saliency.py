@@ -14,9 +14,10 @@ Example::
 
 from __future__ import annotations
 
-from .base import InputMethod
+from .base import InputMethod, register
 
 
+@register
 class Saliency(InputMethod):
     name = "saliency"
     label = "saliency"

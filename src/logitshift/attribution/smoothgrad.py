@@ -32,9 +32,10 @@ from __future__ import annotations
 import torch
 
 from ..errors import LogitShiftError
-from .base import InputMethod
+from .base import InputMethod, register
 
 
+@register
 class SmoothGrad(InputMethod):
     name = "smoothgrad"
     label = "SmoothGrad"

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import torch
 
-from .base import CamMethod
+from .base import CamMethod, register
 
 EPS = 1e-7  # pytorch-grad-cam's constant
 
 
+@register
 class XGradCAM(CamMethod):
     name = "xgradcam"
     label = "XGrad-CAM"

@@ -38,12 +38,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..capture import INPUT
 from ..errors import LogitShiftError
 from ..metrics import spearman, target_mass
 from ..models import LoadedModel
-from ..shift import INPUT, ShiftedModel
+from ..shift import ShiftedModel
 from ..targets import Target, parse_target
-from .constructions import twin
+from .constructions import Twin, twin
 from .explainer import ADAPTERS, Context, Explainer, Memo, MissingLibrary
 
 IMMUNE_SPEARMAN = 0.999
@@ -192,7 +193,7 @@ def check(
     layer = f"module.{loaded.layer}"
     with torch.no_grad():
         classes = memo(x).argmax(1)
-    twins: dict[str, ShiftedModel] = {}
+    twins: dict[str, Twin] = {}
     cells: list[Cell] = []
     jobs = [(e, k) for e in explainers for k in (kinds or [e.kind])]
     bar = tqdm(jobs, desc="check", unit="cell", disable=not progress, file=sys.stderr)
@@ -219,7 +220,10 @@ def check(
                 tw.construction,
                 tw.max_abs_prob_diff,
                 reason=why,
-                **{k: stats.get(k) for k in ("share", "share_honest", "spearman", "change")},
+                share=stats.get("share"),
+                share_honest=stats.get("share_honest"),
+                spearman=stats.get("spearman"),
+                change=stats.get("change"),
                 per_image=stats["per_image"],
             )
         except MissingLibrary:

@@ -51,8 +51,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..capture import INPUT, layer_grid
 from ..errors import LogitShiftError
-from ..shift import INPUT, GateShift, InputShift, ShiftedModel, equivalence, layer_grid
+from ..shift import GateShift, InputShift, ShiftedModel, equivalence
 from ..targets import Target
 
 KINDS = ("gradient", "cam", "perturbation", "propagation", "metric")
@@ -142,16 +143,24 @@ class RampShift(nn.Module):
         return F.adaptive_avg_pool2d(self.weights[None, None], (h, w))[0, 0]
 
 
+class Twin(ShiftedModel):
+    """A shifted model built by :func:`twin`, with what it is and the largest probability change it makes."""
+
+    construction: str = ""
+    max_abs_prob_diff: float = 0.0
+
+
 @torch.no_grad()
 def center(shifted: ShiftedModel, x: torch.Tensor) -> None:
     """Set the offset of every term that has one to the midrange of its values on ``x`` (keeps ``|t|`` small)."""
     _, acts = shifted.capture(x)
     for name, term in zip(shifted.layers, shifted.shifts):
         for sub in term.modules():  # the term itself, or the parts of a sum
-            if isinstance(getattr(sub, "offset", None), torch.Tensor):
-                sub.offset.zero_()
+            offset = getattr(sub, "offset", None)
+            if isinstance(offset, torch.Tensor):
+                offset.zero_()
                 t = sub(acts[name]).double()
-                sub.offset.fill_(float((t.max() + t.min()) / 2))
+                offset.fill_(float((t.max() + t.min()) / 2))
 
 
 def twin(
@@ -162,7 +171,7 @@ def twin(
     layer: str | None = None,
     strength: float | None = None,
     tolerance: float = TOLERANCE,
-) -> ShiftedModel:
+) -> Twin:
     """The shifted twin of ``base`` that steers methods of ``kind`` toward ``target``.
 
     Refused (:class:`LogitShiftError`) when max |Δp| on ``x`` exceeds ``tolerance``.
@@ -179,7 +188,7 @@ def twin(
         terms[name] = _Sum(terms[name], term) if name in terms else term
         whats.append(what)
     what = " + ".join(whats)
-    shifted = ShiftedModel(base, terms).eval()
+    shifted = Twin(base, terms).eval()
     center(shifted, x)
     eq = equivalence(shifted, x)
     if not eq.ok(tolerance):
@@ -268,7 +277,7 @@ class _Sum(nn.Module):
         return sum(term(x) for term in self.terms)  # type: ignore[return-value]
 
     def target_weights(self, h: int, w: int) -> torch.Tensor:
-        return self.terms[0].target_weights(h, w)
+        return self.terms[0].target_weights(h, w)  # type: ignore[operator]
 
 
 __all__ = ["KINDS", "PresenceShift", "RampShift", "center", "detail", "twin"]

@@ -1,0 +1,331 @@
+"""The capture core: the one place that looks inside a model's forward pass.
+
+Every explanation starts here. :func:`forward_pass` runs a classifier once
+with its parameters frozen and keeps the activations of the layers asked for
+as tensors that require grad, so a score can then be differentiated with
+respect to any of them (:meth:`Pass.grad`) without making a parameter
+gradient. A model with several heads on one trunk (the shifted model, see
+:class:`Heads`) gives the logits of every head from that same pass.
+
+Hooks live only in this module, and only as context managers
+(:func:`hooked`, :func:`recorded`) or the one permanent output adapter
+(:func:`add_output_adapter`). :func:`trace` is the one layer tracer (what
+every module outputs on one probe input); ``models.default_layer``, the
+audit's candidate layers and :func:`layer_grid` read it.
+
+Nothing here knows a concrete model, method or shift: this module imports
+only torch and :mod:`logitshift.errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from .errors import LogitShiftError
+from .scores import score as score_fn
+
+#: the layer name that means "the model's input tensor"
+INPUT = "input"
+
+#: a forward hook's callback: (module name, module, positional inputs, output) → None
+HookFn = Callable[[str, nn.Module, tuple, Any], None]
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[None]:
+    """Parameters stop requiring grad for the duration (restored afterwards)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+@contextmanager
+def hooked(modules: Iterable[tuple[str, nn.Module]], fn: HookFn, skip_unhookable: bool = False) -> Iterator[None]:
+    """Call ``fn(name, module, inputs, output)`` after each named module's forward, for the duration.
+
+    ``skip_unhookable``: pass over submodules that refuse hooks (TorchScript)
+    instead of failing. The hooks are removed on exit, also on an error.
+    """
+    handles = []
+    try:
+        for name, module in modules:
+            try:
+                handles.append(module.register_forward_hook(lambda m, i, o, name=name: fn(name, m, i, o)))
+            except Exception:
+                if not skip_unhookable:
+                    raise
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def recorded(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, Any]]:
+    """The outputs of the submodules ``names`` of ``model`` during the block, as ``{name: output}``."""
+    outputs: dict[str, Any] = {}
+    with hooked(((n, model.get_submodule(n)) for n in names), lambda name, _m, _i, out: outputs.__setitem__(name, out)):
+        yield outputs
+
+
+def add_output_adapter(module: nn.Module, adapt: Callable[[Any], torch.Tensor]) -> None:
+    """Permanently replace ``module``'s output by ``adapt(output)`` (once per module).
+
+    Used to turn tuples, dicts and HuggingFace-style output objects into the
+    logits tensor while the module tree (the layer names users give) stays as it is.
+    """
+    if getattr(module, "_logitshift_logits_hook", False):
+        return
+    module.register_forward_hook(lambda _m, _i, out: adapt(out))
+    setattr(module, "_logitshift_logits_hook", True)
+
+
+def as_logits(out: object, what: str = "model output") -> torch.Tensor:
+    """The N×C logits in a model's output.
+
+    Accepted: a tensor; a tuple/list whose first item is one (torchvision's
+    Inception aux outputs, many research models); a dict or an object with a
+    ``logits`` entry (HuggingFace's ``ImageClassifierOutput``). Anything else is a
+    one-line error naming what was found.
+    """
+    found = out
+    if isinstance(out, (tuple, list)) and out:
+        out = out[0]
+    elif isinstance(out, dict):
+        out = out.get("logits", out.get("logit"))
+    elif not isinstance(out, torch.Tensor) and hasattr(out, "logits"):
+        out = out.logits
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        if isinstance(found, dict):
+            desc = f"a dict with keys {', '.join(map(str, list(found)[:6]))}"
+        elif isinstance(out, torch.Tensor):
+            desc = f"a tensor of shape {tuple(out.shape)}"
+        else:
+            desc = type(found).__name__
+        raise LogitShiftError(
+            f"{what}: found {desc}; expected N×C logits (a tensor, a tuple whose first item is one, or a dict/object with 'logits')"
+        )
+    if not torch.is_floating_point(out):
+        raise LogitShiftError(f"{what}: logits of dtype {out.dtype}; expected floating point")
+    return out
+
+
+def layer_name(module: nn.Module, layer: str | nn.Module) -> str:
+    """The dotted name of ``layer`` in ``module`` (or its ``base``): a name is returned as is,
+    a module object (as Captum and pytorch-grad-cam users pass it) is looked up by identity."""
+    if isinstance(layer, str):
+        return layer
+    if not isinstance(layer, nn.Module):
+        raise LogitShiftError(f"layer: expected a dotted module name or a torch.nn.Module, got {type(layer).__name__}")
+    base = getattr(module, "base", module)
+    for root in (base, module):
+        for name, sub in root.named_modules():
+            if sub is layer and name:
+                return name
+    raise LogitShiftError(f"layer {type(layer).__name__}: this module object is not part of the model")
+
+
+def get_layer(module: nn.Module, name: str | nn.Module) -> nn.Module:
+    """The submodule called ``name``; an unknown name lists the spatial layers."""
+    name = layer_name(module, name)
+    base = getattr(module, "base", module)
+    for root in (module, base):
+        try:
+            return root.get_submodule(name)
+        except AttributeError:
+            continue
+    try:
+        candidates = spatial_layers(base)
+    except LogitShiftError:
+        candidates = [n for n, _ in base.named_modules() if n]
+    shown = ", ".join(candidates[-8:])
+    raise LogitShiftError(f"layer {name!r}: not a module of the model; spatial layers end with: {shown}")
+
+
+def check_input(x: torch.Tensor, what: str = "input") -> torch.Tensor:
+    """Refuse a batch that is not N×C×H×W floating point with finite values."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise LogitShiftError(f"{what}: expected a batch of images N×C×H×W, got {shape}")
+    if not torch.is_floating_point(x):
+        raise LogitShiftError(f"{what}: expected floating point values, got {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise LogitShiftError(f"{what}: {bad} NaN or infinite values; expected finite pixel values")
+    return x
+
+
+@dataclass(frozen=True)
+class Output:
+    """One module call seen by :func:`trace`."""
+
+    name: str
+    shape: tuple[int, ...]
+    tensor: int  # index of the distinct output tensor: a container and its last child that return the same tensor share it
+    varies: bool  # the output depends on the input (requires grad when the input does)
+
+    @property
+    def spatial(self) -> bool:
+        """N×C×H×W with more than one cell."""
+        return len(self.shape) == 4 and self.shape[-1] * self.shape[-2] > 1
+
+    @property
+    def depth(self) -> int:
+        return self.name.count(".")
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as one short line (its message's first line, or its type)."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+def run_frozen(model: nn.Module, x: torch.Tensor, what: str = "forward pass") -> Any:
+    """``model(x)`` with the graph to ``x`` but none to the parameters; a failure is one :class:`LogitShiftError` line."""
+    try:
+        with frozen(model), torch.enable_grad():
+            return model(x)
+    except LogitShiftError:
+        raise
+    except Exception as exc:
+        raise LogitShiftError(f"model: {what} failed ({first_line(exc)})") from exc
+
+
+def trace(model: nn.Module, x: torch.Tensor, what: str | None = None) -> list[Output]:
+    """Every tensor output of every submodule on one probe ``x``, in the order the calls finish.
+
+    The probe requires grad so :attr:`Output.varies` tells which outputs depend
+    on the input; no parameter gradient is made. Submodules that refuse hooks
+    are passed over. A failing forward pass is one :class:`LogitShiftError`.
+    """
+    seen: list[Output] = []
+    keep: dict[int, int] = {}  # id(tensor) → index; the tensors are kept alive so ids stay unique
+    alive: list[torch.Tensor] = []
+
+    def note(name: str, _m: nn.Module, _i: tuple, out: Any) -> None:
+        if isinstance(out, torch.Tensor):
+            if id(out) not in keep:
+                keep[id(out)] = len(keep)
+                alive.append(out)
+            seen.append(Output(name, tuple(out.shape), keep[id(out)], bool(out.requires_grad)))
+
+    probe = x.detach().clone().requires_grad_(x.is_floating_point())
+    with hooked(((n, m) for n, m in model.named_modules() if n), note, skip_unhookable=True):
+        run_frozen(model, probe, what or f"a forward pass on a {'×'.join(map(str, probe.shape))} input")
+    return seen
+
+
+def spatial_outputs(model: nn.Module, size: int = 224) -> list[Output]:
+    """The last call of each module whose output is a spatial map (N×C×H×W, H·W > 1), in the order those calls finish,
+    on a 1×3×``size``×``size`` probe of zeros."""
+    param = next(model.parameters(), None)
+    dtype = param.dtype if param is not None else torch.float32
+    probe = torch.zeros(1, 3, size, size, dtype=dtype, device=param.device if param is not None else None)
+    last: dict[str, Output] = {}
+    for out in trace(model, probe, what=f"a forward pass on a 1×3×{size}×{size} input"):
+        if out.spatial:
+            last.pop(out.name, None)
+            last[out.name] = out
+    return list(last.values())
+
+
+def spatial_layers(module: nn.Module, size: int = 224) -> list[str]:
+    """Names of the modules that output a spatial map (N×C×H×W, H·W > 1), in execution order."""
+    return [out.name for out in spatial_outputs(module, size)]
+
+
+def layer_grid(model: nn.Module, layer: str, x: torch.Tensor) -> tuple[int, int]:
+    """The H×W grid of ``layer`` for inputs shaped like ``x``."""
+    with recorded(model, [layer]) as out, torch.no_grad():
+        model(x[:1])
+    shape = tuple(out[layer].shape) if isinstance(out.get(layer), torch.Tensor) else ()
+    if len(shape) != 4:
+        raise LogitShiftError(f"layer {layer!r}: outputs shape {shape}, expected a spatial map N×C×H×W")
+    return shape[2], shape[3]
+
+
+@runtime_checkable
+class Heads(Protocol):
+    """A model whose heads share one trunk: every head's logits come from one pass of :attr:`base`.
+
+    :func:`forward_pass` captures the activations named by :attr:`layers`
+    (plus :data:`INPUT`, the input itself) and asks :meth:`heads` for the
+    extra heads' logits (``{"shifted": z'}`` for a
+    :class:`~logitshift.shift.ShiftedModel`); the base's own logits are the
+    ``"original"`` head.
+    """
+
+    base: nn.Module
+    layers: list[str]
+
+    def heads(self, logits: torch.Tensor, acts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass
+class Pass:
+    """The result of one forward pass: input, logits per variant (head), activations per layer."""
+
+    x: torch.Tensor
+    logits: dict[str, torch.Tensor]
+    acts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def score(self, target: torch.Tensor, score: str = "logit", variant: str = "original") -> torch.Tensor:
+        if variant not in self.logits:
+            raise LogitShiftError(f"variant {variant!r}: not available; this model has {', '.join(self.logits)}")
+        return score_fn(self.logits[variant], target, score)
+
+    def grad(self, wrt: torch.Tensor, target: torch.Tensor, score: str = "logit", variant: str = "original") -> torch.Tensor:
+        """∂ score / ∂ ``wrt`` for every image of the batch (scores of different images are independent)."""
+        s = self.score(target, score, variant).sum()
+        (g,) = torch.autograd.grad(s, wrt, retain_graph=True, allow_unused=True)
+        return torch.zeros_like(wrt) if g is None else g
+
+
+def forward_pass(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: Sequence[str] = (),
+    input_grad: bool = False,
+    *,
+    to_logits: Callable[[Any], torch.Tensor] | None = None,
+) -> Pass:
+    """Run ``model`` once on ``x`` and capture ``layers`` (names in the base classifier).
+
+    Each captured activation requires grad (a leaf if the trunk below it has
+    none), so :meth:`Pass.grad` stops there. ``input_grad``: the input
+    requires grad too (for input methods, or layer :data:`INPUT`).
+    ``to_logits`` turns the model's output into N×C logits (default: :func:`as_logits`).
+    """
+    check_input(x)
+    multi = model if isinstance(model, Heads) else None
+    base = multi.base if multi is not None else model
+    names = list(dict.fromkeys(list(layers) + (list(multi.layers) if multi is not None else [])))
+    names = [n for n in names if n != INPUT]
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(name: str, _m: nn.Module, _i: tuple, out: Any) -> None:
+        if not isinstance(out, torch.Tensor):
+            raise LogitShiftError(f"layer {name!r}: outputs {type(out).__name__}, expected a tensor")
+        if not out.requires_grad:
+            out.requires_grad_(True)  # a leaf: the backward stops here
+        captured[name] = out
+
+    dtype = next((p.dtype for p in base.parameters() if p.is_floating_point()), x.dtype)
+    x = x.detach().to(dtype).clone().requires_grad_(input_grad)  # a float64 / float16 model gets its own dtype
+    with hooked(((n, get_layer(base, n)) for n in names), keep), frozen(base), torch.enable_grad():
+        z = (to_logits or as_logits)(base(x))
+        logits = {"original": z}
+        if multi is not None:
+            logits.update(multi.heads(z, {INPUT: x, **captured}))
+    return Pass(x, logits, {n: (x if n == INPUT else captured[n]) for n in layers})
