@@ -21,6 +21,13 @@ costs the attacker nothing, so every attack below carries it, except
   classifier's input is a cut, the classifier is linear, so only κ could see it.
 * ``few-class``: region and ``tanh-norm`` shifts on trained 2- and 10-class
   CNNs, where κ has no margin.
+
+And one attack on the audit as it now is (reported as a limit, beside
+``linear-head``): ``extra-feature-mixed`` is ``extra-feature`` behind a random
+rotation of the classifier's input (``h' = Q·[h, f]``, the classifier
+``W' = [W, K·1]·Qᵀ``): no feature of ``h'`` is read by the common mode alone,
+so the audit's feature test cannot fire, and the model is the ``W + 1uᵀ``
+classifier of the ``linear-head`` limit.
 """
 
 from __future__ import annotations
@@ -112,6 +119,7 @@ def attacks(base: nn.Module, layer: str, quick: bool) -> list[tuple[str, float, 
         out.append(("dilute", k, lambda k=k: Tail(base, layer, region(k), extra=dilution(base, layer))))
         out.append(("fake-cut", k, lambda k=k: Tail(base, layer, region(k))))
         out.append(("extra-feature", k, lambda k=k: ExtraFeature(base, layer, k)))
+        out.append(("extra-feature-mixed", k, lambda k=k: ExtraFeature(base, layer, k, mixed=True)))
     return out
 
 
@@ -142,16 +150,26 @@ class ExtraFeature(nn.Module):
     """The classifier reads ``[h, f]`` with ``f = Σ_{top-left} A`` at ``layer`` and weight ``K`` for every class.
 
     ``z = W h + b + K·f·1``: the classifier's input is a cut of the graph and the
-    classifier is linear, so bypass and head read 0 by construction."""
+    classifier is linear, so bypass and head read 0 by construction.
+    ``mixed``: a random rotation ``Q`` (an ``nn.Linear`` without bias) is put
+    before the classifier, whose weights become ``[W, K·1]·Qᵀ`` (same logits)."""
 
-    def __init__(self, base: nn.Module, layer: str, k: float) -> None:
+    def __init__(self, base: nn.Module, layer: str, k: float, mixed: bool = False, seed: int = 0) -> None:
         super().__init__()
         self.base, self.layer = base, layer
         fc = base.fc
-        self.classifier = nn.Linear(fc.in_features + 1, fc.out_features).double()
+        width = fc.in_features + 1
+        weight = torch.cat([fc.weight.detach().double(), torch.full((fc.out_features, 1), k, dtype=torch.float64)], dim=1)
+        self.mix: nn.Module = nn.Identity()
+        if mixed:
+            q, _ = torch.linalg.qr(torch.randn(width, width, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+            self.mix = nn.Linear(width, width, bias=False).double()
+            with torch.no_grad():
+                self.mix.weight.copy_(q)
+            weight = weight @ q.T
+        self.classifier = nn.Linear(width, fc.out_features).double()
         with torch.no_grad():
-            self.classifier.weight[:, :-1] = fc.weight.double()
-            self.classifier.weight[:, -1] = k
+            self.classifier.weight.copy_(weight)
             self.classifier.bias.copy_(fc.bias.double())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -162,4 +180,4 @@ class ExtraFeature(nn.Module):
         finally:
             handle.remove()
         f = region_sum(store["a"].double())
-        return self.classifier(torch.cat([h.double(), f[:, None]], dim=1))
+        return self.classifier(self.mix(torch.cat([h.double(), f[:, None]], dim=1)))

@@ -79,6 +79,31 @@ def test_the_effect_is_exactly_zero_without_a_shift_and_tracks_the_shifts_true_e
         assert all(abs(a - b) < 1e-2 for a, b in zip(structural, truth)), (k, structural, truth)
 
 
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    width=st.sampled_from([4, 8]),
+    classes=st.sampled_from([2, 10, 100]),
+    log_strength=st.floats(-5, 0),
+)
+def test_the_feature_test_is_zero_without_a_shift_and_grows_with_it(seed, width, classes, log_strength):
+    """Law: a random CNN's classifier has no feature read by the common mode alone (the feature statistic is
+    exactly 0); with the shift appended as a feature, ``z = Wh + b + K·f·1``, the statistic (the common mode's
+    fraction on that feature, ``K·|∂f|/‖∂Σz/∂h‖`` per image) finds that feature at every K (10⁻⁵…10), grows
+    strictly with K, and fires once it is above 10⁻⁴."""
+    base, x = TinyCNN(classes, width, seed), images(3, seed)
+    honest = audit_model(base, x).tests()["feature"]
+    assert honest["value"] == 0.0 and not honest["fired"]
+    values = []
+    for k in (10.0**log_strength, 10.0 * 10.0**log_strength):
+        tests = audit_model(ExtraFeature(base, "features", k), x).tests()
+        assert tests["feature"]["value"] > 0 and tests["feature"]["features"] == [width], (k, tests["feature"])
+        # it fires once that part stands above round-off (TOLERANCE = 1e-4 of the common mode)
+        assert tests["feature"]["fired"] == (tests["feature"]["value"] > 1e-4), (k, tests["feature"])
+        values.append(tests["feature"]["value"])
+    assert values[1] > values[0], values
+
+
 def _input_grad(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     xg = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
@@ -137,18 +162,54 @@ def test_an_identity_on_the_logits_is_never_the_cut():
     assert honest.context.passed_over == ["1"] and honest.head.layer == "0.fc" and honest.finding == "clean"
 
 
-def test_a_shift_appended_as_a_classifier_feature_is_called_out_when_it_changes_the_maps():
-    """Weakness 3b: ``z = Wh + b + K·f·1`` is an honest linear classifier with one more feature: no structural test
-    can fire. When ``K·f`` is large enough to move the maps, the size effect does: "explanations driven by the
-    common mode"; smaller, it is a common mode of honest size, and the audit says clean."""
+def test_a_shift_appended_as_a_classifier_feature_is_proven_by_the_feature_test():
+    """Weakness 3b: ``z = Wh + b + K·f·1`` is a linear classifier with one more feature, so bypass and head read 0.
+    But no class reads that feature (its centered column is 0, its common entry K): the feature test proves the
+    shift at every strength, and the pull-back of that part says which maps it moves (steered at K = 0.1, where
+    Grad-CAM at the first layer flips; unaffected at K = 1e-4)."""
     base = trained("sgd", 10)
     x = audit_images(10, 8)
     strong = audit_model(ExtraFeature(base, "features", 0.1), x)
-    assert strong.finding == COMMON and strong.verdict == "shifted"
-    assert not strong.tests()["bypass"]["fired"] and not strong.tests()["head"]["fired"]
-    assert strong.tests()["effect"]["size"] >= AFFECTED
+    tests = strong.tests()
+    assert strong.finding == STEERED and tests["feature"]["fired"] and tests["feature"]["features"] == [32]
+    assert not tests["bypass"]["fired"] and not tests["head"]["fired"]
     weak = audit_model(ExtraFeature(base, "features", 1e-4), x)
-    assert weak.verdict == "clean"
+    assert weak.verdict == "shifted" and weak.tests()["feature"]["fired"]
+
+
+def test_the_feature_test_ignores_a_bias_written_as_a_constant_feature():
+    """An honest classifier that reads ``[h, 1]`` with the same weight for every class (a bias written as an input)
+    has a feature no class tells apart, but it carries no gradient: nothing to explain, clean."""
+
+    class ConstantFeature(nn.Module):
+        def __init__(self, base):
+            super().__init__()
+            self.base = base
+            self.classifier = nn.Linear(base.fc.in_features + 1, base.fc.out_features)
+            with torch.no_grad():
+                self.classifier.weight[:, :-1] = base.fc.weight
+                self.classifier.weight[:, -1] = 0.7
+                self.classifier.bias.copy_(base.fc.bias)
+
+        def forward(self, x):
+            h = torch.flatten(self.base.pool(self.base.features(x)), 1)
+            return self.classifier(torch.cat([h, torch.ones(len(h), 1)], dim=1))
+
+    base = trained("sgd", 10)
+    result = audit_model(ConstantFeature(base), audit_images(10, 8))
+    assert result.finding == "clean" and not result.tests()["feature"]["fired"]
+
+
+def test_a_classifier_feature_behind_a_rotation_is_the_linear_head_limit():
+    """The feature test's own limit (an attacker who has read it): rotate the classifier's input so that no feature
+    is read by the common mode alone. The model is then a ``W + 1uᵀ`` linear classifier: only the size effect can
+    see it, when it moves a map beyond the honest bound ("driven by the common mode"); below, it is clean."""
+    base = trained("sgd", 10)
+    x = audit_images(10, 8)
+    strong = audit_model(ExtraFeature(base, "features", 0.1, mixed=True), x)
+    assert strong.finding == COMMON and not strong.tests()["feature"]["fired"]
+    assert strong.tests()["effect"]["size"] >= AFFECTED
+    assert audit_model(ExtraFeature(base, "features", 1e-4, mixed=True), x).verdict == "clean"
 
 
 @pytest.mark.parametrize("classes", [2, 10])

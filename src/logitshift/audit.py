@@ -183,16 +183,42 @@ class HeadEvidence:
     kappa: list[float]  # κ of those deviations against the centered rows' deviations, per image
     common_rows: torch.Tensor | None = field(default=None, repr=False)  # ∇_h Σz, N×width (to merge batches)
     probe_rows: torch.Tensor | None = field(default=None, repr=False)  # ∇_h vᵀz per probe, probes×N×width
+    alone: list[float] = field(default_factory=list)  # fraction of ∇_h Σz on features no class reads, per image
+    alone_kappa: list[float] = field(default_factory=list)  # κ of that part against those features' centered spread
+    alone_features: list[int] = field(default_factory=list)  # the features of h read by the common mode alone
+    classes: int = 2  # the classes that matter (R)
 
     def ratio(self, threshold: float = THRESHOLD) -> float:
         return max((_evidence_ratio(f, k, threshold) for f, k in zip(self.spread, self.kappa)), default=0.0)
 
+    def alone_ratio(self, threshold: float = THRESHOLD) -> float:
+        """Largest ``min(fraction / TOLERANCE, κ / threshold)`` of the common-mode part on features no class reads."""
+        return max((_evidence_ratio(f, k, threshold) for f, k in zip(self.alone, self.alone_kappa)), default=0.0)
+
+    def alone_mask(self) -> torch.Tensor | None:
+        """N×width mask of the features read by the common mode alone (None without rows)."""
+        if self.common_rows is None or self.probe_rows is None:
+            return None
+        spread = self.probe_rows.pow(2).mean(dim=0)
+        return self.common_rows.abs() > torch.sqrt(spread * self.classes / (self.classes - 1)) / TOLERANCE
+
     def to_json(self) -> dict:
-        return {"layer": self.layer, "width": self.width, "spread": self.spread, "kappa": self.kappa}
+        return {
+            "layer": self.layer,
+            "width": self.width,
+            "spread": self.spread,
+            "kappa": self.kappa,
+            "alone": self.alone,
+            "alone_kappa": self.alone_kappa,
+            "alone_features": self.alone_features,
+        }
 
     @classmethod
     def from_rows(cls, layer: str, common: torch.Tensor, probes: torch.Tensor, classes: int) -> HeadEvidence:
-        """Spread and κ of the images' deviations from the batch mean (none for one image)."""
+        """Spread and κ of the images' deviations from the batch mean (none for one image), and the common-mode
+        part on features of ``h`` that no class reads: ``|∂Σz/∂h_j|`` above ``1/TOLERANCE`` times the feature's
+        centered spread ``sqrt(R/(R−1)·E(vᵀPW)_j²)`` (exchangeable classes give ≈ 1 per feature; a trained
+        classifier's centered columns only grow, since cross-entropy moves ``P W`` and never ``1ᵀW``)."""
         spread: list[float] = []
         kappa: list[float] = []
         if common.shape[0] > 1:
@@ -201,7 +227,14 @@ class HeadEvidence:
             spread = [float(d) / mean_norm if mean_norm > 0 else float(d > 0) for d in _norms(dev)]
             frob = sum(_norms(_deviation(p)).pow(2) for p in probes) / len(probes)
             kappa = [float(k) for k in _ratio(_norms(dev), frob, classes)]
-        return cls(layer, int(common[0].numel()), spread, kappa, common, probes)
+        out = cls(layer, int(common[0].numel()), spread, kappa, common, probes, classes=classes)
+        mask = out.alone_mask()
+        if mask is not None:
+            part = common.double() * mask
+            out.alone = _fraction(part, common)
+            out.alone_kappa = [float(k) for k in _ratio(_norms(part), (probes.pow(2).mean(dim=0) * mask).sum(dim=1), classes)]
+            out.alone_features = [int(j) for j in mask.any(dim=0).nonzero().flatten()]
+        return out
 
 
 def _norms(g: torch.Tensor) -> torch.Tensor:
@@ -430,6 +463,18 @@ def measure(
             moved = pull_back(wrt[head], deviation)
             for i in range(spatial):
                 proven[i] = moved[i].detach() if proven[i] is None else proven[i] + moved[i].detach()
+        if head_evidence.alone_ratio(threshold) > 1.0:
+            # features of h that only the common mode reads: their part of the common mode is a shift, if it reaches back
+            mask = head_evidence.alone_mask()
+            assert mask is not None
+            part = g_sum[head].detach() * mask.view_as(g_sum[head]).to(g_sum[head].dtype)
+            moved = pull_back(wrt[head], part)
+            reach = max(max(_fraction(moved[i], g_sum[i])) for i in range(spatial))
+            if reach <= TOLERANCE:  # a constant feature (a bias written as an input): no gradient, nothing to explain
+                head_evidence.alone = [0.0] * len(head_evidence.alone)
+            else:
+                for i in range(spatial):
+                    proven[i] = moved[i].detach() if proven[i] is None else proven[i] + moved[i].detach()
         bar.update(1)
     bar.close()
     out = []
@@ -569,6 +614,15 @@ def _tests(evidence: list[LayerEvidence], head: HeadEvidence | None, threshold: 
             "tolerance": TOLERANCE,
             "decides": True,
         }
+        out["feature"] = {
+            "value": max(head.alone, default=0.0),
+            "kappa": max(head.alone_kappa, default=0.0),
+            "ratio": head.alone_ratio(threshold),
+            "layer": head.layer,
+            "features": head.alone_features,
+            "tolerance": TOLERANCE,
+            "decides": True,
+        }
     effects = Effects([m for e in evidence for m in e.methods])
     worst_effect = effects.worst()
     out["effect"] = {
@@ -599,7 +653,7 @@ FINDINGS = {
 def _finding(tests: dict[str, dict]) -> str:
     """The finding from the tests: does a proven shift or an over-sized common mode change the maps?"""
     effect = tests["effect"]
-    proven = any(tests[k]["fired"] for k in ("bypass", "head") if k in tests)
+    proven = any(tests[k]["fired"] for k in ("bypass", "head", "feature") if k in tests)
     if effect["structural"] >= AFFECTED or (proven and effect["size"] >= AFFECTED):
         return FINDINGS["steered"]
     if effect["size"] >= AFFECTED:
@@ -654,7 +708,7 @@ class AuditResult:
         tests = self.tests()
         effect = tests["effect"]
         affected = self.effects.summary()
-        proven = [k for k in ("bypass", "head") if tests.get(k, {}).get("fired")]
+        proven = [k for k in ("bypass", "head", "feature") if tests.get(k, {}).get("fired")]
         how = (
             f" (a shift proven by the {' and '.join(proven)} test{'s' if len(proven) > 1 else ''} at {tests[proven[0]]['layer']})"
             if proven
@@ -675,9 +729,27 @@ class AuditResult:
         if self.finding == FINDINGS["present"]:
             return (
                 f"{self.finding}: κ {tests['kappa']['value']:.3g} (weighted {tests['kappa']['weighted']:.3g}) is above {self.threshold:g}, "
-                f"but no map moves beyond the honest range (largest effect {effect['value']:.3f}, below {AFFECTED:g}) and no shift is proven."
+                f"but no map moves beyond the honest range (largest effect {effect['value']:.3f}, below {AFFECTED:g}) and no shift is proven"
+                + self._differing()
+                + "."
             )
-        return f"{self.finding}: no shift proven, κ {tests['kappa']['value']:.3g} ≤ {self.threshold:g}, largest effect on a map {effect['value']:.3f}."
+        return (
+            f"{self.finding}: no shift proven, κ {tests['kappa']['value']:.3g} ≤ {self.threshold:g}, largest effect on a map {effect['value']:.3f}"
+            + self._differing()
+            + "."
+        )
+
+    def _differing(self) -> str:
+        """For a model called clean: the maps its own (honest-sized) common mode moves, so the user knows where the
+        logit and the centered logit disagree."""
+        effects = self.effects
+        hit = effects.differing()
+        if not hit:
+            return ""
+        return (
+            f"; its own common mode moves {len(hit)} of {len(effects.methods)} maps away from the centered-logit map: "
+            f"{effects.differing_summary()} (explain the centered logit with those)"
+        )
 
     def to_json(self) -> dict:
         return {

@@ -150,8 +150,9 @@ def layer_effects(
     class: ``s/|R|``), or None; ``bound``: the honest bound on ``‖m ⊙ A‖`` per
     image (``‖m‖`` at the input). Maps are only compared where they can
     differ: without a proven part and within the bound both effects are 0 by
-    construction (the same map), so an honest model costs no map at all beyond
-    the plain disagreement of the first method (Grad-CAM, saliency)."""
+    construction (the same map), so an honest model costs two maps per method:
+    its logit map and its centered-logit map (the plain disagreement,
+    ``immune``: what the common mode, honest or not, does to each method)."""
     g_top, common = g_top.detach(), common.detach()
     centered = g_top - common
     size = norms(weighted(common, None if layer == INPUT else act))
@@ -163,8 +164,8 @@ def layer_effects(
     without = None if proven is None else g_top - proven.detach()
     zeros = [0.0] * len(g_top)
     out = []
-    for j, (name, fn) in enumerate(methods_at(layer, act.detach()).items()):
-        logit = fn(g_top) if (j == 0 or held_needed or without is not None) else None
+    for name, fn in methods_at(layer, act.detach()).items():
+        logit = fn(g_top)
         size_effect, unstable = zeros, [False] * len(g_top)
         if held_needed and name in UNSTABLE:
             unstable = [True] * len(g_top)
@@ -176,7 +177,7 @@ def layer_effects(
             MethodEffect(
                 method=name,
                 layer=layer,
-                immune=_disagreement(logit, fn(centered)) if j == 0 else [],
+                immune=_disagreement(logit, fn(centered)),
                 structural=_disagreement(logit, fn(without)) if without is not None else zeros,
                 size=size_effect,
                 unstable=unstable,
@@ -223,6 +224,19 @@ class Effects:
         """``gradcam at blocks.10: Spearman 0.12 (logit map vs immune map); saliency at input: 0.45 …``, the worst first."""
         hit = sorted(self.affected(), key=lambda m: -m.effect)
         parts = [f"{m.method} at {m.layer} (Spearman {1.0 - m.effect:.2f})" for m in hit[:limit]]
+        more = len(hit) - limit
+        return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
+
+    def differing(self) -> list[MethodEffect]:
+        """Method families (at a layer) whose logit map differs from the centered-logit map (Spearman < 0.9) on some
+        image: what the common mode, honest or not, does to each method (``immune``), the worst first."""
+        hit = [m for m in self.methods if max(m.immune, default=0.0) >= AFFECTED]
+        return sorted(hit, key=lambda m: -max(m.immune))
+
+    def differing_summary(self, limit: int = 3) -> str:
+        """``gradcam at stem (Spearman −0.01), …``: the logit maps farthest from their centered-logit maps."""
+        hit = self.differing()
+        parts = [f"{m.method} at {m.layer} (Spearman {1.0 - max(m.immune):.2f})" for m in hit[:limit]]
         more = len(hit) - limit
         return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
 
