@@ -5,6 +5,13 @@
 
 * CAM family (Grad-CAM, Grad-CAM++, XGrad-CAM, HiResCAM, LayerCAM): a
   :class:`~logitshift.shift.GateShift` on the explanation layer's feature map;
+  on a *signed* map (a transformer's normalised tokens, where the gate's
+  channel shares mean nothing) a :class:`~logitshift.shift.RegionShift`
+  instead, its strength in units of the map's energy
+  (``K · 2/(HW · mean_ij ‖A_ij‖²)``, so ``|t|`` stays of the order of ``K``):
+  Grad-CAM tends to ``ReLU(Σ_k (a_Rk − a_Nk) A_k)``, HiResCAM and LayerCAM
+  to the target; Grad-CAM++ and XGrad-CAM, whose weights divide by sums of
+  signed activations, move less (measured in ``steering["effect"]``);
 * gradient family (saliency, gradient × input, Integrated Gradients,
   SmoothGrad): an :class:`~logitshift.shift.InputShift` on the input pixels.
 
@@ -43,7 +50,7 @@ from .device import model_device
 from .errors import LogitShiftError
 from .metrics import target_mass
 from .models import LoadedModel, default_layer
-from .shift import TOLERANCE, GateShift, InputShift, ShiftedModel, Stress, equivalence, stress_equivalence
+from .shift import TOLERANCE, GateShift, InputShift, RegionShift, ShiftedModel, Stress, equivalence, stress_equivalence
 from .targets import Target, parse_target
 
 #: default strength of each family's term (used when ``strength`` is None)
@@ -111,7 +118,13 @@ def steer(
             f"target {tgt.spec!r}: is {tgt.mask.shape[1]}×{tgt.mask.shape[0]}, expected {probe.shape[-1]}×{probe.shape[-2]} (the model input)"
         )
     cam_w = None
+    signed_unit = None  # a signed map's region term: the strength's unit (see the module docstring)
     if grid is not None:
+        with torch.no_grad():
+            acts = forward_pass(base, check if check is not None else probe, [cam_layer]).acts[cam_layer].detach().double()
+        if bool((acts < 0).any()):
+            energy = float(acts.pow(2).sum(dim=1).mean())
+            signed_unit = 2.0 / (grid[0] * grid[1] * max(energy, 1e-30))
         cam_w = tgt.weights(*grid)
         covered = float(cam_w.sum())
         if not 0 < covered < cam_w.numel():
@@ -129,7 +142,7 @@ def steer(
     def build(ks: dict[str, float]) -> ShiftedModel:
         terms: dict[str, nn.Module] = {}
         if "cam" in ks:
-            terms[cam_layer] = GateShift(ks["cam"], cam_w)
+            terms[cam_layer] = GateShift(ks["cam"], cam_w) if signed_unit is None else RegionShift(ks["cam"] * signed_unit, cam_w)
         if "input" in ks:
             terms[INPUT] = InputShift(ks["input"], px_w)
         return ShiftedModel(base, terms, head_dtype=head_dtype).to(model_device(base)).eval()
@@ -171,6 +184,7 @@ def steer(
         "methods": names,
         "families": families,
         "layer": cam_layer,
+        "cam_term": None if cam_layer is None else ("gate" if signed_unit is None else "region (signed map)"),
         "target": tgt.spec,
         "strength": dict(strengths),
         "auto": auto,

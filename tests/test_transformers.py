@@ -1,0 +1,124 @@
+"""Vision transformers as first-class models (issue 17), on small torchvision ViT/Swin configs with random weights.
+
+Native CAMs on a token grid are compared with pytorch-grad-cam's run with the
+``reshape_transform`` that its documentation gives for the same layer
+(class token dropped, tokens to the patch grid; Swin's N×H×W×C permuted).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_attribution import LIB, TINY_TARGETS, assert_close, lib_targets
+from tiny_transformers import images, tiny_swin, tiny_vit
+
+from logitshift.attribution import CAM_METHODS, cam_maps, get_method
+from logitshift.attribution.base import VARIANTS
+from logitshift.capture import TokenGrid, forward_pass, layer_grid, token_grid, trace
+from logitshift.metrics import target_mass
+from logitshift.models import LoadedModel, Preprocess, default_layer
+from logitshift.scores import SCORES
+from logitshift.shift import GateShift, ShiftedModel, equivalence
+from logitshift.steer import steer
+from logitshift.targets import parse_target
+
+VIT_LAYER = "encoder.layers.encoder_layer_1.ln_1"
+SWIN_LAYER = "features"
+
+
+def vit_reshape(t):
+    """pytorch-grad-cam's ViT reshape_transform (its tutorial), for an 8×8 patch grid."""
+    result = t[:, 1:, :].reshape(t.size(0), 8, 8, t.size(2))
+    return result.transpose(2, 3).transpose(1, 2)
+
+
+def swin_reshape(t):
+    """pytorch-grad-cam's reshape for a torchvision Swin stage output (N×H×W×C)."""
+    return t.permute(0, 3, 1, 2)
+
+
+def test_token_grid_is_found_from_the_shape():
+    assert token_grid((2, 197, 768), (224, 224)) == TokenGrid(14, 14, 1, False)
+    assert token_grid((2, 196, 768), (224, 224)) == TokenGrid(14, 14, 0, False)
+    assert token_grid((2, 7, 7, 768), (224, 224)) == TokenGrid(7, 7, 0, True)
+    assert token_grid((2, 512, 7, 7), (224, 224)) is None  # a CNN's N×C×H×W keeps its layout
+    assert token_grid((2, 7, 7, 7), (224, 224)) is None
+    assert token_grid((2, 1000), (224, 224)) is None
+    assert token_grid((2, 3, 768), (224, 224)) is None  # too few tokens for a grid
+    g = token_grid((2, 2 + 12 * 16, 8), (192, 256))  # a non-square input: 12×16 patches after 2 extra tokens
+    assert g == TokenGrid(12, 16, 2, False)
+
+
+@pytest.mark.parametrize("make,layer", [(tiny_vit, VIT_LAYER), (tiny_swin, SWIN_LAYER)])
+def test_grid_round_trip_and_capture(make, layer):
+    model = make()
+    x = images(2)
+    out = {o.name: o for o in trace(model, x)}
+    assert out[layer].spatial and out[layer].grid == (8, 8)
+    assert layer_grid(model, layer, x) == (8, 8)
+    p = forward_pass(model, x, [layer])
+    act = p.acts[layer]
+    assert act.shape[2:] == (8, 8) and act.requires_grad
+    torch.testing.assert_close(p.logits["original"], model(x), rtol=1e-4, atol=1e-5)  # rebuilding the tokens changes no logit
+    g = p.grad(act, torch.tensor([1, 2]))
+    assert g.abs().amax() > 0
+
+
+def test_default_layers():
+    vit = tiny_vit()
+    # the last block's output reaches the logits only through the class token: its patch tokens have no gradient
+    assert default_layer(vit, "", 64) == VIT_LAYER
+    p = forward_pass(vit, images(2), ["encoder.layers.encoder_layer_1", VIT_LAYER])
+    grads = torch.autograd.grad(p.logits["original"].sum(), [p.acts["encoder.layers.encoder_layer_1"], p.acts[VIT_LAYER]])
+    assert grads[0].abs().amax() == 0 and grads[1].abs().amax() > 0
+    assert default_layer(tiny_swin(), "swin_t", 64) == "features"
+
+
+@pytest.mark.parametrize("variant", ["original", "shifted"])
+@pytest.mark.parametrize("arch", ["vit", "swin"])
+def test_cams_equal_pytorch_grad_cam_on_token_grids(arch, variant):
+    """Every CAM × score × variant: ours on the token grid = pytorch-grad-cam with reshape_transform (≤ 1e-4 relative).
+
+    In float64: in float32 the two libraries' forward passes take different
+    attention kernels (ours runs with frozen parameters), and the shifted
+    variant's large common-mode gradient cancels to a few 1e-4 of a map.
+    """
+    import pytorch_grad_cam as pgc
+
+    model, layer, reshape = (tiny_vit(), VIT_LAYER, vit_reshape) if arch == "vit" else (tiny_swin(), SWIN_LAYER, swin_reshape)
+    model = model.double()
+    x = images(4).double()
+    w = torch.zeros(8, 8)
+    w[:3, :3] = 1
+    shifted = ShiftedModel(model, layer, GateShift(0.5, w)).eval()
+    net = model if variant == "original" else shifted
+    ours = cam_maps(shifted, x, TINY_TARGETS, layer, [get_method(m) for m in CAM_METHODS], SCORES, [variant])
+    module = model.get_submodule(layer)
+    for method in CAM_METHODS:
+        for name in SCORES:
+            with LIB[method](pgc)(model=net, target_layers=[module], reshape_transform=reshape) as cam:
+                targets = lib_targets(TINY_TARGETS, name)
+                cam(input_tensor=x, targets=targets)
+                acts = cam.activations_and_grads.activations[0].numpy()
+                grads = cam.activations_and_grads.gradients[0].numpy()
+                theirs = np.maximum(cam.get_cam_image(x, module, targets, acts, grads, False), 0)
+            assert_close(ours[method, name, variant], theirs)
+
+
+@pytest.mark.parametrize("make,layer", [(tiny_vit, VIT_LAYER), (tiny_swin, SWIN_LAYER)])
+def test_steer_on_a_token_grid_keeps_probabilities_and_steers(make, layer):
+    """steer() on a transformer: a region term on the signed token grid (the gate needs non-negative maps)."""
+    model = make()
+    loaded = LoadedModel(model, "tiny", layer, Preprocess(size=64, resize=64), num_classes=10)
+    x = images(4)
+    shifted = steer(loaded, "top-left", methods=list(CAM_METHODS), check=x)
+    assert shifted.steering["cam_term"] == "region (signed map)"
+    assert equivalence(shifted, x).ok(1e-5) and shifted.steering["stress"]["ok"]
+    w = parse_target("top-left", 64).weights(8, 8)
+    out = cam_maps(shifted, x, model(x).argmax(1), layer, [get_method(m) for m in CAM_METHODS], ("logit", "prob"), VARIANTS)
+    share = {k: float(target_mass(v, w).mean()) for k, v in out.items()}
+    for m in ("hirescam", "layercam"):
+        assert share[m, "logit", "shifted"] >= 0.5 > share[m, "logit", "original"], share
+        assert share[m, "prob", "shifted"] == pytest.approx(share[m, "prob", "original"], abs=1e-3)
+    assert share["gradcam", "logit", "shifted"] > share["gradcam", "logit", "original"]
