@@ -12,11 +12,13 @@ import pytest
 import torch
 from test_attribution import LIB, TINY_TARGETS, assert_close, lib_targets
 from tiny_transformers import images, tiny_swin, tiny_vit
+from torch import nn
 
 from logitshift.attribution import CAM_METHODS, cam_maps, get_method
 from logitshift.attribution.base import VARIANTS
-from logitshift.capture import TokenGrid, forward_pass, layer_grid, token_grid, trace
-from logitshift.metrics import target_mass
+from logitshift.capture import TokenGrid, attention, forward_pass, layer_grid, token_grid, trace
+from logitshift.errors import LogitShiftError
+from logitshift.metrics import spearman, target_mass
 from logitshift.models import LoadedModel, Preprocess, default_layer
 from logitshift.scores import SCORES
 from logitshift.shift import GateShift, ShiftedModel, equivalence
@@ -122,3 +124,53 @@ def test_steer_on_a_token_grid_keeps_probabilities_and_steers(make, layer):
         assert share[m, "logit", "shifted"] >= 0.5 > share[m, "logit", "original"], share
         assert share[m, "prob", "shifted"] == pytest.approx(share[m, "prob", "original"], abs=1e-3)
     assert share["gradcam", "logit", "shifted"] > share["gradcam", "logit", "original"]
+
+
+class ClassTerm(nn.Module):
+    """``t = K · z_k``: a shift term that reads the logits (an honest function of x; softmax ignores it)."""
+
+    def __init__(self, k: int, strength: float) -> None:
+        super().__init__()
+        self.k, self.strength = k, strength
+
+    def forward(self, z):
+        return self.strength * z[:, self.k]
+
+
+def test_attention_capture_equals_the_model():
+    """Recomputing nn.MultiheadAttention with its probabilities exposed changes no logit; every block is seen."""
+    model = tiny_vit()
+    x = images(2)
+    with torch.no_grad(), attention(model) as probs:
+        z = model(x)
+    torch.testing.assert_close(z, model(x), rtol=1e-4, atol=1e-5)
+    assert len(probs) == 2 and probs[0].shape == (2, 2, 65, 65)
+    torch.testing.assert_close(probs[0].sum(-1), torch.ones(2, 2, 65))
+    with pytest.raises(LogitShiftError, match="no global attention module"), attention(tiny_swin()):
+        pass
+
+
+def test_rollout_is_immune_and_attention_gradient_is_not():
+    """Rollout reads no score: identical maps for both variants. Gradient-weighted attention reads the logit:
+    a term ``t = K·z_k`` makes every class's shifted logit map that of class k, while the probability maps stay."""
+    model = tiny_vit()
+    x = images(4)
+    z = model(x)
+    top = z.argmax(1)
+    other = int(z.mean(0).argmin())
+    shifted = ShiftedModel(model, "heads", ClassTerm(other, 20.0)).eval()
+    assert equivalence(shifted, x).ok(1e-5)
+    region = ShiftedModel(model, VIT_LAYER, GateShift(1.0, torch.ones(8, 8).tril())).eval()
+    rollout = get_method("rollout")
+    for s in (shifted, region):
+        torch.testing.assert_close(rollout.maps(s, x, top, "logit", "shifted"), rollout.maps(s, x, top, "logit", "original"))
+    attn = get_method("attngrad")
+    honest = attn.maps(shifted, x, top, "logit", "original")
+    hijacked = attn.maps(shifted, x, top, "logit", "shifted")
+    of_other = attn.maps(shifted, x, torch.full_like(top, other), "logit", "original")
+    assert spearman(hijacked, of_other).min() > 0.95
+    assert spearman(hijacked, honest).mean() < 0.8
+    prob = [attn.maps(shifted, x, top, "prob", v) for v in VARIANTS]
+    assert spearman(*prob).min() > 0.999
+    with pytest.raises(LogitShiftError, match="no global attention module"):
+        rollout.maps(tiny_swin(), images(1), 0)

@@ -390,6 +390,86 @@ def layer_grid(model: nn.Module, layer: str, x: torch.Tensor) -> tuple[int, int]
     return shape[2], shape[3]
 
 
+def _mha_with_probs(module: nn.MultiheadAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``nn.MultiheadAttention``'s output recomputed from its own weights, and its attention probabilities N×heads×L×S.
+
+    The module's fused kernels never expose probabilities that are on the path
+    to the output (``need_weights`` returns a copy, averaged by default); this
+    is the textbook computation, ``softmax(q kᵀ/√d) v`` per head, equal to the
+    module's output to float round-off.
+    """
+    if not module.batch_first:
+        q, k, v = (t.transpose(0, 1) for t in (q, k, v))
+    n, length, embed = q.shape
+    heads = module.num_heads
+    d = embed // heads
+    bias = module.in_proj_bias.chunk(3) if module.in_proj_bias is not None else (None, None, None)
+    wq, wk, wv = module.in_proj_weight.chunk(3)
+    qh = torch.nn.functional.linear(q, wq, bias[0]).view(n, length, heads, d).transpose(1, 2)
+    kh = torch.nn.functional.linear(k, wk, bias[1]).view(n, k.shape[1], heads, d).transpose(1, 2)
+    vh = torch.nn.functional.linear(v, wv, bias[2]).view(n, v.shape[1], heads, d).transpose(1, 2)
+    probs = torch.softmax(qh @ kh.transpose(-2, -1) / math.sqrt(d), dim=-1)
+    out = module.out_proj((probs @ vh).transpose(1, 2).reshape(n, length, embed))
+    return (out if module.batch_first else out.transpose(0, 1)), probs
+
+
+@contextmanager
+def attention(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """The attention probabilities (N×heads×L×L) of every global attention module, in call order, during the block.
+
+    The probabilities are those on the path to the output, so a score can be
+    differentiated with respect to them. Two kinds are understood:
+
+    * ``torch.nn.MultiheadAttention`` (torchvision's ViT): its output is
+      recomputed from its weights with the probabilities exposed
+      (:func:`_mha_with_probs`; masks, ``bias_k`` and separate q/k/v weights
+      are refused in one line);
+    * timm's ``Attention`` (a module with ``fused_attn`` and ``attn_drop``): the
+      fused kernel is switched off for the block and ``attn_drop``'s output (the
+      probabilities, dropout being the identity in eval mode) is recorded.
+
+    A model with neither (Swin's windowed attention, a CNN) is a one-line error.
+    """
+    probs: list[torch.Tensor] = []
+    handles = []
+    fused: list[tuple[nn.Module, Any]] = []
+
+    def mha_hook(module: nn.Module, args: tuple, kwargs: dict, _out: Any) -> Any:
+        q, k, v = (list(args) + [kwargs.get(n) for n in ("query", "key", "value")][len(args) :])[:3]
+        if kwargs.get("attn_mask") is not None or kwargs.get("key_padding_mask") is not None:
+            raise LogitShiftError("attention: a masked nn.MultiheadAttention is not supported")
+        out, p = _mha_with_probs(module, q, k, v)  # type: ignore[arg-type]
+        probs.append(p)
+        weights = None
+        if kwargs.get("need_weights", True):
+            weights = p.mean(dim=1) if kwargs.get("average_attn_weights", True) else p
+        return out, weights
+
+    try:
+        for module in model.modules():
+            if isinstance(module, nn.MultiheadAttention):
+                if not module._qkv_same_embed_dim or module.bias_k is not None or module.add_zero_attn:
+                    raise LogitShiftError(
+                        "attention: nn.MultiheadAttention with separate q/k/v weights, bias_k or add_zero_attn is not supported"
+                    )
+                handles.append(module.register_forward_hook(mha_hook, with_kwargs=True))
+            elif hasattr(module, "fused_attn") and isinstance(getattr(module, "attn_drop", None), nn.Module):
+                fused.append((module, module.fused_attn))
+                module.fused_attn = False
+                handles.append(module.attn_drop.register_forward_hook(lambda _m, _i, out: probs.append(out)))
+        if not handles:
+            raise LogitShiftError(
+                f"attention: {type(model).__name__} has no global attention module (nn.MultiheadAttention or timm's Attention); "
+                "attention explanations need a ViT-style model"
+            )
+        yield probs
+    finally:
+        for h in handles:
+            h.remove()
+        for module, flag in fused:
+            module.fused_attn = flag
+
+
 def reaching(model: nn.Module, names: Sequence[str], size: int = 224) -> list[str]:
     """The layers among ``names`` whose grid the logits depend on, in the order given.
 

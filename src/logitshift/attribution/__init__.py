@@ -5,9 +5,13 @@ CAM family (maps on a spatial layer's grid): ``gradcam``, ``gradcampp``,
 pixels): ``saliency``, ``gradxinput``, ``ig``, ``smoothgrad``. Each works on a
 batch, for any score of :mod:`logitshift.scores` and either variant
 (``"original"`` / ``"shifted"``) of a :class:`~logitshift.shift.ShiftedModel`.
+Attention family (a ViT's attention, :data:`ATTENTION_METHODS`): ``rollout``
+(reads no score: immune to the shift), ``attngrad`` (gradient-weighted: not).
 """
 
+from .attngrad import AttentionGradient
 from .base import (
+    AttentionMethod,
     Attribution,
     CamMethod,
     InputMethod,
@@ -25,6 +29,7 @@ from .gradxinput import GradientXInput
 from .hirescam import HiResCAM
 from .ig import IntegratedGradients
 from .layercam import LayerCAM
+from .rollout import AttentionRollout
 from .saliency import Saliency
 from .smoothgrad import SmoothGrad
 from .xgradcam import XGradCAM
@@ -43,7 +48,10 @@ METHODS: dict[str, type[Attribution]] = {
         SmoothGrad,
     )
 }
-METHOD_LABELS: dict[str, str] = {n: c.label or n for n, c in METHODS.items()}
+#: methods on a ViT's attention (family "attention"): not in METHODS, whose every method runs on any
+#: model (the commands' defaults); get_method finds them by name.
+ATTENTION_METHODS: dict[str, type[Attribution]] = {cls.name: cls for cls in (AttentionRollout, AttentionGradient)}
+METHOD_LABELS: dict[str, str] = {n: c.label or n for n, c in {**METHODS, **ATTENTION_METHODS}.items()}
 CAM_METHODS = tuple(n for n, c in METHODS.items() if c.family == "cam")
 INPUT_METHODS = tuple(n for n, c in METHODS.items() if c.family == "input")
 
@@ -56,15 +64,20 @@ def get_method(name: str, **options) -> Attribution:
     """
     from ..errors import LogitShiftError
 
-    if name not in METHODS:
-        raise LogitShiftError(f"method {name!r}: unknown; expected one of {', '.join(METHODS)}")
+    known = {**METHODS, **ATTENTION_METHODS}
+    if name not in known:
+        raise LogitShiftError(f"method {name!r}: unknown; expected one of {', '.join(known)}")
     try:
-        return METHODS[name](**options)
+        return known[name](**options)
     except TypeError:
         raise LogitShiftError(f"method {name!r}: options {', '.join(options)} not understood") from None
 
 
 __all__ = [
+    "ATTENTION_METHODS",
+    "AttentionGradient",
+    "AttentionMethod",
+    "AttentionRollout",
     "Attribution",
     "CAM_METHODS",
     "CamMethod",
