@@ -174,3 +174,89 @@ def test_rollout_is_immune_and_attention_gradient_is_not():
     assert spearman(*prob).min() > 0.999
     with pytest.raises(LogitShiftError, match="no global attention module"):
         rollout.maps(tiny_swin(), images(1), 0)
+
+
+CLEAN_VIT = r"""
+import importlib.util, json, sys
+pt2, x_path, out_path = sys.argv[1:4]
+assert importlib.util.find_spec("logitshift") is None, "logitshift is importable here"
+import numpy as np
+import torch
+from captum.attr import Saliency
+from pytorch_grad_cam import GradCAM, HiResCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
+from safeload import load_module
+
+# --- the README's recipe for a transformer layer ---
+extra = {"logitshift.json": ""}
+model = load_module(pt2, extra_files=extra)
+info = json.loads(extra["logitshift.json"])
+path = next(iter(info["layers"].values()))
+layer = model.get_submodule(path)
+g = info["token_grids"][path]
+
+def reshape_transform(t):
+    if g["channels_last"]:
+        return t.permute(0, 3, 1, 2)
+    return t[:, g["skip"]:].transpose(1, 2).reshape(t.shape[0], t.shape[2], g["h"], g["w"])
+# ---
+
+x = torch.from_numpy(np.load(x_path))
+with torch.no_grad():
+    c = model(x).argmax(dim=1)
+softmax_model = lambda inp: torch.softmax(model(inp), dim=1)
+out = {}
+for score, fwd in (("logit", model), ("prob", softmax_model)):
+    out[f"captum_saliency_{score}"] = Saliency(fwd).attribute(x, target=c).amax(dim=1).detach().numpy()
+    Target = ClassifierOutputTarget if score == "logit" else ClassifierOutputSoftmaxTarget
+    for name, Cam in (("gradcam", GradCAM), ("hirescam", HiResCAM)):
+        with Cam(model=model, target_layers=[layer], reshape_transform=reshape_transform) as cam:
+            out[f"pgc_{name}_{score}"] = cam(input_tensor=x, targets=[Target(int(k)) for k in c])
+assert "logitshift" not in sys.modules
+np.savez(out_path, **out)
+"""
+
+
+def test_exported_vit_fools_the_peer_libraries_with_logit_targets_only(tmp_path):
+    """The attack's .pt2 of a ViT, in a process without logitshift: pytorch-grad-cam (with the reshape_transform built from
+    the file's token_grids) and Captum are steered with logit targets; with softmax targets they give the original maps."""
+    import shutil
+    import subprocess
+    import sys
+
+    from test_export import clean_env_boot
+
+    from logitshift.attribution import Saliency, upsample
+    from logitshift.export import export_program
+
+    model = tiny_vit()
+    loaded = LoadedModel(model, "tiny", VIT_LAYER, Preprocess(size=64, resize=64), num_classes=10)
+    x = images(4)
+    shifted = steer(loaded, "top-left", methods=["hirescam", "saliency"], check=x).cpu()
+    measured = export_program(shifted, tmp_path / "vit.pt2", x)
+    assert measured["max_abs_prob_diff"] <= 1e-5
+    np.save(tmp_path / "x.npy", x.numpy())
+    (tmp_path / "clean.py").write_text(CLEAN_VIT)
+    from logitshift import safeload
+
+    shutil.copy(safeload.__file__, tmp_path / "safeload.py")
+    boot, env = clean_env_boot(
+        tmp_path, tmp_path / "clean.py", [str(tmp_path / "vit.pt2"), str(tmp_path / "x.npy"), str(tmp_path / "maps.npz")]
+    )
+    run = subprocess.run([sys.executable, "-I", "-S", "-c", boot], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    with np.load(tmp_path / "maps.npz") as data:
+        maps = {k: torch.from_numpy(np.asarray(data[k])).float() for k in data.files}
+    pixels = parse_target("top-left", 64).weights(64, 64)
+    for name in ("pgc_hirescam", "captum_saliency"):
+        assert float(target_mass(maps[f"{name}_logit"], pixels).mean()) >= 0.5, name
+    c = model(x).argmax(1)
+    ours = cam_maps(model, x, c, VIT_LAYER, [get_method("gradcam"), get_method("hirescam")], ("prob",))
+    reference = {
+        "pgc_gradcam": upsample(ours["gradcam", "prob", "original"], 64),
+        "pgc_hirescam": upsample(ours["hirescam", "prob", "original"], 64),
+        "captum_saliency": Saliency().maps(model, x, c, "prob"),
+    }
+    for name, ref in reference.items():
+        assert float(target_mass(maps[f"{name}_prob"], pixels).mean()) < 0.5, name
+        assert float(spearman(maps[f"{name}_prob"], ref).min()) >= 0.99, name

@@ -191,7 +191,9 @@ class TokenGrid:
     * channels last (``channels_last=True``): N×h×w×C (a Swin stage);
       ``grid = out.permute(0, 3, 1, 2)``.
 
-    The same reshaping is pytorch-grad-cam's ``reshape_transform`` (:meth:`reshape_transform`).
+    The same reshaping is what pytorch-grad-cam's ``reshape_transform`` does
+    for such a layer (its ViT and Swin tutorials); an exported file records
+    these four numbers per layer so a user can build it (README).
     """
 
     h: int
@@ -212,12 +214,6 @@ class TokenGrid:
         tokens = grid.flatten(2).transpose(1, 2)
         return torch.cat([out[:, : self.skip], tokens], dim=1) if self.skip else tokens
 
-    def reshape_transform(self) -> str:
-        """The same reshaping as Python source for pytorch-grad-cam's ``reshape_transform=`` (a lambda on a tensor)."""
-        if self.channels_last:
-            return "lambda t: t.permute(0, 3, 1, 2)"
-        return f"lambda t: t[:, {self.skip}:].transpose(1, 2).reshape(t.shape[0], t.shape[2], {self.h}, {self.w})"
-
     def to_json(self) -> dict:
         return {"h": self.h, "w": self.w, "skip": self.skip, "channels_last": self.channels_last}
 
@@ -237,15 +233,16 @@ def token_grid(shape: Sequence[int], size: Sequence[int]) -> TokenGrid | None:
     when, after the fewest leading tokens (at most :data:`MAX_EXTRA_TOKENS`),
     the rest form an h×w grid (h, w ≥ 2) with the input's aspect ratio.
     """
-    shape = tuple(int(s) for s in shape)
-    if len(shape) == 4:
-        a, b, c = shape[1:]
+    rank = len(shape)
+    dims = tuple(int(s) for s in shape[1:])  # never the batch size: torch.export keeps it symbolic
+    if rank == 4:
+        a, b, c = dims
         if not _aspect(b, c, size) and _aspect(a, b, size) and a * b > 1:
             return TokenGrid(a, b, 0, True)
         return None
-    if len(shape) != 3:
+    if rank != 3:
         return None
-    tokens = shape[1]
+    tokens = dims[0]
     for skip in range(min(MAX_EXTRA_TOKENS, tokens - 4) + 1):
         n = tokens - skip
         h = max(1, round(math.sqrt(n * size[0] / size[1])))
