@@ -260,3 +260,17 @@ def test_exported_vit_fools_the_peer_libraries_with_logit_targets_only(tmp_path)
     for name, ref in reference.items():
         assert float(target_mass(maps[f"{name}_prob"], pixels).mean()) < 0.5, name
         assert float(spearman(maps[f"{name}_prob"], ref).min()) >= 0.99, name
+
+
+def test_audit_on_a_vit_reads_the_class_token_and_finds_the_shift():
+    """The audit on a transformer: its layers as grids, its classifier input the class token's representation
+    (heads.head's N×C input); clean on the honest model, shifted on the attacked one."""
+    from logitshift.audit import audit_model
+
+    model = tiny_vit()
+    x = images(4)
+    honest = audit_model(model, x)
+    assert honest.verdict == "clean" and honest.head is not None and honest.head.layer == "heads.head"
+    loaded = LoadedModel(model, "tiny", VIT_LAYER, Preprocess(size=64, resize=64), num_classes=10)
+    attacked = audit_model(steer(loaded, "top-left", check=x), x)
+    assert attacked.verdict == "shifted", attacked.finding
