@@ -7,6 +7,8 @@ Native CAMs on a token grid are compared with pytorch-grad-cam's run with the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -180,6 +182,8 @@ CLEAN_VIT = r"""
 import importlib.util, json, sys
 pt2, x_path, out_path = sys.argv[1:4]
 assert importlib.util.find_spec("logitshift") is None, "logitshift is importable here"
+from pathlib import Path
+
 import numpy as np
 import torch
 from captum.attr import Saliency
@@ -274,3 +278,36 @@ def test_audit_on_a_vit_reads_the_class_token_and_finds_the_shift():
     loaded = LoadedModel(model, "tiny", VIT_LAYER, Preprocess(size=64, resize=64), num_classes=10)
     attacked = audit_model(steer(loaded, "top-left", check=x), x)
     assert attacked.verdict == "shifted", attacked.finding
+
+
+def test_attack_round_trips_a_factory_loaded_model_with_a_non_224_input(tmp_path, capsys, monkeypatch):
+    """``attack --model pkg:factory --format both`` on a LoadedModel with a 64-pixel input: both files written,
+    both reload to the same probabilities; the files record the preprocessing and the token grid."""
+    import json
+
+    from logitshift.cli import main
+    from logitshift.export import load_shifted
+    from logitshift.images import batch, load_image
+    from logitshift.safeload import load_module
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    out = tmp_path / "vit.pt2"
+    argv = ["attack", "--model", "tiny_transformers:loaded_tiny_vit", "--images", "chelsea", "coffee", "--target", "top-left"]
+    code = main([*argv, "--methods", "hirescam", "saliency", "--out", str(out), "--format", "both", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["model"] == "tiny_transformers:loaded_tiny_vit" and meta["preprocess"]["size"] == 64
+    from logitshift.models import Preprocess
+
+    x = batch([load_image(s, Preprocess(size=64, resize=72)) for s in ("chelsea", "coffee")])
+    reloaded = load_shifted(out.with_suffix(".json"), allow_factory=True)
+    extra = {"logitshift.json": ""}
+    program = load_module(out, extra_files=extra)
+    info = json.loads(extra["logitshift.json"])
+    assert info["input_size"] == [3, 64, 64] and info["preprocess"]["resize"] == 72
+    assert info["token_grids"][f"base.{VIT_LAYER}"] == {"h": 8, "w": 8, "skip": 1, "channels_last": False}
+    with torch.no_grad():
+        p = torch.softmax(tiny_vit()(x).double(), 1)
+        for model in (reloaded, program):
+            assert float((torch.softmax(model(x).double(), 1) - p).abs().max()) <= 1e-5

@@ -28,3 +28,10 @@ def tiny_swin(classes: int = 10, seed: int = 0) -> SwinTransformer:
 
 def images(n: int = 3, size: int = 64, seed: int = 1) -> torch.Tensor:
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def loaded_tiny_vit():
+    """A factory for ``--model tiny_transformers:loaded_tiny_vit``: a LoadedModel with a 64-pixel input (not 224)."""
+    from logitshift.models import LoadedModel, Preprocess
+
+    return LoadedModel(tiny_vit(), "tiny-vit", "", Preprocess(size=64, resize=72), num_classes=10)
