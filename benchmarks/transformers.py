@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ("demo", "attack", "audit_honest", "audit_attacked", "matrix", "evaluate")
+COMMANDS = ("demo", "attack", "audit_honest", "audit_attacked", "matrix", "evaluate", "shares")
 
 
 def argv(command: str, model: str, weights: Path, work: Path) -> list[str]:
@@ -53,6 +53,42 @@ def argv(command: str, model: str, weights: Path, work: Path) -> list[str]:
         "matrix": ["matrix", "--model", model, "--weights", str(weights), "--out", str(out / "matrix")],
         "evaluate": ["evaluate", "--model", model, "--weights", str(weights), "--out", str(out / "evaluate"), "chelsea", "coffee"],
     }[command]
+
+
+def shares(model: str, work: Path) -> dict:
+    """The attack's file, reloaded: each CAM's and saliency's target share (logit, predicted class) on the four samples,
+    original and shifted, and the Spearman of every probability map with the original model's (immune scores)."""
+    from logitshift.attribution import CAM_METHODS, Saliency, cam_maps, get_method
+    from logitshift.export import load_shifted
+    from logitshift.images import DEFAULT_SAMPLES, batch, load_image
+    from logitshift.metrics import spearman, target_mass
+    from logitshift.models import load_model
+    from logitshift.targets import parse_target
+
+    meta = json.loads((work / model / "attack" / "shifted.json").read_text())
+    shifted = load_shifted(work / model / "attack" / "shifted.json")
+    pre = load_model(model, meta["weights"]).preprocess
+    x = batch([load_image(s, pre) for s in DEFAULT_SAMPLES])
+    layer = meta["steering"]["layer"]
+    with torch.no_grad():
+        z = shifted.base(x)
+        eq = (torch.softmax(shifted(x).double(), 1) - torch.softmax(z.double(), 1)).abs().max()
+    c = z.argmax(1)
+    out = cam_maps(shifted, x, c, layer, [get_method(n) for n in CAM_METHODS], ("logit", "prob"), ("original", "shifted"))
+    sal = Saliency()
+    for score in ("logit", "prob"):
+        for v in ("original", "shifted"):
+            out["saliency", score, v] = sal.maps(shifted, x, c, score, v)
+    result: dict = {"max_abs_prob_diff": float(eq), "layer": layer, "images": list(DEFAULT_SAMPLES)}
+    for name in [*CAM_METHODS, "saliency"]:
+        h, w = out[name, "logit", "original"].shape[-2:]
+        weights = parse_target("top-left", x.shape[-1]).weights(h, w)
+        result[name] = {
+            "logit_share_original": float(target_mass(out[name, "logit", "original"], weights).mean()),
+            "logit_share_shifted": float(target_mass(out[name, "logit", "shifted"], weights).mean()),
+            "prob_spearman_min": float(spearman(out[name, "prob", "shifted"], out[name, "prob", "original"]).min()),
+        }
+    return result
 
 
 def figures(command: str, model: str, work: Path, stdout: str) -> dict:
@@ -105,6 +141,16 @@ def main() -> int:
             torch.save(torchvision_model(model, random_init=True).module.state_dict(), weights)
         for command in args.commands:
             start = time.perf_counter()
+            if command == "shares":
+                found = shares(model, work)
+                results.setdefault(model, {})[command] = {
+                    "exit": 0,
+                    "seconds": round(time.perf_counter() - start, 1),
+                    "first_line": json.dumps(found)[:300],
+                    **found,
+                }
+                print(f"{model} shares: {found}", flush=True)
+                continue
             run = subprocess.run(
                 [sys.executable, "-m", "logitshift", *argv(command, model, weights, work)], env=env, capture_output=True, text=True
             )

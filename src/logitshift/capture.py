@@ -451,9 +451,10 @@ def attention(model: nn.Module) -> Iterator[list[torch.Tensor]]:
                     )
                 handles.append(module.register_forward_hook(mha_hook, with_kwargs=True))
             elif hasattr(module, "fused_attn") and isinstance(getattr(module, "attn_drop", None), nn.Module):
-                fused.append((module, module.fused_attn))
-                module.fused_attn = False
-                handles.append(module.attn_drop.register_forward_hook(lambda _m, _i, out: probs.append(out)))
+                timm_attn: Any = module  # timm's Attention: its attributes are not typed here
+                fused.append((module, timm_attn.fused_attn))
+                timm_attn.fused_attn = False
+                handles.append(timm_attn.attn_drop.register_forward_hook(lambda _m, _i, out: probs.append(out)))
         if not handles:
             raise LogitShiftError(
                 f"attention: {type(model).__name__} has no global attention module (nn.MultiheadAttention or timm's Attention); "
@@ -464,7 +465,7 @@ def attention(model: nn.Module) -> Iterator[list[torch.Tensor]]:
         for h in handles:
             h.remove()
         for module, flag in fused:
-            module.fused_attn = flag
+            setattr(module, "fused_attn", flag)  # noqa: B010 - an untyped timm attribute
 
 
 def reaching(model: nn.Module, names: Sequence[str], size: int = 224) -> list[str]:
