@@ -21,7 +21,7 @@ from logitshift.attribution.base import VARIANTS
 from logitshift.capture import TokenGrid, attention, forward_pass, layer_grid, token_grid, trace
 from logitshift.errors import LogitShiftError
 from logitshift.metrics import spearman, target_mass
-from logitshift.models import LoadedModel, Preprocess, default_layer
+from logitshift.models import LoadedModel, Preprocess, default_layer, prepare
 from logitshift.scores import SCORES
 from logitshift.shift import GateShift, ShiftedModel, equivalence
 from logitshift.steer import steer
@@ -311,3 +311,19 @@ def test_attack_round_trips_a_factory_loaded_model_with_a_non_224_input(tmp_path
         p = torch.softmax(tiny_vit()(x).double(), 1)
         for model in (reloaded, program):
             assert float((torch.softmax(model(x).double(), 1) - p).abs().max()) <= 1e-5
+
+
+def test_timm_vit_default_layer_and_attention():
+    """timm's ViT (small config, random weights): default layer blocks[-1].norm1, attention read with the fused kernel off."""
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+    torch.manual_seed(0)
+    model = prepare(TimmViT(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5))
+    x = images(2, 32)
+    assert default_layer(model, "", 32) == "blocks.1.norm1"
+    with torch.no_grad(), attention(model) as probs:
+        z = model(x)
+    assert len(probs) == 2 and probs[0].shape == (2, 2, 17, 17)
+    torch.testing.assert_close(z, model(x), rtol=1e-4, atol=1e-5)
+    assert all(m.fused_attn for m in model.modules() if hasattr(m, "fused_attn"))  # restored
+    assert get_method("rollout").maps(model, x, 0).shape == (2, 4, 4)
