@@ -138,7 +138,9 @@ def test_model_factory_is_found_in_the_current_folder(tmp_path, monkeypatch, cap
     # as the console script runs: neither the current folder nor "" on sys.path
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
     monkeypatch.delitem(sys.modules, "cwd_models_i12", raising=False)
-    code = main(["demo", "--model", "cwd_models_i12:tiny", "--images", "chelsea", "--out", "run", "--no-progress", "--device", "cpu", "--goal", "0"])
+    code = main(
+        ["demo", "--model", "cwd_models_i12:tiny", "--images", "chelsea", "--out", "run", "--no-progress", "--device", "cpu", "--goal", "0"]
+    )
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "figures and summary.json in run" in out.out

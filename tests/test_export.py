@@ -96,17 +96,24 @@ def clean_run(exported, samples):
     script = folder / "clean.py"
     script.write_text(CLEAN_SCRIPT)
     shutil.copy(Path(safeload.__file__), folder / "safeload.py")
-    paths = [p for p in sys.path if p and os.path.isdir(p) and "site-packages" not in p and not p.startswith(str(Path.cwd()))]
-    stdlib = [sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]]
-    site = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
-    boot = f"import sys; sys.path[:] = {json.dumps(list(dict.fromkeys([str(folder)] + stdlib + [p for p in paths if 'lib-dynload' in p] + site)))}; "
-    boot += f"sys.argv = {json.dumps([str(script), str(exported['pt2']), str(folder / 'x.npy'), str(folder / 'maps.npz')])}; "
-    boot += f"exec(compile(open({str(script)!r}).read(), {str(script)!r}, 'exec'))"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    boot, env = clean_env_boot(folder, script, [str(exported["pt2"]), str(folder / "x.npy"), str(folder / "maps.npz")])
     run = subprocess.run([sys.executable, "-I", "-S", "-c", boot], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     with np.load(folder / "maps.npz") as data:
         return {k: torch.from_numpy(np.asarray(data[k])) for k in data.files}
+
+
+def clean_env_boot(folder: Path, script: Path, args: list[str]) -> tuple[str, dict[str, str]]:
+    """``python -I -S -c BOOT`` arguments that run ``script`` with only the standard library, site-packages and ``folder``
+    on the path (so logitshift, installed in development mode from this checkout, is not importable)."""
+    paths = [p for p in sys.path if p and os.path.isdir(p) and "site-packages" not in p and not p.startswith(str(Path.cwd()))]
+    stdlib = [sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]]
+    site = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    boot = f"import sys; sys.path[:] = {json.dumps(list(dict.fromkeys([str(folder)] + stdlib + [p for p in paths if 'lib-dynload' in p] + site)))}; "
+    boot += f"sys.argv = {json.dumps([str(script), *args])}; "
+    boot += f"exec(compile(open({str(script)!r}).read(), {str(script)!r}, 'exec'))"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    return boot, env
 
 
 @pytest.fixture(scope="session")

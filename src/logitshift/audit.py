@@ -87,7 +87,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .capture import as_logits, first_line, hooked, run_frozen, trace
+from .capture import as_logits, first_line, gridded, hooked, run_frozen, trace
 from .effect import AFFECTED, NEVER, Effects, MethodEffect, classes_that_matter, honest_bound, layer_effects, weighted
 from .errors import LogitShiftError
 from .images import Item, collect_images
@@ -364,11 +364,10 @@ def measure(
             heads.append((name, h, width))
 
     leaves = [(name, sub) for name, sub in model.named_modules() if name and _is_leaf(sub)]
-    with (
-        hooked(modules, lambda name, _m, _i, out: acts.__setitem__(name, out)),
-        hooked(leaves, head_hook, skip_unhookable=True),
-    ):
+    # transformer layers (a ViT's tokens, a Swin stage's N×H×W×C) are audited as their N×C×h×w grid (issue 17)
+    with gridded(modules, x.shape[-2:]) as grids, hooked(leaves, head_hook, skip_unhookable=True):
         z = _forward(model, xg)
+    acts.update(grids)
     if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] < 2:
         shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
         raise LogitShiftError(f"model: outputs {shape}, expected logits N×C with C ≥ 2 classes")
@@ -912,7 +911,16 @@ def _recorded_preprocess(sidecar: Path):
     from .models import Preprocess, load_model
 
     try:
-        name = json.loads(sidecar.read_text()).get("model")
+        meta = json.loads(sidecar.read_text())
+        recorded = meta.get("preprocess")
+        if isinstance(recorded, dict):  # written by `attack` since issue 17: no model needs loading
+            return Preprocess(
+                size=int(recorded["size"]),
+                resize=int(recorded["resize"]),
+                mean=tuple(float(v) for v in recorded["mean"]),  # type: ignore[arg-type]
+                std=tuple(float(v) for v in recorded["std"]),  # type: ignore[arg-type]
+            )
+        name = meta.get("model")
         if isinstance(name, str) and ":" not in name:  # never import code named by a file
             return load_model(name).preprocess
     except Exception:  # no sidecar, not JSON, model not loadable here: the ImageNet default

@@ -45,6 +45,7 @@ refused.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -56,7 +57,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .capture import INPUT
+from .capture import INPUT, recorded, token_grid
 from .device import resolve_device
 from .errors import LogitShiftError
 from .files import atomic_write, umask_mode, write_json
@@ -199,6 +200,23 @@ def load_shifted(path: str | os.PathLike, allow_factory: bool = False) -> Shifte
 # ----------------------------------------------------------------------------- torch.export
 
 
+def token_grids(shifted: ShiftedModel, check: torch.Tensor) -> dict[str, dict]:
+    """For each term layer that is a transformer's token grid: its layout (h, w, skip, channels_last; README: the reshape_transform).
+
+    Keyed by the layer's path inside the exported module (``base.<layer>``);
+    N×C×H×W layers need no entry.
+    """
+    names = [n for n in shifted.layers if n != INPUT]
+    with recorded(shifted.base, names) as outs, torch.no_grad():
+        shifted.base(check[:1])
+    out = {}
+    for name in names:
+        layout = token_grid(outs[name].shape, check.shape[-2:]) if isinstance(outs.get(name), torch.Tensor) else None
+        if layout is not None:
+            out[f"base.{name}"] = layout.to_json()
+    return out
+
+
 def export_program(
     shifted: ShiftedModel,
     path: str | os.PathLike,
@@ -227,6 +245,7 @@ def export_program(
         "format": "torch.export",
         "layers": {name: f"base.{name}" for name in shifted.layers if name != INPUT},
         "input_size": list(check.shape[1:]),
+        "token_grids": token_grids(shifted, check),
         "load": "logitshift/safeload.py: load_module(path) (checks the file, then torch.export.load + unflatten)",
         **(meta or {}),
     }
@@ -342,13 +361,15 @@ def run_attack(cfg: AttackConfig) -> Attack:
     shifted.cpu()
     x = x.cpu()
     steering = shifted.steering
+    # how the check images were made from RGB in [0, 1]: what a user of the file must feed it
+    preprocess = dataclasses.asdict(loaded.preprocess)
     written = []
     measured = None
     if cfg.format in ("both", "pt2"):
-        measured = export_program(shifted, out, x, cfg.tolerance, {"model": loaded.name, "steering": steering})
+        measured = export_program(shifted, out, x, cfg.tolerance, {"model": loaded.name, "preprocess": preprocess, "steering": steering})
         written.append(str(out))
     if cfg.format in ("both", "safetensors"):
-        save_shifted(shifted, out, loaded.name, cfg.weights, {"steering": steering})
+        save_shifted(shifted, out, loaded.name, cfg.weights, {"preprocess": preprocess, "steering": steering})
         reloaded = load_shifted(jpath, allow_factory=True)  # the user named this model on the command line
         with torch.no_grad():
             eq = compare(loaded.module(x), reloaded(x))

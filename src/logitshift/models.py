@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .capture import add_output_adapter, as_logits, spatial_outputs
+from .capture import add_output_adapter, as_logits, reaching, spatial_outputs
 
 # the layer and output helpers live in the capture core; re-exported here where older code and users find them
 from .capture import check_input as check_input
@@ -292,7 +292,13 @@ _TORCHVISION_LAYERS = {
     "regnet": "trunk_output",
     "alexnet": "features.11",
     "squeezenet": "features",
+    # transformers: Swin's last stage (its N×H×W×C output is read through a TokenGrid); a ViT's layer is
+    # found by rule: the last norm whose patch tokens reach the logits (encoder.layers.encoder_layer_11.ln_1)
+    "swin": "features",
+    "vit": None,
 }
+#: torchvision families whose input size and preprocessing come from their weights' transforms (a ViT takes one size only)
+_TRANSFORMER_FAMILIES = ("vit", "swin", "maxvit")
 
 
 def torchvision_model(
@@ -321,14 +327,95 @@ def torchvision_model(
     if classes < 2:
         raise LogitShiftError(f"--num-classes {classes}: expected an integer >= 2")
     module = builder(weights=None, num_classes=classes)
-    if not random_init:
+    if random_init:
+        _randomize_zero_heads(module)
+    else:
         if weights is None and classes != 1000:
             raise LogitShiftError(f"model {name!r} with {classes} classes: its weights are yours; pass --weights PATH")
         path = Path(weights) if weights is not None else _cached_torchvision_weights(name)
         _load_into(module, load_state_dict(path), path)
     prepare(module)
     names = imagenet_classes() if classes == 1000 else ()
-    return LoadedModel(module, name, default_layer(module, name), num_classes=classes, class_names=names)
+    pre = _weights_preprocess(name) if name.startswith(_TRANSFORMER_FAMILIES) else Preprocess()
+    return LoadedModel(module, name, default_layer(module, name, pre.size), pre, num_classes=classes, class_names=names)
+
+
+def _weights_preprocess(name: str) -> Preprocess:
+    """The preprocessing torchvision's default weights for ``name`` were trained with (read from its enum, nothing downloaded)."""
+    import torchvision
+
+    try:
+        t = torchvision.models.get_model_weights(name).DEFAULT.transforms()
+        crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
+        return Preprocess(size=crop, resize=resize, mean=tuple(t.mean), std=tuple(t.std))  # type: ignore[arg-type]
+    except (ValueError, AttributeError, TypeError, IndexError):
+        return Preprocess()
+
+
+def _randomize_zero_heads(module: nn.Module) -> None:
+    """Random weights for a classifier layer that its builder initialises to zeros (torchvision's ViT heads).
+
+    With zero head weights every class gets the same logit: no explanation or
+    shift could be measured on such a model. Only layers whose weights are
+    all zeros are touched (their own ``reset_parameters``).
+    """
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear) and not bool(sub.weight.detach().any()):
+            sub.reset_parameters()
+
+
+def timm_model(
+    name: str, weights: str | os.PathLike | None = None, *, random_init: bool = False, num_classes: int | None = None
+) -> LoadedModel:
+    """A timm classifier by name (``vit_tiny_patch16_224``, ``swin_tiny_patch4_window7_224``, ``deit_…``) with local weights.
+
+    Nothing is downloaded: ``weights`` is a local state dict or checkpoint;
+    ``random_init=True`` keeps timm's random initialisation (say so in every
+    figure). Preprocessing (input size, mean/std, crop) is the model's own
+    ``pretrained_cfg``; the explanation layer is found by :func:`default_layer`.
+    """
+    try:
+        import timm
+    except ImportError as exc:
+        raise LogitShiftError(f"model {name!r}: timm is not installed; pip install timm") from exc
+    bare = name.removeprefix("timm/")
+    if not timm.is_model(bare):
+        raise LogitShiftError(f"model {name!r}: not a timm model name")
+    classes = 1000 if num_classes is None else num_classes
+    if classes < 2:
+        raise LogitShiftError(f"--num-classes {classes}: expected an integer >= 2")
+    module = timm.create_model(bare, pretrained=False, num_classes=classes)
+    if random_init:
+        _randomize_zero_heads(module)
+    elif weights is None:
+        raise LogitShiftError(f"model {name!r}: timm weights are never downloaded here; pass --weights PATH (a local state dict)")
+    else:
+        _load_into(module, load_state_dict(weights), weights)
+    prepare(module)
+    cfg = getattr(module, "pretrained_cfg", {}) or {}
+    size = int(cfg.get("input_size", (3, 224, 224))[-1])
+    crop = float(cfg.get("crop_pct", 0.875) or 0.875)
+    pre = Preprocess(
+        size=size, resize=int(round(size / crop)), mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD))
+    )
+    names = imagenet_classes() if classes == 1000 else ()
+    return LoadedModel(module, name, default_layer(module, bare, size), pre, num_classes=classes, class_names=names)
+
+
+def _is_timm_name(name: str) -> bool:
+    if name.startswith("timm/"):
+        return True
+    try:
+        import timm
+    except ImportError:
+        return False
+    return bool(timm.is_model(name))
+
+
+def _is_torchvision_name(name: str) -> bool:
+    import torchvision
+
+    return name in torchvision.models.list_models(torchvision.models)
 
 
 def _cached_torchvision_weights(name: str) -> Path:
@@ -412,7 +499,8 @@ def load_model(
     num_classes: int | None = None,
     class_names: str | os.PathLike | Sequence[str] | None = None,
 ) -> LoadedModel:
-    """Load a classifier by name: ``efficientnet-lite0`` (default), ``-lite1``, ``-lite2``, a torchvision name, or ``pkg.mod:factory``.
+    """Load a classifier by name: ``efficientnet-lite0`` (default), ``-lite1``, ``-lite2``, a torchvision name
+    (``vit_b_16`` and ``swin_t`` included), a timm name (``timm/NAME`` or a name only timm knows), or ``pkg.mod:factory``.
 
     ``num_classes`` (torchvision only) builds a fine-tuned head; ``class_names``
     (a file: one name per line, or a JSON list) names the model's classes.
@@ -426,6 +514,8 @@ def load_model(
         if num_classes is not None:
             raise LogitShiftError(f"--num-classes: model {name!r} is built by its factory; its output decides the classes")
         loaded = factory_model(name, weights)
+    elif _is_timm_name(name) and not _is_torchvision_name(name):
+        loaded = timm_model(name, weights, num_classes=num_classes)
     else:
         loaded = torchvision_model(name, weights, num_classes=num_classes)
     if class_names is not None:
@@ -465,8 +555,27 @@ def default_layer(module: nn.Module, name: str = "", size: int = 224) -> str:
     ]
     if not leaves:
         raise LogitShiftError(f"model {name or type(module).__name__!r}: no layer outputs a spatial feature map (N×C×H×W)")
+    if any(o.layout is not None for o in leaves):
+        leaves = _transformer_leaves(module, leaves, modules, size) or leaves
     best = leaves[-1]
     for candidate in order:
         if candidate.tensor == best.tensor and best.name.startswith(candidate.name + ".") and candidate.depth < best.depth:
             best = candidate
     return best.name
+
+
+def _transformer_leaves(module: nn.Module, leaves: list, modules: dict[str, nn.Module], size: int) -> list:
+    """A transformer's candidate layers: token-grid layers whose grid reaches the logits, normalisation layers preferred.
+
+    A ViT that classifies its class token gives its last block's output no
+    gradient on the patch tokens (only the class token goes on to the head), so
+    the last layer that reaches the logits is the last block's first norm
+    (``encoder.layers.encoder_layer_11.ln_1`` in torchvision's ``vit_b_16``,
+    ``blocks.11.norm1`` in timm's: pytorch-grad-cam's advice). A ViT that
+    averages its tokens reaches the logits at its final norm.
+    """
+    tokens = [o for o in leaves if o.layout is not None and o.varies]
+    alive = set(reaching(module, [o.name for o in tokens], size)) if tokens else set()
+    kept = [o for o in tokens if o.name in alive]
+    norms = [o for o in kept if "norm" in type(modules[o.name]).__name__.lower()]
+    return norms or kept

@@ -96,8 +96,9 @@ ALLOWED_OPS = frozenset(
     scatter select sigmoid sign silu sin slice softmax softplus split split_with_sizes sqrt square squeeze stack std
     sub sum sym_size t tanh to topk transpose type_as unbind unflatten unsqueeze upsample_bilinear2d
     upsample_nearest2d var view where zeros zeros_like dropout
+    scaled_dot_product_attention roll
     """.split()
-)
+)  # scaled_dot_product_attention: a ViT's nn.MultiheadAttention; roll: Swin's shifted windows (issue 17)
 #: in-place forms of the pure operators (``relu_``, ``add_``…) are as pure; these stay refused whatever the suffix
 REFUSED_OPS = frozenset({"from_file", "_from_file", "fill", "copy", "set", "print", "save", "bernoulli", "rand", "randn", "normal"})
 #: Python integer arithmetic on sizes (``_operator.<name>``)

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .capture import INPUT, layer_grid, recorded  # noqa: F401  (layer_grid: older callers import it from here)
+from .capture import INPUT, as_grid, layer_grid, recorded  # noqa: F401  (layer_grid: older callers import it from here)
 from .errors import LogitShiftError
 from .models import DEFAULT_MODEL, get_layer
 from .targets import Target
@@ -279,10 +279,11 @@ class ShiftedModel(nn.Module):
         return self.shifts[0]
 
     def capture(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One forward pass of the base: its logits and the activations the terms read."""
+        """One forward pass of the base: its logits and the activations the terms read
+        (a transformer layer's as its N×C×h×w grid, :func:`~logitshift.capture.as_grid`)."""
         with recorded(self.base, [n for n in self.layers if n != INPUT]) as acts:
             z = self.base(x)
-        return z, {INPUT: x, **acts}
+        return z, {INPUT: x, **{n: as_grid(a, x.shape[-2:]) for n, a in acts.items()}}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z, acts = self.capture(x)

@@ -5,6 +5,13 @@
 
 * CAM family (Grad-CAM, Grad-CAM++, XGrad-CAM, HiResCAM, LayerCAM): a
   :class:`~logitshift.shift.GateShift` on the explanation layer's feature map;
+  on a *signed* map (a transformer's normalised tokens, where the gate's
+  channel shares mean nothing) a :class:`~logitshift.shift.RegionShift`
+  instead, its strength in units of the map's energy
+  (``K · 2/(HW · mean_ij ‖A_ij‖²)``, so ``|t|`` stays of the order of ``K``):
+  Grad-CAM tends to ``ReLU(Σ_k (a_Rk − a_Nk) A_k)``, HiResCAM and LayerCAM
+  to the target; Grad-CAM++ and XGrad-CAM, whose weights divide by sums of
+  signed activations, move less (measured in ``steering["effect"]``);
 * gradient family (saliency, gradient × input, Integrated Gradients,
   SmoothGrad): an :class:`~logitshift.shift.InputShift` on the input pixels.
 
@@ -167,7 +174,13 @@ def steer(
             f"target {tgt.spec!r}: is {tgt.mask.shape[1]}×{tgt.mask.shape[0]}, expected {probe.shape[-1]}×{probe.shape[-2]} (the model input)"
         )
     cam_w = None
+    signed_unit = None  # a signed map's region term: the strength's unit (see the module docstring)
     if grid is not None:
+        with torch.no_grad():
+            acts = forward_pass(base, check if check is not None else probe, [term_layer]).acts[term_layer].detach().double()
+        if bool((acts < 0).any()):
+            energy = float(acts.pow(2).sum(dim=1).mean())
+            signed_unit = 2.0 / (grid[0] * grid[1] * max(energy, 1e-30))
         cam_w = tgt.weights(*grid)
         covered = float(cam_w.sum())
         if not 0 < covered < cam_w.numel():
@@ -194,6 +207,8 @@ def steer(
                 terms[term_layer] = PaperShift(ks["cam"])
             elif construction == "region":
                 terms[term_layer] = RegionShift(ks["cam"], cam_w)
+            elif signed_unit is not None:  # a signed map (a transformer's normalised tokens): the gate's channel shares mean nothing
+                terms[term_layer] = RegionShift(ks["cam"] * signed_unit, cam_w)
             else:
                 terms[term_layer] = GateShift(ks["cam"], cam_w)
         if "input" in ks:
@@ -266,6 +281,13 @@ def steer(
         "families": families,
         "layer": cam_layer,
         "shift_layer": term_layer,
+        "cam_term": None
+        if cam_layer is None
+        else construction
+        if construction != "gate"
+        else "gate"
+        if signed_unit is None
+        else "region (signed map)",
         "target": tgt.spec,
         "strength": dict(strengths),
         "auto": auto,

@@ -5,6 +5,8 @@ CAM family (maps on a spatial layer's grid): ``gradcam``, ``gradcampp``,
 pixels): ``saliency``, ``gradxinput``, ``ig``, ``smoothgrad``. Each works on a
 batch, for any score of :mod:`logitshift.scores` and either variant
 (``"original"`` / ``"shifted"``) of a :class:`~logitshift.shift.ShiftedModel`.
+Attention family (a ViT's attention, :data:`ATTENTION_METHODS`): ``rollout``
+(reads no score: immune to the shift), ``attngrad`` (gradient-weighted: not).
 """
 
 from ..errors import LogitShiftError
@@ -17,8 +19,10 @@ from . import gradcam, gradcampp, xgradcam, hirescam, layercam  # noqa: F401  CA
 from . import saliency, gradxinput, ig, smoothgrad  # noqa: F401  input family
 
 # isort: on
+from .attngrad import AttentionGradient
 from .base import (
     METHODS,
+    AttentionMethod,
     Attribution,
     CamMethod,
     InputMethod,
@@ -35,11 +39,15 @@ from .gradxinput import GradientXInput
 from .hirescam import HiResCAM
 from .ig import IntegratedGradients
 from .layercam import LayerCAM
+from .rollout import AttentionRollout
 from .saliency import Saliency
 from .smoothgrad import SmoothGrad
 from .xgradcam import XGradCAM
 
-METHOD_LABELS: dict[str, str] = {n: c.label or n for n, c in METHODS.items()}
+#: methods on a ViT's attention (family "attention"): not in METHODS, whose every method runs on any
+#: model (the commands' defaults); get_method finds them by name.
+ATTENTION_METHODS: dict[str, type[Attribution]] = {cls.name: cls for cls in (AttentionRollout, AttentionGradient)}
+METHOD_LABELS: dict[str, str] = {n: c.label or n for n, c in {**METHODS, **ATTENTION_METHODS}.items()}
 CAM_METHODS = tuple(n for n, c in METHODS.items() if c.family == "cam")
 INPUT_METHODS = tuple(n for n, c in METHODS.items() if c.family == "input")
 
@@ -50,15 +58,20 @@ def get_method(name: str, **options) -> Attribution:
     >>> get_method("ig", steps=16)
     IntegratedGradients(batch_size=32, steps=16, baseline=0.0)
     """
-    if name not in METHODS:
-        raise LogitShiftError(f"method {name!r}: unknown; expected one of {', '.join(METHODS)}")
+    known = {**METHODS, **ATTENTION_METHODS}
+    if name not in known:
+        raise LogitShiftError(f"method {name!r}: unknown; expected one of {', '.join(known)}")
     try:
-        return METHODS[name](**options)
+        return known[name](**options)
     except TypeError:
         raise LogitShiftError(f"method {name!r}: options {', '.join(options)} not understood") from None
 
 
 __all__ = [
+    "ATTENTION_METHODS",
+    "AttentionGradient",
+    "AttentionMethod",
+    "AttentionRollout",
     "Attribution",
     "CAM_METHODS",
     "CamMethod",

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..capture import INPUT, Pass
+from ..capture import INPUT, Heads, Pass, attention, token_grid
 from ..capture import forward_pass as forward_pass
 from ..capture import frozen as frozen
 from ..errors import LogitShiftError
@@ -226,6 +226,37 @@ class InputMethod(Attribution):
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({fields})"
+
+
+class AttentionMethod(Attribution):
+    """A method on a ViT's attention probabilities: the class token's row of a relevance matrix, on the patch grid.
+
+    :func:`~logitshift.capture.attention` records every block's probabilities
+    ``A_b`` (N×heads×L×L) during one forward pass (the input requires grad, so
+    they are on the path to every score); :meth:`relevance` combines them into
+    an N×L×L matrix ``R``, and the map is ``R[:, 0, skip:]`` (the class token's
+    relevance to each patch token) reshaped to the patch grid. Needs a model
+    whose first token is a class token (torchvision's ViT, timm's ViT/DeiT).
+    """
+
+    family = "attention"
+
+    def relevance(self, p: Pass, probs: list[torch.Tensor], target: torch.Tensor, score: str, variant: str) -> torch.Tensor:
+        """The N×L×L relevance from the blocks' probabilities (in call order)."""
+        raise NotImplementedError
+
+    def maps(self, model, x, target, score="logit", variant="original", layer=None):
+        base = model.base if isinstance(model, Heads) else model
+        with attention(base) as probs:
+            p = forward_pass(model, x, input_grad=True)
+        tokens = probs[0].shape[-1]
+        layout = token_grid((1, tokens, 1), x.shape[-2:])
+        if layout is None or layout.skip == 0 or layout.channels_last:
+            raise LogitShiftError(
+                f"method {self.name!r}: {tokens} tokens are not a class token plus a patch grid; it needs a ViT with a class token"
+            )
+        rel = self.relevance(p, probs, as_targets(target, x.shape[0], x.device), score, variant)
+        return rel[:, 0, layout.skip :].detach().reshape(x.shape[0], layout.h, layout.w)
 
 
 def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:

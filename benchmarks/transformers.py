@@ -1,0 +1,185 @@
+"""The commands on vision transformers with RANDOM WEIGHTS (issue 17): demo, attack, audit, matrix, evaluate.
+
+No transformer weights can be had offline, so ``vit_b_16`` and ``swin_t`` are
+built by torchvision with random weights (seed 0; torchvision's zero-initialised
+ViT head randomised, see ``models._randomize_zero_heads``), saved to a state
+dict and passed as ``--weights``. The figures are mechanics (does each command
+run, keep probabilities, steer, detect), not the effect sizes on trained
+transformers, which stay an open question.
+
+    python benchmarks/transformers.py [--models vit_b_16 swin_t] [--commands demo attack ...] [--out benchmarks/results]
+
+Writes ``transformers.json`` and ``transformers.md`` (per model and command:
+exit code, wall time, the output's first line, and the figures each command
+records). Times are wall-clock on whatever machine runs it; say its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMANDS = ("demo", "attack", "audit_honest", "audit_attacked", "matrix", "evaluate", "shares")
+
+
+def argv(command: str, model: str, weights: Path, work: Path) -> list[str]:
+    out = work / model
+    return {
+        "demo": ["demo", "--model", model, "--weights", str(weights), "--out", str(out / "demo")],
+        "attack": [
+            "attack",
+            "--model",
+            model,
+            "--weights",
+            str(weights),
+            "--target",
+            "top-left",
+            "--out",
+            str(out / "attack" / "shifted.pt2"),
+            "--force",
+            "--no-progress",
+        ],
+        "audit_honest": ["audit", model, "--weights", str(weights), "--out", str(out / "audit_honest"), "--force", "--no-progress"],
+        "audit_attacked": ["audit", str(out / "attack" / "shifted.pt2"), "--out", str(out / "audit_attacked"), "--force", "--no-progress"],
+        "matrix": ["matrix", "--model", model, "--weights", str(weights), "--out", str(out / "matrix")],
+        "evaluate": ["evaluate", "--model", model, "--weights", str(weights), "--out", str(out / "evaluate"), "chelsea", "coffee"],
+    }[command]
+
+
+def shares(model: str, work: Path) -> dict:
+    """The attack's file, reloaded: each CAM's and saliency's target share (logit, predicted class) on the four samples,
+    original and shifted, and the Spearman of every probability map with the original model's (immune scores)."""
+    from logitshift.attribution import CAM_METHODS, Saliency, cam_maps, get_method
+    from logitshift.export import load_shifted
+    from logitshift.images import DEFAULT_SAMPLES, batch, load_image
+    from logitshift.metrics import spearman, target_mass
+    from logitshift.models import load_model
+    from logitshift.targets import parse_target
+
+    meta = json.loads((work / model / "attack" / "shifted.json").read_text())
+    shifted = load_shifted(work / model / "attack" / "shifted.json")
+    pre = load_model(model, meta["weights"]).preprocess
+    x = batch([load_image(s, pre) for s in DEFAULT_SAMPLES])
+    layer = meta["steering"]["layer"]
+    with torch.no_grad():
+        z = shifted.base(x)
+        eq = (torch.softmax(shifted(x).double(), 1) - torch.softmax(z.double(), 1)).abs().max()
+    c = z.argmax(1)
+    out = cam_maps(shifted, x, c, layer, [get_method(n) for n in CAM_METHODS], ("logit", "prob"), ("original", "shifted"))
+    sal = Saliency()
+    for score in ("logit", "prob"):
+        for v in ("original", "shifted"):
+            out["saliency", score, v] = sal.maps(shifted, x, c, score, v)
+    result: dict = {"max_abs_prob_diff": float(eq), "layer": layer, "images": list(DEFAULT_SAMPLES)}
+    for name in [*CAM_METHODS, "saliency"]:
+        h, w = out[name, "logit", "original"].shape[-2:]
+        weights = parse_target("top-left", x.shape[-1]).weights(h, w)
+        result[name] = {
+            "logit_share_original": float(target_mass(out[name, "logit", "original"], weights).mean()),
+            "logit_share_shifted": float(target_mass(out[name, "logit", "shifted"], weights).mean()),
+            "prob_spearman_min": float(spearman(out[name, "prob", "shifted"], out[name, "prob", "original"]).min()),
+        }
+    return result
+
+
+def figures(command: str, model: str, work: Path, stdout: str) -> dict:
+    """What each command recorded, read from its own output files."""
+    out = work / model
+    try:
+        if command == "demo":
+            s = json.loads((out / "demo" / "summary.json").read_text())
+            rows = s["results"]
+            mean = lambda key, field: sum(r["maps"][key][field] for r in rows) / len(rows)  # noqa: E731
+            return {
+                "layer": s["layer"],
+                "max_abs_prob_diff": s["max_abs_prob_diff"],
+                "top1_agree": s["top1_agree"],
+                "gradcam_logit_share_original": mean("original_logit", "target_mass"),
+                "gradcam_logit_share_shifted": mean("shifted_logit", "target_mass"),
+                "gradcam_prob_spearman_min": min(r["maps"]["shifted_prob"]["spearman_vs_original"] for r in rows),
+            }
+        if command == "attack":
+            meta = json.loads((out / "attack" / "shifted.json").read_text())
+            return {"steering": meta.get("steering"), "preprocess": meta.get("preprocess")}
+        if command.startswith("audit"):
+            s = json.loads(next((out / command).glob("*.json")).read_text())
+            return {k: s.get(k) for k in ("verdict", "score", "finding", "head")}
+        if command == "matrix":
+            found = sorted((out / "matrix").glob("*.json"))
+            return {"files": [p.name for p in found], "matrix": json.loads(found[0].read_text()) if found else None}
+    except (OSError, ValueError, KeyError, StopIteration) as exc:
+        return {"unread": f"{type(exc).__name__}: {exc}"}
+    return {}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["vit_b_16", "swin_t"])
+    p.add_argument("--commands", nargs="+", default=list(COMMANDS), choices=COMMANDS)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--work", default=None, help="folder for the runs (default: a temporary folder)")
+    args = p.parse_args()
+    sys.path.insert(0, str(ROOT / "src"))
+    from logitshift.models import torchvision_model
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="transformers."))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    results: dict[str, dict] = {}
+    for model in args.models:
+        weights = work / f"{model}_random_weights.pth"
+        if not weights.exists():
+            torch.manual_seed(0)
+            torch.save(torchvision_model(model, random_init=True).module.state_dict(), weights)
+        for command in args.commands:
+            start = time.perf_counter()
+            if command == "shares":
+                found = shares(model, work)
+                results.setdefault(model, {})[command] = {
+                    "exit": 0,
+                    "seconds": round(time.perf_counter() - start, 1),
+                    "first_line": json.dumps(found)[:300],
+                    **found,
+                }
+                print(f"{model} shares: {found}", flush=True)
+                continue
+            run = subprocess.run(
+                [sys.executable, "-m", "logitshift", *argv(command, model, weights, work)], env=env, capture_output=True, text=True
+            )
+            took = time.perf_counter() - start
+            lines = [ln for ln in run.stdout.splitlines() if ln.strip()] or [ln for ln in run.stderr.splitlines() if ln.strip()][-1:]
+            results.setdefault(model, {})[command] = {
+                "exit": run.returncode,
+                "seconds": round(took, 1),
+                "first_line": lines[0] if lines else "",
+                "stdout": run.stdout[-4000:],
+                "stderr_tail": run.stderr[-1000:] if run.returncode not in (0, 1) else "",
+                **figures(command, model, work, run.stdout),
+            }
+            print(f"{model} {command}: exit {run.returncode}, {took:.0f} s: {lines[0] if lines else ''}", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    previous = json.loads((out / "transformers.json").read_text()) if (out / "transformers.json").exists() else {}
+    for model, cmds in results.items():
+        previous.setdefault(model, {}).update(cmds)
+    (out / "transformers.json").write_text(json.dumps(previous, indent=1, default=str))
+    lines = ["# The commands on vision transformers — RANDOM WEIGHTS (mechanics, not trained-model effect sizes)", ""]
+    lines += [f"`python benchmarks/transformers.py` · torch {torch.__version__} · load average at the end {os.getloadavg()[0]:.1f}", ""]
+    lines += ["| model | command | exit | s | first line of the output |", "|---|---|---|---|---|"]
+    for model, cmds in previous.items():
+        for command, r in cmds.items():
+            lines.append(f"| {model} | {command} | {r['exit']} | {r['seconds']} | {r['first_line'].replace('|', '/')[:300]} |")
+    (out / "transformers.md").write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
