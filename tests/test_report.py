@@ -53,7 +53,22 @@ needs_browser = pytest.mark.skipif(not available() and not REQUIRE_BROWSER, reas
 def demo_run(tmp_path_factory) -> Path:
     """A real ``logitshift demo --report`` run: one image, its predicted class and "maze" (two panels)."""
     out = tmp_path_factory.mktemp("report") / "demo"
-    assert main(["demo", "--out", str(out), "--images", "chelsea", "--class", "maze", "--no-progress", "--report"]) == 0
+    argv = [
+        "demo",
+        "--out",
+        str(out),
+        "--images",
+        "chelsea",
+        "--class",
+        "maze",
+        "--construction",
+        "region",
+        "--goal",
+        "0",
+        "--no-progress",
+        "--report",
+    ]
+    assert main(argv) == 0  # the region construction (the default before the gate): the page's numbers as they were pinned
     return out
 
 

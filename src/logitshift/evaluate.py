@@ -248,6 +248,7 @@ def _refuse_out(out: Path, cfg: EvalConfig) -> None:
     """The refusals of :func:`_prepare_out` that need no lock, taken before any work."""
     if out.exists() and not out.is_dir():
         raise LogitShiftError(f"--out {str(out)!r}: exists and is not a folder")
+    RunLock(out).check()  # a run in progress there is named first
     if _holds_run(out) and not (cfg.resume or cfg.force):
         raise LogitShiftError(f"--out {str(out)!r}: holds a previous run; pass --resume to continue it or --force to start over")
 
