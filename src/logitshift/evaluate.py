@@ -550,12 +550,12 @@ def _run_batches(
                 _check_equivalence(result.logits, cfg.tolerance, shifted)
                 rows = batch_rows(result, good, weights_for)
                 if cfg.save_maps and index is not None:  # the parts are written before the batch is committed
-                    saved, labels = explained_maps(result.maps, result.targets, [it.key for it in good])
+                    saved, names = explained_maps(result.maps, result.targets, [it.key for it in good])
                     for hw in dict.fromkeys(tuple(m.shape) for m in saved):  # one part per map size: raw maps, no resampling
                         mine = [i for i, m in enumerate(saved) if tuple(m.shape) == hw]
                         name = f"part-{index[good[0].key]:09d}-{hw[0]}x{hw[1]}.npz"
                         save_maps(
-                            Path(cfg.out) / MAPS / name, [saved[i] for i in mine], **{k: [v[i] for i in mine] for k, v in labels.items()}
+                            Path(cfg.out) / MAPS / name, [saved[i] for i in mine], **{k: [v[i] for i in mine] for k, v in names.items()}
                         )
             store.commit_batch(
                 rows,
