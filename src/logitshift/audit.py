@@ -365,7 +365,7 @@ def measure(
 
     leaves = [(name, sub) for name, sub in model.named_modules() if name and _is_leaf(sub)]
     # transformer layers (a ViT's tokens, a Swin stage's N×H×W×C) are audited as their N×C×h×w grid (issue 17)
-    with gridded(modules, x.shape[-2:]) as grids, hooked(leaves, head_hook, skip_unhookable=True):
+    with gridded(modules, x.shape[-2:], leaf=False) as grids, hooked(leaves, head_hook, skip_unhookable=True):
         z = _forward(model, xg)
     acts.update(grids)
     if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] < 2:

@@ -259,13 +259,15 @@ def as_grid(out: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 @contextmanager
-def gridded(modules: Iterable[tuple[str, nn.Module]], size: Sequence[int]) -> Iterator[dict[str, torch.Tensor]]:
+def gridded(modules: Iterable[tuple[str, nn.Module]], size: Sequence[int], leaf: bool = True) -> Iterator[dict[str, torch.Tensor]]:
     """The named modules' outputs during the block as N×C×h×w grids that require grad, ``{name: grid}``.
 
     A grid is on the path to the logits: a token layer's output is rebuilt
     from it (:meth:`TokenGrid.from_grid`), an N×C×h×w output is the grid
     itself. A grid whose trunk has no gradient becomes a leaf, so a backward
-    stops there. A module that outputs no tensor is a one-line error.
+    stops there (``leaf=False``: it is left without grad, so a caller can tell
+    an output that does not depend on the input). A module that outputs no
+    tensor is a one-line error.
     """
     captured: dict[str, torch.Tensor] = {}
 
@@ -274,12 +276,12 @@ def gridded(modules: Iterable[tuple[str, nn.Module]], size: Sequence[int]) -> It
             raise LogitShiftError(f"layer {name!r}: outputs {type(out).__name__}, expected a tensor")
         layout = token_grid(out.shape, size) if out.is_floating_point() else None
         if layout is None:
-            if not out.requires_grad and out.is_floating_point():
+            if leaf and not out.requires_grad and out.is_floating_point():
                 out.requires_grad_(True)  # a leaf: the backward stops here
             captured[name] = out
             return None
         grid = layout.to_grid(out)
-        if not grid.requires_grad:
+        if not grid.requires_grad and leaf:
             grid = grid.detach().requires_grad_(True)
         captured[name] = grid
         return layout.from_grid(grid, out)

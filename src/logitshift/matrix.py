@@ -244,7 +244,9 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
         "model": loaded.name,
         "layer": st["layer"],
         "target": cfg.target,
-        "construction": " + ".join({"cam": "gate (feature map)", "input": "sawtooth (input)"}[f] for f in st["families"]),
+        "construction": " + ".join(
+            {"cam": f"{st.get('cam_term') or 'gate'} (feature map)", "input": "sawtooth (input)"}[f] for f in st["families"]
+        ),
         "strength": {f: round(k, 4) for f, k in st["strength"].items()},
         "auto_strength": st["auto"],
         "goal": cfg.goal,
