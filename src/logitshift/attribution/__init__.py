@@ -96,3 +96,12 @@ __all__ = [
     "predicted",
     "upsample",
 ]
+
+
+def __getattr__(name: str):
+    # cam_maps moved to the engine (the one multi-map path); found here too for older code
+    if name == "cam_maps":
+        from ..engine import cam_maps
+
+        return cam_maps
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
