@@ -182,3 +182,21 @@ def test_evaluate_rows_for_top_k_class_and_labels(photos, capsys):
         assert sorted(got) == sorted(expected), (got, expected)  # one row per class, repeats collapsed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["top_k"] == 2 and summary["labels"] == str(labels) and summary["classes"] == ["4", "4"]
+
+
+def test_labels_and_save_maps_together_over_several_batches(photos, capsys):
+    """Each image's true label is explained in every batch, and the saved maps carry it (one batch per image)."""
+    from logitshift.display import load_maps
+
+    tmp_path, paths = photos
+    wanted = [int(p.argmin()) for p in probabilities(paths)]
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"{c}\n" for c in wanted))
+    maps = tmp_path / "maps.npz"
+    argv = ["evaluate", *MODEL, "--images", *paths, "--out", str(tmp_path / "eval"), "--workers", "0", "--no-plots"]
+    code = main([*argv, "--scores", "logit", "--methods", "gradcam", "--batch-size", "1", "--labels", str(labels), "--save-maps", str(maps)])
+    assert code == 0, capsys.readouterr().err
+    saved = load_maps(maps)
+    for path, label in zip(paths, wanted):
+        mine = [int(c) for im, c in zip(saved["image"], saved["class"]) if str(im) == str(Path(path).resolve())]
+        assert label in mine, (path, label, mine)
