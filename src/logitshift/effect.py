@@ -93,7 +93,10 @@ def methods_at(layer: str, act: torch.Tensor) -> dict[str, Callable[[torch.Tenso
 
     if layer == INPUT:
         return {"saliency": Saliency().reduce, "gradxinput": lambda g: GradientXInput().reduce(act * g)}
-    return {name: (lambda g, m=cls(): m.combine(act, g)) for name, cls in METHODS.items() if issubclass(cls, CamMethod)}
+    def combiner(method: CamMethod) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda g: method.combine(act, g)
+
+    return {name: combiner(cls()) for name, cls in METHODS.items() if issubclass(cls, CamMethod)}
 
 
 def weighted(g: torch.Tensor, act: torch.Tensor | None) -> torch.Tensor:

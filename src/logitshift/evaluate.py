@@ -355,7 +355,7 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
         if main is not None:
             _check_resume(main, ident)
         _barrier(world)
-        store = main if world == 1 else Store(out / PARTS / f"rank-{rank}.sqlite")
+        store = main if world == 1 and main is not None else Store(out / PARTS / f"rank-{rank}.sqlite")
         if store is not main:
             _check_resume(store, ident)
         finished = _finished(out)
@@ -727,7 +727,7 @@ def write_summary(
     cfg: EvalConfig,
     ident: dict[str, Any],
     model_name: str,
-    default_strength: float,
+    default_strength: float | str,
     world: int,
     seconds: float,
     samples: Sequence[dict[str, Any]] = (),
@@ -903,7 +903,7 @@ def write_plots(folder: Path, rows: Sequence[dict[str, Any]]) -> list[str]:
     lo, hi = min(vals), max(vals)
     import numpy as np
 
-    bins = np.logspace(np.log10(lo), np.log10(hi), 30) if hi > lo * 1.0001 else 10
+    bins: Any = np.logspace(np.log10(lo), np.log10(hi), 30) if hi > lo * 1.0001 else 10
     ax.hist(vals, bins=bins, color="#55a868")
     if hi > lo * 1.0001:
         ax.set_xscale("log")

@@ -104,8 +104,9 @@ def build_terms(terms: list[dict], tensors: dict[str, torch.Tensor], source: str
         try:
             kind, layer = d["kind"], d["layer"]
             if kind == "gate":
-                term: nn.Module = GateShift(d["strength"], tensors[f"terms.{i}.weights"], d["channels"], d["leak"])
-                term.offset.copy_(tensors[f"terms.{i}.offset"].reshape(()))
+                gate = GateShift(d["strength"], tensors[f"terms.{i}.weights"], d["channels"], d["leak"])
+                gate.offset.copy_(tensors[f"terms.{i}.offset"].reshape(()))
+                term: nn.Module = gate
             elif kind == "input":
                 term = InputShift(d["strength"], tensors[f"terms.{i}.weights"], d["period"], d["profile"])
             elif kind == "region":

@@ -307,7 +307,7 @@ class ShiftedModel(nn.Module):
 
     def target_weights(self, h: int, w: int) -> torch.Tensor:
         """Where the first term steers the explanation, as weights on an h×w grid."""
-        return self.shift.target_weights(h, w)
+        return self.shift.target_weights(h, w)  # type: ignore[operator]  # every term module defines it
 
 
 @dataclass(kw_only=True)
