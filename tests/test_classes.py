@@ -194,7 +194,9 @@ def test_labels_and_save_maps_together_over_several_batches(photos, capsys):
     labels.write_text("".join(f"{c}\n" for c in wanted))
     maps = tmp_path / "maps.npz"
     argv = ["evaluate", *MODEL, "--images", *paths, "--out", str(tmp_path / "eval"), "--workers", "0", "--no-plots"]
-    code = main([*argv, "--scores", "logit", "--methods", "gradcam", "--batch-size", "1", "--labels", str(labels), "--save-maps", str(maps)])
+    code = main(
+        [*argv, "--scores", "logit", "--methods", "gradcam", "--batch-size", "1", "--labels", str(labels), "--save-maps", str(maps)]
+    )
     assert code == 0, capsys.readouterr().err
     saved = load_maps(maps)
     for path, label in zip(paths, wanted):

@@ -93,6 +93,7 @@ def methods_at(layer: str, act: torch.Tensor) -> dict[str, Callable[[torch.Tenso
 
     if layer == INPUT:
         return {"saliency": Saliency().reduce, "gradxinput": lambda g: GradientXInput().reduce(act * g)}
+
     def combiner(method: CamMethod) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda g: method.combine(act, g)
 
