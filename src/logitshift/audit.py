@@ -82,6 +82,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -225,7 +226,7 @@ class HeadEvidence:
             dev = _deviation(common)
             mean_norm = float(common.double().mean(dim=0).norm())
             spread = [float(d) / mean_norm if mean_norm > 0 else float(d > 0) for d in _norms(dev)]
-            frob = sum(_norms(_deviation(p)).pow(2) for p in probes) / len(probes)
+            frob = cast(torch.Tensor, sum(_norms(_deviation(p)).pow(2) for p in probes) / len(probes))
             kappa = [float(k) for k in _ratio(_norms(dev), frob, classes)]
         out = cls(layer, int(common[0].numel()), spread, kappa, common, probes, classes=classes)
         mask = out.alone_mask()
@@ -285,6 +286,10 @@ def _spearman(a: torch.Tensor, b: torch.Tensor) -> list[float]:
 def _forward(model: nn.Module, x: torch.Tensor, what: str = "forward pass") -> torch.Tensor:
     """The logits of ``model(x)``, with the graph to ``x`` but none to the parameters."""
     return as_logits(run_frozen(model, x, what))
+
+
+def _add(total: torch.Tensor | None, part: torch.Tensor) -> torch.Tensor:
+    return part if total is None else total + part
 
 
 def _is_leaf(module: nn.Module) -> bool:
@@ -461,19 +466,19 @@ def measure(
             deviation = g_sum[head].detach() - g_sum[head].detach().mean(dim=0, keepdim=True)
             moved = pull_back(wrt[head], deviation)
             for i in range(spatial):
-                proven[i] = moved[i].detach() if proven[i] is None else proven[i] + moved[i].detach()
+                proven[i] = _add(proven[i], moved[i].detach())
         if head_evidence.alone_ratio(threshold) > 1.0:
             # features of h that only the common mode reads: their part of the common mode is a shift, if it reaches back
-            mask = head_evidence.alone_mask()
-            assert mask is not None
-            part = g_sum[head].detach() * mask.view_as(g_sum[head]).to(g_sum[head].dtype)
+            alone = head_evidence.alone_mask()
+            assert alone is not None
+            part = g_sum[head].detach() * alone.view_as(g_sum[head]).to(g_sum[head].dtype)
             moved = pull_back(wrt[head], part)
             reach = max(max(_fraction(moved[i], g_sum[i])) for i in range(spatial))
             if reach <= TOLERANCE:  # a constant feature (a bias written as an input): no gradient, nothing to explain
                 head_evidence.alone = [0.0] * len(head_evidence.alone)
             else:
                 for i in range(spatial):
-                    proven[i] = moved[i].detach() if proven[i] is None else proven[i] + moved[i].detach()
+                    proven[i] = _add(proven[i], moved[i].detach())
         bar.update(1)
     bar.close()
     out = []
@@ -485,7 +490,8 @@ def measure(
         cells = _ratio(_cell_sq(g_sum[i]).sqrt(), frob_cells[i], classes).mean(dim=0)
         act = xg.detach() if name == INPUT else wrt[i].detach()
         bound = honest_bound(frob_weighted[i], classes, threshold)
-        methods = layer_effects(name, act, g_top[i], common, None if proven[i] is None else proven[i] / classes, bound)
+        shift_part = proven[i]
+        methods = layer_effects(name, act, g_top[i], common, None if shift_part is None else shift_part / classes, bound)
         gradcam = next((m for m in methods if m.method in ("gradcam", "saliency")), methods[0])
         out.append(
             LayerEvidence(
@@ -563,12 +569,12 @@ def measure_batches(
                 methods,
             )
         )
-    heads = [p[1] for p in parts]
     context = parts[0][2]
-    if any(h is None for h in heads):
+    heads = [p[1] for p in parts if p[1] is not None]
+    if len(heads) < len(parts):
         return merged, None, context
-    common = torch.cat([h.common_rows for h in heads])
-    probe_rows = torch.cat([h.probe_rows for h in heads], dim=1)
+    common = torch.cat([cast(torch.Tensor, h.common_rows) for h in heads])  # from_rows always keeps the rows
+    probe_rows = torch.cat([cast(torch.Tensor, h.probe_rows) for h in heads], dim=1)
     return merged, HeadEvidence.from_rows(heads[0].layer, common, probe_rows, first.classes), context
 
 
@@ -896,8 +902,8 @@ def load_target(spec: str, weights: str | None = None):
     if path.suffix in (".json", ".safetensors"):
         from .export import load_shifted
 
-        module = load_shifted(path)
-        return prepare(module), _recorded_preprocess(path.with_suffix(".json")), True, path.name
+        shifted = load_shifted(path)
+        return prepare(shifted), _recorded_preprocess(path.with_suffix(".json")), True, path.name
     module, hookable = load_file(path)
     if hookable:
         prepare(module)
@@ -979,7 +985,10 @@ def figure(result: AuditResult, path: str | Path) -> Path:
         axb.set_xticks(range(len(labels)))
         axb.set_xticklabels(ticks, rotation=20, ha="right", fontsize=7)
         axb.set_ylabel("bypass fraction")
-        axb.set_title(f"common-mode gradient that does not flow through the classifier input ({result.head.layer}); honest: 0", fontsize=8)
+        axb.set_title(
+            f"common-mode gradient that does not flow through the classifier input ({result.head.layer if result.head else ''}); honest: 0",
+            fontsize=8,
+        )
         axb.legend(fontsize=7, loc="upper right")
     norm = LogNorm(vmin=0.1, vmax=max(100.0, result.kappa))
     for i, e in enumerate(spatial):

@@ -39,13 +39,13 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attribution import METHODS, InputMethod, forward_pass, get_method
+from .attribution import METHODS, Attribution, CamMethod, InputMethod, forward_pass, get_method
 from .capture import INPUT, layer_grid
 from .device import model_device
 from .errors import LogitShiftError
@@ -176,10 +176,11 @@ def steer(
     cam_w = None
     signed_unit = None  # a signed map's region term: the strength's unit (see the module docstring)
     if grid is not None:
+        assert term_layer is not None  # a grid comes from the term's layer
         with torch.no_grad():
-            acts = forward_pass(base, check if check is not None else probe, [term_layer]).acts[term_layer].detach().double()
-        if bool((acts < 0).any()):
-            energy = float(acts.pow(2).sum(dim=1).mean())
+            term_act = forward_pass(base, check if check is not None else probe, [term_layer]).acts[term_layer].detach().double()
+        if bool((term_act < 0).any()):
+            energy = float(term_act.pow(2).sum(dim=1).mean())
             signed_unit = 2.0 / (grid[0] * grid[1] * max(energy, 1e-30))
         cam_w = tgt.weights(*grid)
         covered = float(cam_w.sum())
@@ -233,7 +234,7 @@ def steer(
             bar = _progress(progress, family)
 
             def tried(k: float, e: dict[str, float], bar=bar, aim=aim) -> None:
-                worst = min(e, key=e.get)
+                worst = min(e, key=lambda name: e[name])
                 bar.set_postfix_str(f"K={k:.3g}: {worst} {e[worst] + aim[worst] - goal:.2f} (aim {aim[worst]:.2f})", refresh=False)
                 bar.update(1)
 
@@ -244,7 +245,7 @@ def steer(
             bar.close()
             if k is None:
                 best = {n: v + aim[n] - goal for n, v in best.items()}
-                worst = min(best, key=best.get)
+                worst = min(best, key=lambda n: best[n])
                 raise LogitShiftError(
                     f"the effect was not reached: strength 'auto': no {family}-family strength up to {start[family] * 2.0**SPAN:g} "
                     f"gives every method a target mass of {goal:g}; method {worst!r} reaches {best[worst]:.2f} at most on these check images"
@@ -373,7 +374,7 @@ def unreached(steering: dict) -> str | None:
     if steering.get("construction") == "paper" or steering.get("reached") is not False:
         return None
     short = {n: effects.get(n, 0.0) for n in steering["steered"] if effects.get(n, 0.0) < goal}
-    worst = min(short, key=short.get)
+    worst = min(short, key=lambda n: short[n])
     k = _fmt(steering["strength"])
     remedy = "--strength auto" if steering["construction"] == "gate" else "--construction gate (works on every architecture)"
     return (
@@ -430,7 +431,7 @@ def _effect_function(
     build: Callable[[dict[str, float]], ShiftedModel],
     chosen: dict[str, float],
     family: str,
-    methods: dict[str, object],
+    methods: Mapping[str, Attribution],
     x: torch.Tensor,
     tgt: Target,
     cam_layer: str | None,
@@ -449,6 +450,8 @@ def _effect_function(
     with torch.no_grad():
         target_class = base(x).argmax(dim=1)
     if family == "cam":
+        assert cam_layer is not None  # a CAM family has a layer
+        cams = {n: m for n, m in methods.items() if isinstance(m, CamMethod)}
         p = forward_pass(unit, x, [cam_layer])
         act = p.acts[cam_layer]
         # the cam term is the first family chosen, and input terms do not reach
@@ -459,32 +462,33 @@ def _effect_function(
         h, w = act.shape[-2:]
         weights = tgt.weights(h, w)
 
-        def effect(k: float) -> dict[str, float]:
+        def cam_effect(k: float) -> dict[str, float]:
             g = g0 + k * (g1 - g0)
             with torch.no_grad():
-                return {n: float(target_mass(m.combine(act, g), weights).mean()) for n, m in methods.items()}
+                return {n: float(target_mass(m.combine(act, g), weights).mean()) for n, m in cams.items()}
 
-        return effect
+        return cam_effect
     from .engine import explain
 
     for n, m in methods.items():
         if not isinstance(m, InputMethod):  # pragma: no cover - every registered input method is one
             raise LogitShiftError(f"method {n!r}: strength 'auto' needs an InputMethod (a linear raw attribution)")
+    inputs = {n: m for n, m in methods.items() if isinstance(m, InputMethod)}
     # strength 0: the terms already chosen (or the original model); one engine call for every method
     zero, variant = (build(chosen), "shifted") if chosen else (base, "original")
-    out = explain(zero, x, None, list(methods.values()), ["logit"], (variant,), raw=True, progress=progress)
+    out = explain(zero, x, None, list(inputs.values()), ["logit"], (variant,), raw=True, progress=progress)
     if not bool((out.top1 == target_class).all()):  # pragma: no cover - the terms keep the prediction
         raise LogitShiftError("strength 'auto': the terms already chosen change the predicted class")
     # strength 1 adds the input term's own attribution: t_input reads only the pixels, no network pass
     term = next(t for name, t in zip(unit.layers, unit.shifts) if name == INPUT)
     alone = _TermLogits(term, int(out.logits["original"].shape[1]))
-    raws = {n: (out.raw[(0, n, "logit", variant)], m.attribute(alone, x, target_class, "logit", "original")) for n, m in methods.items()}
+    raws = {n: (out.raw[(0, n, "logit", variant)], m.attribute(alone, x, target_class, "logit", "original")) for n, m in inputs.items()}
     weights = tgt.weights(x.shape[-2], x.shape[-1])
 
-    def effect(k: float) -> dict[str, float]:
-        return {n: float(target_mass(methods[n].reduce(r0 + k * d), weights).mean()) for n, (r0, d) in raws.items()}
+    def input_effect(k: float) -> dict[str, float]:
+        return {n: float(target_mass(inputs[n].reduce(r0 + k * d), weights).mean()) for n, (r0, d) in raws.items()}
 
-    return effect
+    return input_effect
 
 
 def search_strength(
