@@ -255,7 +255,19 @@ def test_console_script_finds_a_factory_in_the_current_folder(tmp_path):
         pytest.skip("console script not installed")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run(
-        [str(exe), "demo", "--model", "usermodels:build", "--images", "chelsea", "--out", str(tmp_path / "run"), "--no-progress"],
+        [
+            str(exe),
+            "demo",
+            "--model",
+            "usermodels:build",
+            "--images",
+            "chelsea",
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+            "--goal",
+            "0",
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,
