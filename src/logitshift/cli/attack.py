@@ -7,7 +7,7 @@ import argparse
 from ..export import AttackConfig, run_attack
 from ..images import DEFAULT_SAMPLES
 from ..shift import TOLERANCE, parse_strength
-from .flags import force_flag, images_flag, model_flags, out_flag, positive_float, progress_flag, target_flag
+from .flags import force_flag, images_flag, model_flags, model_setup, out_flag, positive_float, progress_flag, target_flag
 
 
 def register(sub) -> argparse.ArgumentParser:
@@ -49,11 +49,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = AttackConfig(
         target=args.target,
         out=args.out,
-        model=args.model,
-        weights=args.weights,
-        num_classes=args.num_classes,
-        class_names=args.class_names,
-        layer=args.layer,
+        **model_setup(args),
         methods=args.methods,
         strength=parse_strength(args.strength),
         goal=args.goal,

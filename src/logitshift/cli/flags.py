@@ -198,14 +198,19 @@ def shift_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+#: what ``model_flags`` parse, by the config field names every command's config shares
+MODEL_FIELDS = ("model", "weights", "num_classes", "class_names", "layer")
+
+
+def model_setup(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields from parsed ``model_flags``: which model, its weights, classes and explanation layer."""
+    return {k: getattr(args, k) for k in MODEL_FIELDS}
+
+
 def shift_setup(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`logitshift.shift.ShiftSetup` fields from parsed ``model_flags`` + ``shift_flags`` + ``class_flags``."""
     keys = (
-        "model",
-        "weights",
-        "num_classes",
-        "class_names",
-        "layer",
+        *MODEL_FIELDS,
         "shift_layer",
         "construction",
         "strength",

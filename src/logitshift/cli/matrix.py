@@ -9,7 +9,18 @@ from ..matrix import DEFAULT_STEPS, MatrixConfig, run_matrix
 from ..report import write_report
 from ..scores import SCORES
 from ..shift import parse_strength
-from .flags import force_flag, images_flag, int_at_least, model_flags, out_flag, progress_flag, report_flag, save_maps_flag, target_flag
+from .flags import (
+    force_flag,
+    images_flag,
+    int_at_least,
+    model_flags,
+    model_setup,
+    out_flag,
+    progress_flag,
+    report_flag,
+    save_maps_flag,
+    target_flag,
+)
 
 
 def register(sub) -> argparse.ArgumentParser:
@@ -46,11 +57,7 @@ def register(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     cfg = MatrixConfig(
         out=args.out,
-        model=args.model,
-        weights=args.weights,
-        num_classes=args.num_classes,
-        class_names=args.class_names,
-        layer=args.layer,
+        **model_setup(args),
         target=args.target,
         images=args.images or [],
         methods=args.methods or [],
