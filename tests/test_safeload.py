@@ -236,3 +236,79 @@ def test_the_cpu_limit_ends_a_long_audit_with_one_line(hostile_files, tmp_path):
     )
     assert run.returncode == 2, run.stderr[-2000:]
     assert len(run.stderr.strip().splitlines()) == 1 and "CPU-time limit of 1 s" in run.stderr, run.stderr
+
+
+class _Counter(nn.Module):
+    """Counts its calls in a buffer and answers differently after the 10th: an audit's few calls see the honest model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("count", torch.zeros(()))
+
+    def forward(self, x):
+        self.count.add_(1)
+        return x.flatten(1)[:, :4] * 2 + (self.count > 10).float() * 100
+
+
+class _FreshFill(nn.Module):
+    """Swin's pattern: a mask made in the graph, then filled in place (a write into its own tensor)."""
+
+    def forward(self, x):
+        mask = x.new_zeros(x.shape)
+        mask[:, :1].fill_(2.0)
+        return (x + mask).flatten(1)[:, :4]
+
+
+def test_a_model_that_writes_into_its_own_buffer_is_refused(tmp_path):
+    """torch.export keeps ``count.add_(1)`` in the graph; a model whose output changes after the audit's calls is
+    refused, and a checked load would have left the buffer untouched."""
+    x = torch.randn(1, 3, 32, 32)
+    counter = _Counter()
+    path = tmp_path / "counter.pt2"
+    torch.export.save(torch.export.export(counter, (x,)), str(path))
+    theirs = torch.export.load(str(path)).module()
+    first = theirs(x)
+    for _ in range(10):
+        last = theirs(x)
+    assert not torch.equal(first, last)  # the payload is live: plain torch gives another answer after 10 calls
+    with pytest.raises(safeload.UnsafeModelFile, match=r"writes in place \(add_\) into 'b_count'"):
+        safeload.check_pt2(path)
+
+
+def test_an_in_place_fill_of_a_tensor_the_graph_made_passes(tmp_path):
+    x = torch.randn(1, 3, 32, 32)
+    path = tmp_path / "fill.pt2"
+    torch.export.save(torch.export.export(_FreshFill(), (x,)), str(path))
+    assert torch.equal(safeload.load_program(path).module()(x), _FreshFill()(x))
+
+
+def test_a_write_through_a_view_of_a_weight_is_refused(hostile_files, tmp_path):
+    """The graph is edited so that the first node fills a slice of the model's first weight in place."""
+
+    def change(program):
+        graph = program["graph_module"]["graph"]
+        weight = graph["inputs"][0]["as_tensor"]["name"]
+        view = {
+            "target": "torch.ops.aten.slice.Tensor",
+            "name": "v",
+            "inputs": [{"name": "self", "arg": {"as_tensor": {"name": weight}}, "kind": 1}],
+            "outputs": [{"as_tensor": {"name": "v"}}],
+            "metadata": {},
+            "is_hop_single_tensor_return": None,
+        }
+        write = {
+            "target": "torch.ops.aten.fill_.Scalar",
+            "name": "w",
+            "inputs": [
+                {"name": "self", "arg": {"as_tensor": {"name": "v"}}, "kind": 1},
+                {"name": "value", "arg": {"as_float": 0.0}, "kind": 1},
+            ],
+            "outputs": [{"as_tensor": {"name": "w"}}],
+            "metadata": {},
+            "is_hop_single_tensor_return": None,
+        }
+        graph["nodes"][:0] = [view, write]
+
+    path = hostile._rewrite(hostile_files["base"], tmp_path / "view.pt2", hostile._edit_json("models/model.json", change))
+    with pytest.raises(safeload.UnsafeModelFile, match=r"writes in place \(fill_\)"):
+        safeload.check_pt2(path)

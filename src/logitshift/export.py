@@ -64,7 +64,7 @@ from .files import atomic_write, umask_mode, write_json
 from .images import DEFAULT_SAMPLES, batch, load_images
 from .models import DEFAULT_MODEL, load_model
 from .safeload import load_program
-from .shift import TOLERANCE, GateShift, InputShift, PaperShift, RegionShift, ShiftedModel, Stress, compare
+from .shift import TOLERANCE, FitShift, GateShift, InputShift, PaperShift, RegionShift, ShiftedModel, Stress, compare
 from .steer import steer
 
 FORMAT = "logitshift-shifted-model"
@@ -83,6 +83,10 @@ def describe_terms(shifted: ShiftedModel) -> tuple[list[dict], dict[str, torch.T
             d = {"kind": "gate", "strength": term.strength, "channels": term.channels, "leak": term.leak}
             tensors[f"terms.{i}.weights"] = term.weights
             tensors[f"terms.{i}.offset"] = term.offset.reshape(1)
+        elif isinstance(term, FitShift):
+            d = {"kind": "fit", "strength": term.strength, "levels": term.levels, "ridge": term.ridge}
+            tensors[f"terms.{i}.weights"] = term.weights
+            tensors[f"terms.{i}.offset"] = term.offset.reshape(1)
         elif isinstance(term, InputShift):
             d = {"kind": "input", "strength": term.strength, "period": term.period, "profile": term.profile}
             tensors[f"terms.{i}.weights"] = term.weights
@@ -92,7 +96,7 @@ def describe_terms(shifted: ShiftedModel) -> tuple[list[dict], dict[str, torch.T
         elif isinstance(term, PaperShift):
             d = {"kind": "paper", "strength": term.strength, "cell": list(term.cell)}
         else:
-            raise LogitShiftError(f"shift term {type(term).__name__}: cannot be saved; known kinds are gate, input, region, paper")
+            raise LogitShiftError(f"shift term {type(term).__name__}: cannot be saved; known kinds are gate, fit, input, region, paper")
         terms.append({"layer": layer, **d})
     return terms, {k: v.detach().float().contiguous().cpu() for k, v in tensors.items()}
 
@@ -107,6 +111,10 @@ def build_terms(terms: list[dict], tensors: dict[str, torch.Tensor], source: str
                 gate = GateShift(d["strength"], tensors[f"terms.{i}.weights"], d["channels"], d["leak"])
                 gate.offset.copy_(tensors[f"terms.{i}.offset"].reshape(()))
                 term: nn.Module = gate
+            elif kind == "fit":
+                fit = FitShift(d["strength"], tensors[f"terms.{i}.weights"], d["levels"], d["ridge"])
+                fit.offset.copy_(tensors[f"terms.{i}.offset"].reshape(()))
+                term = fit
             elif kind == "input":
                 term = InputShift(d["strength"], tensors[f"terms.{i}.weights"], d["period"], d["profile"])
             elif kind == "region":

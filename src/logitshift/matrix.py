@@ -88,8 +88,12 @@ def measure(
     goal: float = 0.5,
     options: dict[str, dict] | None = None,
     progress: bool = False,
+    aimed: set[str] | None = None,
 ) -> tuple[list[dict], dict[tuple[str, str, str], torch.Tensor]]:
     """Rows of the matrix and the raw maps ``{(method, score, variant): N×h×w}``.
+
+    ``aimed``: the methods whose logit cell is expected "fooled" (default: every method); the others are
+    expected "not aimed" and shown as measured.
 
     Every map comes from one :func:`~logitshift.engine.explain` call (each
     image's predicted class): one forward of the images serves every CAM and
@@ -117,7 +121,9 @@ def measure(
                 verdict = "fooled"
             else:
                 verdict = "changed"
-            expected = "unchanged" if s in IMMUNE else "fooled"
+            # a method the construction does not aim at (Grad-CAM++ and XGrad-CAM on a signed map, steer.SIGNED_UNAIMED)
+            # is measured and shown, and no verdict is expected of it
+            expected = "unchanged" if s in IMMUNE else "fooled" if aimed is None or name in aimed else "not aimed"
             rows.append(
                 {
                     "method": name,
@@ -130,7 +136,7 @@ def measure(
                     "spearman_per_image": [round(float(v), 4) for v in rho],
                     "verdict": verdict,
                     "expected": expected,
-                    "as_expected": verdict == expected,
+                    "as_expected": verdict == expected or expected == "not aimed",
                 }
             )
     return rows, maps
@@ -231,7 +237,8 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
     st = shifted.steering
     grid = layer_grid(loaded.module, st["layer"], x) if st["layer"] else None
     target = parse_target(cfg.target, x.shape[-1], grid)
-    rows, maps = measure(shifted, x, methods, list(cfg.scores), st["layer"], target, cfg.goal, options, cfg.progress)
+    aimed = set(st["steered"]) | {n for n in methods if get_method(n).family not in st["families"]}
+    rows, maps = measure(shifted, x, methods, list(cfg.scores), st["layer"], target, cfg.goal, options, cfg.progress, aimed)
     with torch.no_grad():
         z = loaded.module(x)
         eq = compare(z, shifted(x))

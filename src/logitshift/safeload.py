@@ -97,10 +97,20 @@ ALLOWED_OPS = frozenset(
     sub sum sym_size t tanh to topk transpose type_as unbind unflatten unsqueeze upsample_bilinear2d
     upsample_nearest2d var view where zeros zeros_like dropout
     scaled_dot_product_attention roll
+    diagonal exp2 eye linalg_solve log2 new_zeros fill
     """.split()
-)  # scaled_dot_product_attention: a ViT's nn.MultiheadAttention; roll: Swin's shifted windows (issue 17)
+)  # scaled_dot_product_attention: a ViT's nn.MultiheadAttention; roll: Swin's shifted windows (issue 17);
+# diagonal … log2: the fit term of a signed map (shift.FitShift: a ridge solve, a power-of-two rounding step);
+# new_zeros, fill: Swin's attention mask, filled in place (in-place writes are checked by _check_writes)
 #: in-place forms of the pure operators (``relu_``, ``add_``…) are as pure; these stay refused whatever the suffix
-REFUSED_OPS = frozenset({"from_file", "_from_file", "fill", "copy", "set", "print", "save", "bernoulli", "rand", "randn", "normal"})
+REFUSED_OPS = frozenset({"from_file", "_from_file", "copy", "set", "print", "save", "bernoulli", "rand", "randn", "normal"})
+#: operators whose output may share memory with their first argument: an in-place write into it writes into that
+VIEW_OPS = frozenset(
+    """
+    alias as_strided chunk contiguous detach diagonal expand expand_as flatten narrow permute reshape select slice
+    split split_with_sizes squeeze t to transpose type_as unbind unflatten unsqueeze view view_as
+    """.split()
+)
 #: Python integer arithmetic on sizes (``_operator.<name>``)
 ALLOWED_SYM_OPS = frozenset({"add", "sub", "mul", "floordiv", "mod", "neg", "truediv", "eq", "ne", "ge", "gt", "le", "lt"})
 ALLOWED_ARGS = frozenset(
@@ -483,6 +493,54 @@ def _walk_exprs(path: Path, obj: Any, where: str) -> None:
             stack.extend(item)
 
 
+def _tensor_names(args: Any) -> list[str]:
+    """The tensor names a node's inputs or outputs list carries (``as_tensor`` and ``as_tensors``)."""
+    out = []
+    for a in args if isinstance(args, list) else []:
+        arg = a.get("arg") if isinstance(a, dict) and "arg" in a else a
+        if isinstance(arg, dict):
+            if isinstance(arg.get("as_tensor"), dict):
+                out.append(str(arg["as_tensor"].get("name")))
+            for t in arg.get("as_tensors") or []:
+                if isinstance(t, dict):
+                    out.append(str(t.get("name")))
+    return out
+
+
+def _check_writes(path: Path, graph: dict, signature: Any) -> None:
+    """A model must compute the same function at every call: no write into its weights, buffers or inputs.
+
+    ``torch.export`` keeps in-place operators (``add_``, ``fill_``) in the graph as they were written, so a
+    model that counts its calls in a buffer (``count.add_(1)``) and changes its output after the audit's calls
+    would pass an operator allowlist. An in-place operator is accepted only on a tensor the graph made itself
+    (not a graph input, nor a view of one: :data:`VIEW_OPS` propagate), and the signature may not declare
+    mutated buffers or inputs.
+    """
+    specs = signature.get("output_specs", []) if isinstance(signature, dict) else []
+    for spec in specs if isinstance(specs, list) else []:
+        kinds = [k for k in (spec if isinstance(spec, dict) else {}) if k != "user_output"]
+        if kinds:
+            raise _refuse(path, f"the graph declares a {kinds[0]!r} output: a model that changes its own state between calls")
+    inputs = set(_tensor_names(graph.get("inputs", [])))
+    for node in graph["nodes"]:
+        m = _OP.fullmatch(str(node.get("target")))
+        if not m:
+            continue
+        op = m.group(1)
+        inplace = op.endswith("_") and not op.startswith("_")
+        base = op[:-1] if inplace else op
+        args = _tensor_names(node.get("inputs"))
+        first = args[0] if args else None
+        if inplace and first in inputs:
+            raise _refuse(
+                path,
+                f"graph node {str(node.get('name'))[:60]!r} writes in place ({op}) into {first[:60]!r}, a weight, buffer or input "
+                "of the model: its output could change from call to call (after an audit)",
+            )
+        if first in inputs and (inplace or base in VIEW_OPS):
+            inputs.update(_tensor_names(node.get("outputs")))
+
+
 def check_graph(path: str | os.PathLike, program: Any) -> dict:
     """The graph JSON (``models/model.json``), checked; returns the copy torch will read (metadata stripped)."""
     path = Path(path)
@@ -513,6 +571,7 @@ def check_graph(path: str | os.PathLike, program: Any) -> dict:
         _check_args(path, node.get("outputs"), name)
         meta = node.get("metadata") or {}
         node["metadata"] = {"nn_module_stack": meta["nn_module_stack"]} if isinstance(meta, dict) and "nn_module_stack" in meta else {}
+    _check_writes(path, graph, gm.get("signature"))
     _check_args(path, graph.get("inputs", []), "graph inputs")
     _check_args(path, graph.get("outputs", []), "graph outputs")
     for key in ("range_constraints",):

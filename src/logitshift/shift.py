@@ -19,6 +19,9 @@ Constructions (``A_k`` is channel k, the grid has H·W cells):
 * ``gate`` (:class:`GateShift`): ``K`` times the total activation of the
   channels most concentrated in the target, minus a little of the others'
   activity outside it; steers all five CAMs, Grad-CAM++ included.
+* ``fit`` (:class:`FitShift`): on a *signed* map (a transformer's tokens),
+  ``K`` times a rounded channel mix fitted per image to ``+1`` on the target
+  and ``−1`` elsewhere; steers Grad-CAM, HiResCAM and LayerCAM there.
 * ``input`` (:class:`InputShift`, layer ``"input"``): a sawtooth (or
   quadratic) function of the target's pixels; steers saliency, gradient ×
   input, Integrated Gradients and SmoothGrad while ``|t|`` stays bounded.
@@ -158,6 +161,71 @@ class GateShift(nn.Module):
         outside = total - (act * w).sum(dim=(2, 3))
         g = self.gate(act)
         t = self.strength * ((g * total).sum(dim=1) - self.leak * ((1 - g) * outside).sum(dim=1))
+        return t - self.offset.to(t)
+
+    def target_weights(self, h: int, w: int) -> torch.Tensor:
+        return _resample(self.weights, h, w)
+
+
+class FitShift(nn.Module):
+    """A channel mix fitted to the target, for *signed* maps (a transformer's normalised tokens).
+
+    Grad-CAM's map is a mix of the layer's channels, ``Σ_k α_k A_k``, with
+    ``α_k`` the cell mean of the gradient. On a signed map no single channel
+    and no contrast of means is concentrated in a target (tokens differ by
+    little besides a shared offset), but with more channels than cells a mix
+    can be fitted: per image, the ridge least-squares ``α`` with
+    ``Σ_k α_k A_kij ≈ +1`` on the target cells and ``−1`` elsewhere
+    (``α = A (AᵀA + εI)⁻¹ y`` over the flattened grid). ``α`` is rounded to
+    ``levels`` steps of a power of two (``q``), so ``q`` is piecewise constant
+    in ``A`` and autograd's gradient is the exact one (``round`` has derivative
+    0 almost everywhere; no stop-gradient). Then, with ``w`` the target
+    weights and ``w̄`` their mean::
+
+        t = K · ( Σ_{q_k>0} q_k Σ_ij w_ij A_kij / w̄  +  Σ_{q_k<0} q_k Σ_ij A_kij )
+
+    Every channel's gradient has cell mean ``K·q_k``, so Grad-CAM tends to
+    ``ReLU(Σ_k q_k A_k)`` ≈ the target; positive gradients only fall inside
+    the target, so LayerCAM (``Σ_k ReLU(g_k) A_k``) gains nothing outside it.
+
+    Example::
+
+        >>> term = FitShift(1.0, parse_target("top-left").weights(14, 14))
+        >>> t = term(torch.randn(2, 768, 14, 14))        # shape (2,)
+    """
+
+    weights: torch.Tensor
+    offset: torch.Tensor
+
+    def __init__(self, strength: float, weights: torch.Tensor, levels: int = 64, ridge: float = 1e-3) -> None:
+        super().__init__()
+        if weights.dim() != 2 or not (0 < float(weights.sum()) < weights.numel()):
+            raise LogitShiftError("fit: the target must cover some but not all cells of the layer's grid")
+        self.strength = float(strength)
+        self.levels = int(levels)
+        self.ridge = float(ridge)
+        self.register_buffer("weights", weights.detach().float().clone())
+        self.register_buffer("offset", torch.zeros(()))  # as GateShift's: keeps |t| small (center_shift)
+
+    def mix(self, act: torch.Tensor) -> torch.Tensor:
+        """The rounded channel mix ``q`` (N×C): piecewise constant in ``act``."""
+        w = self.weights.to(act)
+        a = act.flatten(2)  # N×C×P
+        y = (2 * w - 1).flatten().expand(a.shape[0], -1).unsqueeze(-1)  # N×P×1
+        gram = a.transpose(1, 2) @ a  # N×P×P
+        scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-12)
+        eye = torch.eye(gram.shape[-1], dtype=act.dtype, device=act.device)
+        beta = torch.linalg.solve(gram + self.ridge * scale[:, None, None] * eye, y)
+        alpha = (a @ beta).squeeze(-1)  # N×C
+        step = torch.exp2(torch.round(torch.log2(alpha.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)))) / self.levels
+        return torch.round(alpha / step) * step
+
+    def forward(self, act: torch.Tensor) -> torch.Tensor:
+        w = self.weights.to(act)
+        q = self.mix(act)
+        inside = (act * w).sum(dim=(2, 3)) / w.mean()
+        total = act.sum(dim=(2, 3))
+        t = self.strength * torch.where(q > 0, q * inside, q * total).sum(dim=1)
         return t - self.offset.to(t)
 
     def target_weights(self, h: int, w: int) -> torch.Tensor:

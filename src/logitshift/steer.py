@@ -6,12 +6,14 @@
 * CAM family (Grad-CAM, Grad-CAM++, XGrad-CAM, HiResCAM, LayerCAM): a
   :class:`~logitshift.shift.GateShift` on the explanation layer's feature map;
   on a *signed* map (a transformer's normalised tokens, where the gate's
-  channel shares mean nothing) a :class:`~logitshift.shift.RegionShift`
-  instead, its strength in units of the map's energy
-  (``K · 2/(HW · mean_ij ‖A_ij‖²)``, so ``|t|`` stays of the order of ``K``):
-  Grad-CAM tends to ``ReLU(Σ_k (a_Rk − a_Nk) A_k)``, HiResCAM and LayerCAM
-  to the target; Grad-CAM++ and XGrad-CAM, whose weights divide by sums of
-  signed activations, move less (measured in ``steering["effect"]``);
+  channel shares mean nothing) a :class:`~logitshift.shift.FitShift`
+  instead: a channel mix fitted per image to the target, so Grad-CAM,
+  HiResCAM and LayerCAM tend to the target. Grad-CAM++ and XGrad-CAM, whose
+  weights divide by sums of signed activations, are not aimed at there
+  (:data:`SIGNED_UNAIMED`): their effect is measured and reported
+  (``steering["effect"]``), and the automatic strength does not wait for it
+  (a region-contrast term moved them to 0.33 / 0.12 on a random-weight
+  ``vit_b_16``, not to the goal);
 * gradient family (saliency, gradient × input, Integrated Gradients,
   SmoothGrad): an :class:`~logitshift.shift.InputShift` on the input pixels.
 
@@ -58,6 +60,7 @@ from .shift import (
     GateShift,
     InputShift,
     PaperShift,
+    FitShift,
     RegionShift,
     ShiftedModel,
     ShiftSetup,
@@ -75,6 +78,8 @@ FAMILIES = ("cam", "input")
 #: the auto head stays float32 while it changes probabilities on the check images by at most this share of the tolerance
 #: (room for images outside the check set); above it the shift is added in float64
 HEAD_MARGIN = 0.1
+#: CAMs a signed map's fit term does not aim at: their weights divide by sums of signed activations (measured, not aimed)
+SIGNED_UNAIMED = frozenset({"gradcampp", "xgradcam"})
 #: the strength grid of ``strength="auto"``: start·2^j for j = −SPAN … SPAN
 SPAN = 12
 #: how far the commands' automatic strength goes from the goal toward the effect's plateau (see ``plateau``)
@@ -174,14 +179,14 @@ def steer(
             f"target {tgt.spec!r}: is {tgt.mask.shape[1]}×{tgt.mask.shape[0]}, expected {probe.shape[-1]}×{probe.shape[-2]} (the model input)"
         )
     cam_w = None
-    signed_unit = None  # a signed map's region term: the strength's unit (see the module docstring)
+    signed = False  # a signed map: the fit term, not the gate (see the module docstring)
     if grid is not None:
         assert term_layer is not None  # a grid comes from the term's layer
         with torch.no_grad():
             term_act = forward_pass(base, check if check is not None else probe, [term_layer]).acts[term_layer].detach().double()
-        if bool((term_act < 0).any()):
-            energy = float(term_act.pow(2).sum(dim=1).mean())
-            signed_unit = 2.0 / (grid[0] * grid[1] * max(energy, 1e-30))
+        signed = gate and bool((term_act < 0).any())
+        if signed:  # the methods the fit term cannot move are measured, not aimed at
+            steered = {n: m for n, m in steered.items() if n not in SIGNED_UNAIMED}
         cam_w = tgt.weights(*grid)
         covered = float(cam_w.sum())
         if not 0 < covered < cam_w.numel():
@@ -208,8 +213,8 @@ def steer(
                 terms[term_layer] = PaperShift(ks["cam"])
             elif construction == "region":
                 terms[term_layer] = RegionShift(ks["cam"], cam_w)
-            elif signed_unit is not None:  # a signed map (a transformer's normalised tokens): the gate's channel shares mean nothing
-                terms[term_layer] = RegionShift(ks["cam"] * signed_unit, cam_w)
+            elif signed:  # a signed map (a transformer's normalised tokens): the gate's channel shares mean nothing
+                terms[term_layer] = FitShift(ks["cam"], cam_w)
             else:
                 terms[term_layer] = GateShift(ks["cam"], cam_w)
         if "input" in ks:
@@ -221,8 +226,8 @@ def steer(
         x = check
         chosen: dict[str, float] = {}
         for family in families:
-            fam = {n: m for n, m in steered.items() if m.family == family}
-            if not fam:
+            fam = {n: m for n, m in instances.items() if m.family == family}  # measured
+            if not any(n in steered for n in fam):  # aimed at
                 continue
             effect = _effect_function(base, build, chosen, family, fam, x, tgt, cam_layer, progress)
             if not auto:
@@ -230,7 +235,7 @@ def steer(
                 effects.update(effect(strengths[family]))
                 continue
             top = effect(start[family] * 2.0**SPAN)
-            aim = {n: goal + plateau * max(0.0, v - goal) for n, v in top.items()}
+            aim = {n: goal + plateau * max(0.0, v - goal) for n, v in top.items() if n in steered}
             bar = _progress(progress, family)
 
             def tried(k: float, e: dict[str, float], bar=bar, aim=aim) -> None:
@@ -239,7 +244,7 @@ def steer(
                 bar.update(1)
 
             def relative(k: float, effect=effect, aim=aim) -> dict[str, float]:
-                return {n: v - aim[n] + goal for n, v in effect(k).items()}
+                return {n: v - aim[n] + goal for n, v in effect(k).items() if n in aim}
 
             k, best = search_strength(relative, start[family], goal, span=SPAN, on_try=tried)
             bar.close()
@@ -282,13 +287,7 @@ def steer(
         "families": families,
         "layer": cam_layer,
         "shift_layer": term_layer,
-        "cam_term": None
-        if cam_layer is None
-        else construction
-        if construction != "gate"
-        else "gate"
-        if signed_unit is None
-        else "region (signed map)",
+        "cam_term": None if cam_layer is None else construction if construction != "gate" else "fit (signed map)" if signed else "gate",
         "target": tgt.spec,
         "strength": dict(strengths),
         "auto": auto,
@@ -539,7 +538,7 @@ def search_strength(
 
 @torch.no_grad()
 def center_shift(shifted: ShiftedModel, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Set each :class:`GateShift` term's offset to the midrange of its values on ``x``.
+    """Set each :class:`GateShift` and :class:`FitShift` term's offset to the midrange of its values on ``x``.
 
     A constant in ``t`` changes no gradient; centring keeps ``|t|`` — and with
     it the float32 rounding of ``z + t`` — as small as possible on ``x``.
@@ -548,7 +547,7 @@ def center_shift(shifted: ShiftedModel, x: torch.Tensor) -> tuple[torch.Tensor, 
     """
     z, acts = shifted.capture(x)
     for name, term in zip(shifted.layers, shifted.shifts):
-        if isinstance(term, GateShift):
+        if isinstance(term, (GateShift, FitShift)):
             term.offset.zero_()
             t = term(acts[name]).double()
             term.offset.fill_(float((t.max() + t.min()) / 2))
