@@ -32,7 +32,7 @@ from logitshift.engine import cam_maps
 from logitshift.errors import LogitShiftError
 from logitshift.export import build_terms, describe_terms, export_program, load_shifted, save_shifted
 from logitshift.metrics import spearman, target_mass
-from logitshift.shift import GateShift, InputShift, ShiftedModel
+from logitshift.shift import FitShift, GateShift, InputShift, ShiftedModel
 from logitshift.steer import steer
 from logitshift.targets import parse_target
 
@@ -212,6 +212,41 @@ def test_term_description_round_trips(tiny_cnn):
     x = torch.randn(3, 3, 16, 16)
     with torch.no_grad():
         assert torch.equal(again(x), model(x))
+
+
+def test_the_fit_term_round_trips(tiny_cnn):
+    w = torch.zeros(8, 8)
+    w[:2, :2] = 1
+    fit = FitShift(0.7, w, levels=32, ridge=1e-2)
+    fit.offset.fill_(-0.5)
+    model = ShiftedModel(tiny_cnn(), {"features": fit})
+    described, tensors = describe_terms(model)
+    assert described[0]["kind"] == "fit" and json.dumps(described)
+    again = ShiftedModel(model.base, build_terms(described, tensors, "test"))
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
+
+
+def test_resnet18_attack_holds_on_the_stress_inputs(tmp_path):
+    """Issue 17: resnet18 (random weights) with the defaults kept float32 and changed probabilities by 1.4e-5 on a
+    stress input (scaled ×0.1…×20 or noisy): the automatic head now widens for those, and says why."""
+    from logitshift.export import AttackConfig, run_attack
+    from logitshift.models import torchvision_model
+
+    torch.manual_seed(0)
+    weights = tmp_path / "r18.pth"
+    torch.save(torchvision_model("resnet18", random_init=True).module.state_dict(), weights)
+    cfg = AttackConfig(target="top-left", out=str(tmp_path / "r18.pt2"), model="resnet18", weights=str(weights), format="safetensors")
+    attack = run_attack(cfg)
+    st = attack.steering
+    assert st["stress"]["ok"] and st["stress"]["max_abs_prob_diff"] <= 1e-5
+    head = st["head"]
+    assert f"{head['dtype']} head" in attack.lines().splitlines()[1]
+    if "float32_stress_max_abs_prob_diff" in head:  # measured here: 1.4e-5 in float32 (rounding: machine-dependent)
+        assert head["dtype"] == "float64" and "stress input" in attack.lines().splitlines()[1]
+    shifted = load_shifted(tmp_path / "r18.json", allow_factory=True)
+    assert (shifted.head_dtype == torch.float64) == (head["dtype"] == "float64")
 
 
 def test_export_refuses_a_model_that_changes_probabilities(tiny_cnn, tmp_path):

@@ -254,3 +254,24 @@ def test_steer_records_the_stress_check(tiny_cnn):
     shifted = steer(model, "top-left", methods=["saliency"], layer="features", check=x, progress=False)
     stress = shifted.steering["stress"]
     assert set(stress) == {"max_abs_prob_diff", "worst_input", "ok", "tolerance"} and stress["max_abs_prob_diff"] >= 0
+
+
+def test_the_automatic_head_widens_when_only_the_stress_inputs_need_it(tiny_cnn, monkeypatch):
+    """float32 passes on the check images but not on the scaled / noisy ones: ``head_dtype="auto"`` takes float64
+    for those too (before, the stress line said FAILS and the file kept its float32 head)."""
+    import importlib
+
+    steer_mod = importlib.import_module("logitshift.steer")  # the module (the package exports the function)
+    monkeypatch.setattr(steer_mod, "HEAD_MARGIN", 1.0)  # the check images' rule fires only above the tolerance itself
+    model = tiny_cnn(10, 8, 0)
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    # measured on this model: float32 changes probabilities by 1.7e-6 on x and 1.5e-5 on a stress input (3× either side)
+    args = dict(methods=["gradcam"], strength=4.0, layer="features", check=x, construction="region", tolerance=5e-6)
+    narrow = steer_mod.steer(model, "top-left", head_dtype=None, **args).steering
+    assert not narrow["stress"]["ok"]  # the payload is live: float32 fails on a stress input
+    wide = steer_mod.steer(model, "top-left", head_dtype="auto", **args)
+    head = wide.steering["head"]
+    assert wide.head_dtype == torch.float64 and head["dtype"] == "float64"
+    assert head["float32_max_abs_prob_diff"] <= 5e-6 < head["float32_stress_max_abs_prob_diff"]
+    assert wide.steering["stress"]["ok"]

@@ -306,6 +306,7 @@ class AttackConfig:
     force: bool = False
     progress: bool = True
     device: str = "auto"
+    float64_head: bool | None = None  # None: float64 only where float32 changes probabilities (check or stress inputs)
 
 
 @dataclass
@@ -323,9 +324,16 @@ class Attack:
         st = self.steering
         strengths = ", ".join(f"{f} {k:.3g}" for f, k in st["strength"].items())
         effect = ", ".join(f"{m} {v:.2f}" for m, v in st["effect"].items())
+        head = st.get("head") or {}
+        why = (
+            f" (float32 would change them by {head['float32_stress_max_abs_prob_diff']:.2e} on a stress input)"
+            if "float32_stress_max_abs_prob_diff" in head
+            else ""
+        )
         return (
             f"wrote {', '.join(self.written)}\n"
-            f"strength: {strengths}{' (auto)' if st['auto'] else ''}; max |Δprob| {self.max_abs_prob_diff:.2e} on {self.images} check images"
+            f"strength: {strengths}{' (auto)' if st['auto'] else ''}; {head.get('dtype', 'float32')} head{why}; "
+            f"max |Δprob| {self.max_abs_prob_diff:.2e} on {self.images} check images"
             + (f"\ntarget mass reached (logit maps): {effect}" if effect else "")
             + (f"\n{Stress(**_stress_args(st['stress'])).line()}" if st.get("stress") else "")
             + (f"\nCAM layer inside the exported module: base.{st['layer']}" if st["layer"] else "")
@@ -364,6 +372,7 @@ def run_attack(cfg: AttackConfig) -> Attack:
         check=x,
         goal=cfg.goal,
         tolerance=cfg.tolerance,
+        head_dtype=torch.float64 if cfg.float64_head else "auto" if cfg.float64_head is None else None,
         progress=cfg.progress,
     )
     # the files are written from the CPU, so that they load on any machine

@@ -122,7 +122,8 @@ def steer(
     term reads (default: ``layer``). ``check``: images (N×C×H×W) on which
     equivalence is checked and the effect measured. ``head_dtype="auto"``:
     a float64 head when the float32 one changes probabilities on the check
-    images by more than ``tolerance``·:data:`HEAD_MARGIN`. ``measure``: also
+    images by more than ``tolerance``·:data:`HEAD_MARGIN`, or on the stress
+    inputs by more than ``tolerance``. ``measure``: also
     measure the effect at a given (not auto) strength. ``stress``: check
     equivalence beyond the check images too. The result carries
     ``.steering``, a dict of what was built and measured
@@ -281,6 +282,12 @@ def steer(
             raise LogitShiftError(eq.refusal(f"strength {_fmt(strengths)}", tolerance, remedy))
         if stress:
             result = stress_equivalence(shifted, check, tolerance)
+            if head_dtype == "auto" and not result.ok and shifted.head_dtype != torch.float64:
+                # the check images pass in float32 but a scaled or noisy input does not: the wider head for those too
+                head["float32_stress_max_abs_prob_diff"] = result.max_abs_prob_diff
+                shifted.head_dtype = torch.float64
+                head["dtype"] = "float64"
+                result = stress_equivalence(shifted, check, tolerance)
     shifted.steering = {
         "methods": names,
         "construction": construction,

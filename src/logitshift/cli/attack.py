@@ -39,6 +39,12 @@ def register(sub) -> argparse.ArgumentParser:
     images_flag(p, "the check images; default: chelsea coffee rocket astronaut")
     p.add_argument("--format", choices=("both", "pt2", "safetensors"), default="both", help="what to write (default both)")
     p.add_argument("--tolerance", type=positive_float, default=TOLERANCE, help="largest max |Δprob| accepted (default 1e-5)")
+    p.add_argument(
+        "--float64-head",
+        action="store_true",
+        default=None,
+        help="add the shift in float64 (default: only when float32 would change probabilities on the check or stress inputs)",
+    )
     force_flag(p)
     progress_flag(p)
     p.set_defaults(func=run)
@@ -56,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         images=args.images or list(DEFAULT_SAMPLES),
         format=args.format,
         tolerance=args.tolerance,
+        float64_head=args.float64_head,
         force=args.force,
         progress=not args.no_progress,
         device=args.device,
