@@ -17,6 +17,7 @@ records). Times are wall-clock on whatever machine runs it; say its load.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import subprocess
@@ -79,6 +80,13 @@ def shares(model: str, work: Path) -> dict:
     for score in ("logit", "prob"):
         for v in ("original", "shifted"):
             out["saliency", score, v] = sal.maps(shifted, x, c, score, v)
+    # The same prob maps with the whole model in float64: a prob map that differs in float32 but not in float64 is
+    # rounding, not the shift; the floor is the original model's own float32 map against its float64 map.
+    wide = copy.deepcopy(shifted).double()
+    x64 = x.double()
+    out64 = cam_maps(wide, x64, c, layer, [get_method(n) for n in CAM_METHODS], ("prob",), ("original", "shifted"))
+    for v in ("original", "shifted"):
+        out64["saliency", "prob", v] = sal.maps(wide, x64, c, "prob", v)
     result: dict = {"max_abs_prob_diff": float(eq), "layer": layer, "images": list(DEFAULT_SAMPLES)}
     for name in [*CAM_METHODS, "saliency"]:
         h, w = out[name, "logit", "original"].shape[-2:]
@@ -87,6 +95,8 @@ def shares(model: str, work: Path) -> dict:
             "logit_share_original": float(target_mass(out[name, "logit", "original"], weights).mean()),
             "logit_share_shifted": float(target_mass(out[name, "logit", "shifted"], weights).mean()),
             "prob_spearman_min": float(spearman(out[name, "prob", "shifted"], out[name, "prob", "original"]).min()),
+            "prob_spearman_min_float64": float(spearman(out64[name, "prob", "shifted"], out64[name, "prob", "original"]).min()),
+            "prob_float32_floor": float(spearman(out[name, "prob", "original"].double(), out64[name, "prob", "original"]).min()),
         }
     return result
 
@@ -176,7 +186,29 @@ def main() -> int:
     lines += ["| model | command | exit | s | first line of the output |", "|---|---|---|---|---|"]
     for model, cmds in previous.items():
         for command, r in cmds.items():
-            lines.append(f"| {model} | {command} | {r['exit']} | {r['seconds']} | {r['first_line'].replace('|', '/')[:300]} |")
+            first = "(table below)" if command == "shares" else r["first_line"].replace("|", "/")[:300]
+            lines.append(f"| {model} | {command} | {r['exit']} | {r['seconds']} | {first} |")
+    share_rows = [(model, cmds["shares"]) for model, cmds in previous.items() if "shares" in cmds and "gradcam" in cmds["shares"]]
+    if share_rows:
+        lines += [
+            "",
+            "## The attack's file, reloaded: target share of each logit map, and the prob maps (immune)",
+            "",
+            "Four samples, each image's predicted class. Prob ρ: Spearman of the shifted model's prob map with the original's "
+            "(min over images), in float32 as the file runs, and with the whole model in float64; floor: the original "
+            "model's own float32 prob map against its float64 one (a method's rounding, no shift involved).",
+            "",
+            "| model | method | logit share before → after | prob ρ (float32) | prob ρ (float64) | float32 floor |",
+            "|---|---|---|---:|---:|---:|",
+        ]
+        for model, sh in share_rows:
+            for name, f in sh.items():
+                if isinstance(f, dict) and "logit_share_shifted" in f:
+                    lines.append(
+                        f"| {model} | {name} | {f['logit_share_original']:.2f} → {f['logit_share_shifted']:.2f} | "
+                        f"{f['prob_spearman_min']:.4f} | {f.get('prob_spearman_min_float64', float('nan')):.4f} | "
+                        f"{f.get('prob_float32_floor', float('nan')):.4f} |"
+                    )
     (out / "transformers.md").write_text("\n".join(lines) + "\n")
     return 0
 
