@@ -314,7 +314,10 @@ def finding(summary: dict, results: list[dict]) -> str:
     fooled = [r for r in results if r["predicted"]]
     mass = statistics.mean(r["maps"]["shifted_logit"]["target_mass"] for r in fooled)
     before = statistics.mean(r["maps"]["original_logit"]["target_mass"] for r in fooled)
+    # on a signed map (a transformer's tokens) the gate's CAM term is the fit term: name the one that was built
+    cam_term = str((summary.get("steering") or {}).get("cam_term") or "")
+    name = "fit" if cam_term.startswith("fit") else summary["construction"]
     return (
-        f"The {summary['construction']} shift ({k}) moves {mass:.2f} of the pre-softmax {label} map of the predicted class into the target "
+        f"The {name} shift ({k}) moves {mass:.2f} of the pre-softmax {label} map of the predicted class into the target "
         f"(original {before:.2f}), while {dp}{post}."
     )
