@@ -80,6 +80,8 @@ FAMILIES = ("cam", "input")
 HEAD_MARGIN = 0.1
 #: CAMs a signed map's fit term does not aim at: their weights divide by sums of signed activations (measured, not aimed)
 SIGNED_UNAIMED = frozenset({"gradcampp", "xgradcam"})
+#: at strength 1 the fit term's Grad-CAM map is this many times the model's own (RMS on the check images)
+FIT_SCALE = 10.0
 #: the strength grid of ``strength="auto"``: start·2^j for j = −SPAN … SPAN
 SPAN = 12
 #: how far the commands' automatic strength goes from the goal toward the effect's plateau (see ``plateau``)
@@ -181,6 +183,7 @@ def steer(
         )
     cam_w = None
     signed = False  # a signed map: the fit term, not the gate (see the module docstring)
+    fit_unit = 1.0  # the fit term's strength unit (see _fit_unit)
     if grid is not None:
         assert term_layer is not None  # a grid comes from the term's layer
         with torch.no_grad():
@@ -195,6 +198,8 @@ def steer(
                 f"target {tgt.spec!r}: covers {'no' if covered <= 0 else 'every'} cell of layer {term_layer!r}'s {grid[0]}×{grid[1]} grid; "
                 "a CAM target must leave some cells out"
             )
+        if signed:
+            fit_unit = _fit_unit(base, check if check is not None else probe, term_layer, cam_w)
     px_w = tgt.weights(probe.shape[-2], probe.shape[-1])
 
     start = {f: DEFAULT_STRENGTH[f] for f in families} if gate else {"cam": float(SHIFT_STRENGTH[construction])}
@@ -215,7 +220,7 @@ def steer(
             elif construction == "region":
                 terms[term_layer] = RegionShift(ks["cam"], cam_w)
             elif signed:  # a signed map (a transformer's normalised tokens): the gate's channel shares mean nothing
-                terms[term_layer] = FitShift(ks["cam"], cam_w)
+                terms[term_layer] = FitShift(ks["cam"] * fit_unit, cam_w)
             else:
                 terms[term_layer] = GateShift(ks["cam"], cam_w)
         if "input" in ks:
@@ -388,6 +393,23 @@ def unreached(steering: dict) -> str | None:
         f"{worst!r}'s logit map in the target {steering['target']!r} on the {steering['check_images']} check images "
         f"(goal {goal:g}); try {remedy}, or --goal 0 to measure it as it is"
     )
+
+
+def _fit_unit(base: nn.Module, x: torch.Tensor, layer: str, weights: torch.Tensor) -> float:
+    """The fit term's strength unit: at ``K = 1`` its Grad-CAM map is :data:`FIT_SCALE` times the model's own.
+
+    Both maps are channel mixes of the layer, ``Σ_k ḡ_k A_k`` (``ḡ``: the cell mean of the predicted logit's
+    gradient) and ``Σ_k q_k A_k`` (the fit's rounded mix); the unit is the ratio of their RMS over the images.
+    Without it ``K = 1`` meant a gradient hundreds of times the model's on a random ViT, whose exact
+    cancellation in every post-softmax score float32 then leaves as rounding (HiResCAM's prob map, Spearman 0.84)."""
+    p = forward_pass(base, x, [layer])
+    act = p.acts[layer]
+    g = p.grad(act, p.logits["original"].argmax(dim=1)).detach()
+    act = act.detach()
+    honest = (g.mean(dim=(2, 3), keepdim=True) * act).sum(dim=1)
+    fit = (FitShift(1.0, weights).mix(act)[:, :, None, None] * act).sum(dim=1)
+    rms = lambda m: float(m.double().pow(2).mean().sqrt())  # noqa: E731
+    return FIT_SCALE * rms(honest) / max(rms(fit), 1e-30)
 
 
 def _initial_strengths(strength, families: list[str], start: dict[str, float]) -> dict[str, float]:
