@@ -197,7 +197,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         "shift_layer": shift_layer,
         "method": cfg.method,
         "construction": cfg.construction,
-        "strength": shifted.shift.strength,
+        # the strength as --strength takes it (the fit term's is in units of the model's own map, steer._fit_unit)
+        "strength": float((shifted.steering.get("strength") or {}).get("cam", shifted.shift.strength)),
         "default_strength": DEFAULT_STRENGTH[cfg.construction],
         "region": cfg.region if not paper else "cell (0, 0) of the shift layer",
         "float64_head": shifted.head_dtype == torch.float64,
