@@ -275,3 +275,35 @@ def test_the_automatic_head_widens_when_only_the_stress_inputs_need_it(tiny_cnn,
     assert wide.head_dtype == torch.float64 and head["dtype"] == "float64"
     assert head["float32_max_abs_prob_diff"] <= 5e-6 < head["float32_stress_max_abs_prob_diff"]
     assert wide.steering["stress"]["ok"]
+
+
+@given(seed=st.integers(0, 10_000), channels=st.sampled_from([16, 100]))
+@settings(max_examples=15, deadline=None)
+def test_the_fit_term_has_exact_gradients_whose_cell_mean_is_the_fitted_mix(seed, channels):
+    """``FitShift``: autograd's gradient is ``K·q_k·w/w̄`` (q_k > 0) or ``K·q_k`` (q_k < 0), so Grad-CAM's channel
+    weights are ``K·q``; ``q`` is piecewise constant, so a finite difference agrees with autograd (no stop-gradient);
+    the P×P and C×C forms of the ridge fit are one solution (64 cells; 16 channels take the C×C form)."""
+    from logitshift.shift import FitShift
+
+    g = torch.Generator().manual_seed(seed)
+    w = torch.zeros(8, 8, dtype=torch.float64)
+    w[:3, :2] = 1
+    term = FitShift(0.7, w).double()
+    a = torch.randn(2, channels, 8, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(term(a).sum(), a)
+    q = term.mix(a.detach())
+    expected = torch.where(q[:, :, None, None] > 0, q[:, :, None, None] * w / w.mean(), q[:, :, None, None].expand_as(a))
+    assert torch.allclose(grad, 0.7 * expected)
+    assert torch.allclose(grad.mean(dim=(2, 3)), 0.7 * q)
+    direction = torch.randn(a.shape, generator=g, dtype=torch.float64)
+    h = 1e-7
+    with torch.no_grad():
+        fd = (term(a + h * direction) - term(a - h * direction)).sum() / (2 * h)
+    if torch.equal(term.mix(a.detach() + h * direction), q) and torch.equal(term.mix(a.detach() - h * direction), q):
+        assert float(fd) == pytest.approx(float((grad * direction).sum()), rel=1e-6, abs=1e-9)
+    flat = a.detach().flatten(2)
+    y = (2 * w - 1).flatten()[None, :, None].expand(2, -1, -1)
+    eps = (1e-3 * flat.pow(2).sum(dim=(1, 2)) / 64)[:, None, None]
+    other = (flat @ torch.linalg.solve(flat.transpose(1, 2) @ flat + eps * torch.eye(64, dtype=flat.dtype), y)).squeeze(-1)
+    step = torch.exp2(torch.round(torch.log2(other.abs().amax(dim=1, keepdim=True)))) / term.levels
+    assert float((q - other).abs().max()) <= float(step.max())  # within one rounding step of the other form's α

@@ -176,7 +176,8 @@ class FitShift(nn.Module):
     little besides a shared offset), but with more channels than cells a mix
     can be fitted: per image, the ridge least-squares ``α`` with
     ``Σ_k α_k A_kij ≈ +1`` on the target cells and ``−1`` elsewhere
-    (``α = A (AᵀA + εI)⁻¹ y`` over the flattened grid). ``α`` is rounded to
+    (``α = A (AᵀA + εI)⁻¹ y = (AAᵀ + εI)⁻¹ A y`` over the flattened grid,
+    whichever system is smaller; ``ε`` = ``ridge`` × the mean ``‖A_ij‖²``). ``α`` is rounded to
     ``levels`` steps of a power of two (``q``), so ``q`` is piecewise constant
     in ``A`` and autograd's gradient is the exact one (``round`` has derivative
     0 almost everywhere; no stop-gradient). Then, with ``w`` the target
@@ -211,12 +212,15 @@ class FitShift(nn.Module):
         """The rounded channel mix ``q`` (N×C): piecewise constant in ``act``."""
         w = self.weights.to(act)
         a = act.flatten(2)  # N×C×P
-        y = (2 * w - 1).flatten().expand(a.shape[0], -1).unsqueeze(-1)  # N×P×1
-        gram = a.transpose(1, 2) @ a  # N×P×P
-        scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-12)
-        eye = torch.eye(gram.shape[-1], dtype=act.dtype, device=act.device)
-        beta = torch.linalg.solve(gram + self.ridge * scale[:, None, None] * eye, y)
-        alpha = (a @ beta).squeeze(-1)  # N×C
+        n, c, p = a.shape
+        y = (2 * w - 1).flatten().expand(n, -1).unsqueeze(-1)  # N×P×1
+        eps = (self.ridge * a.pow(2).sum(dim=(1, 2)) / p).clamp_min(1e-12)[:, None, None]  # ridge × mean ‖A_ij‖²
+        if p <= c:  # α = A (AᵀA + εI)⁻¹ y: a P×P system
+            eye = torch.eye(p, dtype=act.dtype, device=act.device)
+            alpha = (a @ torch.linalg.solve(a.transpose(1, 2) @ a + eps * eye, y)).squeeze(-1)
+        else:  # the same ridge solution, (AAᵀ + εI)⁻¹ A y: a C×C system (large grids, few channels)
+            eye = torch.eye(c, dtype=act.dtype, device=act.device)
+            alpha = torch.linalg.solve(a @ a.transpose(1, 2) + eps * eye, a @ y).squeeze(-1)  # N×C
         step = torch.exp2(torch.round(torch.log2(alpha.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)))) / self.levels
         return torch.round(alpha / step) * step
 
