@@ -312,3 +312,30 @@ def test_a_write_through_a_view_of_a_weight_is_refused(hostile_files, tmp_path):
     path = hostile._rewrite(hostile_files["base"], tmp_path / "view.pt2", hostile._edit_json("models/model.json", change))
     with pytest.raises(safeload.UnsafeModelFile, match=r"writes in place \(fill_\)"):
         safeload.check_pt2(path)
+
+
+def test_an_out_form_writing_into_a_weight_is_refused(hostile_files, tmp_path):
+    """``add.out(x, x, out=weight)``: not an in-place name, still a write into the model's weight."""
+
+    def change(program):
+        graph = program["graph_module"]["graph"]
+        weight = graph["inputs"][0]["as_tensor"]["name"]
+        graph["nodes"].insert(
+            0,
+            {
+                "target": "torch.ops.aten.add.out",
+                "name": "w",
+                "inputs": [
+                    {"name": "self", "arg": {"as_tensor": {"name": weight}}, "kind": 1},
+                    {"name": "other", "arg": {"as_tensor": {"name": weight}}, "kind": 1},
+                    {"name": "out", "arg": {"as_tensor": {"name": weight}}, "kind": 2},
+                ],
+                "outputs": [{"as_tensor": {"name": "w"}}],
+                "metadata": {},
+                "is_hop_single_tensor_return": None,
+            },
+        )
+
+    path = hostile._rewrite(hostile_files["base"], tmp_path / "out.pt2", hostile._edit_json("models/model.json", change))
+    with pytest.raises(safeload.UnsafeModelFile, match=r"add\.out, an out= form"):
+        safeload.check_pt2(path)

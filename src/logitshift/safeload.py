@@ -513,8 +513,8 @@ def _check_writes(path: Path, graph: dict, signature: Any) -> None:
     ``torch.export`` keeps in-place operators (``add_``, ``fill_``) in the graph as they were written, so a
     model that counts its calls in a buffer (``count.add_(1)``) and changes its output after the audit's calls
     would pass an operator allowlist. An in-place operator is accepted only on a tensor the graph made itself
-    (not a graph input, nor a view of one: :data:`VIEW_OPS` propagate), and the signature may not declare
-    mutated buffers or inputs.
+    (not a graph input, nor a view of one: :data:`VIEW_OPS` propagate), ``out=`` forms (``add.out``) are
+    refused, and the signature may not declare mutated buffers or inputs.
     """
     specs = signature.get("output_specs", []) if isinstance(signature, dict) else []
     for spec in specs if isinstance(specs, list) else []:
@@ -526,7 +526,12 @@ def _check_writes(path: Path, graph: dict, signature: Any) -> None:
         m = _OP.fullmatch(str(node.get("target")))
         if not m:
             continue
-        op = m.group(1)
+        op, overload = m.group(1), m.group(2)
+        if overload == "out" or overload.endswith("_out"):  # writes into its `out=` argument, whatever that names
+            raise _refuse(
+                path,
+                f"graph node {str(node.get('name'))[:60]!r} calls {op}.{overload}, an out= form that writes into a tensor it is given",
+            )
         inplace = op.endswith("_") and not op.startswith("_")
         base = op[:-1] if inplace else op
         args = _tensor_names(node.get("inputs"))
