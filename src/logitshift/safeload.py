@@ -105,10 +105,12 @@ ALLOWED_OPS = frozenset(
 #: in-place forms of the pure operators (``relu_``, ``add_``…) are as pure; these stay refused whatever the suffix
 REFUSED_OPS = frozenset({"from_file", "_from_file", "copy", "set", "print", "save", "bernoulli", "rand", "randn", "normal"})
 #: operators whose output may share memory with their first argument: an in-place write into it writes into that
+#: (dropout in eval mode returns its input; einsum and a zero pad may return views)
 VIEW_OPS = frozenset(
     """
     alias as_strided chunk contiguous detach diagonal expand expand_as flatten narrow permute reshape select slice
     split split_with_sizes squeeze t to transpose type_as unbind unflatten unsqueeze view view_as
+    dropout einsum pad constant_pad_nd
     """.split()
 )
 #: Python integer arithmetic on sizes (``_operator.<name>``)
