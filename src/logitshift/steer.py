@@ -372,7 +372,7 @@ def chosen(steering: dict) -> str:
     )
     effect = ", ".join(f"{n} {v:.2f}" for n, v in (steering.get("effect") or {}).items())
     term = str(steering.get("cam_term") or "")
-    what = f"{steering['construction']} shift" + (f" ({term} CAM term)" if term.startswith("fit") else "")
+    what = f"{steering['construction']} shift" + (", fit CAM term (signed map)" if term.startswith("fit") else "")
     return f"{what}, strength {ks}{f' ({how})' if steering['auto'] else ''}, {head_text}" + (
         f"; target mass on the {steering['check_images']} check images: {effect}" if effect else ""
     )
