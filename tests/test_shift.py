@@ -307,3 +307,17 @@ def test_the_fit_term_has_exact_gradients_whose_cell_mean_is_the_fitted_mix(seed
     other = (flat @ torch.linalg.solve(flat.transpose(1, 2) @ flat + eps * torch.eye(64, dtype=flat.dtype), y)).squeeze(-1)
     step = torch.exp2(torch.round(torch.log2(other.abs().amax(dim=1, keepdim=True)))) / term.levels
     assert float((q - other).abs().max()) <= float(step.max())  # within one rounding step of the other form's α
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_the_fit_term_runs_on_half_precision_maps(dtype):
+    """No half-precision solver exists on the CPU: the fit is solved in float32 and ``t`` keeps the map's dtype."""
+    from logitshift.shift import FitShift
+
+    w = torch.zeros(8, 8)
+    w[:2, :2] = 1
+    a = torch.randn(2, 100, 8, 8).to(dtype).requires_grad_()
+    t = FitShift(1.0, w)(a)
+    (grad,) = torch.autograd.grad(t.sum(), a)
+    assert t.dtype == dtype and grad.dtype == dtype and torch.isfinite(grad.float()).all()
+    assert torch.allclose(FitShift(1.0, w).mix(a.detach()).float(), FitShift(1.0, w).mix(a.detach().float()), atol=1e-2)

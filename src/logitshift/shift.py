@@ -210,19 +210,21 @@ class FitShift(nn.Module):
 
     def mix(self, act: torch.Tensor) -> torch.Tensor:
         """The rounded channel mix ``q`` (N×C): piecewise constant in ``act``."""
-        w = self.weights.to(act)
-        a = act.flatten(2)  # N×C×P
+        # the solve in float32 at least (no half-precision solver; the mix is rounded to 64 levels anyway)
+        wide = act.dtype if act.dtype in (torch.float32, torch.float64) else torch.float32  # decided in Python: no graph op
+        a = act.flatten(2).to(wide)  # N×C×P
+        w = self.weights.to(a)
         n, c, p = a.shape
         y = (2 * w - 1).flatten().expand(n, -1).unsqueeze(-1)  # N×P×1
         eps = (self.ridge * a.pow(2).sum(dim=(1, 2)) / p).clamp_min(1e-12)[:, None, None]  # ridge × mean ‖A_ij‖²
         if p <= c:  # α = A (AᵀA + εI)⁻¹ y: a P×P system
-            eye = torch.eye(p, dtype=act.dtype, device=act.device)
+            eye = torch.eye(p, dtype=a.dtype, device=a.device)
             alpha = (a @ torch.linalg.solve(a.transpose(1, 2) @ a + eps * eye, y)).squeeze(-1)
         else:  # the same ridge solution, (AAᵀ + εI)⁻¹ A y: a C×C system (large grids, few channels)
-            eye = torch.eye(c, dtype=act.dtype, device=act.device)
+            eye = torch.eye(c, dtype=a.dtype, device=a.device)
             alpha = torch.linalg.solve(a @ a.transpose(1, 2) + eps * eye, a @ y).squeeze(-1)  # N×C
         step = torch.exp2(torch.round(torch.log2(alpha.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)))) / self.levels
-        return torch.round(alpha / step) * step
+        return (torch.round(alpha / step) * step).to(act.dtype)
 
     def forward(self, act: torch.Tensor) -> torch.Tensor:
         w = self.weights.to(act)
