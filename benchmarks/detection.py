@@ -45,6 +45,7 @@ import json
 import platform
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,7 @@ from logitshift.audit import (  # noqa: E402
     audit_model,
     candidate_layers,  # noqa: E402
 )
-from logitshift.effect import methods_at  # noqa: E402
+from logitshift.effect import AFFECTED, methods_at  # noqa: E402
 from logitshift.errors import LogitShiftError  # noqa: E402
 from logitshift.images import DEFAULT_SAMPLES, batch, load_image  # noqa: E402
 from logitshift.metrics import spearman, target_mass  # noqa: E402
@@ -414,10 +415,11 @@ class Centered(nn.Module):
 def reference(b: Base) -> tuple:
     """The original model's top-1 classes, every map, and the maps its own common mode leaves stable
     (Spearman ≥ 0.9 between its logit and centered-logit maps on every image)."""
+    trunk = b.module.base if isinstance(b.module, Centered) else b.module  # a centered twin's layers are its network's
     with torch.no_grad():
         target = b.module(b.x).argmax(dim=1)
-    maps = every_map(b.module, b.module, b.layers, b.x, target)
-    centered = every_map(Centered(b.module), b.module, b.layers, b.x, target)
+    maps = every_map(b.module, trunk, b.layers, b.x, target)
+    centered = every_map(Centered(b.module), trunk, b.layers, b.x, target)
     stable = {key for key in maps if float(spearman(maps[key], centered[key]).min()) >= CHANGED_BELOW}
     return target, maps, stable
 
@@ -435,7 +437,7 @@ def fooling(base: Base, shifted: nn.Module, reference: tuple) -> dict:
     *Fooled*: some map's Spearman < 0.5, or some map puts ≥ 0.5 of its mass in the top-left quarter where the
     original's did not. Probabilities compared over the original's outputs (an extra output is never predicted)."""
     target, ref, stable = reference
-    trunk = getattr(shifted, "base", shifted)
+    trunk = getattr(shifted, "base", shifted) if not isinstance(base.module, Centered) else base.module.base
     maps = every_map(shifted, trunk, base.layers, base.x, target)
     with torch.no_grad():
         z0, z1 = base.module(base.x).double(), shifted(base.x).double()
@@ -480,7 +482,19 @@ def audit_row(model: nn.Module, x: torch.Tensor, probes: int) -> dict:
         "finding": getattr(r, "finding", r.verdict),
         "where": r.where,
         "disagreement_max": max(max(e.disagreement) for e in r.evidence),
+        # the plain logit vs centered-logit disagreement of every map (what `audit --strict` also counts)
+        "immune": tests["immune"]["value"],
+        "immune_at": f"{tests['immune']['method']} at {tests['immune']['layer']}",
     }
+
+
+def strict_score(r: dict) -> float:
+    """The score of ``audit --strict``: the plain logit/centered disagreement counts too (from the same audit)."""
+    return max(r["score"], r.get("immune", 0.0) / AFFECTED)
+
+
+def strict_flagged(r: dict) -> bool:
+    return bool(r["flagged"] or r.get("immune", 0.0) / AFFECTED > 1.0)
 
 
 # ----------------------------------------------------------------------------- report
@@ -497,7 +511,20 @@ def roc_auc(scores: list[float], labels: list[bool]) -> float:
 
 
 #: Constructions that are honest classifiers by construction: reported as the audit's limit, not in the headline figures.
-LIMITS = ("linear-head", "extra-feature-mixed")
+LIMITS = ("linear-head", "extra-feature-mixed", "centered-twin")
+
+
+def twin_bound(every: list[dict]) -> float:
+    """The largest ROC-AUC (shifted vs honest) *any* score can reach on ``every``.
+
+    A ``centered-twin`` row's shifted model is an honest row's model, so the two get one score, whatever the
+    audit. Over the S×S block of pairs (twin row as the positive, its honest model or another twin's as the
+    negative) every unordered pair counts 1 in total over its two orders and each diagonal pair ½: the block
+    adds exactly S²/2 of its S² pairs, whatever the scores. So AUC ≤ 1 − S² / (2·P·N)."""
+    pos = sum(r["shifted"] for r in every)
+    neg = len(every) - pos
+    twins = sum(r["construction"] == "centered-twin" for r in every)
+    return 1.0 - twins**2 / (2 * pos * neg) if pos and neg else float("nan")
 
 
 #: The tests that decide a verdict, in the order the tables give them.
@@ -566,6 +593,11 @@ def summarize(every: list[dict], threshold: float) -> dict:
             "changing_missed": sum(r["changed"] and not r["flagged"] for r in limit),
             "roc_auc_vs_honest": roc_auc([r["score"] for r in honest + limit], [False] * len(honest) + [True] * len(limit)),
             "roc_auc_every_row": roc_auc([r["score"] for r in every], [r["shifted"] for r in every]),
+            "roc_auc_bound_every_row": twin_bound(every),
+            "roc_auc_every_row_but_twins": roc_auc(
+                [r["score"] for r in every if r["construction"] != "centered-twin"],
+                [r["shifted"] for r in every if r["construction"] != "centered-twin"],
+            ),
             "by_family": {
                 name: {
                     "models": sum(r["construction"] == name for r in limit),
@@ -580,6 +612,34 @@ def summarize(every: list[dict], threshold: float) -> dict:
                 for name in dict.fromkeys(r["construction"] for r in limit)
             },
         },
+        "strict": strict_summary(every),
+    }
+
+
+def strict_summary(every: list[dict]) -> dict:
+    """``audit --strict`` over every row, the limit rows included (``every`` already has over-budget rows unfooled)."""
+    honest = [r for r in every if not r["shifted"]]
+    shifted = [r for r in every if r["shifted"]]
+    fooling = [r for r in shifted if r["fooled"]]
+    return {
+        "honest_flagged": sum(strict_flagged(r) for r in honest),
+        "honest_flagged_trained": sum(strict_flagged(r) for r in honest if r["weights"] != "random"),
+        "honest_trained": sum(r["weights"] != "random" for r in honest),
+        # which method's map is farthest from its centered-logit map, on the honest models --strict flags
+        "honest_flagged_by_method": dict(
+            Counter(r.get("immune_at", "").split(" at ")[0] for r in honest if strict_flagged(r)).most_common()
+        ),
+        "honest_flagged_trained_names": [
+            f"{r['model']} ({r.get('immune_at', '')}, Spearman {1 - r.get('immune', 0.0):.2f})"
+            for r in honest
+            if strict_flagged(r) and r["weights"] != "random"
+        ],
+        "fooling": len(fooling),
+        "fooling_missed": sum(not strict_flagged(r) for r in fooling),
+        "fooling_missed_rows": [f"{r['model']} {r['construction']} K={r['strength']:g}" for r in fooling if not strict_flagged(r)],
+        "shifted_flagged": sum(strict_flagged(r) for r in shifted),
+        "shifted": len(shifted),
+        "roc_auc_every_row": roc_auc([strict_score(r) for r in every], [r["shifted"] for r in every]),
     }
 
 
@@ -651,7 +711,10 @@ def markdown(result: dict) -> str:
         "`linear-head` (``t = K·uᵀh``) turns the classifier weights into ``W + K·1uᵀ``: the shifted model *is* an honest "
         "linear classifier, so no test of the function can single it out; only its size can. `extra-feature-mixed` is "
         "the extra-feature attack behind a random rotation of the classifier's input, written against the feature test: "
-        "the same ``W + 1uᵀ`` form. These rows are not in the figures above.",
+        "the same ``W + 1uᵀ`` form. `centered-twin` takes each honest model's centered twin (its logits minus their mean, "
+        "what `logitshift defend` explains) as the original and the honest model itself as the shift (``t = mean_j z_j``, "
+        "``W + 1uᵀ`` for a linear classifier): the same model is an honest row and a shifted row, so any audit gives them one "
+        "score. These rows are not in the figures above.",
         "",
         "| family | models | flagged | fooling, missed | ROC-AUC vs honest |",
         "|---|---:|---:|---:|---:|",
@@ -661,8 +724,13 @@ def markdown(result: dict) -> str:
         ],
         f"| all limit rows | {s['limits']['models']} | {s['limits']['flagged']} | {s['limits']['fooling_missed']} of {s['limits']['fooling']} | {s['limits']['roc_auc_vs_honest']:.4f} |",
         "",
-        f"ROC-AUC over every row of this benchmark, the limit rows included: {s['limits']['roc_auc_every_row']:.4f}.",
+        f"ROC-AUC over every row of this benchmark, the limit rows included: {s['limits']['roc_auc_every_row']:.4f} "
+        f"({s['limits'].get('roc_auc_every_row_but_twins', float('nan')):.4f} without the `centered-twin` rows). "
+        f"The largest any score can reach over every row: {s['limits'].get('roc_auc_bound_every_row', float('nan')):.4f} "
+        "(each `centered-twin` row and its honest row are one model: the S×S block of such pairs adds exactly S²/2 of "
+        "its S² pairs whatever the scores, so AUC ≤ 1 − S²/(2·P·N); `twin_bound`).",
         "",
+        *strict_lines(s),
         "## Honest models",
         "",
         "| model | weights | finding | score | κ | κ weighted | bypass | head | effect | evidence at | max 1−Spearman (logit vs centered) |",
@@ -693,6 +761,36 @@ def markdown(result: dict) -> str:
                 f"{r['saliency_spearman_min']:.2f} | {r['max_abs_prob_diff']:.1e} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def strict_lines(s: dict) -> list[str]:
+    t = s.get("strict")
+    if not t:
+        return []
+    return [
+        "## `audit --strict`: every row, the limit rows included",
+        "",
+        "Under `--strict` the plain disagreement of any logit map with its centered-logit map (Spearman < 0.9) exits 1 "
+        "too, whatever the common mode's size. A shift that fools a map the original's own common mode leaves put is "
+        "then always flagged (the triangle inequality of angles between rank vectors: see `audit_model`); the price is "
+        "every honest model whose own common mode moves a map.",
+        "",
+        "| | value |",
+        "|---|---|",
+        f"| fooling shifts missed | {t['fooling_missed']} of {t['fooling']} |",
+        f"| shifted models flagged | {t['shifted_flagged']} / {t['shifted']} |",
+        f"| honest models flagged (exit 1; none *steered*) | {t['honest_flagged']} of {s['honest_models']} "
+        f"(trained or real weights: {t['honest_flagged_trained']} of {t['honest_trained']}) |",
+        "| ... by the method whose map moves most | "
+        + ", ".join(f"{m or '–'} {n}" for m, n in t.get("honest_flagged_by_method", {}).items())
+        + " |",
+        f"| ROC-AUC over every row | {t['roc_auc_every_row']:.4f} |",
+        "",
+        "Trained or real-weight honest models flagged under `--strict`: "
+        + (", ".join(t.get("honest_flagged_trained_names", [])) or "none")
+        + ".",
+        "",
+    ]
 
 
 # ----------------------------------------------------------------------------- main
@@ -746,11 +844,21 @@ def _run_jobs(bases, honest_only, digits_bases, quick, probes, progress, start, 
                 jobs.append((b, cons, shift_layers[-1], k, build))
             for cons, k, build in input_constructions(b):
                 jobs.append((b, cons, "input", k, build))
+    audited_layers: dict[str, list[str]] = {}
     for b in bases + honest_only:
         b.layers = candidate_layers(b.module, b.x)
+        audited_layers[b.name] = list(b.layers)
         if b.cam_layer not in b.layers:
             b.layers.append(b.cam_layer)
+    if not shifted_only:
+        # every honest model is a shift of its own centered twin, t = mean_j z_j (a linear one, W + 1uᵀ, for a linear
+        # classifier): the same model is then an honest row and a shifted row (see twin_bound)
+        for b in bases + honest_only:
+            # the twin's maps at the layers the audit sees (TwoHeadCNN never calls its cam_layer as a module)
+            twin = Base(f"{b.name}/centered", Centered(b.module), b.x, b.cam_layer, [], b.weights, audited_layers[b.name], b.family)
+            jobs.append((twin, "centered-twin", "logits", 1.0, lambda b=b: b.module))
     references: dict[str, tuple] = {}
+    audits: dict[int, dict] = {}  # an honest model audited once, as an honest row and as its twin's shift
     rows: list[dict] = []
     raw = ROOT / "benchmarks" / "results" / f"{stem or ('detection-quick' if quick else 'detection')}.rows.json"
 
@@ -768,7 +876,8 @@ def _run_jobs(bases, honest_only, digits_bases, quick, probes, progress, start, 
     for b, cons, layer, k, build in tqdm(jobs, desc="detection", unit="model", disable=not progress, file=sys.stderr):
         row = {"model": b.name, "weights": b.weights, "construction": cons, "layer": layer, "strength": k, "shifted": build is not None}
         if build is None:
-            row.update(audit_row(b.module, b.x, probes))
+            audits[id(b.module)] = audit_row(b.module, b.x, probes)
+            row.update(audits[id(b.module)])
         else:
             if b.name not in references:
                 references[b.name] = reference(b)
@@ -779,7 +888,7 @@ def _run_jobs(bases, honest_only, digits_bases, quick, probes, progress, start, 
                 row["skipped"] = str(exc)
                 rows.append(row)
                 continue
-            row.update(audit_row(shifted, b.x, probes))
+            row.update(audits[id(shifted)] if id(shifted) in audits else audit_row(shifted, b.x, probes))
         rows.append(row)
         if len(rows) % 10 == 0:
             dump()  # partial results survive an interrupted run (--from-json)

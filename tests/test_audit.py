@@ -427,3 +427,20 @@ def test_images_come_from_folders_and_lists_evenly_spread(tmp_path, capsys):
     empty.mkdir()
     assert main(["audit", str(path), "--size", str(SIZE), "--images", str(empty)]) == 2
     assert "none found" in one_line_error(capsys)
+
+
+def test_strict_exits_1_on_a_common_mode_of_honest_size_that_moves_a_map(tmp_path, capsys):
+    """`--strict`: an honest random CNN whose own common mode moves its maps (benchmark row tiny-w4-c10-s6) exits 0 by
+    default and 1 under --strict, the finding first; the record says it was a strict audit."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from detection import small_bases
+
+    base = small_bases(7)[6]
+    path = export(base.module, tmp_path / "honest.pt2")
+    args = ["audit", "--model", str(path), "--size", "32", "--max-layers", "2"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--strict", "--out", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().out.startswith("explanations moved by the common mode: the logit maps differ")
+    record = json.loads((tmp_path / "out" / "audit.json").read_text())
+    assert record["strict"] is True and record["finding"] == "explanations moved by the common mode"

@@ -266,3 +266,120 @@ def test_the_output_says_the_finding_first_and_why_the_cut_is_where_it_is(capsys
     assert out[0].startswith(STEERED) and "Spearman" in out[0]
     assert any("passed over" in line and "never the cut" in line for line in out)
     assert out[-2].startswith("verdict: shifted")
+
+
+# ----------------------------------------------------------------------------- --strict: the limit, both ways
+
+
+def row_shifted(base: nn.Module, k: float, u: torch.Tensor) -> nn.Module:
+    """``W + K·1uᵀ``: a linear shift of the classifier's input, folded into the classifier (an honest linear classifier)."""
+    import copy
+
+    twin = copy.deepcopy(base)
+    with torch.no_grad():
+        twin.fc.weight += k * u[None, :]
+    return twin
+
+
+def centered_twin(base: nn.Module) -> nn.Module:
+    """The same network with the classifier's rows (and biases) minus their mean: the same probabilities, and its logit
+    is its centered logit."""
+    twin = row_shifted(base, 0.0, torch.zeros(base.fc.in_features))
+    with torch.no_grad():
+        twin.fc.weight -= twin.fc.weight.mean(dim=0, keepdim=True)
+        twin.fc.bias -= twin.fc.bias.mean()
+    return twin
+
+
+def every_map(model: nn.Module, layers: list[str], x: torch.Tensor, target: torch.Tensor, keep: torch.Tensor | None = None):
+    """The top-1 logit's map of every audited method (``keep``: centre the logits over those classes first)."""
+    from detection import Centered
+    from detection import every_map as maps_of
+
+    class CenteredOver(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.base = model
+
+        def forward(self, x):
+            z = self.base(x)
+            return z - z[:, keep].mean(dim=1, keepdim=True)
+
+    scorer = model if keep is None else CenteredOver()
+    assert Centered  # the benchmark's own centering is over every output; the audit's over the classes that matter
+    return maps_of(scorer, model, layers, x, target)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), width=st.sampled_from([4, 8]), classes=st.sampled_from([3, 10]), log_k=st.floats(-2, 1))
+def test_strict_flags_every_shift_that_fools_a_map_the_original_leaves_put(seed, width, classes, log_k):
+    """Law (the default audit's limit, ``W + K·1uᵀ``, at every size): whenever the shift moves some map to Spearman
+    < 0.5 against the original's, on a map whose logit and centered-logit versions agree (≥ 0.9) on the original,
+    ``audit --strict`` says shifted. Spearman is the cosine of centered rank vectors; the shift cannot touch the
+    centered map; angles obey the triangle inequality, so the shifted logit map is ≤ 0.83 from it."""
+    from logitshift.effect import classes_that_matter
+
+    base, x = TinyCNN(classes, width, seed), images(4, seed)
+    u = torch.randn(width, generator=torch.Generator().manual_seed(seed + 1))
+    shifted = row_shifted(base, 10**log_k, u)
+    layers = ["features.0", "features.2"]
+    with torch.no_grad():
+        z = base(x)
+        target, keep = z.argmax(1), classes_that_matter(torch.softmax(z.double(), 1))
+    original, centered = every_map(base, layers, x, target), every_map(base, layers, x, target, keep)
+    moved = every_map(shifted, layers, x, target)
+    stable = [key for key in original if float(spearman(original[key], centered[key]).min()) >= 0.9]
+    fooled = [key for key in stable if float(spearman(moved[key], original[key]).min()) < 0.5]
+    result = audit_model(shifted, x, layers, strict=True)
+    if fooled:
+        assert result.verdict == "shifted", (fooled, result.sentence())
+    # and the strict statistic is exactly the plain disagreement the default audit reports too
+    assert result.tests()["immune"]["value"] == audit_model(shifted, x, layers).tests()["immune"]["value"]
+
+
+def test_an_honest_random_model_is_a_fooling_shift_of_its_centered_twin_and_strict_says_so():
+    """The limit made concrete (benchmark row tiny-w4-c10-s6): an honest random CNN whose own common mode moves its
+    Grad-CAM-family maps is, exactly, a ``W + 1uᵀ`` shift of its centered twin that fools a map. The default audit
+    passes it (its common mode has an honest size), ``--strict`` flags it ("moved by the common mode", exit 1, never
+    "steered") and passes the twin, whose logit maps are its centered-logit maps."""
+    from detection import small_bases
+
+    base = small_bases(7)[6]
+    assert base.name == "tiny-w4-c10-s6"
+    twin = centered_twin(base.module)
+    with torch.no_grad():
+        assert torch.allclose(torch.softmax(base.module(base.x), 1), torch.softmax(twin(base.x), 1), atol=1e-6)
+        target = base.module(base.x).argmax(1)
+    layers = ["features.0", "features.2"]
+    fooled = [
+        key
+        for key, m in every_map(base.module, layers, base.x, target).items()
+        if float(spearman(m, every_map(twin, layers, base.x, target)[key]).min()) < 0.5
+    ]
+    assert fooled, "the honest model's own common mode fools no map against its twin"
+    default = audit_model(base.module, base.x, layers)
+    strict = audit_model(base.module, base.x, layers, strict=True)
+    assert default.finding == "clean" and default.tests()["immune"]["fired"]
+    assert strict.finding == "explanations moved by the common mode" and strict.verdict == "shifted"
+    assert "no test of the function can tell apart" in strict.sentence()
+    assert audit_model(twin, base.x, layers, strict=True).finding == "clean"
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    honest=st.lists(st.floats(0, 10), min_size=1, max_size=8),
+    others=st.lists(st.floats(0, 10), min_size=0, max_size=8),
+)
+def test_no_score_beats_the_twin_bound(honest, others):
+    """The benchmark's bound on the ROC-AUC any audit can reach (``detection.twin_bound``): with every honest model
+    also a shifted row (its centered twin's shift), whatever the scores, the AUC over every row stays at or below it,
+    and reaches it when every other shifted row outranks every honest model."""
+    from detection import roc_auc, twin_bound
+
+    rows = [{"shifted": False, "construction": "honest", "score": s} for s in honest]
+    rows += [{"shifted": True, "construction": "centered-twin", "score": s} for s in honest]  # one model, one score
+    rows += [{"shifted": True, "construction": "region", "score": s} for s in others]
+    auc = roc_auc([r["score"] for r in rows], [r["shifted"] for r in rows])
+    assert auc <= twin_bound(rows) + 1e-12
+    best = [dict(r, score=100.0) if r["construction"] == "region" else r for r in rows]
+    assert abs(roc_auc([r["score"] for r in best], [r["shifted"] for r in best]) - twin_bound(best)) < 1e-12

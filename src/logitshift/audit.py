@@ -578,13 +578,15 @@ def measure_batches(
     return merged, HeadEvidence.from_rows(heads[0].layer, common, probe_rows, first.classes), context
 
 
-def _tests(evidence: list[LayerEvidence], head: HeadEvidence | None, threshold: float) -> dict[str, dict]:
+def _tests(evidence: list[LayerEvidence], head: HeadEvidence | None, threshold: float, strict: bool = False) -> dict[str, dict]:
     """Each test: statistic, ratio (fires above 1), layer, and whether it decides the verdict.
 
     ``kappa`` (the common mode's size, plain and activation-weighted) is evidence
     only: trained classifiers can carry a large common mode honestly. ``bypass``
     and ``head`` (when a classifier input was found) prove a shift; ``effect``
     says whether the common mode changes a map beyond what an honest model shows.
+    ``immune`` is the plain disagreement of the logit and centered-logit maps,
+    whatever the common mode's size: it decides only under ``strict``.
     """
     kappa = max(e.kappa_max for e in evidence)
     kappa_w = max((max(e.kappa_weighted) for e in evidence if e.kappa_weighted), default=0.0)
@@ -640,6 +642,16 @@ def _tests(evidence: list[LayerEvidence], head: HeadEvidence | None, threshold: 
         "affected_below": 1.0 - AFFECTED,
         "decides": True,
     }
+    farthest = max(effects.methods, key=lambda m: max(m.immune, default=0.0), default=None)
+    immune = max(farthest.immune, default=0.0) if farthest is not None else 0.0
+    out["immune"] = {
+        "value": immune,
+        "ratio": immune / AFFECTED,
+        "layer": farthest.layer if farthest is not None else None,
+        "method": farthest.method if farthest is not None else None,
+        "affected_below": 1.0 - AFFECTED,
+        "decides": strict,
+    }
     for t in out.values():
         t["fired"] = t["ratio"] > 1.0
     return out
@@ -651,8 +663,11 @@ FINDINGS = {
     "common": "explanations driven by the common mode",
     "shifted": "shifted, explanations unaffected",
     "present": "common mode present, explanations unaffected",
+    "moved": "explanations moved by the common mode",  # --strict only: the common mode's size is honest
     "clean": "clean",
 }
+#: Findings that exit 1.
+FLAGGED = ("steered", "common", "shifted", "moved")
 
 
 def _finding(tests: dict[str, dict]) -> str:
@@ -665,6 +680,8 @@ def _finding(tests: dict[str, dict]) -> str:
         return FINDINGS["common"]
     if proven:
         return FINDINGS["shifted"]
+    if tests["immune"]["decides"] and tests["immune"]["fired"]:
+        return FINDINGS["moved"]
     if tests["kappa"]["fired"]:
         return FINDINGS["present"]
     return FINDINGS["clean"]
@@ -684,6 +701,7 @@ class AuditResult:
     head: HeadEvidence | None = None
     finding: str = ""  # one of FINDINGS' values
     context: Context | None = None
+    strict: bool = False  # the plain logit/centered disagreement decides too ("explanations moved by the common mode")
 
     @property
     def shifted(self) -> bool:
@@ -706,7 +724,7 @@ class AuditResult:
 
     def tests(self) -> dict[str, dict]:
         """Each test's statistic, its ratio to the point where it fires (1), and whether it fired."""
-        return _tests(self.evidence, self.head, self.threshold)
+        return _tests(self.evidence, self.head, self.threshold, self.strict)
 
     def sentence(self) -> str:
         """The finding in one sentence, with the numbers."""
@@ -730,6 +748,13 @@ class AuditResult:
         if self.finding == FINDINGS["shifted"]:
             return (
                 f"{self.finding}{how}: every map stays within the honest range (largest effect {effect['value']:.3f}, below {AFFECTED:g})."
+            )
+        if self.finding == FINDINGS["moved"]:
+            return (
+                f"{self.finding}: the logit maps differ from the shift-immune (centered-logit) maps: {self.effects.differing_summary()}; "
+                f"the common mode is within the size honest classes give (κ {tests['kappa']['value']:.3g}, weighted "
+                f"{tests['kappa']['weighted']:.3g}) and no shift is proven, so it is this model's own common mode or a shift of "
+                "that size, which no test of the function can tell apart (--strict counts both): explain the centered logit (logitshift defend)."
             )
         if self.finding == FINDINGS["present"]:
             return (
@@ -760,6 +785,7 @@ class AuditResult:
         return {
             "verdict": self.verdict,
             "finding": self.finding,
+            "strict": self.strict,
             "sentence": self.sentence(),
             "score": self.score,
             "threshold": self.threshold,
@@ -796,6 +822,7 @@ def audit_model(
     seed: int = 0,
     require_spatial: bool = True,
     progress: bool = False,
+    strict: bool = False,
 ) -> AuditResult:
     """Audit ``model`` on the batch ``x``: finding, verdict, score and per-layer evidence.
 
@@ -803,6 +830,18 @@ def audit_model(
     verdict is ``shifted`` (exit 1). ``finding`` says what for: explanations
     steered, driven by the common mode, or a shift that leaves them unaffected;
     at most 1 it is ``clean`` or "common mode present, explanations unaffected".
+
+    ``strict``: the score also counts ``immune / AFFECTED``, the plain
+    disagreement of any logit map with its centered-logit map, so a common
+    mode of honest size that moves a map exits 1 too ("explanations moved by
+    the common mode"). Any shift that fools a map the original model's own
+    common mode leaves put (Spearman < 0.5 against the original's map, ≥ 0.9
+    between its logit and centered maps) is flagged under ``strict``: Spearman
+    is the cosine of centered rank vectors, angles obey the triangle
+    inequality, so the shifted logit map is at most cos(60° − 25.8°) = 0.83 from
+    the centered map the shift cannot touch. The price: honest models whose
+    own common mode moves a map exit 1 as well (measured in
+    ``benchmarks/results/detection.md``).
 
     >>> result = audit_model(model, x)        # x: a few preprocessed images
     >>> result.finding, result.score, result.where   # e.g. ('clean', 0.2, 'blocks.4._project_conv')
@@ -815,13 +854,13 @@ def audit_model(
             )
     evidence, head, context = measure_batches(model, x, list(layers), probes, seed, progress, threshold)
     classes = evidence[0].classes
-    tests = _tests(evidence, head, threshold)
+    tests = _tests(evidence, head, threshold, strict)
     deciding = max((k for k in tests if tests[k]["decides"]), key=lambda k: tests[k]["ratio"])
     score = tests[deciding]["ratio"]
     finding = _finding(tests)
     where = tests[deciding].get("layer") or tests["kappa"]["layer"]
     return AuditResult(
-        verdict="shifted" if finding in (FINDINGS["steered"], FINDINGS["common"], FINDINGS["shifted"]) else "clean",
+        verdict="shifted" if finding in (FINDINGS[k] for k in FLAGGED) else "clean",
         score=score,
         threshold=threshold,
         where=where,
@@ -831,6 +870,7 @@ def audit_model(
         head=head,
         finding=finding,
         context=context,
+        strict=strict,
     )
 
 
@@ -1027,6 +1067,7 @@ class AuditConfig:
     force: bool = False
     progress: bool = True
     device: str = "auto"
+    strict: bool = False  # exit 1 whenever a logit map differs from its centered-logit map (audit_model's strict)
 
 
 @dataclass
@@ -1146,6 +1187,7 @@ def run_audit(cfg: AuditConfig) -> Audited:
         cfg.probes,
         image_names=[im.name for im in images],
         progress=cfg.progress,
+        strict=cfg.strict,
     )
     if out is not None:
         figure(result, out / "audit.png")

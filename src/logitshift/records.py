@@ -403,6 +403,7 @@ class AuditRecord(Record):
     FILE = "audit.json"
     command: str = "audit"
     verdict: str = ""  # clean | shifted
+    strict: bool = False  # audited with --strict: a logit map that differs from its centered one exits 1 too
     sentence: str = ""
     score: float | None = None
     threshold: float | None = None

@@ -97,6 +97,12 @@ def register(sub) -> argparse.ArgumentParser:
         default=THRESHOLD,
         help=f"κ above which the kappa test fires (default {THRESHOLD:g}); also scales κ_bypass and κ_head",
     )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 also when the common mode is of honest size but some logit map differs from its centered-logit map "
+        "(Spearman < 0.9): flags every shift that fools a map, and honest models whose own common mode moves one",
+    )
     p.add_argument("--size", type=int_at_least(8), default=None, help="input size for a model file (default 224)")
     out_flag(p, "a folder for audit.json and audit.png; default: nothing written")
     force_flag(p)
@@ -152,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         progress=not args.no_progress,
         device=args.device,
+        strict=args.strict,
     )
     audited = run_audit(cfg)
     print_result(audited.result)
