@@ -293,7 +293,6 @@ def centered_twin(base: nn.Module) -> nn.Module:
 
 def every_map(model: nn.Module, layers: list[str], x: torch.Tensor, target: torch.Tensor, keep: torch.Tensor | None = None):
     """The top-1 logit's map of every audited method (``keep``: centre the logits over those classes first)."""
-    from detection import Centered
     from detection import every_map as maps_of
 
     class CenteredOver(nn.Module):
