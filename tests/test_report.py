@@ -544,7 +544,9 @@ def test_a_real_audit_report_shows_each_test_and_where_the_shift_acts(tmp_path, 
     tests = page.evaluate(
         "Array.from(document.querySelectorAll('#audit table')[0].tBodies[0].rows).map(r => [r.cells[0].innerText, r.cells[4].innerText])"
     )
-    assert [t[0] for t in tests] == ["kappa", "bypass", "head", "feature", "effect"]
+    assert [t[0] for t in tests] == ["kappa", "bypass", "head", "feature", "effect", "immune"]
+    roles = page.evaluate("Array.from(document.querySelectorAll('#audit table')[0].tBodies[0].rows).map(r => r.cells[5].innerText)")
+    assert roles == ["evidence only", "decides", "decides", "decides", "decides", "evidence only"]  # no --strict
     assert dict(tests)["bypass"] == "yes" and dict(tests)["head"] == "no" and dict(tests)["feature"] == "no"
     layers = page.evaluate("document.querySelectorAll('#audit table')[1].tBodies[0].rows.length")
     assert layers == 5  # the input and four layers

@@ -62,6 +62,10 @@ backward passes, and ``1 + probes`` pull-backs from ``h`` (one more when the
 head test fires); maps only where they can differ. The one shift no gradient test can single out is a linear
 function of ``h`` (``W + 1aᵀ`` as the classifier weights): that *is* an honest
 linear classifier, and only its size (κ) gives it away (``docs/audit.md``).
+Every honest model is such a shift of its own centered twin, so no audit can
+both pass every honest model and flag every shift that fools a map:
+``strict=True`` (``--strict``) takes the other side, and exits 1 whenever a
+logit map differs from its centered-logit map (``immune``), honest or not.
 The report also gives, per layer, the disagreement
 ``1 − Spearman`` between the Grad-CAM map of the top-1 logit and of the
 centered logit ``z_c − mean_j z_j`` (saliency maps at the input): that is how

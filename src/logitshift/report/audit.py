@@ -30,7 +30,9 @@ def render(rec: AuditRecord, run: Run, embed: Embedder) -> tuple[str, list[Secti
         "The bypass test measures the part of the common-mode gradient that does not flow through the classifier's input (zero for an honest "
         "model, whatever its size); the head test, how much the classifier's common-mode gradient varies from image to image. "
         "κ compares the common mode's size (plain, and weighted by the activations as CAMs weight it) with the spread of the class gradients: "
-        "evidence only. The score is the largest of the bypass and head ratios and effect / 0.1: above 1 the verdict is shifted.</p>"
+        "evidence only; so is immune (the plain disagreement of the logit map with the centered-logit map, whatever moved it) except in an "
+        "audit run with --strict. The score is the largest of the deciding ratios (bypass, head, feature, effect / 0.1, and immune / 0.1 "
+        f"under --strict): above 1 the verdict is shifted.{' This audit was run with --strict.' if rec.strict else ''}</p>"
     )
     if rec.tests:
         rows = [
@@ -40,12 +42,12 @@ def render(rec: AuditRecord, run: Run, embed: Embedder) -> tuple[str, list[Secti
                 "ratio": t.get("ratio"),
                 "layer": t.get("layer", ""),
                 "fired": "yes" if t.get("fired") else "no",
+                "role": "decides" if t.get("decides", True) else "evidence only",
             }
             for k, t in rec.tests.items()
         ]
-        body += "<h3>Tests</h3>" + table(
-            [("test", "test"), ("value", "statistic"), ("ratio", "ratio (fires above 1)"), ("layer", "layer"), ("fired", "fired")], rows
-        )
+        cols = [("test", "test"), ("value", "statistic"), ("ratio", "ratio (fires above 1)"), ("layer", "layer"), ("fired", "fired")]
+        body += "<h3>Tests</h3>" + table([*cols, ("role", "role")], rows)
     if rec.evidence:
         body += "<h3>Evidence per layer</h3>" + evidence(rec)
     else:
