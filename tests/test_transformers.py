@@ -193,7 +193,7 @@ from pytorch_grad_cam import GradCAM, HiResCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 from safeload import load_module
 
-# --- the README's recipe for a transformer layer ---
+# --- docs/transformers.md's recipe for a transformer layer ---
 extra = {"logitshift.json": ""}
 model = load_module(pt2, extra_files=extra)
 info = json.loads(extra["logitshift.json"])
