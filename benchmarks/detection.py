@@ -458,6 +458,7 @@ def fooling(base: Base, shifted: nn.Module, reference: tuple) -> dict:
         "target_share_max": max(share.values()),
         "fooled_any_map": bool(rho[worst] < FOOLED_BELOW or max(share.values()) >= 0.5),
         "fooled": bool(rho[worst_stable] < FOOLED_BELOW or share_stable >= 0.5),
+        "fooled_methods": sorted({key[0] for key in kept if rho[key] < FOOLED_BELOW or share[key] >= 0.5}),
         "fooled_at": f"{worst_stable[0]} at {worst_stable[1]}",
         "changed": bool(rho[worst_stable] < CHANGED_BELOW),
         "max_abs_prob_diff": float((p0 - p1).abs().max()),
@@ -474,6 +475,7 @@ def audit_row(model: nn.Module, x: torch.Tensor, probes: int) -> dict:
         "kappa_weighted": tests["kappa"].get("weighted"),
         "bypass": tests["bypass"]["ratio"] if "bypass" in tests else None,
         "head": tests["head"]["ratio"] if "head" in tests else None,
+        "feature": tests["feature"]["ratio"] if "feature" in tests else None,
         "effect": tests["effect"]["value"] if "effect" in tests else None,
         "effect_structural": tests["effect"]["structural"] if "effect" in tests else None,
         "effect_size": tests["effect"]["size"] if "effect" in tests else None,
@@ -485,6 +487,11 @@ def audit_row(model: nn.Module, x: torch.Tensor, probes: int) -> dict:
         # the plain logit vs centered-logit disagreement of every map (what `audit --strict` also counts)
         "immune": tests["immune"]["value"],
         "immune_at": f"{tests['immune']['method']} at {tests['immune']['layer']}",
+        # per method family, over layers and images: the effect and the plain disagreement (for `--methods`)
+        "effect_by_method": {m: max(e.effect for e in r.effects.methods if e.method == m) for m in {e.method for e in r.effects.methods}},
+        "immune_by_method": {
+            m: max(max(e.immune) for e in r.effects.methods if e.method == m) for m in {e.method for e in r.effects.methods}
+        },
     }
 
 
@@ -616,12 +623,40 @@ def summarize(every: list[dict], threshold: float) -> dict:
     }
 
 
+#: `audit --strict --methods` without Grad-CAM++ (its early-layer maps move under any common mode, honest or not).
+WITHOUT_GRADCAMPP = ("gradcam", "xgradcam", "hirescam", "layercam", "saliency", "gradxinput")
+
+
+def strict_flagged_for(r: dict, methods: tuple[str, ...]) -> bool:
+    """`audit --strict --methods …` from the row's per-method figures: a shift proven, or one of those maps moved."""
+    proven = any((r.get(k) or 0.0) > 1.0 for k in ("bypass", "head", "feature"))
+    moved = max((max(r[key].get(m, 0.0), 0.0) for key in ("effect_by_method", "immune_by_method") for m in methods), default=0.0)
+    return bool(proven or moved > AFFECTED)
+
+
+def strict_without_gradcampp(every: list[dict]) -> dict:
+    rows = [r for r in every if "immune_by_method" in r]
+    honest = [r for r in rows if not r["shifted"]]
+    fooling = [r for r in rows if r["shifted"] and set(r.get("fooled_methods", [])) & set(WITHOUT_GRADCAMPP)]
+    return {
+        "methods": list(WITHOUT_GRADCAMPP),
+        "honest": len(honest),
+        "honest_trained": sum(r["weights"] != "random" for r in honest),
+        "honest_flagged": sum(strict_flagged_for(r, WITHOUT_GRADCAMPP) for r in honest),
+        "honest_flagged_trained": sum(strict_flagged_for(r, WITHOUT_GRADCAMPP) for r in honest if r["weights"] != "random"),
+        "honest_flagged_names": [r["model"] for r in honest if strict_flagged_for(r, WITHOUT_GRADCAMPP)],
+        "fooling": len(fooling),
+        "fooling_missed": sum(not strict_flagged_for(r, WITHOUT_GRADCAMPP) for r in fooling),
+    }
+
+
 def strict_summary(every: list[dict]) -> dict:
     """``audit --strict`` over every row, the limit rows included (``every`` already has over-budget rows unfooled)."""
     honest = [r for r in every if not r["shifted"]]
     shifted = [r for r in every if r["shifted"]]
     fooling = [r for r in shifted if r["fooled"]]
     return {
+        "without_gradcampp": strict_without_gradcampp(every),
         "honest_flagged": sum(strict_flagged(r) for r in honest),
         "honest_flagged_trained": sum(strict_flagged(r) for r in honest if r["weights"] != "random"),
         "honest_trained": sum(r["weights"] != "random" for r in honest),
@@ -763,6 +798,17 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def without_gradcampp_lines(w: dict | None) -> list[str]:
+    if not w:
+        return []
+    return [
+        f"| `--strict --methods {' '.join(w['methods'])}` (no Grad-CAM++): fooling shifts of those maps missed | "
+        f"{w['fooling_missed']} of {w['fooling']} |",
+        f"| ... honest models flagged | {w['honest_flagged']} of {w['honest']} "
+        f"(trained or real weights: {w['honest_flagged_trained']} of {w['honest_trained']}) |",
+    ]
+
+
 def strict_lines(s: dict) -> list[str]:
     t = s.get("strict")
     if not t:
@@ -785,6 +831,7 @@ def strict_lines(s: dict) -> list[str]:
         + ", ".join(f"{m or '–'} {n}" for m, n in t.get("honest_flagged_by_method", {}).items())
         + " |",
         f"| ROC-AUC over every row | {t['roc_auc_every_row']:.4f} |",
+        *without_gradcampp_lines(t.get("without_gradcampp")),
         "",
         "Trained or real-weight honest models flagged under `--strict`: "
         + (", ".join(t.get("honest_flagged_trained_names", [])) or "none")

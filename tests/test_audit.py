@@ -444,3 +444,26 @@ def test_strict_exits_1_on_a_common_mode_of_honest_size_that_moves_a_map(tmp_pat
     assert capsys.readouterr().out.startswith("explanations moved by the common mode: the logit maps differ")
     record = json.loads((tmp_path / "out" / "audit.json").read_text())
     assert record["strict"] is True and record["finding"] == "explanations moved by the common mode"
+
+
+def test_methods_restrict_the_effect_to_the_maps_the_user_explains_with(capsys):
+    """`--methods`: only those families' maps count for the effect and --strict; the structural tests are unchanged.
+    The honest SGD-trained digits CNN's own common mode moves its Grad-CAM++ at the first layer (the benchmark's
+    Spearman −0.86), not its Grad-CAM: --strict exits 1 over every method and passes it with Grad-CAM alone. An
+    unknown name is refused in one line, exit 2, before any model is loaded."""
+    from digits import audit_images, trained
+
+    base, x = trained("sgd", 10), audit_images(10, 8)
+    every = audit_model(base, x, strict=True)
+    only = audit_model(base, x, strict=True, methods=["gradcam"])
+    assert {m.method for m in only.effects.methods} == {"gradcam"}
+    assert every.verdict == "shifted" and every.tests()["immune"]["method"] == "gradcampp"
+    assert only.verdict == "clean", only.sentence()
+    gradcam_immune = max(max(m.immune) for m in every.effects.methods if m.method == "gradcam")
+    assert only.tests()["immune"]["value"] == gradcam_immune < 0.1
+    assert only.tests()["bypass"] == every.tests()["bypass"]
+    with pytest.raises(LogitShiftError, match="--methods gradcamm: the audit measures gradcam, "):
+        audit_model(base, x, methods=["gradcamm"])
+    assert main(["audit", "--model", "no-such-file.pt2", "--methods", "ig"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--methods ig: the audit measures" in err[0]

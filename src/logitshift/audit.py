@@ -93,7 +93,17 @@ import torch
 from torch import nn
 
 from .capture import as_logits, first_line, gridded, hooked, run_frozen, trace
-from .effect import AFFECTED, NEVER, Effects, MethodEffect, classes_that_matter, honest_bound, layer_effects, weighted
+from .effect import (
+    AFFECTED,
+    NEVER,
+    Effects,
+    MethodEffect,
+    audited_methods,
+    classes_that_matter,
+    honest_bound,
+    layer_effects,
+    weighted,
+)
 from .errors import LogitShiftError
 from .images import Item, collect_images
 
@@ -827,6 +837,7 @@ def audit_model(
     require_spatial: bool = True,
     progress: bool = False,
     strict: bool = False,
+    methods: Sequence[str] | None = None,
 ) -> AuditResult:
     """Audit ``model`` on the batch ``x``: finding, verdict, score and per-layer evidence.
 
@@ -847,6 +858,10 @@ def audit_model(
     own common mode moves a map exit 1 as well (measured in
     ``benchmarks/results/detection.md``).
 
+    ``methods``: only these families' maps count for the effect and ``immune``
+    (:func:`logitshift.effect.audited_methods`; default all): the methods the
+    user explains with. The structural tests do not depend on it.
+
     >>> result = audit_model(model, x)        # x: a few preprocessed images
     >>> result.finding, result.score, result.where   # e.g. ('clean', 0.2, 'blocks.4._project_conv')
     """
@@ -856,7 +871,10 @@ def audit_model(
             raise LogitShiftError(
                 f"model {type(model).__name__!r}: no layer outputs a spatial feature map (N×C×H×W); the audit needs a convolutional classifier"
             )
+    chosen = check_methods(methods)
     evidence, head, context = measure_batches(model, x, list(layers), probes, seed, progress, threshold)
+    for e in evidence:
+        e.methods = [m for m in e.methods if m.method in chosen]
     classes = evidence[0].classes
     tests = _tests(evidence, head, threshold, strict)
     deciding = max((k for k in tests if tests[k]["decides"]), key=lambda k: tests[k]["ratio"])
@@ -876,6 +894,17 @@ def audit_model(
         context=context,
         strict=strict,
     )
+
+
+def check_methods(methods: Sequence[str] | None) -> set[str]:
+    """The audited method families to count (all when None); an unknown name is refused in one line."""
+    known = audited_methods()
+    if methods is None:
+        return set(known)
+    unknown = [m for m in methods if m not in known]
+    if unknown or not methods:
+        raise LogitShiftError(f"--methods {' '.join(unknown or methods)!s}: the audit measures {', '.join(known)}")
+    return set(methods)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -1072,6 +1101,7 @@ class AuditConfig:
     progress: bool = True
     device: str = "auto"
     strict: bool = False  # exit 1 whenever a logit map differs from its centered-logit map (audit_model's strict)
+    methods: list[str] | None = None  # the method families that count (None: all)
 
 
 @dataclass
@@ -1192,6 +1222,7 @@ def run_audit(cfg: AuditConfig) -> Audited:
         image_names=[im.name for im in images],
         progress=cfg.progress,
         strict=cfg.strict,
+        methods=cfg.methods,
     )
     if out is not None:
         figure(result, out / "audit.png")

@@ -100,6 +100,13 @@ def methods_at(layer: str, act: torch.Tensor) -> dict[str, Callable[[torch.Tenso
     return {name: combiner(cls()) for name, cls in METHODS.items() if issubclass(cls, CamMethod)}
 
 
+def audited_methods() -> tuple[str, ...]:
+    """Names of the method families the audit measures: every CAM method, then saliency and gradient × input."""
+    from .attribution import CAM_METHODS
+
+    return (*CAM_METHODS, "saliency", "gradxinput")
+
+
 def weighted(g: torch.Tensor, act: torch.Tensor | None) -> torch.Tensor:
     """``g ⊙ A`` (a layer) or ``g`` (the input, ``act=None``): where a CAM reads the gradient."""
     return g if act is None else g * act

@@ -18,10 +18,12 @@ from ..audit import (
     DEFAULT_PROBES,
     THRESHOLD,
     AuditConfig,
+    check_methods,
     is_model_file,
     print_result,
     run_audit,
 )
+from ..effect import audited_methods
 from ..errors import LogitShiftError
 from ..report import write_report
 from .flags import (
@@ -103,6 +105,13 @@ def register(sub) -> argparse.ArgumentParser:
         help="exit 1 also when the common mode is of honest size but some logit map differs from its centered-logit map "
         "(Spearman < 0.9): flags every shift that fools a map, and honest models whose own common mode moves one",
     )
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        metavar="METHOD",
+        help=f"only these methods' maps count for the effect (and --strict): the ones you explain with; default all of {', '.join(audited_methods())}",
+    )
     p.add_argument("--size", type=int_at_least(8), default=None, help="input size for a model file (default 224)")
     out_flag(p, "a folder for audit.json and audit.png; default: nothing written")
     force_flag(p)
@@ -139,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     model = model_of(args)
     if args.report and not args.out:
         raise LogitShiftError("--report: needs --out, the folder the page is written into")
+    check_methods(args.methods)  # before any model is loaded
     if (is_model_file(model) or args.weights) and not sandbox.inside():
         # someone else's file: everything from here on runs in a child with memory, CPU and file-size limits
         what = f"model file {model!r}" if is_model_file(model) else f"weights file {args.weights!r}"
@@ -159,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         device=args.device,
         strict=args.strict,
+        methods=args.methods,
     )
     audited = run_audit(cfg)
     print_result(audited.result)
