@@ -70,7 +70,7 @@ from logitshift.audit import (  # noqa: E402
     audit_model,
     candidate_layers,  # noqa: E402
 )
-from logitshift.effect import AFFECTED, methods_at  # noqa: E402
+from logitshift.effect import AFFECTED, STRICT, methods_at  # noqa: E402
 from logitshift.errors import LogitShiftError  # noqa: E402
 from logitshift.images import DEFAULT_SAMPLES, batch, load_image  # noqa: E402
 from logitshift.metrics import spearman, target_mass  # noqa: E402
@@ -497,11 +497,11 @@ def audit_row(model: nn.Module, x: torch.Tensor, probes: int) -> dict:
 
 def strict_score(r: dict) -> float:
     """The score of ``audit --strict``: the plain logit/centered disagreement counts too (from the same audit)."""
-    return max(r["score"], r.get("immune", 0.0) / AFFECTED)
+    return max(r["score"], r.get("immune", 0.0) / STRICT)
 
 
 def strict_flagged(r: dict) -> bool:
-    return bool(r["flagged"] or r.get("immune", 0.0) / AFFECTED > 1.0)
+    return bool(r["flagged"] or r.get("immune", 0.0) / STRICT > 1.0)
 
 
 # ----------------------------------------------------------------------------- report
@@ -630,8 +630,9 @@ WITHOUT_GRADCAMPP = ("gradcam", "xgradcam", "hirescam", "layercam", "saliency", 
 def strict_flagged_for(r: dict, methods: tuple[str, ...]) -> bool:
     """`audit --strict --methods …` from the row's per-method figures: a shift proven, or one of those maps moved."""
     proven = any((r.get(k) or 0.0) > 1.0 for k in ("bypass", "head", "feature"))
-    moved = max((max(r[key].get(m, 0.0), 0.0) for key in ("effect_by_method", "immune_by_method") for m in methods), default=0.0)
-    return bool(proven or moved > AFFECTED)
+    effect = max((r["effect_by_method"].get(m, 0.0) for m in methods), default=0.0)
+    immune = max((r["immune_by_method"].get(m, 0.0) for m in methods), default=0.0)
+    return bool(proven or effect > AFFECTED or immune > STRICT)
 
 
 def strict_without_gradcampp(every: list[dict]) -> dict:
@@ -816,7 +817,7 @@ def strict_lines(s: dict) -> list[str]:
     return [
         "## `audit --strict`: every row, the limit rows included",
         "",
-        "Under `--strict` the plain disagreement of any logit map with its centered-logit map (Spearman < 0.9) exits 1 "
+        "Under `--strict` the plain disagreement of any logit map with its centered-logit map (Spearman < 0.83) exits 1 "
         "too, whatever the common mode's size. A shift that fools a map the original's own common mode leaves put is "
         "then always flagged (the triangle inequality of angles between rank vectors: see `audit_model`); the price is "
         "every honest model whose own common mode moves a map.",

@@ -96,6 +96,7 @@ from .capture import as_logits, first_line, gridded, hooked, run_frozen, trace
 from .effect import (
     AFFECTED,
     NEVER,
+    STRICT,
     Effects,
     MethodEffect,
     audited_methods,
@@ -660,7 +661,7 @@ def _tests(evidence: list[LayerEvidence], head: HeadEvidence | None, threshold: 
     immune = max(farthest.immune, default=0.0) if farthest is not None else 0.0
     out["immune"] = {
         "value": immune,
-        "ratio": immune / AFFECTED,
+        "ratio": immune / STRICT,
         "layer": farthest.layer if farthest is not None else None,
         "method": farthest.method if farthest is not None else None,
         "affected_below": 1.0 - AFFECTED,
@@ -765,7 +766,8 @@ class AuditResult:
             )
         if self.finding == FINDINGS["moved"]:
             return (
-                f"{self.finding}: the logit maps differ from the shift-immune (centered-logit) maps: {self.effects.differing_summary()}; "
+                f"{self.finding}: the logit maps differ from the shift-immune (centered-logit) maps as far as a shift that fools "
+                f"a map leaves them (Spearman < {1 - STRICT:.2f}): {self.effects.differing_summary(beyond=STRICT)}; "
                 f"the common mode is within the size honest classes give (κ {tests['kappa']['value']:.3g}, weighted "
                 f"{tests['kappa']['weighted']:.3g}) and no shift is proven, so it is this model's own common mode or a shift of "
                 "that size, which no test of the function can tell apart (--strict counts both): explain the centered logit (logitshift defend)."
@@ -846,17 +848,17 @@ def audit_model(
     steered, driven by the common mode, or a shift that leaves them unaffected;
     at most 1 it is ``clean`` or "common mode present, explanations unaffected".
 
-    ``strict``: the score also counts ``immune / AFFECTED``, the plain
+    ``strict``: the score also counts ``immune / STRICT``, the plain
     disagreement of any logit map with its centered-logit map, so a common
     mode of honest size that moves a map exits 1 too ("explanations moved by
     the common mode"). Any shift that fools a map the original model's own
     common mode leaves put (Spearman < 0.5 against the original's map, ≥ 0.9
     between its logit and centered maps) is flagged under ``strict``: Spearman
     is the cosine of centered rank vectors, angles obey the triangle
-    inequality, so the shifted logit map is at most cos(60° − 25.8°) = 0.83 from
-    the centered map the shift cannot touch. The price: honest models whose
-    own common mode moves a map exit 1 as well (measured in
-    ``benchmarks/results/detection.md``).
+    inequality, so the shifted logit map is at most cos(60° − 25.8°) = 0.83
+    (:data:`~logitshift.effect.STRICT`) from the centered map the shift cannot
+    touch. The price: honest models whose own common mode moves a map that far
+    exit 1 as well (measured in ``benchmarks/results/detection.md``).
 
     ``methods``: only these families' maps count for the effect and ``immune``
     (:func:`logitshift.effect.audited_methods`; default all): the methods the

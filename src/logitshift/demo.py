@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from .attribution import CAM_METHODS, METHOD_LABELS, get_method
 from .capture import layer_grid
-from .classes import class_name, resolve_class
+from .classes import class_name
 from .device import resolve_device
 from .display import check_maps_path, explained_maps, save_maps
 from .engine import Explained, explain
@@ -47,12 +47,10 @@ from .errors import LogitShiftError
 from .figures import classes_figure, paper_figure, scaled
 from .files import check_out, provenance, run_dir
 from .images import DEFAULT_SAMPLES, batch, collect_images, load_image
-from .labels import read_labels
 from .metrics import max_in_target, spearman, target_mass
-from .models import get_layer, load_model
 from .records import DemoRecord
 from .shift import DEFAULT_STRENGTH, ShiftSetup, compare
-from .steer import steer_setup
+from .steer import prepare, steer_setup
 
 MAPS = ("original_logit", "original_prob", "shifted_logit", "shifted_prob")
 
@@ -80,17 +78,9 @@ def run_demo(cfg: DemoConfig) -> dict:
         check_maps_path(cfg.save_maps)
     device = resolve_device(cfg.device)
     check_out(cfg.out, cfg.force)  # refused before any work; the folder is made once the shift passed its checks
-    loaded = load_model(cfg.model, cfg.weights, num_classes=cfg.num_classes, class_names=cfg.class_names)
-    loaded.module.to(device)
-    layer = cfg.layer or loaded.layer
-    shift_layer = cfg.shift_layer or layer
-    get_layer(loaded.module, layer)
-    get_layer(loaded.module, shift_layer)
-    extra = list(dict.fromkeys(resolve_class(c, loaded.num_classes, loaded.class_names) for c in cfg.classes))
     items, _ = collect_images(cfg.images)
-    labels = read_labels(cfg.labels, items, loaded.num_classes, loaded.class_names) if cfg.labels else None
-    if cfg.top_k > loaded.num_classes:
-        raise LogitShiftError(f"--top-k {cfg.top_k}: this model has {loaded.num_classes} classes")
+    prepared = prepare(cfg, items, device)
+    loaded, layer, shift_layer, extra, labels = prepared.loaded, prepared.layer, prepared.shift_layer, prepared.extra, prepared.labels
     images = [replace(load_image(it.spec, loaded.preprocess), name=it.name) for it in items]
     x = batch(images).to(device)
     size = x.shape[-1]

@@ -67,6 +67,13 @@ STABILITY = 0.1
 #: map on a random CNN to Spearman 0.59; the honest trained digits CNN's logit and centered maps have Spearman −0.86).
 #: Its structural effect (a proven shift removed exactly) still counts.
 UNSTABLE = frozenset({"gradcampp"})
+#: Spearman below which a map counts as fooled (the issue's and the benchmark's definition).
+FOOLED = 0.5
+#: ``--strict``'s bound on ``immune`` (1 − Spearman of a logit map with its centered-logit map): the least a shift that
+#: fools a map (Spearman < FOOLED against the original's) leaves there when the original's logit and centered maps agree
+#: (Spearman ≥ 1 − AFFECTED). Spearman is the cosine of centered rank vectors, angles obey the triangle inequality, and
+#: the shift cannot touch the centered map: 1 − cos(acos(0.5) − acos(0.9)) = 0.1725 (Spearman 0.8275).
+STRICT = 1.0 - math.cos(math.acos(FOOLED) - math.acos(1.0 - AFFECTED))
 #: Probability an output must reach on some audited image to count (the benchmark's attack budget, max |Δp| ≤ 1e-5).
 NEVER = 1e-5
 INPUT = "input"
@@ -238,15 +245,16 @@ class Effects:
         more = len(hit) - limit
         return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
 
-    def differing(self) -> list[MethodEffect]:
-        """Method families (at a layer) whose logit map differs from the centered-logit map (Spearman < 0.9) on some
-        image: what the common mode, honest or not, does to each method (``immune``), the worst first."""
-        hit = [m for m in self.methods if max(m.immune, default=0.0) >= AFFECTED]
+    def differing(self, beyond: float = AFFECTED) -> list[MethodEffect]:
+        """Method families (at a layer) whose logit map differs from the centered-logit map (by ``1 − Spearman ≥
+        beyond``: Spearman < 0.9 by default) on some image: what the common mode, honest or not, does to each method
+        (``immune``), the worst first."""
+        hit = [m for m in self.methods if max(m.immune, default=0.0) >= beyond]
         return sorted(hit, key=lambda m: -max(m.immune))
 
-    def differing_summary(self, limit: int = 3) -> str:
+    def differing_summary(self, limit: int = 3, beyond: float = AFFECTED) -> str:
         """``gradcam at stem (Spearman −0.01), …``: the logit maps farthest from their centered-logit maps."""
-        hit = self.differing()
+        hit = self.differing(beyond)
         parts = [f"{m.method} at {m.layer} (Spearman {1.0 - max(m.immune):.2f})" for m in hit[:limit]]
         more = len(hit) - limit
         return ", ".join(parts) + (f" and {more} more" if more > 0 else "")

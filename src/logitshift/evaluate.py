@@ -63,20 +63,17 @@ import torch.nn.functional as F
 from . import engine
 from .attribution import get_method
 from .capture import layer_grid
-from .classes import resolve_class
 from .device import resolve_device
 from .display import check_maps_path, explained_maps, save_maps
 from .errors import LogitShiftError
 from .figures import grid_figure, scaled, signed_method
 from .files import RunLock, atomic_write, provenance, remove_temporaries
 from .images import IMAGE_EXTENSIONS, Item, collect_images, load_image, storable  # noqa: F401  (IMAGE_EXTENSIONS, storable: re-exported)
-from .labels import read_labels
 from .metrics import spearman, target_mass
-from .models import get_layer, load_model
 from .records import EvaluateRecord, evaluate_finding, summarize
 from .scores import check_score
 from .shift import DEFAULT_STRENGTH, ShiftSetup, compare
-from .steer import steer_setup
+from .steer import prepare, steer_setup
 from .store import FIELDS, Store, remove
 from .targets import parse_target
 
@@ -309,16 +306,8 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
     scores = [check_score(s) for s in dict.fromkeys(cfg.scores)]
     items, skipped = collect_images(cfg.images, cfg.lists)
     _refuse_out(Path(cfg.out), cfg)  # before any work; nothing is created until the shift passed its checks
-    loaded = load_model(cfg.model, cfg.weights, num_classes=cfg.num_classes, class_names=cfg.class_names)
-    loaded.module.to(device)
-    layer = cfg.layer or loaded.layer
-    shift_layer = cfg.shift_layer or layer
-    get_layer(loaded.module, layer)
-    get_layer(loaded.module, shift_layer)
-    extra = list(dict.fromkeys(resolve_class(c, loaded.num_classes, loaded.class_names) for c in cfg.classes))
-    labels = read_labels(cfg.labels, items, loaded.num_classes, loaded.class_names) if cfg.labels else None
-    if cfg.top_k > loaded.num_classes:
-        raise LogitShiftError(f"--top-k {cfg.top_k}: this model has {loaded.num_classes} classes")
+    prepared = prepare(cfg, items, device)
+    loaded, layer, shift_layer, extra, labels = prepared.loaded, prepared.layer, prepared.shift_layer, prepared.extra, prepared.labels
     size = loaded.preprocess.size
     # the strength, the head and the effect are chosen and checked on the first images of the set, on every rank alike
     check = check_images(items, loaded.preprocess).to(device)

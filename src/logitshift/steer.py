@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -51,8 +52,9 @@ from .attribution import METHODS, Attribution, CamMethod, InputMethod, forward_p
 from .capture import INPUT, layer_grid
 from .device import model_device
 from .errors import LogitShiftError
+from .images import Item
 from .metrics import target_mass
-from .models import LoadedModel, check_input, default_layer
+from .models import LoadedModel, check_input, default_layer, get_layer, load_model
 from .shift import (
     CONSTRUCTIONS,
     TOLERANCE,
@@ -313,6 +315,36 @@ def steer(
         "stress": result.to_json() if result is not None else None,
     }
     return shifted
+
+
+@dataclass
+class Prepared:
+    """The model a :class:`ShiftSetup` names, on its device, its layers checked and its classes resolved."""
+
+    loaded: LoadedModel
+    layer: str  # the explanation layer
+    shift_layer: str  # the layer the shift reads
+    extra: list[int]  # the --class classes, as indices, each once
+    labels: dict[str, int] | None  # per-image true labels (--labels), by item key
+
+
+def prepare(setup: ShiftSetup, items: Sequence[Item], device: torch.device | str) -> Prepared:
+    """Load ``setup.model``, move it to ``device``, check both layers exist, resolve ``--class``, ``--labels`` and
+    ``--top-k`` against the model's classes: every one-line refusal ``demo`` and ``evaluate`` share, before any work."""
+    from .classes import resolve_class
+    from .labels import read_labels
+
+    loaded = load_model(setup.model, setup.weights, num_classes=setup.num_classes, class_names=setup.class_names)
+    loaded.module.to(device)
+    layer = setup.layer or loaded.layer
+    shift_layer = setup.shift_layer or layer
+    get_layer(loaded.module, layer)
+    get_layer(loaded.module, shift_layer)
+    extra = list(dict.fromkeys(resolve_class(c, loaded.num_classes, loaded.class_names) for c in setup.classes))
+    labels = read_labels(setup.labels, items, loaded.num_classes, loaded.class_names) if setup.labels else None
+    if setup.top_k > loaded.num_classes:
+        raise LogitShiftError(f"--top-k {setup.top_k}: this model has {loaded.num_classes} classes")
+    return Prepared(loaded, layer, shift_layer, extra, labels)
 
 
 def steer_setup(

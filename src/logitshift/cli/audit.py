@@ -103,7 +103,8 @@ def register(sub) -> argparse.ArgumentParser:
         "--strict",
         action="store_true",
         help="exit 1 also when the common mode is of honest size but some logit map differs from its centered-logit map "
-        "(Spearman < 0.9): flags every shift that fools a map, and honest models whose own common mode moves one",
+        "(Spearman < 0.83, the least a shift that fools a map leaves): flags every such shift, and honest models whose own "
+        "common mode moves a map that far",
     )
     p.add_argument(
         "--methods",
