@@ -144,3 +144,36 @@ def test_model_factory_is_found_in_the_current_folder(tmp_path, monkeypatch, cap
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "figures and summary.json in run" in out.out
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(monkeypatch, capsys):
+    """`logitshift audit … | head -1`: the closed pipe is no error to report, and the exit code is 141 (128 + SIGPIPE),
+    never audit's 1 ("shifted") or 2 (bad input)."""
+    import logitshift.cli.audit as cli_audit
+
+    def run(args):
+        print("the finding")
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli_audit, "run", run)
+    assert main(["audit", "--model", "efficientnet-lite0"]) == 141
+    assert capsys.readouterr().err == ""
+
+
+def test_a_real_closed_pipe_leaves_no_message(tmp_path):
+    """The same through a real pipe: the reader takes one line and closes it; nothing on stderr."""
+    import subprocess
+
+    script = (
+        "import sys; import logitshift.cli.audit as a\n"
+        "def run(args):\n"
+        "    for i in range(100000): print('line', i)\n"
+        "    return 0\n"
+        "a.run = run\n"
+        "from logitshift.cli import main; sys.exit(main(['audit', '--model', 'x']))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"line 0\n"
+    proc.stdout.close()
+    err = proc.stderr.read() if proc.stderr is not None else b""
+    assert proc.wait(timeout=60) == 141 and err == b"", err

@@ -14,6 +14,7 @@ shifted, never a failure).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -65,11 +66,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"logitshift {args.command}: interrupted\n")
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): stop without a word, as shell tools do
+        _drop_stdout()
+        return 141  # 128 + SIGPIPE, never 1 (for audit, "shifted")
     except Exception as exc:  # every failure is one line and exit 2 (for audit, 1 means "shifted")
         if args.debug:
             raise
         sys.stderr.write(f"logitshift {args.command}: error: {describe(exc)}\n")
         return 2
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush does not hit the closed pipe again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture): nothing will be flushed to a pipe
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def describe(exc: BaseException) -> str:
