@@ -355,3 +355,20 @@ def test_torchvision_models_with_in_place_activations_still_pass(name, tmp_path)
     torch.export.save(program, str(path))
     with torch.no_grad():
         assert torch.allclose(safeload.load_program(path).module()(x), model(x), atol=1e-5)
+
+
+def test_the_limited_child_ends_quietly_when_the_reader_goes_away(monkeypatch):
+    """`logitshift audit FILE | head -1`: the parent stops copying the child's output, keeps draining it (the child
+    never blocks on a full pipe) and ends with BrokenPipeError, which the command turns into a quiet 141."""
+    from logitshift import sandbox
+
+    class Closed:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", Closed())
+    with pytest.raises(BrokenPipeError):
+        sandbox.run(["audit", "--help"], "model file 'x.pt2'", 2**30, 60)

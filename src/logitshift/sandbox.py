@@ -18,6 +18,7 @@ libraries before any work starts): the child sets ``RLIMIT_AS`` to its own
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -74,14 +75,20 @@ def enter() -> int:
     return cap
 
 
-def _pump(src, dst) -> None:
-    """Copy a pipe to a text stream chunk by chunk (progress bars redraw with '\\r', not lines)."""
+def _pump(src, dst, broken: list[bool]) -> None:
+    """Copy a pipe to a text stream chunk by chunk (progress bars redraw with '\\r', not lines). When the reader of
+    ``dst`` goes away (``| head``), keep draining ``src`` so the child never blocks on a full pipe, and say so."""
     while True:
         chunk = os.read(src.fileno(), 65536)
         if not chunk:
             break
-        dst.write(chunk.decode("utf-8", "replace"))
-        dst.flush()
+        if broken:
+            continue
+        try:
+            dst.write(chunk.decode("utf-8", "replace"))
+            dst.flush()
+        except BrokenPipeError:
+            broken.append(True)
 
 
 def run(argv: Sequence[str], what: str, memory_bytes: int, cpu_seconds: int) -> int:
@@ -95,9 +102,10 @@ def run(argv: Sequence[str], what: str, memory_bytes: int, cpu_seconds: int) -> 
         env=env,
         close_fds=True,
     )
+    broken: list[bool] = []
     pumps = [
-        threading.Thread(target=_pump, args=(child.stdout, sys.stdout), daemon=True),
-        threading.Thread(target=_pump, args=(child.stderr, sys.stderr), daemon=True),
+        threading.Thread(target=_pump, args=(child.stdout, sys.stdout, broken), daemon=True),
+        threading.Thread(target=_pump, args=(child.stderr, sys.stderr, broken), daemon=True),
     ]
     for t in pumps:
         t.start()
@@ -110,6 +118,8 @@ def run(argv: Sequence[str], what: str, memory_bytes: int, cpu_seconds: int) -> 
     finally:
         for t in pumps:
             t.join(timeout=5)
+    if broken:
+        raise BrokenPipeError(errno.EPIPE, "the reader of the output went away")  # the command ends quietly (cli.main)
     if code in (0, 1, 2):
         return code
     if code == 130:
