@@ -664,7 +664,7 @@ def _tests(evidence: list[LayerEvidence], head: HeadEvidence | None, threshold: 
         "ratio": immune / STRICT,
         "layer": farthest.layer if farthest is not None else None,
         "method": farthest.method if farthest is not None else None,
-        "affected_below": 1.0 - AFFECTED,
+        "affected_below": 1.0 - STRICT,  # Spearman
         "decides": strict,
     }
     for t in out.values():
@@ -875,7 +875,7 @@ def audit_model(
             )
     chosen = check_methods(methods)
     evidence, head, context = measure_batches(model, x, list(layers), probes, seed, progress, threshold)
-    for e in evidence:
+    for e in evidence:  # every family's maps are cheap next to the backward passes: measured, then set aside
         e.methods = [m for m in e.methods if m.method in chosen]
     classes = evidence[0].classes
     tests = _tests(evidence, head, threshold, strict)
