@@ -15,7 +15,8 @@ Goal (issue 6): a report over 200 images stays under 30 MB and opens in under
    first contentful paint; checks no console error and no network request.
 
 Run: ``.venv/bin/python benchmarks/report_size.py [--images 200] [--fresh]``
-(writes ``benchmarks/results/report_size.json`` and ``.md``).
+(writes ``benchmarks/results/report_size.json`` and ``.md``; ``--markdown-only``
+re-renders the ``.md`` from the saved ``.json``).
 """
 
 from __future__ import annotations
@@ -146,6 +147,41 @@ def measure_open(browser: Chromium, html: Path, repeats: int = 3) -> dict:
     }
 
 
+def finding(data: dict) -> str:
+    """The benchmark's result in one paragraph, first in the page."""
+    goal, results = data["goal"], data["results"]
+    met = sum(r["meets_size_goal"] and r["meets_open_goal"] for r in results)
+    cases = ", ".join(f"{r['html_mb']} MB and {r['all_images_decoded_s']} s with {r['panels']} panels" for r in results)
+    return (
+        f"**Finding:** both goals (under {goal['max_mb']:g} MB, every image decoded in under {goal['max_open_s']:g} s) are met "
+        f"in {met} of {len(results)} cases: {cases}, with {sum(len(r['console_errors']) for r in results)} console errors and "
+        f"{sum(len(r['network_requests']) for r in results)} network requests."
+    )
+
+
+def markdown(data: dict) -> str:
+    """The page, from the saved results (``report_size.json``)."""
+    env, goal, results = data["environment"], data["goal"], data["results"]
+    lines = [
+        "# HTML report: size and opening time (benchmarks/report_size.py)",
+        "",
+        finding(data),
+        "",
+        f"Goal: under {goal['max_mb']:g} MB and open in under {goal['max_open_s']:g} s for 200 images. {env['chromium']}, headless, {env['cpus']} CPUs.",
+        "Open time = navigation to every embedded image decoded (median of 3 fresh tabs). Machine load = 1-min load average while",
+        "measuring (the machine is shared; above the CPU count the browser waits for a core and the times grow accordingly).",
+        "",
+        "| case | figures on disk | report | embedded at | written in | load event | all images decoded | first paint | machine load | errors / requests |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['case']} | {r['figures_on_disk_mb']} MB | **{r['html_mb']} MB** | ≤{r['embedded_side_px']} px, JPEG q{r['jpeg_quality']} | {r['write_s']} s "
+            f"| {r['load_event_s']} s | **{r['all_images_decoded_s']} s** | {r['first_contentful_paint_s']} s | {r['machine_load_1min']} | {len(r['console_errors'])} / {len(r['network_requests'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=200)
@@ -153,7 +189,12 @@ def main() -> int:
     ap.add_argument("--fresh", action="store_true", help="rerun the demo even if --work holds a run")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "report_size"))
     ap.add_argument("--repeats", type=int, default=3, help="fresh tabs per report (median reported)")
+    ap.add_argument("--markdown-only", action="store_true", help="re-render the .md from the saved .json (no measurement)")
     args = ap.parse_args()
+    out = Path(args.out)
+    if args.markdown_only:
+        out.with_suffix(".md").write_text(markdown(json.loads(out.with_suffix(".json").read_text())))
+        return 0
 
     from logitshift.report import _write
 
@@ -202,27 +243,10 @@ def main() -> int:
             )
         version = browser.version.get("product")
     env = {"chromium": version, "python": platform.python_version(), "machine": platform.machine(), "cpus": __import__("os").cpu_count()}
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(
-        json.dumps({"goal": {"max_mb": GOAL_MB, "max_open_s": GOAL_S}, "environment": env, "results": results}, indent=2) + "\n"
-    )
-    lines = [
-        "# HTML report: size and opening time (benchmarks/report_size.py)",
-        "",
-        f"Goal: under {GOAL_MB:g} MB and open in under {GOAL_S:g} s for 200 images. {env['chromium']}, headless, {env['cpus']} CPUs.",
-        "Open time = navigation to every embedded image decoded (median of 3 fresh tabs). Machine load = 1-min load average while",
-        "measuring (the machine is shared; above the CPU count the browser waits for a core and the times grow accordingly).",
-        "",
-        "| case | figures on disk | report | embedded at | written in | load event | all images decoded | first paint | machine load | errors / requests |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r['case']} | {r['figures_on_disk_mb']} MB | **{r['html_mb']} MB** | ≤{r['embedded_side_px']} px, JPEG q{r['jpeg_quality']} | {r['write_s']} s "
-            f"| {r['load_event_s']} s | **{r['all_images_decoded_s']} s** | {r['first_contentful_paint_s']} s | {r['machine_load_1min']} | {len(r['console_errors'])} / {len(r['network_requests'])} |"
-        )
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    data = {"goal": {"max_mb": GOAL_MB, "max_open_s": GOAL_S}, "environment": env, "results": results}
+    out.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(data))
     ok = all(r["meets_size_goal"] and r["meets_open_goal"] and not r["console_errors"] and not r["network_requests"] for r in results)
     print(f"goals met: {ok}  ({out.with_suffix('.md')})")
     return 0 if ok else 1
