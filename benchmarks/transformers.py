@@ -11,7 +11,9 @@ transformers, which stay an open question.
 
 Writes ``transformers.json`` and ``transformers.md`` (per model and command:
 exit code, wall time, the output's first line, and the figures each command
-records). Times are wall-clock on whatever machine runs it; say its load.
+records; the run's torch and load average under ``"run"``). Times are
+wall-clock on whatever machine runs it; say its load. ``--markdown-only``
+re-renders the ``.md`` from the saved ``.json``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ("demo", "attack", "audit_honest", "audit_attacked", "matrix", "evaluate", "shares")
+RUN = "run"  # transformers.json: the last run's torch and load average; every other key is a model
 
 
 def argv(command: str, model: str, weights: Path, work: Path) -> list[str]:
@@ -131,14 +134,104 @@ def figures(command: str, model: str, work: Path, stdout: str) -> dict:
     return {}
 
 
+def by_model(data: dict) -> dict:
+    """The per-model results of ``transformers.json``, without the run record."""
+    return {k: v for k, v in data.items() if k != RUN}
+
+
+def finding(data: dict) -> str:
+    """The benchmark's result in one paragraph, first in the page."""
+    from logitshift.matrix import UNCHANGED
+
+    models = by_model(data)
+    shares = {m: c["shares"] for m, c in models.items() if "gradcam" in c.get("shares", {})}
+    honest = [c["audit_honest"] for c in models.values() if "audit_honest" in c]
+    attacked = [c["audit_attacked"] for c in models.values() if "audit_attacked" in c]
+    steered = ", ".join(sorted({f"*{a['finding']}*" for a in attacked}))
+    text = "**Finding:** with random weights"
+    if shares:
+        text += (
+            " the attack's file, reloaded, keeps the probabilities (max |Δp| "
+            + ", ".join(f"{sh['max_abs_prob_diff']:.1e} on {m}" for m, sh in shares.items())
+            + ") and moves the logit Grad-CAM's share of the top-left target "
+            + ", ".join(
+                f"from {sh['gradcam']['logit_share_original']:.2f} to {sh['gradcam']['logit_share_shifted']:.2f} on {m}"
+                for m, sh in shares.items()
+            )
+            + ";"
+        )
+    text += (
+        f" `audit` calls {sum(a['verdict'] == 'clean' for a in honest)} of {len(honest)} honest models clean and "
+        f"{sum(a['verdict'] == 'shifted' for a in attacked)} of {len(attacked)} attacked files shifted "
+        f"({steered})."
+    )
+    maps = [(m, name, f) for m, sh in shares.items() for name, f in sh.items() if isinstance(f, dict) and "prob_spearman_min" in f]
+    low = [(m, name, f) for m, name, f in maps if f["prob_spearman_min"] < UNCHANGED]
+    rest = [f["prob_spearman_min"] for m, name, f in maps if f["prob_spearman_min"] >= UNCHANGED]
+    if rest:
+        text += f" The lowest Spearman of a prob map with the original's is {min(rest):.4f}"
+        text += "".join(
+            f"{', except' if i == 0 else ' and'} {m}'s {name}: {f['prob_spearman_min']:.4f} (float32 floor "
+            f"{f.get('prob_float32_floor', float('nan')):.4f}, {f.get('prob_spearman_min_float64', float('nan')):.4f} in float64)"
+            for i, (m, name, f) in enumerate(low)
+        )
+        text += "."
+    return text
+
+
+def markdown(data: dict) -> str:
+    """The page, from the saved results (``transformers.json``)."""
+    run = data.get(RUN, {})
+    load = run.get("load_average_at_end")
+    lines = ["# The commands on vision transformers — RANDOM WEIGHTS (mechanics, not trained-model effect sizes)", ""]
+    lines += [finding(data), ""]
+    lines += [
+        f"`python benchmarks/transformers.py` · torch {run.get('torch', '(not recorded)')} · load average at the end "
+        + ("(not recorded)" if load is None else f"{load:.1f}"),
+        "",
+    ]
+    lines += ["| model | command | exit | s | first line of the output |", "|---|---|---|---|---|"]
+    for model, cmds in by_model(data).items():
+        for command, r in cmds.items():
+            first = "(table below)" if command == "shares" else r["first_line"].replace("|", "/")[:300]
+            lines.append(f"| {model} | {command} | {r['exit']} | {r['seconds']} | {first} |")
+    share_rows = [(model, cmds["shares"]) for model, cmds in by_model(data).items() if "shares" in cmds and "gradcam" in cmds["shares"]]
+    if share_rows:
+        lines += [
+            "",
+            "## The attack's file, reloaded: target share of each logit map, and the prob maps (immune)",
+            "",
+            "Four samples, each image's predicted class. Prob ρ: Spearman of the shifted model's prob map with the original's "
+            "(min over images), in float32 as the file runs, and with the whole model in float64; floor: the original "
+            "model's own float32 prob map against its float64 one (a method's rounding, no shift involved).",
+            "",
+            "| model | method | logit share before → after | prob ρ (float32) | prob ρ (float64) | float32 floor |",
+            "|---|---|---|---:|---:|---:|",
+        ]
+        for model, sh in share_rows:
+            for name, f in sh.items():
+                if isinstance(f, dict) and "logit_share_shifted" in f:
+                    lines.append(
+                        f"| {model} | {name} | {f['logit_share_original']:.2f} → {f['logit_share_shifted']:.2f} | "
+                        f"{f['prob_spearman_min']:.4f} | {f.get('prob_spearman_min_float64', float('nan')):.4f} | "
+                        f"{f.get('prob_float32_floor', float('nan')):.4f} |"
+                    )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["vit_b_16", "swin_t"])
     p.add_argument("--commands", nargs="+", default=list(COMMANDS), choices=COMMANDS)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--work", default=None, help="folder for the runs (default: a temporary folder)")
+    p.add_argument("--markdown-only", action="store_true", help="re-render the .md from the saved .json (no measurement)")
     args = p.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
+    out = Path(args.out)
+    if args.markdown_only:
+        (out / "transformers.md").write_text(markdown(json.loads((out / "transformers.json").read_text())))
+        return 0
     from logitshift.models import torchvision_model
 
     work = Path(args.work or tempfile.mkdtemp(prefix="transformers."))
@@ -175,41 +268,13 @@ def main() -> int:
                 **figures(command, model, work, run.stdout),
             }
             print(f"{model} {command}: exit {run.returncode}, {took:.0f} s: {lines[0] if lines else ''}", flush=True)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     previous = json.loads((out / "transformers.json").read_text()) if (out / "transformers.json").exists() else {}
     for model, cmds in results.items():
         previous.setdefault(model, {}).update(cmds)
+    previous[RUN] = {"torch": torch.__version__, "load_average_at_end": os.getloadavg()[0]}
     (out / "transformers.json").write_text(json.dumps(previous, indent=1, default=str))
-    lines = ["# The commands on vision transformers — RANDOM WEIGHTS (mechanics, not trained-model effect sizes)", ""]
-    lines += [f"`python benchmarks/transformers.py` · torch {torch.__version__} · load average at the end {os.getloadavg()[0]:.1f}", ""]
-    lines += ["| model | command | exit | s | first line of the output |", "|---|---|---|---|---|"]
-    for model, cmds in previous.items():
-        for command, r in cmds.items():
-            first = "(table below)" if command == "shares" else r["first_line"].replace("|", "/")[:300]
-            lines.append(f"| {model} | {command} | {r['exit']} | {r['seconds']} | {first} |")
-    share_rows = [(model, cmds["shares"]) for model, cmds in previous.items() if "shares" in cmds and "gradcam" in cmds["shares"]]
-    if share_rows:
-        lines += [
-            "",
-            "## The attack's file, reloaded: target share of each logit map, and the prob maps (immune)",
-            "",
-            "Four samples, each image's predicted class. Prob ρ: Spearman of the shifted model's prob map with the original's "
-            "(min over images), in float32 as the file runs, and with the whole model in float64; floor: the original "
-            "model's own float32 prob map against its float64 one (a method's rounding, no shift involved).",
-            "",
-            "| model | method | logit share before → after | prob ρ (float32) | prob ρ (float64) | float32 floor |",
-            "|---|---|---|---:|---:|---:|",
-        ]
-        for model, sh in share_rows:
-            for name, f in sh.items():
-                if isinstance(f, dict) and "logit_share_shifted" in f:
-                    lines.append(
-                        f"| {model} | {name} | {f['logit_share_original']:.2f} → {f['logit_share_shifted']:.2f} | "
-                        f"{f['prob_spearman_min']:.4f} | {f.get('prob_spearman_min_float64', float('nan')):.4f} | "
-                        f"{f.get('prob_float32_floor', float('nan')):.4f} |"
-                    )
-    (out / "transformers.md").write_text("\n".join(lines) + "\n")
+    (out / "transformers.md").write_text(markdown(previous))
     return 0
 
 
