@@ -49,6 +49,36 @@ def dataset(loaded, n: int) -> torch.Tensor:
     return torch.stack(xs[:n])
 
 
+def finding(speeds: list[dict], images: int) -> str:
+    """The benchmark's result in one paragraph, first in the page: each configuration against eager, per workload.
+
+    ``speeds``: ``work``, ``config``, images/s ``whole`` (first batch included) and ``steady`` (after it), the seconds of
+    a steady batch ``batch_s`` and the first batch's ``first_extra`` seconds, one per measured workload × configuration.
+    A configuration's first-batch cost is named where it exceeds a steady batch's time (compile, not noise).
+    """
+    eager = {s["work"]: s for s in speeds if s["config"] == "eager"}
+    others = [s for s in speeds if s["config"] != "eager" and s["work"] in eager]
+    if not others:
+        return "**Finding:** no configuration could be compared with eager."
+    configs = list(dict.fromkeys(s["config"] for s in others))
+
+    def against_eager(key: str) -> str:
+        return ", ".join(
+            " and ".join(f"{s[key] / eager[s['work']][key]:.2f} × ({s['work']})" for s in others if s["config"] == c) + f" with {c}"
+            for c in configs
+        )
+
+    def extra(c: str) -> str:
+        return " and ".join(f"{s['first_extra']:.1f}" for s in others if s["config"] == c) + " s"
+
+    costly = [c for c in configs if any(s["first_extra"] > s["batch_s"] for s in others if s["config"] == c)]
+    upfront = ", ".join(f"{c} {extra(c)}" for c in costly)
+    return (
+        f"**Finding:** against eager, steady images/s (after batch 1) is {against_eager('steady')}; over the whole {images} "
+        f"images, the first batch included, {against_eager('whole')}" + (f" (the first batch's extra time: {upfront})." if upfront else ".")
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=208)
@@ -98,10 +128,13 @@ def main() -> int:
                 explain(shifted, x, layer, [GradCAM()], ["logit", "prob"], ("original", "shifted"))
 
     rows: list[str] = []
+    speeds: list[dict] = []  # one per measured workload × configuration, for the finding
 
     def write() -> None:
         lines = [
             "# Beyond the eager floor: channels_last and torch.compile on CPU",
+            "",
+            finding(speeds, args.images),
             "",
             f"`python benchmarks/forward.py {' '.join(sys.argv[1:])}`: EfficientNet-Lite0, {args.images} images of 224×224 in "
             f"batches of {args.batch_size}, torch {torch.__version__}, {args.threads} threads, CPU "
@@ -142,7 +175,18 @@ def main() -> int:
             eager_steady = (
                 sum(len(b) for b in batches[1:]) / sum(times["eager"][1:]) if "eager" in times and times["eager"] else float("nan")
             )
-            first_extra = ts[0] - (sum(ts[1:]) / len(ts[1:]))
+            batch_s = sum(ts[1:]) / len(ts[1:])
+            first_extra = ts[0] - batch_s
+            speeds.append(
+                {
+                    "work": work,
+                    "config": cfg,
+                    "whole": args.images / total,
+                    "steady": steady,
+                    "batch_s": batch_s,
+                    "first_extra": first_extra,
+                }
+            )
             rows.append(f"| {work} | {cfg} | {args.images / total:.1f} | {steady:.1f} | {steady / eager_steady:.2f} | {first_extra:.1f} |")
         write()
     return 0

@@ -64,6 +64,16 @@ from logitshift.scores import SCORES  # noqa: E402
 from logitshift.shift import shift_model  # noqa: E402
 
 MATRIX_METHODS = ("gradcam", "saliency", "gradxinput", "ig", "smoothgrad")
+#: each measured ratio's goal (comparison, bound) and how the finding says the ratio ({} = its range over the models)
+GOALS = {
+    "ours / floor": ("≤", 1.05, "our Grad-CAM takes {} × the floor"),
+    "pytorch-grad-cam / ours": ("≥", 5.0, "pytorch-grad-cam {} × ours"),
+    "Captum / ours": ("≥", 3.0, "Captum {} × ours"),
+    "four maps / one": ("≤", 1.5, "the paper's four maps {} × one Grad-CAM"),
+    "matrix: whole matrix": ("≥", 2.5, "Captum cell by cell {} × our whole methods × scores matrix"),
+    "matrix: ig": ("≥", 2.0, "{} × on IG"),
+    "matrix: smoothgrad": ("≥", 2.0, "{} × on SmoothGrad"),
+}
 
 
 def load(name: str):
@@ -176,7 +186,8 @@ def captum_cell(model: nn.Module, layer: nn.Module, method: str, score: str, x: 
 # ----------------------------------------------------------------------------- the benchmark
 
 
-def bench_model(name: str, n: int, repeats: int, steps: int, samples: int, matrix: bool, matrix_repeats: int) -> list[str]:
+def bench_model(name: str, n: int, repeats: int, steps: int, samples: int, matrix: bool, matrix_repeats: int) -> tuple[list[str], dict]:
+    """The model's section of the page, and its ratios (as :data:`GOALS` names them) for :func:`finding`."""
     from captum.attr import LayerGradCam
     from pytorch_grad_cam import GradCAM as PGCGradCAM
 
@@ -222,6 +233,12 @@ def bench_model(name: str, n: int, repeats: int, steps: int, samples: int, matri
         },
         repeats,
     )
+    ratios = {
+        "ours / floor": t["ours"] / t["floor"],
+        "pytorch-grad-cam / ours": t["pytorch-grad-cam"] / t["ours"],
+        "Captum / ours": t["captum"] / t["ours"],
+        "four maps / one": t4["four"] / t4["one"],
+    }
     lines = [
         f"### {name} (layer `{layer_name}`, {n} images of {x.shape[-1]}×{x.shape[-1]}, batch {n})",
         "",
@@ -229,9 +246,9 @@ def bench_model(name: str, n: int, repeats: int, steps: int, samples: int, matri
         "|---|---:|---:|---|",
         f"| forward only, no grad (part of every contender) | {t['forward']:.3f} | {t['forward'] / t['floor']:.2f} × floor | |",
         f"| floor: forward + backward to the layer | {t['floor']:.3f} | 1.00 × floor | |",
-        f"| ours (`explain`) | {t['ours']:.3f} | {t['ours'] / t['floor']:.2f} × floor | ≤ 1.05 × floor {mark(t['ours'] / t['floor'] <= 1.05)} |",
-        f"| pytorch-grad-cam `GradCAM` | {t['pytorch-grad-cam']:.3f} | {t['pytorch-grad-cam'] / t['ours']:.2f} × ours | ≥ 5 × ours {mark(t['pytorch-grad-cam'] / t['ours'] >= 5)} |",
-        f"| Captum `LayerGradCam` + forward for the class | {t['captum']:.3f} | {t['captum'] / t['ours']:.2f} × ours | ≥ 3 × ours {mark(t['captum'] / t['ours'] >= 3)} |",
+        f"| ours (`explain`) | {t['ours']:.3f} | {ratios['ours / floor']:.2f} × floor | {goal('ours / floor')} × floor {mark(met('ours / floor', ratios))} |",
+        f"| pytorch-grad-cam `GradCAM` | {t['pytorch-grad-cam']:.3f} | {ratios['pytorch-grad-cam / ours']:.2f} × ours | {goal('pytorch-grad-cam / ours')} × ours {mark(met('pytorch-grad-cam / ours', ratios))} |",
+        f"| Captum `LayerGradCam` + forward for the class | {t['captum']:.3f} | {ratios['Captum / ours']:.2f} × ours | {goal('Captum / ours')} × ours {mark(met('Captum / ours', ratios))} |",
         "",
         f"Max relative difference of our map from Captum's: {agree:.1e}. Breakdown: the forward alone is "
         f"{t['forward'] / t['floor']:.0%} of the floor, so Captum (a no-grad forward for the class, then forward + "
@@ -242,15 +259,18 @@ def bench_model(name: str, n: int, repeats: int, steps: int, samples: int, matri
         "| paper's four maps | seconds | ratio | goal |",
         "|---|---:|---:|---|",
         f"| one plain Grad-CAM (ours) | {t4['one']:.3f} | 1.00 | |",
-        f"| original/shifted × logit/prob (ours, one pass) | {t4['four']:.3f} | {t4['four'] / t4['one']:.2f} × one | ≤ 1.5 × {mark(t4['four'] / t4['one'] <= 1.5)} |",
+        f"| original/shifted × logit/prob (ours, one pass) | {t4['four']:.3f} | {ratios['four maps / one']:.2f} × one | {goal('four maps / one')} × {mark(met('four maps / one', ratios))} |",
         "",
     ]
     if matrix:
-        lines += bench_matrix(model, layer, layer_name, x, matrix_repeats, steps, samples)
-    return lines
+        part, found = bench_matrix(model, layer, layer_name, x, matrix_repeats, steps, samples)
+        lines += part
+        ratios.update(found)
+    return lines, ratios
 
 
-def bench_matrix(model, layer, layer_name, x, repeats, steps, samples) -> list[str]:
+def bench_matrix(model, layer, layer_name, x, repeats, steps, samples) -> tuple[list[str], dict]:
+    """The methods × scores table, and its Captum / ours ratios (as :data:`GOALS` names them)."""
     options = {"ig": {"steps": steps}, "smoothgrad": {"samples": samples, "stdev": 0.15}}
     cells = {m: [captum_cell(model, layer, m, s, x, steps, samples) for s in SCORES] for m in MATRIX_METHODS}
     fns: dict[str, Callable[[], object]] = {}
@@ -271,15 +291,44 @@ def bench_matrix(model, layer, layer_name, x, repeats, steps, samples) -> list[s
         f"| methods × scores ({len(MATRIX_METHODS)} × {len(SCORES)}, predicted class; ig steps {steps}, smoothgrad samples {samples}) | ours s | Captum cell by cell s | Captum / ours |",
         "|---|---:|---:|---:|",
     ]
+    ratios = {}
     for part in ["whole matrix", ", ".join(shared), "ig", "smoothgrad"]:
         a, b = t[f"ours: {part}"], t[f"captum: {part}"]
-        goal = {"whole matrix": 2.5, "ig": 2.0, "smoothgrad": 2.0}.get(part)
-        lines.append(f"| {part} | {a:.3f} | {b:.3f} | {b / a:.2f} {'' if goal is None else f'(goal ≥ {goal:g} {mark(b / a >= goal)})'} |")
-    return lines + [""]
+        key = f"matrix: {part}"
+        ratios[key] = b / a
+        lines.append(
+            f"| {part} | {a:.3f} | {b:.3f} | {b / a:.2f} {f'(goal {goal(key)} {mark(met(key, ratios))})' if key in GOALS else ''} |"
+        )
+    return lines + [""], ratios
 
 
 def mark(ok: bool) -> str:
     return "✓" if ok else "✗"
+
+
+def goal(key: str) -> str:
+    """The goal of ratio ``key`` as the page writes it, e.g. ``≥ 5``."""
+    op, bound, _ = GOALS[key]
+    return f"{op} {bound:g}"
+
+
+def met(key: str, ratios: dict) -> bool:
+    """Whether ``ratios[key]`` meets its goal."""
+    op, bound, _ = GOALS[key]
+    return ratios[key] <= bound if op == "≤" else ratios[key] >= bound
+
+
+def finding(results: dict[str, dict]) -> str:
+    """The benchmark's result in one paragraph, first in the page: per goal, on how many models it is met and the range."""
+    parts = []
+    for key in GOALS:
+        values = [r[key] for r in results.values() if key in r]
+        if values:
+            hits = sum(met(key, r) for r in results.values() if key in r)
+            low, high = f"{min(values):.2f}", f"{max(values):.2f}"
+            said = GOALS[key][2].format(low if low == high else f"{low}–{high}")
+            parts.append(f"{said} (goal {goal(key)}: met on {hits} of {len(values)})")
+    return f"**Finding:** over {len(results)} model{'s' * (len(results) != 1)}, " + "; ".join(parts) + "."
 
 
 def main() -> int:
@@ -316,10 +365,15 @@ def main() -> int:
     ]
     print("\n".join(head), flush=True)
     lines = list(head)
+    ratios = {}
     for name in models:
-        part = bench_model(name, args.images, args.repeats, args.ig_steps, args.smoothgrad_samples, not args.no_matrix, args.matrix_repeats)
+        part, ratios[name] = bench_model(
+            name, args.images, args.repeats, args.ig_steps, args.smoothgrad_samples, not args.no_matrix, args.matrix_repeats
+        )
         print("\n".join(part), flush=True)
         lines += part
+    lines[2:2] = [finding(ratios), ""]
+    print(lines[2], flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"written to {args.out}")
