@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 
 from . import engine
-from .attribution import get_method
+from .attribution import Attribution, get_method
 from .capture import layer_grid
 from .device import resolve_device
 from .display import check_maps_path, explained_maps, save_maps
@@ -70,9 +70,10 @@ from .figures import grid_figure, scaled, signed_method
 from .files import RunLock, atomic_write, provenance, remove_temporaries
 from .images import IMAGE_EXTENSIONS, Item, collect_images, load_image, storable  # noqa: F401  (IMAGE_EXTENSIONS, storable: re-exported)
 from .metrics import spearman, target_mass
+from .models import Preprocess
 from .records import EvaluateRecord, evaluate_finding, summarize
 from .scores import check_score
-from .shift import DEFAULT_STRENGTH, ShiftSetup, compare
+from .shift import DEFAULT_STRENGTH, ShiftedModel, ShiftSetup, compare
 from .steer import prepare, steer_setup
 from .store import FIELDS, Store, remove
 from .targets import parse_target
@@ -354,26 +355,8 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
         total = sum(len(b) for b in mine)
         done_before = total - sum(len(b) for b in todo)
         try:
-            _run_batches(
-                todo,
-                loaded.preprocess,
-                cfg,
-                shifted,
-                layer,
-                methods,
-                scores,
-                extra,
-                labels,
-                weights_for,
-                store,
-                rank,
-                world,
-                device,
-                total,
-                done_before,
-                on_batch,
-                _first_index(items),
-            )
+            job = Job(cfg, loaded.preprocess, shifted, layer, methods, scores, extra, labels, weights_for, device)
+            _run_batches(job, todo, store, rank, world, total, done_before, on_batch, _first_index(items))
         except LogitShiftError:
             if fresh and world == 1:  # a refusal leaves no half-made run behind: what this run wrote goes
                 store.close()
@@ -483,30 +466,41 @@ def _merge_maps(out: Path, done: set[str], path: str) -> Path:
     return written
 
 
+@dataclass
+class Job:
+    """What every batch of a run explains, and how: the same for every rank and every batch."""
+
+    cfg: EvalConfig
+    preprocess: Preprocess
+    shifted: ShiftedModel
+    layer: str
+    methods: list[Attribution]
+    scores: list[str]
+    extra: list[int]  # --class, as indices
+    labels: dict[str, int] | None  # --labels, by item key
+    weights_for: Callable[[int, int], torch.Tensor]  # the target's weights on an h×w map
+    device: torch.device
+
+
 def _run_batches(
-    todo,
-    preprocess,
-    cfg,
-    shifted,
-    layer,
-    methods,
-    scores,
-    extra,
-    labels,
-    weights_for,
-    store,
-    rank,
-    world,
-    device,
-    total,
-    done_before,
-    on_batch,
+    job: Job,
+    todo: list[list[Item]],
+    store: Store,
+    rank: int,
+    world: int,
+    total: int,
+    done_before: int,
+    on_batch: Callable[[int], None] | None,
     index: dict[str, int] | None = None,
 ) -> None:
+    """Explain the batches ``todo`` of this rank, committing each batch's rows to ``store`` as it finishes (a run
+    killed between two batches loses at most the batch in flight); ``index`` names the --save-maps parts."""
     from tqdm import tqdm
 
+    cfg, device = job.cfg, job.device
+
     loader = torch.utils.data.DataLoader(
-        BatchLoader(todo, preprocess),
+        BatchLoader(todo, job.preprocess),
         batch_size=None,
         shuffle=False,
         num_workers=cfg.workers,
@@ -531,13 +525,15 @@ def _run_batches(
             good: list[Item] = batch["good"]
             if good:
                 x = batch["x"].to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
-                classes: list[int | torch.Tensor] = list(extra)
-                if labels is not None:
-                    classes.append(torch.tensor([labels[it.key] for it in good]))
-                result = engine.explain(shifted, x, layer, methods, scores, ("original", "shifted"), classes, top_k=cfg.top_k)
+                classes: list[int | torch.Tensor] = list(job.extra)
+                if job.labels is not None:
+                    classes.append(torch.tensor([job.labels[it.key] for it in good]))
+                result = engine.explain(
+                    job.shifted, x, job.layer, job.methods, job.scores, ("original", "shifted"), classes, top_k=cfg.top_k
+                )
                 # every batch: an image the check set did not foresee must not pass with changed probabilities
-                _check_equivalence(result.logits, cfg.tolerance, shifted)
-                rows = batch_rows(result, good, weights_for)
+                _check_equivalence(result.logits, cfg.tolerance, job.shifted)
+                rows = batch_rows(result, good, job.weights_for)
                 if cfg.save_maps and index is not None:  # the parts are written before the batch is committed
                     saved, names = explained_maps(result.maps, result.targets, [it.key for it in good])
                     for hw in dict.fromkeys(tuple(m.shape) for m in saved):  # one part per map size: raw maps, no resampling
