@@ -384,3 +384,39 @@ def test_no_score_beats_the_twin_bound(honest, others):
     assert auc <= twin_bound(rows) + 1e-12
     best = [dict(r, score=100.0) if r["construction"] == "region" else r for r in rows]
     assert abs(roc_auc([r["score"] for r in best], [r["shifted"] for r in best]) - twin_bound(best)) < 1e-12
+
+
+def test_strict_cannot_be_evaded_by_an_output_that_cancels_the_shift_in_the_centering():
+    """An attacker who has read `--strict`: a fooling `W + 1uᵀ` shift plus one extra output, never predicted
+    (logit −C·mean z − 10⁶), chosen so that the mean over *every* output no longer moves: the logit maps then equal the
+    every-output centered maps, and a --strict that centred over every output would pass the model. The audit centres
+    over the classes that matter, which leave that output out: still flagged."""
+    base, x = TinyCNN(10, 4, 3), images(4, 3)
+    shifted = row_shifted(base, 0.3, torch.randn(4, generator=torch.Generator().manual_seed(4)))  # an honest-sized common mode
+
+    class Cancelled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features, self.inner = shifted.features, shifted
+
+        def forward(self, x):
+            z = self.inner(x)
+            return torch.cat([z, -z.shape[1] * z.mean(dim=1, keepdim=True) - 1e6], dim=1)
+
+    model, layers = Cancelled(), ["features.0", "features.2"]
+    with torch.no_grad():
+        z, z0 = model(x), base(x)
+        target = z0.argmax(1)
+        assert (
+            torch.allclose(torch.softmax(z, 1)[:, :10], torch.softmax(z0, 1), atol=1e-6) and float(torch.softmax(z, 1)[:, 10].max()) == 0.0
+        )
+    every = torch.ones(11, dtype=torch.bool)
+    logit, centred_over_all = every_map(model, layers, x, target), every_map(model, layers, x, target, every)
+    original, original_centred = every_map(base, layers, x, target), every_map(base, layers, x, target, torch.ones(10, dtype=torch.bool))
+    stable = [k for k in original if float(spearman(original[k], original_centred[k]).min()) >= 0.9]
+    fooled = [k for k in stable if float(spearman(logit[k], original[k]).min()) < 0.5]
+    assert fooled, "the shift fools no stable map"
+    assert all(float(spearman(logit[k], centred_over_all[k]).min()) > 0.99 for k in fooled)  # evades every-output centering
+    assert audit_model(model, x, layers).verdict == "clean"  # its common mode has an honest size: only --strict can see it
+    result = audit_model(model, x, layers, strict=True)
+    assert result.verdict == "shifted" and 10 in result.context.never, result.sentence()
