@@ -31,6 +31,15 @@ from logitshift.audit import audit_model  # noqa: E402
 CHANGED_BELOW = 0.9
 
 
+def finding(found: list[tuple[str, str, float, int, int]]) -> str:
+    """The page's result first: κ and the audit's finding of each head, and how many maps their common mode moves."""
+    parts = [f"{name} κ {kappa:.2f}, *{what}*, {differ} / {total} maps differ" for name, what, kappa, differ, total in found]
+    return (
+        "**Finding:** fine-tuning only the classifier grows its common mode, and the audit says what that does to the "
+        "maps (a logit map counts as differing from its centered-logit map below Spearman 0.9): " + "; ".join(parts) + "."
+    )
+
+
 def main() -> int:
     torch.set_num_threads(2)
     start = time.perf_counter()
@@ -47,6 +56,7 @@ def main() -> int:
         "|---|---|---:|---:|---:|---:|---|",
     ]
     detail = []
+    found = []  # (name, finding, κ, maps differing, maps)
     for b in bases:
         r = audit_model(b.module, b.x)
         methods = r.effects.methods
@@ -58,7 +68,9 @@ def main() -> int:
             f"{rho[worst]:.2f} | {worst[0]} at {worst[1]} |"
         )
         detail.append((b.name, rho))
+        found.append((b.name, r.finding, r.kappa, len(differ), len(rho)))
         print(lines[-1], flush=True)
+    lines[2:2] = [finding(found), ""]
     lines += ["", "## Spearman (logit map vs centered-logit map), lowest over the images", ""]
     keys = list(detail[0][1])
     lines.append("| method at layer | " + " | ".join(name for name, _ in detail) + " |")
