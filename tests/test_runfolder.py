@@ -249,3 +249,37 @@ def test_the_lock_is_held_by_one_holder_and_dropped_when_it_dies(tmp_path):
     holder.wait()
     with RunLock(folder):  # the kernel dropped the dead holder's lock
         pass
+
+
+@pytest.mark.parametrize("drops", [True, False])
+def test_a_forked_worker_does_not_keep_the_run_locked_after_its_parent_dies(tmp_path, drops):
+    """A DataLoader worker is a fork: it shares the run lock's open file. A killed run's worker that kept its copy
+    would hold the folder until it noticed (seconds), and a resume started at once was refused (a flaky kill -9 test
+    found it). Workers drop their copies (`drop_inherited_locks`); the control (`drops=False`) shows the lock held."""
+    import os
+    import signal
+    import time
+
+    from logitshift.errors import LogitShiftError
+    from logitshift.files import _HELD, drop_inherited_locks
+
+    lock = RunLock(tmp_path).acquire()
+    pid = os.fork()
+    if pid == 0:  # the worker
+        if drops:
+            drop_inherited_locks()
+        time.sleep(30)
+        os._exit(0)
+    try:
+        _HELD.discard(lock.fd)  # the parent "dies": its descriptor is closed without the tidy release
+        os.close(lock.fd)
+        lock.fd = None
+        time.sleep(0.2)
+        if drops:
+            RunLock(tmp_path).acquire().release()  # free at once
+        else:
+            with pytest.raises(LogitShiftError, match="in use by another run"):
+                RunLock(tmp_path).acquire()
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)

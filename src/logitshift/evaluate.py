@@ -67,7 +67,7 @@ from .device import resolve_device
 from .display import check_maps_path, explained_maps, save_maps
 from .errors import LogitShiftError
 from .figures import grid_figure, scaled, signed_method
-from .files import RunLock, atomic_write, provenance, remove_temporaries
+from .files import RunLock, atomic_write, drop_inherited_locks, provenance, remove_temporaries
 from .images import IMAGE_EXTENSIONS, Item, collect_images, load_image, storable  # noqa: F401  (IMAGE_EXTENSIONS, storable: re-exported)
 from .metrics import spearman, target_mass
 from .models import Preprocess
@@ -466,6 +466,11 @@ def _merge_maps(out: Path, done: set[str], path: str) -> Path:
     return written
 
 
+def _worker_init(_worker: int) -> None:
+    """A DataLoader worker lets go of the run lock it inherited, so the lock dies with the run (files.RunLock)."""
+    drop_inherited_locks()
+
+
 @dataclass
 class Job:
     """What every batch of a run explains, and how: the same for every rank and every batch."""
@@ -506,6 +511,7 @@ def _run_batches(
         num_workers=cfg.workers,
         collate_fn=_identity,
         prefetch_factor=2 if cfg.workers > 0 else None,
+        worker_init_fn=_worker_init,
     )
     desc = "evaluate" if world == 1 else f"evaluate rank {rank}"
     bar = tqdm(

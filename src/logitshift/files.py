@@ -88,10 +88,29 @@ def remove_temporaries(folder: Path) -> int:
     return n
 
 
+#: descriptors of the run locks this process holds (see :func:`drop_inherited_locks`)
+_HELD: set[int] = set()
+
+
+def drop_inherited_locks() -> None:
+    """In a forked child (a DataLoader worker): close its copies of the parent's run-lock descriptors.
+
+    An ``flock`` belongs to the open file, which a fork shares: a worker that kept its copy would hold the run
+    folder for seconds after its parent was killed, and a resume started at once would be refused. Closing a copy
+    does not unlock the parent's (only the last close does)."""
+    for fd in list(_HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
 class RunLock:
     """One writer per run folder: an exclusive ``flock`` on ``FOLDER/.logitshift.lock``, which holds the
     holder's pid and command line. The kernel drops the lock when the holder dies, so a killed run never
-    leaves the folder locked. A second run gets a one-line error naming the holder."""
+    leaves the folder locked (its DataLoader workers drop their copies: :func:`drop_inherited_locks`). A second
+    run gets a one-line error naming the holder."""
 
     NAME = ".logitshift.lock"
 
@@ -135,10 +154,12 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} ({' '.join(['logitshift', *sys.argv[1:]])[:200]})\n".encode("utf-8", "backslashreplace"))
         self.fd = fd
+        _HELD.add(fd)
         return self
 
     def release(self) -> None:
         if self.fd is not None:
+            _HELD.discard(self.fd)
             try:
                 self.path.unlink(missing_ok=True)
             finally:
