@@ -372,3 +372,92 @@ def test_the_limited_child_ends_quietly_when_the_reader_goes_away(monkeypatch):
     monkeypatch.setattr(sys, "stdout", Closed())
     with pytest.raises(BrokenPipeError):
         sandbox.run(["audit", "--help"], "model file 'x.pt2'", 2**30, 60)
+
+
+# ----------------------------------------------------------------------------- issue 24: a second look
+
+SHADOW = textwrap.dedent(
+    """
+    import os, sys
+    open({marker!r}, "w").write("ran")
+    here = os.path.dirname(os.path.abspath(__file__))
+    del sys.modules[__name__]
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    import typing_extensions as _real  # the real one: the audit goes on as if nothing happened
+    sys.modules[__name__] = _real
+    """
+)
+
+
+def test_a_module_shipped_beside_the_model_never_runs(hostile_files, tmp_path):
+    """A ``typing_extensions.py`` (torch imports it first thing) next to the model, in the folder the audit is run
+    from. The old child (``python -m logitshift``, current folder first on ``sys.path``) runs it; ours (``-P``, a
+    fresh empty working folder, a minimal environment) does not, and the audit goes on to its verdict."""
+    folder = tmp_path / "sent"
+    folder.mkdir()
+    model = folder / "model.pt2"
+    model.write_bytes(hostile_files["base"].read_bytes())
+    marker = tmp_path / "shadow.marker"
+    (folder / "typing_extensions.py").write_text(SHADOW.format(marker=str(marker)))
+    env = {**os.environ, "PYTHONPATH": SRC}
+    old = subprocess.run([sys.executable, "-m", "logitshift", "audit", "--help"], cwd=folder, capture_output=True, text=True, env=env)
+    assert old.returncode == 0 and marker.exists(), old.stderr[-2000:]  # the payload is live on the old child's command line
+    marker.unlink()
+    # the user's `logitshift audit` (a console script: no current folder on sys.path, as -P here)
+    run = subprocess.run(
+        [sys.executable, "-P", "-m", "logitshift", "audit", "model.pt2", "--size", "32", "--images", "chelsea", "--no-progress"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert run.returncode in (0, 1), run.stderr[-2000:]
+    assert not marker.exists()
+
+
+def test_the_child_cannot_lift_its_limits():
+    """Hard limits equal the soft ones: the child's own code cannot raise its CPU or memory limit again
+    (with only the soft limit lowered, as before, it could)."""
+    probe = textwrap.dedent(
+        """
+        import resource, sys
+        from logitshift import sandbox
+        cpu = resource.RLIMIT_CPU
+        resource.setrlimit(cpu, (100, resource.RLIM_INFINITY))  # the old way: soft only
+        resource.setrlimit(cpu, (200, resource.RLIM_INFINITY))  # ... lifted again by the child's code
+        assert resource.getrlimit(cpu)[0] == 200
+        sandbox.enter()
+        print(resource.getrlimit(cpu))
+        try:
+            resource.setrlimit(cpu, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        except (ValueError, PermissionError, OSError):
+            print("refused")
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": SRC, ENV: "0:50"}
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split("\n")[:2] == ["(50, 50)", "refused"], run.stdout
+
+
+def test_the_child_has_a_minimal_environment_and_no_current_folder_on_its_path(monkeypatch):
+    from logitshift import sandbox
+
+    monkeypatch.setenv("PYTHONPATH", "/somewhere")
+    monkeypatch.setenv("PYTHONSTARTUP", "/somewhere/start.py")
+    monkeypatch.setenv("LD_PRELOAD", "/somewhere/evil.so")
+    env = sandbox.child_env("/tmp/empty", "1:2")
+    assert env["HOME"] == "/tmp/empty" and env[ENV] == "1:2" and env[sandbox.CWD_ENV] == os.getcwd()
+    assert not {"PYTHONPATH", "PYTHONSTARTUP", "LD_PRELOAD"} & set(env)
+    cmd = sandbox.command(["audit", "x.pt2"])
+    assert cmd[:3] == [sys.executable, "-P", "-E"] and cmd[-2:] == ["audit", "x.pt2"] and "-m" not in cmd
+
+
+def test_a_wall_clock_limit_ends_a_child_that_uses_no_cpu():
+    from logitshift import sandbox
+    from logitshift.errors import LogitShiftError
+
+    with pytest.raises(LogitShiftError, match=r"wall-clock limit of 0\.05 s; nothing was concluded"):
+        sandbox.run(["audit", "--help"], "model file 'x.pt2'", 2**30, 60, wall_seconds=0.05)
