@@ -461,3 +461,143 @@ def test_a_wall_clock_limit_ends_a_child_that_uses_no_cpu():
 
     with pytest.raises(LogitShiftError, match=r"wall-clock limit of 0\.05 s; nothing was concluded"):
         sandbox.run(["audit", "--help"], "model file 'x.pt2'", 2**30, 60, wall_seconds=0.05)
+
+
+class _FreshCounter(nn.Module):
+    """``count.add_(one)`` with ``one`` made in the graph: listed as ``[other, self]`` in the file, the old check took
+    ``other`` (a fresh tensor) for the one written. Answers differently after the 10th call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("count", torch.zeros(()))
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        self.count.add_(torch.ones_like(self.count))
+        return self.conv(x).mean((2, 3)) + (self.count > 10).float() * 100
+
+
+class _RunningStats(nn.Module):
+    """Eval-mode batch norm on a constant, whose running mean the output reads: set to ``training=True`` in the file,
+    every call moves the running mean (momentum 0.1 towards 1) and the output jumps once it passes 0.6 (call 9)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm1d(1)
+
+    def forward(self, x):
+        self.bn(torch.ones_like(x[:2, :1, 0, 0]).expand(2, 1))
+        return self.conv(x).mean((2, 3)) + (self.bn.running_mean.sum() > 0.6).float() * 100
+
+
+def _export(model: nn.Module, path: Path) -> Path:
+    torch.export.save(torch.export.export(model.eval(), (torch.randn(1, 3, 32, 32),)), str(path))
+    return path
+
+
+def _changes_after_calls(path: Path, calls: int = 12) -> bool:
+    """The unprotected path: ``torch.export.load`` + ``module()``; whether the output differs after ``calls`` calls."""
+    module = torch.export.load(str(path)).module()
+    x = torch.randn(1, 3, 32, 32)
+    first = module(x)
+    for _ in range(calls):
+        last = module(x)
+    return not torch.equal(first, last)
+
+
+def _nodes(program: dict) -> list[dict]:
+    return program["graph_module"]["graph"]["nodes"]
+
+
+def test_a_write_listed_as_other_self_is_found_by_argument_name(tmp_path):
+    """torch binds arguments by name: ``add_`` listed as ``[other, self]`` still writes into ``self`` (the buffer)."""
+
+    def swap(program):
+        for node in _nodes(program):
+            if node["target"] == "torch.ops.aten.add_.Tensor":
+                node["inputs"].reverse()
+
+    plain = _export(_FreshCounter(), tmp_path / "plain.pt2")
+    path = hostile._rewrite(plain, tmp_path / "swapped.pt2", hostile._edit_json("models/model.json", swap))
+    assert _changes_after_calls(path)  # live: the file's output changes after 10 calls
+    with pytest.raises(safeload.UnsafeModelFile, match=r"writes in place \(add_\) into 'b_count'"):
+        safeload.check_pt2(path)
+
+
+def test_unknown_or_repeated_argument_names_are_refused(hostile_files, tmp_path):
+    def rename(program):
+        _nodes(program)[0]["inputs"][0]["name"] = "selfish"
+
+    def repeat(program):
+        node = _nodes(program)[0]
+        node["inputs"].append(dict(node["inputs"][0]))
+
+    for change, needle in ((rename, "names the argument 'selfish'"), (repeat, "repeats the argument")):
+        path = hostile._rewrite(hostile_files["base"], tmp_path / f"{change.__name__}.pt2", hostile._edit_json("models/model.json", change))
+        with pytest.raises(safeload.UnsafeModelFile, match=needle):
+            safeload.check_pt2(path)
+
+
+def test_batch_norm_in_training_mode_is_refused(tmp_path):
+    """batch_norm(training=True) updates its running statistics in place with no in-place name and no write in its
+    schema; a file that sets it changes its output after 9 calls."""
+
+    def train(program):
+        for node in _nodes(program):
+            if node["target"] == "torch.ops.aten.batch_norm.default":
+                next(a for a in node["inputs"] if a["name"] == "training")["arg"] = {"as_bool": True}
+
+    plain = _export(_RunningStats(), tmp_path / "plain.pt2")
+    safeload.check_pt2(plain)  # in eval mode it passes
+    path = hostile._rewrite(plain, tmp_path / "train.pt2", hostile._edit_json("models/model.json", train))
+    assert _changes_after_calls(path)  # live
+    with pytest.raises(safeload.UnsafeModelFile, match="batch_norm in training mode"):
+        safeload.check_pt2(path)
+
+
+@pytest.mark.parametrize(
+    ("target", "outs"),
+    [("torch.ops.aten.max.dim_max", ("max", "max_values")), ("torch.ops.aten.topk.values", ("values", "indices"))],
+)
+def test_out_forms_under_other_overload_names_are_refused(hostile_files, tmp_path, target, outs):
+    """``max.dim_max`` and ``topk.values`` write into their ``out=`` tensors though their overloads are not named ``out``."""
+
+    def change(program):
+        weight = program["graph_module"]["graph"]["inputs"][0]["as_tensor"]["name"]
+        first, second = outs
+        _nodes(program).insert(
+            0,
+            {
+                "target": target,
+                "name": "w",
+                "inputs": [
+                    {"name": "self", "arg": {"as_tensor": {"name": weight}}, "kind": 1},
+                    {"name": "dim" if "max" in target else "k", "arg": {"as_int": 0 if "max" in target else 1}, "kind": 1},
+                    {"name": first, "arg": {"as_tensor": {"name": weight}}, "kind": 2},
+                    {"name": second, "arg": {"as_tensor": {"name": weight}}, "kind": 2},
+                ],
+                "outputs": [{"as_tensor": {"name": "w0"}}, {"as_tensor": {"name": "w1"}}],
+                "metadata": {},
+                "is_hop_single_tensor_return": None,
+            },
+        )
+
+    path = hostile._rewrite(hostile_files["base"], tmp_path / "out.pt2", hostile._edit_json("models/model.json", change))
+    with pytest.raises(safeload.UnsafeModelFile, match=rf"{target.split('.', 3)[3]}, an out= form"):
+        safeload.check_pt2(path)
+
+
+def test_the_operators_that_return_their_input_are_the_ones_listed():
+    """Operators whose schema declares a fresh output yet return their input (or a view of it): each listed one does,
+    on the call a graph makes (so the list is live); views are otherwise read from the schema."""
+    x = torch.randn(2, 3, 4, 4)
+    calls = {
+        "dropout": lambda: torch.ops.aten.dropout.default(x, 0.5, False),
+        "type_as": lambda: torch.ops.aten.type_as.default(x, x),
+        "einsum": lambda: torch.ops.aten.einsum.default("abcd->bacd", [x]),
+    }
+    assert set(calls) == set(safeload.RETURNS_INPUT)
+    for name, call in calls.items():
+        assert call().untyped_storage().data_ptr() == x.untyped_storage().data_ptr(), name
+        assert all(r.alias_info is None for r in getattr(torch.ops.aten, name).default._schema.returns), name
