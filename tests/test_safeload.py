@@ -7,6 +7,7 @@ The hostile files are built by ``tests/hostile.py`` from a plain export of a sma
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -601,3 +602,35 @@ def test_the_operators_that_return_their_input_are_the_ones_listed():
     for name, call in calls.items():
         assert call().untyped_storage().data_ptr() == x.untyped_storage().data_ptr(), name
         assert all(r.alias_info is None for r in getattr(torch.ops.aten, name).default._schema.returns), name
+
+
+def _sized(base: Path, out: Path, expr: str) -> Path:
+    def change(program):
+        values = program["graph_module"]["graph"]["tensor_values"]
+        values[next(iter(values))]["sizes"][0] = {"as_expr": {"expr_str": expr, "hint": {"as_int": 1}}}
+
+    return hostile._rewrite(base, out, hostile._edit_json("models/model.json", change))
+
+
+def test_a_power_tower_in_a_size_is_refused(hostile_files, tmp_path):
+    """``9**9**9**9`` passes a check of names alone, and sympy never returns from it (live: still running after 3 s);
+    powers and integers beyond 64 bits are refused before sympy sees them."""
+    with pytest.raises(subprocess.TimeoutExpired):
+        subprocess.run([sys.executable, "-c", "import sympy; sympy.sympify('9**9**9**9')"], capture_output=True, timeout=3)
+    for expr, needle in (
+        ("9**9**9**9", "raises to a power"),
+        ("Pow(9, Pow(9, 9))", "names 'Pow'"),
+        ("s0*" + "9" * 30, "holds a number of 30 digits"),
+    ):
+        with pytest.raises(safeload.UnsafeModelFile, match=re.escape(needle)):
+            safeload.check_pt2(_sized(hostile_files["base"], tmp_path / "expr.pt2", expr))
+    safeload.check_pt2(_sized(hostile_files["base"], tmp_path / "fine.pt2", "2*s0 + FloorDiv(s0, 2)"))
+
+
+def test_a_program_unflatten_cannot_rebuild_is_refused_not_flattened(hostile_files, monkeypatch):
+    def fail(program):
+        raise RuntimeError("cannot rebuild")
+
+    monkeypatch.setattr(torch.export, "unflatten", fail)
+    with pytest.raises(safeload.UnsafeModelFile, match=r"unflatten cannot rebuild its layers \(RuntimeError: cannot rebuild\)"):
+        safeload.load_module(hostile_files["base"])

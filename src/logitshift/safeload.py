@@ -77,6 +77,7 @@ MAX_EXTRA_BYTES = 1 << 20
 MAX_NODES = 200_000
 MAX_STRING = 4096
 MAX_DIM = 1 << 40
+MAX_LITERAL = 1 << 63  # an integer in a symbolic size: what a 64-bit size can hold
 
 #: dtype code (torch/_export/serde/schema.py ScalarType) → bytes per element
 DTYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 2, 7: 4, 8: 8, 12: 1, 13: 2}
@@ -153,7 +154,6 @@ SYMPY_NAMES = frozenset(
         "CeilDiv",
         "Max",
         "Min",
-        "PowByNatural",
         "IntTrueDiv",
         "TruncToInt",
         "True",
@@ -163,7 +163,6 @@ SYMPY_NAMES = frozenset(
         "Rational",
         "Add",
         "Mul",
-        "Pow",
         "positive",
         "negative",
         "nonnegative",
@@ -397,7 +396,11 @@ def _check_strings(path: Path, obj: Any, where: str) -> None:
 
 
 def _check_expr(path: Path, expr: Any, where: str) -> None:
-    """A symbolic size (``s77``, ``2*s77 + 1``, ``FloorDiv(s0, 2)``): torch passes it to sympy, which evaluates Python."""
+    """A symbolic size (``s77``, ``2*s77 + 1``, ``FloorDiv(s0, 2)``): torch passes it to sympy, which evaluates Python.
+
+    Only size symbols, the names in :data:`SYMPY_NAMES`, numbers below 2^63 and ``+ - * / // % ( ) , < > = !``;
+    no power (``**``, ``Pow``): with 512 characters of products a number stays below 10^10000, which sympy
+    multiplies at once, where ``9**9**9**9`` never returns."""
     if not isinstance(expr, str) or len(expr) > 512:
         raise _refuse(path, f"{where}: symbolic expression {str(expr)[:60]!r} is not a string of at most 512 characters")
     pos = 0
@@ -410,6 +413,14 @@ def _check_expr(path: Path, expr: Any, where: str) -> None:
         name = m.group("name") or m.group("quoted")
         if name is not None and name not in SYMPY_NAMES and not _SYMBOL.fullmatch(name):
             raise _refuse(path, f"{where}: symbolic expression {expr[:60]!r} names {name!r}, not a size symbol")
+        if m.group("op") == "**":
+            raise _refuse(
+                path, f"{where}: symbolic expression {expr[:60]!r} raises to a power, which sympy would compute (9**9**9**9 never returns)"
+            )
+        if m.group("num") and float(m.group("num")) >= MAX_LITERAL:
+            raise _refuse(
+                path, f"{where}: symbolic expression {expr[:60]!r} holds a number of {len(m.group('num'))} digits; sizes fit 64 bits"
+            )
         pos = m.end()
 
 
@@ -817,15 +828,23 @@ def load_program(path: str | os.PathLike, extra_files: dict[str, Any] | None = N
 
 
 def load_module(path: str | os.PathLike, extra_files: dict[str, Any] | None = None):
-    """The checked program as a hookable module tree (``torch.export.unflatten``; the flat ``program.module()``
-    if unflatten fails), in eval mode where supported."""
+    """The checked program as a hookable module tree (``torch.export.unflatten``; a program it cannot rebuild is
+    refused: its flat ``program.module()`` has no layers to hook), in eval mode where supported.
+
+    No resource limits: the checks bound what the file can make torch read, not what running the model costs
+    (an allowlisted operator can be asked for a huge tensor, a long loop of them for CPU time). Used alone, run it
+    in a process with limits of your own (``logitshift audit`` runs in :mod:`logitshift.sandbox`'s child)."""
     import torch
 
     program = load_program(path, extra_files)
     try:
         module = torch.export.unflatten(program)
-    except Exception:  # noqa: BLE001 - a program unflatten cannot rebuild: the flat module (hooks only on its inputs)
-        module = program.module()
+    except Exception as exc:  # noqa: BLE001 - a flat program.module() has no layers to hook: refused, not handed on
+        text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise _refuse(
+            path,
+            f"torch.export.unflatten cannot rebuild its layers ({type(exc).__name__}: {text}); export the model without changing its module tree",
+        ) from None
     try:
         module.eval()
     except Exception:  # noqa: BLE001 - some unflattened modules refuse eval(); they have no train-mode layers
