@@ -7,8 +7,8 @@ The hostile files are built by ``tests/hostile.py`` from a plain export of a sma
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 import textwrap
