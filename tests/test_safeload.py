@@ -22,9 +22,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 import hostile  # noqa: E402
 
-from logitshift import safeload  # noqa: E402
+from logitshift.audit import safeload  # noqa: E402
+from logitshift.audit.sandbox import ENV  # noqa: E402
 from logitshift.cli import main  # noqa: E402
-from logitshift.sandbox import ENV  # noqa: E402
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -361,7 +361,7 @@ def test_torchvision_models_with_in_place_activations_still_pass(name, tmp_path)
 def test_the_limited_child_ends_quietly_when_the_reader_goes_away(monkeypatch):
     """`logitshift audit FILE | head -1`: the parent stops copying the child's output, keeps draining it (the child
     never blocks on a full pipe) and ends with BrokenPipeError, which the command turns into a quiet 141."""
-    from logitshift import sandbox
+    from logitshift.audit import sandbox
 
     class Closed:
         def write(self, text):
@@ -423,7 +423,7 @@ def test_the_child_cannot_lift_its_limits():
     probe = textwrap.dedent(
         """
         import resource, sys
-        from logitshift import sandbox
+        from logitshift.audit import sandbox
         cpu = resource.RLIMIT_CPU
         resource.setrlimit(cpu, (100, resource.RLIM_INFINITY))  # the old way: soft only
         resource.setrlimit(cpu, (200, resource.RLIM_INFINITY))  # ... lifted again by the child's code
@@ -444,7 +444,7 @@ def test_the_child_cannot_lift_its_limits():
 
 
 def test_the_child_has_a_minimal_environment_and_no_current_folder_on_its_path(monkeypatch):
-    from logitshift import sandbox
+    from logitshift.audit import sandbox
 
     monkeypatch.setenv("PYTHONPATH", "/somewhere")
     monkeypatch.setenv("PYTHONSTARTUP", "/somewhere/start.py")
@@ -457,7 +457,7 @@ def test_the_child_has_a_minimal_environment_and_no_current_folder_on_its_path(m
 
 
 def test_a_wall_clock_limit_ends_a_child_that_uses_no_cpu():
-    from logitshift import sandbox
+    from logitshift.audit import sandbox
     from logitshift.errors import LogitShiftError
 
     with pytest.raises(LogitShiftError, match=r"wall-clock limit of 0\.05 s; nothing was concluded"):

@@ -1,6 +1,6 @@
 """Run a command on an untrusted file in a child process with resource limits.
 
-Defence in depth behind :mod:`logitshift.safeload`: whatever a file we did not
+Defence in depth behind :mod:`logitshift.audit.safeload`: whatever a file we did not
 foresee makes torch do, it happens in a child ``python -P -c <start logitshift> …``
 whose address space (``RLIMIT_AS``), CPU time (``RLIMIT_CPU``) and file sizes
 (``RLIMIT_FSIZE``) are bounded, and with no core dumps (``RLIMIT_CORE`` 0),
@@ -41,7 +41,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from .errors import LogitShiftError
+from ..core.errors import LogitShiftError
 
 #: set in the child's environment: ``"<memory budget in bytes>:<CPU seconds>"``
 ENV = "LOGITSHIFT_SANDBOX_MEMORY"
@@ -137,7 +137,7 @@ def command(argv: Sequence[str]) -> list[str]:
     import site
     from pathlib import Path
 
-    extra = [str(Path(__file__).resolve().parents[1])]
+    extra = [str(Path(__file__).resolve().parents[2])]  # the folder holding the logitshift package
     user_site = site.getusersitepackages() if site.ENABLE_USER_SITE else None
     if user_site and user_site in sys.path:
         extra.append(user_site)
