@@ -5,7 +5,8 @@ foresee makes torch do, it happens in a child ``python -P -c <start logitshift> 
 whose address space (``RLIMIT_AS``), CPU time (``RLIMIT_CPU``) and file sizes
 (``RLIMIT_FSIZE``) are bounded, and with no core dumps (``RLIMIT_CORE`` 0),
 all set by the child itself before it opens the file (:func:`enter`), hard
-limits equal to soft ones (the child cannot raise them again). The parent also
+limits equal to soft ones (the child cannot raise them again; the CPU's hard
+limit :data:`CPU_GRACE` seconds above, so that its ``SIGXCPU`` comes first). The parent also
 kills the child after a wall-clock limit (a child that sleeps uses no CPU time).
 
 Nothing beside the file runs: the child is started with ``-P`` (no current
@@ -69,6 +70,7 @@ KEEP_ENV = (
 #: moves) are searched after the installed ones
 BOOT = "import sys; sys.path += sys.argv.pop(1).split(__import__('os').pathsep); from logitshift.cli import main; sys.exit(main())"
 FILE_SIZE_LIMIT = 1 << 30  # no output of ours comes near 1 GiB
+CPU_GRACE = 10  # seconds of CPU time between the soft limit (SIGXCPU, ends the child) and the hard one (SIGKILL)
 
 
 def inside() -> bool:
@@ -110,7 +112,8 @@ def enter() -> int:
             continue
         _soft, hard = resource.getrlimit(limit)
         value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-        resource.setrlimit(limit, (value, value))  # hard = soft: the child cannot lift them again
+        # hard = soft: the child cannot lift them again (CPU: CPU_GRACE more, so that SIGXCPU comes first)
+        resource.setrlimit(limit, (value, value + CPU_GRACE if name == "RLIMIT_CPU" else value))
     back = os.environ.get(CWD_ENV)
     if back:
         os.chdir(back)
@@ -217,7 +220,10 @@ def _run_in(home: str, argv: Sequence[str], what: str, memory_bytes: int, cpu_se
         raise KeyboardInterrupt
     if code < 0:
         sig = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-        reason = {"SIGXCPU": f"its CPU-time limit of {cpu_seconds} s (--cpu-limit)", "SIGKILL": "SIGKILL (out of memory?)"}.get(sig, sig)
+        reason = {
+            "SIGXCPU": f"its CPU-time limit of {cpu_seconds} s (--cpu-limit)",
+            "SIGKILL": "SIGKILL (out of memory, or its CPU-time limit ignored?)",
+        }.get(sig, sig)
         raise LogitShiftError(f"{what}: the audit was stopped by {reason}; nothing was concluded")
     raise LogitShiftError(f"{what}: the audit process ended with status {code}; nothing was concluded")
 
