@@ -457,8 +457,9 @@ def test_the_child_has_a_minimal_environment_and_no_current_folder_on_its_path(m
 
 
 def test_a_wall_clock_limit_ends_a_child_that_uses_no_cpu():
-    from logitshift.audit import sandbox
     from logitshift.errors import LogitShiftError
+
+    from logitshift.audit import sandbox
 
     with pytest.raises(LogitShiftError, match=r"wall-clock limit of 0\.05 s; nothing was concluded"):
         sandbox.run(["audit", "--help"], "model file 'x.pt2'", 2**30, 60, wall_seconds=0.05)
