@@ -635,3 +635,72 @@ def test_a_program_unflatten_cannot_rebuild_is_refused_not_flattened(hostile_fil
     monkeypatch.setattr(torch.export, "unflatten", fail)
     with pytest.raises(safeload.UnsafeModelFile, match=r"unflatten cannot rebuild its layers \(RuntimeError: cannot rebuild\)"):
         safeload.load_module(hostile_files["base"])
+
+
+class _ConvCounter(nn.Module):
+    """A small CNN whose output jumps after its 3rd call (a counter in a buffer; an audit makes about 7)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(8, 10)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        self.register_buffer("count", torch.zeros(()))
+        self.register_buffer("tilt", torch.linspace(0.0, 9.0, 10))
+
+    def forward(self, x):
+        self.count.add_(1)
+        return self.fc(self.features(x).mean((2, 3))) + (self.count > 3).float() * self.tilt
+
+
+def test_the_audit_refuses_a_model_that_changed_during_it(tmp_path, capsys, monkeypatch):
+    """Independently of the file check (switched off here: the unprotected path), the audit runs its first image
+    again at the end: the counter's jump after 3 calls is seen, exit 2, nothing concluded."""
+    path = _export(_ConvCounter(), tmp_path / "counter.pt2")
+    assert _changes_after_calls(path)  # live
+    monkeypatch.setattr(safeload, "_check_writes", lambda *a, **k: None)
+    monkeypatch.setenv(ENV, "0")
+    code = main(["audit", str(path), "--size", "32", "--images", "chelsea", "coffee", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "changed during the audit" in err and "nothing concluded" in err, err
+
+
+@pytest.mark.parametrize(
+    ("preprocess", "needle"),
+    [
+        ({"size": 32, "resize": 32, "mean": [0, 0, 0], "std": [0, 0, 0]}, "preprocess.std is [0, 0, 0]; expected three finite numbers > 0"),
+        ({"size": 32, "resize": 32, "mean": [0.5], "std": [1, 1, 1]}, "preprocess.mean is [0.5]; expected three finite numbers"),
+        ({"size": 0, "resize": 32, "mean": [0, 0, 0], "std": [1, 1, 1]}, "preprocess.size is 0; expected a whole number from 8"),
+        ({"size": 32, "resize": 16, "mean": [0, 0, 0], "std": [1, 1, 1]}, "preprocess.resize is 16; expected a whole number from 32"),
+    ],
+)
+def test_a_sidecar_preprocess_is_validated(hostile_files, tmp_path, capsys, monkeypatch, preprocess, needle):
+    """A sidecar with ``std: 0`` made every input infinite and the old audit said ``clean`` (live: the images it
+    would audit are not finite); every field is now checked, one line, exit 2."""
+    from logitshift.core.images import load_image
+    from logitshift.core.models import Preprocess
+
+    if preprocess["std"] == [0, 0, 0]:
+        pre = Preprocess(size=32, resize=32, mean=(0.0, 0.0, 0.0), std=(0.0, 0.0, 0.0))
+        assert not torch.isfinite(load_image("chelsea", pre).tensor).all()  # live
+    model = tmp_path / "model.pt2"
+    model.write_bytes(hostile_files["base"].read_bytes())
+    (tmp_path / "model.json").write_text(json.dumps({"preprocess": preprocess}))
+    monkeypatch.setenv(ENV, "0")
+    assert main(["audit", str(model), "--images", "chelsea", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "sidecar" in err and needle in err, err
+
+
+def test_non_finite_images_are_nothing_concluded():
+    from logitshift.core.errors import LogitShiftError
+    from logitshift.core.models import check_outputs
+
+    x = torch.zeros(3, 3, 4, 4)
+    x[1, 0, 0, 0] = float("inf")
+    with pytest.raises(LogitShiftError, match=r"1 of the 3 images hold NaN or infinite values once preprocessed .*; nothing concluded"):
+        check_outputs("model 'm'", x, torch.randn(3, 10), "; nothing concluded")
