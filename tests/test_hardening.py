@@ -283,3 +283,24 @@ def test_non_finite_logits_are_nothing_concluded(tmp_path, capsys, monkeypatch, 
     assert main(["audit", "--model", "ls_nan_mod:nan", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "logits are NaN or infinite on 4 of the 4 images; nothing concluded" in err[0], err
+
+
+@pytest.mark.parametrize("named", ["../secret.safetensors", "/tmp/secret.safetensors", "sub/secret.safetensors", "link.safetensors"])
+def test_a_shift_file_cannot_name_tensors_outside_its_folder(tmp_path, named):
+    """A ``.json`` sent with a ``.safetensors`` names where its tensors are: joined the old way, ``../secret`` reads a
+    file outside the folder (live below); now only a plain file name beside the JSON is read."""
+    from safetensors.torch import load_file, save_file
+
+    from logitshift.shift.save import FORMAT, VERSION, load_shifted
+
+    secret = tmp_path / "secret.safetensors"
+    save_file({"key": torch.arange(3.0)}, str(secret))
+    folder = tmp_path / "sent"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "link.safetensors").symlink_to(secret)
+    jpath = folder / "shifted.json"
+    jpath.write_text(json.dumps({"format": FORMAT, "version": VERSION, "tensors": named, "model": "x", "terms": []}))
+    if named.startswith(".."):
+        assert torch.equal(load_file(str(jpath.parent / named))["key"], torch.arange(3.0))  # live: the old join reads it
+    with pytest.raises(LogitShiftError, match=r"expected a file name beside it|is a symbolic link"):
+        load_shifted(jpath)

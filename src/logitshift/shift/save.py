@@ -149,6 +149,20 @@ def save_shifted(
     return jpath, spath
 
 
+def _tensors_beside(jpath: Path, name: object) -> Path:
+    """The safetensors file a shift JSON names: a plain file name in the JSON's own folder (no folder part, no
+    ``..``, no absolute path, no link out of the folder), so a file someone sent cannot make us read another."""
+    text = str(name)
+    inside = jpath.parent / text
+    if not isinstance(name, str) or not name or Path(text).name != text or text in (".", ".."):
+        raise LogitShiftError(
+            f"shift file {str(jpath)!r}: names tensors {text[:80]!r}; expected a file name beside it, with no folder part"
+        )
+    if inside.is_symlink():
+        raise LogitShiftError(f"shift file {str(jpath)!r}: its tensors file {text!r} is a symbolic link; expected a file beside it")
+    return inside
+
+
 def load_shifted(path: str | os.PathLike, allow_factory: bool = False) -> ShiftedModel:
     """Rebuild a shifted model from :func:`save_shifted`'s files (either path, or their common stem).
 
@@ -174,7 +188,7 @@ def load_shifted(path: str | os.PathLike, allow_factory: bool = False) -> Shifte
         raise LogitShiftError(f"shift file {str(jpath)!r}: not a {FORMAT} file")
     if meta.get("version") != VERSION:
         raise LogitShiftError(f"shift file {str(jpath)!r}: version {meta.get('version')!r}, this logitshift reads version {VERSION}")
-    spath = jpath.parent / str(meta.get("tensors", spath.name))
+    spath = _tensors_beside(jpath, meta.get("tensors", spath.name))
     if not spath.is_file():
         raise LogitShiftError(f"shift file {str(spath)!r}: not found (named by {jpath.name})")
     try:
