@@ -60,23 +60,22 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..attribution import engine
-from ..attribution import Attribution, get_method
+from ..attribution import Attribution, engine, get_method
 from ..core.capture import layer_grid
 from ..core.device import resolve_device
-from ..view.display import check_maps_path, explained_maps, save_maps
 from ..core.errors import LogitShiftError
-from ..view.figures import grid_figure, scaled, signed_method
-from ..core.files import RunLock, atomic_write, drop_inherited_locks, provenance, remove_temporaries
+from ..core.files import RunLock, atomic_write, drop_inherited_locks, provenance, refuse_links, remove_temporaries
 from ..core.images import IMAGE_EXTENSIONS, Item, collect_images, load_image, storable  # noqa: F401  (IMAGE_EXTENSIONS, storable: re-exported)
 from ..core.metrics import spearman, target_mass
 from ..core.models import Preprocess
-from .records import EvaluateRecord, evaluate_finding, summarize
 from ..core.scores import check_score
+from ..core.targets import parse_target
 from ..shift.model import DEFAULT_STRENGTH, ShiftedModel, ShiftSetup, compare
 from ..shift.steer import prepare, steer_setup
+from ..view.display import check_maps_path, explained_maps, save_maps
+from ..view.figures import grid_figure, scaled, signed_method
+from .records import EvaluateRecord, evaluate_finding, summarize
 from .store import FIELDS, Store, remove
-from ..core.targets import parse_target
 
 STORE = "results.sqlite"
 PARTS = "parts"
@@ -243,6 +242,7 @@ def _holds_run(out: Path) -> bool:
 
 def _refuse_out(out: Path, cfg: EvalConfig) -> None:
     """The refusals of :func:`_prepare_out` that need no lock, taken before any work."""
+    refuse_links(out)
     if out.exists() and not out.is_dir():
         raise LogitShiftError(f"--out {str(out)!r}: exists and is not a folder")
     RunLock(out).check()  # a run in progress there is named first

@@ -49,12 +49,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attribution import METHODS, Attribution, CamMethod, InputMethod, forward_pass, get_method
-from ..core.capture import INPUT, layer_grid
+from ..core.capture import INPUT, as_logits, layer_grid
 from ..core.device import model_device
 from ..core.errors import LogitShiftError
 from ..core.images import Item
 from ..core.metrics import target_mass
-from ..core.models import LoadedModel, check_input, default_layer, get_layer, load_model
+from ..core.models import LoadedModel, check_input, check_outputs, default_layer, get_layer, load_model
 from ..core.targets import Target, parse_target
 from .model import (
     CONSTRUCTIONS,
@@ -124,7 +124,9 @@ def steer(  # noqa: C901 — the front door: plan, search and build in order; to
     the effect curve, not at its steep edge). ``layer``: the explanation
     (CAM) layer (default: the model's); ``shift_layer``: the layer the CAM
     term reads (default: ``layer``). ``check``: images (N×C×H×W) on which
-    equivalence is checked and the effect measured. ``head_dtype="auto"``:
+    equivalence is checked and the effect measured (refused when the model's
+    logits there are not finite or do not vary:
+    :func:`~logitshift.core.models.check_outputs`). ``head_dtype="auto"``:
     a float64 head when the float32 one changes probabilities on the check
     images by more than ``tolerance``·:data:`HEAD_MARGIN`, or on the stress
     inputs by more than ``tolerance``. ``measure``: also
@@ -136,6 +138,9 @@ def steer(  # noqa: C901 — the front door: plan, search and build in order; to
     if construction not in CONSTRUCTIONS:
         raise LogitShiftError(f"construction {construction!r}: unknown; expected one of {', '.join(CONSTRUCTIONS)}")
     base, layer_default = (model.module, model.layer) if isinstance(model, LoadedModel) else (model, None)
+    if check is not None:  # NaN or constant logits on the check images: nothing to steer (one line)
+        with torch.no_grad():
+            check_outputs(f"model {getattr(model, 'name', type(base).__name__)!r}", check, as_logits(base(check)))
     names = list(METHODS) if methods is None else list(dict.fromkeys(methods))
     if not names:
         raise LogitShiftError("methods: empty list; name at least one method")
