@@ -16,8 +16,9 @@ from test_attribution import LIB, TINY_TARGETS, assert_close, lib_targets
 from tiny_transformers import images, tiny_swin, tiny_vit
 from torch import nn
 
-from logitshift.attribution import CAM_METHODS, cam_maps, get_method
+from logitshift.attribution import CAM_METHODS, get_method
 from logitshift.attribution.base import VARIANTS
+from logitshift.attribution.engine import cam_maps
 from logitshift.core.capture import TokenGrid, attention, forward_pass, layer_grid, token_grid, trace
 from logitshift.core.errors import LogitShiftError
 from logitshift.core.metrics import spearman, target_mass
@@ -230,10 +231,10 @@ def test_exported_vit_fools_the_peer_libraries_with_logit_targets_only(tmp_path)
     import subprocess
     import sys
 
+    from logitshift.runs.attack import export_program
     from test_export import clean_env_boot
 
     from logitshift.attribution import Saliency, upsample
-    from logitshift.runs.attack import export_program
 
     model = tiny_vit()
     loaded = LoadedModel(model, "tiny", VIT_LAYER, Preprocess(size=64, resize=64), num_classes=10)
