@@ -11,7 +11,7 @@
   HiResCAM and LayerCAM tend to the target. Grad-CAM++ and XGrad-CAM, whose
   weights divide by sums of signed activations, are not aimed at there
   (:data:`~logitshift.shift.plan.SIGNED_UNAIMED`): their effect is measured and reported
-  (``steering["effect"]``), and the automatic strength does not wait for it
+  (``steering.effect``), and the automatic strength does not wait for it
   (a region-contrast term moved them to 0.33 / 0.12 on a random-weight
   ``vit_b_16``, not to the goal);
 * gradient family (saliency, gradient × input, Integrated Gradients,
@@ -39,7 +39,7 @@ Example::
 
     >>> loaded = load_model()
     >>> shifted = steer(loaded, "top-left", methods=["gradcam", "saliency"], strength="auto", check=x)
-    >>> shifted.steering["strength"]        # {'cam': ..., 'input': ...}
+    >>> shifted.steering.strength           # {'cam': ..., 'input': ...}
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ from .model import (
 from .model import DEFAULT_STRENGTH as SHIFT_STRENGTH
 from .plan import DEFAULT_STRENGTH, FAMILIES, plan
 from .search import search
+from .steering import Head, Steering
 
 GOAL = 0.5
 #: the auto head stays float32 while it changes probabilities on the check images by at most this share of the tolerance
@@ -119,7 +120,7 @@ def steer(
     inputs by more than ``tolerance``. ``measure``: also
     measure the effect at a given (not auto) strength. ``stress``: check
     equivalence beyond the check images too. The result carries
-    ``.steering``, a dict of what was built and measured
+    ``.steering``, a :class:`~logitshift.shift.steering.Steering` of what was built and measured
     (``reached``: every steered method met ``goal``; see :func:`unreached`).
 
     Four steps: :func:`~logitshift.shift.plan.plan` (methods, layers, target; every refusal),
@@ -138,36 +139,36 @@ def steer(
     if check is not None and (auto or measure):
         strengths, effects = search(p, check, strengths, auto, goal, plateau, wide, progress)
     shifted = p.build(strengths, wide)
-    head = {"dtype": str(shifted.head_dtype or "float32").replace("torch.", ""), "auto": head_dtype == "auto"}
+    head = Head(dtype=str(shifted.head_dtype or "float32").replace("torch.", ""), auto=head_dtype == "auto")
     result = None
     if check is not None:
         result = check_equivalence(shifted, check, tolerance, head, stress, f"strength {_fmt(strengths)}")
-    shifted.steering = {
-        "methods": p.names,
-        "construction": construction,
-        "families": p.families,
-        "layer": p.cam_layer,
-        "shift_layer": p.term_layer,
-        "cam_term": p.cam_term,
-        "target": p.target.spec,
-        "strength": dict(strengths),
-        "auto": auto,
-        "goal": goal,
-        "plateau": plateau if auto else None,
-        "effect": effects,
-        "steered": list(p.steered),
-        "reached": all(effects.get(n, 0.0) >= goal for n in p.steered) if effects else None,
-        "head": head,
-        "check_images": int(check.shape[0]) if check is not None else 0,
-        "stress": result.to_json() if result is not None else None,
-    }
+    shifted.steering = Steering(
+        methods=p.names,
+        construction=construction,
+        families=p.families,
+        layer=p.cam_layer,
+        shift_layer=p.term_layer,
+        cam_term=p.cam_term,
+        target=p.target.spec,
+        strength=dict(strengths),
+        auto=auto,
+        goal=goal,
+        plateau=plateau if auto else None,
+        effect=effects,
+        steered=list(p.steered),
+        reached=all(effects.get(n, 0.0) >= goal for n in p.steered) if effects else None,
+        head=head,
+        check_images=int(check.shape[0]) if check is not None else 0,
+        stress=result.to_json() if result is not None else None,
+    )
     return shifted
 
 
-def check_equivalence(shifted: ShiftedModel, check: torch.Tensor, tolerance: float, head: dict, stress: bool, what: str) -> Stress | None:
+def check_equivalence(shifted: ShiftedModel, check: torch.Tensor, tolerance: float, head: Head, stress: bool, what: str) -> Stress | None:
     """Centre the terms on ``check``, then refuse the build unless max |Δprob| ≤ ``tolerance`` and top-1 holds there.
 
-    With ``head["auto"]`` the head turns float64 when float32 changes probabilities on ``check`` by more than
+    With ``head.auto`` the head turns float64 when float32 changes probabilities on ``check`` by more than
     ``tolerance``·:data:`HEAD_MARGIN` (or a top-1 class), or on the stress inputs by more than ``tolerance``
     (``head`` records the float32 figures and the dtype chosen). ``stress``: the equivalence beyond ``check``
     (:func:`~logitshift.shift.model.stress_equivalence`), returned; else None. ``what``: the strength, for the refusal.
@@ -179,11 +180,11 @@ def check_equivalence(shifted: ShiftedModel, check: torch.Tensor, tolerance: flo
             return compare(z, shifted.shifted_logits(z, acts))
 
     eq = measured()
-    if head["auto"]:
-        head["float32_max_abs_prob_diff"] = eq.max_abs_prob_diff
+    if head.auto:
+        head.float32_max_abs_prob_diff = eq.max_abs_prob_diff
         if eq.max_abs_prob_diff > HEAD_MARGIN * tolerance or eq.top1_agree < 1.0:
             shifted.head_dtype = torch.float64
-            head["dtype"] = "float64"
+            head.dtype = "float64"
             eq = measured()
     if not eq.ok(tolerance):
         remedy = "use a smaller strength" + ("" if shifted.head_dtype == torch.float64 else " or a float64 head (--float64-head)")
@@ -191,11 +192,11 @@ def check_equivalence(shifted: ShiftedModel, check: torch.Tensor, tolerance: flo
     if not stress:
         return None
     result = stress_equivalence(shifted, check, tolerance)
-    if head["auto"] and not result.ok and shifted.head_dtype != torch.float64:
+    if head.auto and not result.ok and shifted.head_dtype != torch.float64:
         # the check images pass in float32 but a scaled or noisy input does not: the wider head for those too
-        head["float32_stress_max_abs_prob_diff"] = result.max_abs_prob_diff
+        head.float32_stress_max_abs_prob_diff = result.max_abs_prob_diff
         shifted.head_dtype = torch.float64
-        head["dtype"] = "float64"
+        head.dtype = "float64"
         result = stress_equivalence(shifted, check, tolerance)
     return result
 
@@ -268,46 +269,46 @@ def steer_setup(
         method_options=method_options,
         progress=progress,
     )
+    assert shifted.steering is not None  # set by steer()
     line = unreached(shifted.steering)
     if line is not None:
         raise LogitShiftError(line)
     return shifted
 
 
-def chosen(steering: dict) -> str:
+def chosen(steering: Steering | dict) -> str:
     """What :func:`steer` chose, in words: construction, strength (and how), head, the effect on the check images."""
-    ks = _fmt(steering["strength"])
-    how = f"auto: {steering['plateau']:g} of the way to the plateau" if steering["auto"] and steering.get("plateau") else "auto"
-    head = steering.get("head") or {}
-    wide = head.get("dtype") == "float64"
+    st = steering if isinstance(steering, Steering) else Steering.from_json(steering, "steering")
+    ks = _fmt(st.strength)
+    how = f"auto: {st.plateau:g} of the way to the plateau" if st.auto and st.plateau else "auto"
+    wide = st.head.dtype == "float64"
+    f32 = st.head.float32_max_abs_prob_diff
     head_text = f"{'float64' if wide else 'float32'} head" + (
-        f" (auto: float32 changed probabilities by {head['float32_max_abs_prob_diff']:.1e})"
-        if head.get("auto") and "float32_max_abs_prob_diff" in head
-        else ""
+        f" (auto: float32 changed probabilities by {f32:.1e})" if st.head.auto and f32 is not None else ""
     )
-    effect = ", ".join(f"{n} {v:.2f}" for n, v in (steering.get("effect") or {}).items())
-    term = str(steering.get("cam_term") or "")
-    what = f"{steering['construction']} shift" + (", fit CAM term (signed map)" if term.startswith("fit") else "")
-    return f"{what}, strength {ks}{f' ({how})' if steering['auto'] else ''}, {head_text}" + (
-        f"; target mass on the {steering['check_images']} check images: {effect}" if effect else ""
+    effect = ", ".join(f"{n} {v:.2f}" for n, v in st.effect.items())
+    term = st.cam_term or ""
+    what = f"{st.construction} shift" + (", fit CAM term (signed map)" if term.startswith("fit") else "")
+    return f"{what}, strength {ks}{f' ({how})' if st.auto else ''}, {head_text}" + (
+        f"; target mass on the {st.check_images} check images: {effect}" if effect else ""
     )
 
 
-def unreached(steering: dict) -> str | None:
+def unreached(steering: Steering) -> str | None:
     """The one line that says a measured effect fell short of the goal (``None`` when it was reached or not measured).
 
     The paper construction is exempt: its point is a class-agnostic map, not a target (its corner is one cell).
     """
-    effects, goal = steering.get("effect") or {}, steering.get("goal", GOAL)
-    if steering.get("construction") == "paper" or steering.get("reached") is not False:
+    if steering.construction == "paper" or steering.reached is not False:
         return None
-    short = {n: effects.get(n, 0.0) for n in steering["steered"] if effects.get(n, 0.0) < goal}
+    effects, goal = steering.effect, steering.goal
+    short = {n: effects.get(n, 0.0) for n in steering.steered if effects.get(n, 0.0) < goal}
     worst = min(short, key=lambda n: short[n])
-    k = _fmt(steering["strength"])
-    remedy = "--strength auto" if steering["construction"] == "gate" else "--construction gate (works on every architecture)"
+    k = _fmt(steering.strength)
+    remedy = "--strength auto" if steering.construction == "gate" else "--construction gate (works on every architecture)"
     return (
-        f"the effect was not reached: at strength {k} the {steering['construction']} shift puts {short[worst]:.2f} of method "
-        f"{worst!r}'s logit map in the target {steering['target']!r} on the {steering['check_images']} check images "
+        f"the effect was not reached: at strength {k} the {steering.construction} shift puts {short[worst]:.2f} of method "
+        f"{worst!r}'s logit map in the target {steering.target!r} on the {steering.check_images} check images "
         f"(goal {goal:g}); try {remedy}, or --goal 0 to measure it as it is"
     )
 
