@@ -14,7 +14,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -28,6 +27,7 @@ from ..core.models import DEFAULT_MODEL, load_model
 from ..shift.model import TOLERANCE, ShiftedModel, Stress, compare
 from ..shift.save import META_NAME, _paths, load_shifted, save_shifted
 from ..shift.steer import steer
+from ..shift.steering import Steering
 
 # ----------------------------------------------------------------------------- torch.export
 
@@ -137,7 +137,7 @@ class Attack:
     """What :func:`run_attack` wrote and measured."""
 
     written: list[str]
-    steering: dict[str, Any]
+    steering: Steering
     max_abs_prob_diff: float
     images: int
     seconds: float
@@ -145,21 +145,17 @@ class Attack:
     def lines(self) -> str:
         """The console summary: the files first, then strength, equivalence, effect, stress and layer."""
         st = self.steering
-        strengths = ", ".join(f"{f} {k:.3g}" for f, k in st["strength"].items())
-        effect = ", ".join(f"{m} {v:.2f}" for m, v in st["effect"].items())
-        head = st.get("head") or {}
-        why = (
-            f" (float32 would change them by {head['float32_stress_max_abs_prob_diff']:.2e} on a stress input)"
-            if "float32_stress_max_abs_prob_diff" in head
-            else ""
-        )
+        strengths = ", ".join(f"{f} {k:.3g}" for f, k in st.strength.items())
+        effect = ", ".join(f"{m} {v:.2f}" for m, v in st.effect.items())
+        stress32 = st.head.float32_stress_max_abs_prob_diff
+        why = f" (float32 would change them by {stress32:.2e} on a stress input)" if stress32 is not None else ""
         return (
             f"wrote {', '.join(self.written)}\n"
-            f"strength: {strengths}{' (auto)' if st['auto'] else ''}; {head.get('dtype', 'float32')} head{why}; "
+            f"strength: {strengths}{' (auto)' if st.auto else ''}; {st.head.dtype} head{why}; "
             f"max |Δprob| {self.max_abs_prob_diff:.2e} on {self.images} check images"
             + (f"\ntarget mass reached (logit maps): {effect}" if effect else "")
-            + (f"\n{Stress(**_stress_args(st['stress'])).line()}" if st.get("stress") else "")
-            + (f"\nCAM layer inside the exported module: base.{st['layer']}" if st["layer"] else "")
+            + (f"\n{Stress(**_stress_args(st.stress)).line()}" if st.stress else "")
+            + (f"\nCAM layer inside the exported module: base.{st.layer}" if st.layer else "")
             + f"\n{self.seconds:.1f} s"
         )
 
@@ -202,15 +198,18 @@ def run_attack(cfg: AttackConfig) -> Attack:
     shifted.cpu()
     x = x.cpu()
     steering = shifted.steering
+    assert steering is not None  # set by steer()
     # how the check images were made from RGB in [0, 1]: what a user of the file must feed it
     preprocess = dataclasses.asdict(loaded.preprocess)
     written = []
     measured = None
     if cfg.format in ("both", "pt2"):
-        measured = export_program(shifted, out, x, cfg.tolerance, {"model": loaded.name, "preprocess": preprocess, "steering": steering})
+        measured = export_program(
+            shifted, out, x, cfg.tolerance, {"model": loaded.name, "preprocess": preprocess, "steering": steering.to_json()}
+        )
         written.append(str(out))
     if cfg.format in ("both", "safetensors"):
-        save_shifted(shifted, out, loaded.name, cfg.weights, {"preprocess": preprocess, "steering": steering})
+        save_shifted(shifted, out, loaded.name, cfg.weights, {"preprocess": preprocess, "steering": steering.to_json()})
         reloaded = load_shifted(jpath, allow_factory=True)  # the user named this model on the command line
         with torch.no_grad():
             eq = compare(loaded.module(x), reloaded(x))

@@ -17,8 +17,8 @@ from ..audit.measure import (
     DEFAULT_MAX_IMAGES,
     DEFAULT_MAX_LAYERS,
     DEFAULT_PROBES,
+    FRACTION_FLOOR,
     THRESHOLD,
-    TOLERANCE,
     candidate_layers,
 )
 from ..audit.verdict import AuditResult, audit_model
@@ -70,7 +70,7 @@ def figure(result: AuditResult, path: str | Path) -> Path:
             fractions,
             color=["tab:red" if e.bypass_ratio(result.threshold) > 1 else "tab:blue" for e in result.evidence],
         )
-        axb.axhline(TOLERANCE, color="k", ls="--", lw=1, label=f"tolerance {TOLERANCE:g}")
+        axb.axhline(FRACTION_FLOOR, color="k", ls="--", lw=1, label=f"tolerance {FRACTION_FLOOR:g}")
         axb.set_yscale("log")
         axb.set_ylim(floor / 2, 2.0)
         axb.set_xticks(range(len(labels)))
@@ -186,8 +186,8 @@ def run_audit(cfg: AuditConfig) -> Audited:
     same_after(module, x, before, cfg.model)
     if out is not None:
         figure(result, out / "audit.png")
-        summary = {"command": "audit", "model": cfg.model, **result.to_json(), "seconds": round(time.perf_counter() - start, 2)}
-        AuditRecord.from_json(_finite({**summary, **provenance()}), "audit summary").write(out)
+        record = AuditRecord(model=cfg.model, **_finite(result.to_json()), seconds=round(time.perf_counter() - start, 2), **provenance())
+        record.write(out)
     return Audited(result, out)
 
 
