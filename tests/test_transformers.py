@@ -231,10 +231,10 @@ def test_exported_vit_fools_the_peer_libraries_with_logit_targets_only(tmp_path)
     import subprocess
     import sys
 
-    from logitshift.runs.attack import export_program
     from test_export import clean_env_boot
 
     from logitshift.attribution import Saliency, upsample
+    from logitshift.runs.attack import export_program
 
     model = tiny_vit()
     loaded = LoadedModel(model, "tiny", VIT_LAYER, Preprocess(size=64, resize=64), num_classes=10)
