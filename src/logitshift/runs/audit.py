@@ -157,7 +157,10 @@ def run_audit(cfg: AuditConfig) -> Audited:
         pre = replace(pre, size=cfg.size, resize=max(cfg.size, pre.resize * cfg.size // pre.size))
     items = pick_items(cfg.images or DEFAULT_SAMPLES, cfg.max_images)
     images = [replace(load_image(item.spec, pre), name=item.name) for item in items]
-    x = batch(images)
+    dtype = next((p.dtype for p in module.parameters()), torch.float32)
+    module.to(device)
+    x = batch(images).to(device, dtype)
+    before = image_logits(module, x, cfg.model)  # the model's first calls: compared with a call at the end
     if cfg.layers is not None:
         layers = cfg.layers
     elif hookable:
@@ -169,11 +172,9 @@ def run_audit(cfg: AuditConfig) -> Audited:
     else:
         layers = []
         sys.stderr.write(f"logitshift audit: {name} is TorchScript, whose layers cannot be hooked: auditing the input gradient only\n")
-    dtype = next((p.dtype for p in module.parameters()), torch.float32)
-    module.to(device)
     result = audit_model(
         module,
-        x.to(device, dtype),
+        x,
         layers,
         cfg.threshold,
         cfg.probes,
@@ -182,11 +183,47 @@ def run_audit(cfg: AuditConfig) -> Audited:
         strict=cfg.strict,
         methods=cfg.methods,
     )
+    same_after(module, x, before, cfg.model)
     if out is not None:
         figure(result, out / "audit.png")
         record = AuditRecord(model=cfg.model, **_finite(result.to_json()), seconds=round(time.perf_counter() - start, 2), **provenance())
         record.write(out)
     return Audited(result, out)
+
+
+def image_logits(module: torch.nn.Module, x: torch.Tensor, model: str) -> torch.Tensor:
+    """The logits of each image on its own (a file may take one image at a time), refused when the images or the
+    logits are not finite, or the logits do not vary across the images
+    (:func:`~logitshift.core.models.check_outputs`): nothing would be concluded."""
+    from ..core.capture import as_logits
+    from ..core.models import check_outputs
+
+    with torch.no_grad():
+        logits = torch.cat([as_logits(module(x[i : i + 1])) for i in range(len(x))])
+    check_outputs(f"model {model!r}", x, logits, "; nothing concluded")
+    return logits
+
+
+#: how far the first image's logits may move between the start and the end of an audit (relative, as in
+#: ``torch.allclose``: atol = rtol · (1 + max |z|)): float reductions in another order, never a changed model
+RERUN_TOLERANCE = 1e-4
+
+
+def same_after(module: torch.nn.Module, x: torch.Tensor, before: torch.Tensor, model: str) -> None:
+    """Run the first image again at the end of the audit: a model whose outputs changed over the audit's calls
+    (a counter in a buffer, running statistics) is refused, whatever the file check let through."""
+    from ..core.capture import as_logits
+
+    with torch.no_grad():
+        again = as_logits(module(x[:1])).double()
+    first = before[:1].double()
+    scale = 1.0 + float(first.abs().max())
+    moved = float((again - first).abs().max()) if again.shape == first.shape else math.inf
+    if not moved <= RERUN_TOLERANCE * scale:
+        raise LogitShiftError(
+            f"model {model!r}: its logits on the first image changed during the audit (by {moved:.3g}): a model that changes "
+            "from call to call; nothing concluded"
+        )
 
 
 def _finite(obj):

@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from ..attribution import Attribution, engine, get_method
 from ..core.capture import layer_grid
 from ..core.errors import LogitShiftError
-from ..core.files import RunLock, drop_inherited_locks, remove_temporaries
+from ..core.files import RunLock, drop_inherited_locks, refuse_links, remove_temporaries
 from ..core.images import IMAGE_EXTENSIONS, Item, collect_images, load_image, storable  # noqa: F401  (IMAGE_EXTENSIONS, storable: re-exported)
 from ..core.metrics import spearman, target_mass
 from ..core.models import Preprocess
@@ -210,6 +210,7 @@ def _holds_run(out: Path) -> bool:
 
 def _refuse_out(out: Path, cfg: EvalConfig) -> None:
     """The refusals of :func:`_prepare_out` that need no lock, taken before any work."""
+    refuse_links(out)
     if out.exists() and not out.is_dir():
         raise LogitShiftError(f"--out {str(out)!r}: exists and is not a folder")
     RunLock(out).check()  # a run in progress there is named first

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attribution import METHODS, Attribution, forward_pass, get_method
-from ..core.capture import INPUT, layer_grid
+from ..core.capture import INPUT, as_logits, layer_grid
 from ..core.device import model_device
 from ..core.errors import LogitShiftError
-from ..core.models import LoadedModel, check_input, default_layer
+from ..core.models import LoadedModel, check_input, check_outputs, default_layer
 from ..core.targets import Target, parse_target
 from .model import CONSTRUCTIONS, FitShift, GateShift, InputShift, PaperShift, RegionShift, ShiftedModel
 from .model import DEFAULT_STRENGTH as SHIFT_STRENGTH
@@ -107,6 +107,8 @@ def plan(
     steered = {n: m for n, m in instances.items() if m.family in families}
     if check is not None:
         check_input(check, "check images")
+        with torch.no_grad():  # NaN or constant logits on the check images: nothing to steer (one line)
+            check_outputs(f"model {getattr(model, 'name', type(base).__name__)!r}", check, as_logits(base(check)))
     size = int(check.shape[-1]) if check is not None else (target.size if isinstance(target, Target) else 224)
     probe = check[:1] if check is not None else torch.zeros(1, 3, size, size, device=model_device(base))
     cams = [n for n, m in instances.items() if m.family == "cam"]

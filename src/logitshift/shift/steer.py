@@ -114,7 +114,9 @@ def steer(
     the effect curve, not at its steep edge). ``layer``: the explanation
     (CAM) layer (default: the model's); ``shift_layer``: the layer the CAM
     term reads (default: ``layer``). ``check``: images (N×C×H×W) on which
-    equivalence is checked and the effect measured. ``head_dtype="auto"``:
+    equivalence is checked and the effect measured (refused when the model's
+    logits there are not finite or do not vary:
+    :func:`~logitshift.core.models.check_outputs`). ``head_dtype="auto"``:
     a float64 head when the float32 one changes probabilities on the check
     images by more than ``tolerance``·:data:`HEAD_MARGIN`, or on the stress
     inputs by more than ``tolerance``. ``measure``: also
