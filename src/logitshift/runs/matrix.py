@@ -122,7 +122,7 @@ def measure(
                 verdict = "fooled"
             else:
                 verdict = "changed"
-            # a method the construction does not aim at (Grad-CAM++ and XGrad-CAM on a signed map, steer.SIGNED_UNAIMED)
+            # a method the construction does not aim at (Grad-CAM++ and XGrad-CAM on a signed map, plan.SIGNED_UNAIMED)
             # is measured and shown, and no verdict is expected of it
             expected = "unchanged" if s in IMMUNE else "fooled" if aimed is None or name in aimed else "not aimed"
             rows.append(
