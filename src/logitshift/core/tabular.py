@@ -72,7 +72,7 @@ class TabularData:
         return torch.as_tensor((np.asarray(rows, dtype=np.float64) - self.mean) / self.std, dtype=torch.float32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def dataset(model_name: str) -> TabularData:
     """The data set behind a tabular ``--model`` name, split 75/25 (stratified, random_state 0)."""
     from sklearn import datasets
@@ -138,7 +138,7 @@ class TabularModel(LoadedModel):
     features: tuple[str, ...] = field(default_factory=tuple)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _trained(name: str) -> tuple[MLP, float]:
     data = dataset(name)
     model = train(data)
