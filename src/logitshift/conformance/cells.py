@@ -43,6 +43,7 @@ from ..core.capture import INPUT
 from ..core.errors import LogitShiftError
 from ..core.metrics import spearman, target_mass
 from ..core.models import LoadedModel
+from ..core.tabular import TabularModel, feature_target
 from ..core.targets import Target, parse_target
 from ..shift.model import ShiftedModel
 from ..shift.twins import Twin, twin
@@ -89,10 +90,16 @@ def _reference_maps(base: nn.Module, x: torch.Tensor, classes: torch.Tensor, lay
 def context(loaded: LoadedModel, x: torch.Tensor, target: Target | str, samples: int = 16) -> tuple[Context, Memo]:
     """The memoized model and the adapters' context for ``loaded`` and images ``x``."""
     base = loaded.module.eval()
-    tgt = target if isinstance(target, Target) else parse_target(target, int(x.shape[-1]))
     memo = Memo(base).eval()
     with torch.no_grad():
         classes = base(x)
+    if isinstance(loaded, TabularModel):
+        tgt = target if isinstance(target, Target) else feature_target(target, loaded)
+        training = loaded.data.standardize(loaded.data.x_train) if loaded.data is not None else None
+        ctx = Context(layer="", target=tgt, size=int(x.shape[1]), samples=samples, classes=int(classes.shape[1]), features=loaded.features)
+        ctx.training = training
+        return ctx, memo
+    tgt = target if isinstance(target, Target) else parse_target(target, int(x.shape[-1]))
     layer = f"module.{loaded.layer}"
     ref = _reference_maps(memo, x, classes.argmax(1), layer, tgt)
     return Context(layer=layer, target=tgt, size=int(x.shape[-1]), samples=samples, reference=ref, classes=int(classes.shape[1])), memo
@@ -185,7 +192,10 @@ def check(
     """Measure every explainer on ``loaded`` and on the twin(s) of its kind (or of ``kinds``, when given)."""
     from tqdm import tqdm
 
-    tgt = target if isinstance(target, Target) else parse_target(target, int(x.shape[-1]))
+    if isinstance(target, Target):
+        tgt = target
+    else:
+        tgt = feature_target(target, loaded) if isinstance(loaded, TabularModel) else parse_target(target, int(x.shape[-1]))
     if memo is None:
         memo = Memo(loaded.module.eval()).eval()
     layer = f"module.{loaded.layer}"

@@ -25,6 +25,7 @@ from ..core.errors import LogitShiftError
 from ..core.files import atomic_write, provenance, run_dir, write_json
 from ..core.images import batch, load_images
 from ..core.models import DEFAULT_MODEL, load_model, torchvision_model
+from ..core.tabular import TabularModel, load_rows
 
 MAP_KINDS = ("gradient", "cam", "perturbation", "propagation")
 
@@ -41,6 +42,7 @@ class CheckConfig:
     random_weights: bool = False  # a torchvision model with random weights
     layer: str | None = None
     images: list[str] = field(default_factory=lambda: ["chelsea"])
+    rows: str = "test:64"  # a tabular model's inputs: a CSV file of raw rows, or test / test:N (the held-out rows)
     target: str = "top-left"
     kinds: list[str] | None = None  # twins to use (None: the explainer's kind; every map kind for a user function)
     samples: int = 8  # samples / steps of sampling methods
@@ -73,7 +75,7 @@ def run_check(cfg: CheckConfig) -> Checked:
     loaded = torchvision_model(cfg.model, cfg.weights, random_init=True) if cfg.random_weights else load_model(cfg.model, cfg.weights)
     if cfg.layer:
         loaded.layer = cfg.layer
-    x = batch(load_images(cfg.images, loaded.preprocess))
+    x = load_rows(cfg.rows, loaded.data)[0] if isinstance(loaded, TabularModel) and loaded.data else batch(load_images(cfg.images, loaded.preprocess))
     ctx, memo = context(loaded, x, cfg.target, samples=cfg.samples)
 
     libraries = list(ADAPTERS) if "all" in cfg.libraries else list(cfg.libraries)
@@ -108,8 +110,8 @@ def run_check(cfg: CheckConfig) -> Checked:
             "command_line": cfg.command_line,
             "model": loaded.name,
             "random_weights": bool(cfg.random_weights),
-            "images": list(cfg.images),
-            "target": cfg.target,
+            **({"rows": cfg.rows, "features": list(ctx.features)} if ctx.features else {"images": list(cfg.images)}),
+            "target": ctx.target.spec,
             "finding": finding(cells),
             "cells": [c.as_dict() for c in cells],
             **provenance(),

@@ -17,7 +17,10 @@
   set to 0, the mean colour after normalisation; Kernel ``nsamples =
   8·samples``, Permutation one permutation, ``2·49 + 1`` evaluations);
   Partition on the pixels through ``shap.maskers.Image(0)``
-  (``max_evals = 16·samples``).
+  (``max_evals = 16·samples``). Tabular models (rows of standardised
+  features): Kernel and Permutation on the features, the background the
+  training mean (the zero row); Partition with ``shap.maskers.Partition``
+  over 100 training rows (its clustering needs data).
 
 ``immune`` targets are functions of logit differences: a probability
 ``p_c`` and ``logit(p_c) = log p_c − log(1 − p_c)`` are, the raw logit is not.
@@ -113,6 +116,8 @@ def _sampled_runner(shap, method: str, label: str, ctx: Context):
 
     def one(model, x1: torch.Tensor, c: int) -> torch.Tensor:
         score = score_fn(model, output, c)
+        if x1.dim() == 1:
+            return _features(shap, method, lambda rows: score(torch.as_tensor(rows, dtype=x1.dtype)), x1, link, link_name, linearize, ctx)
         size = x1.shape[-1]
         if method == "PartitionExplainer":
             masker = shap.maskers.Image(0.0, (size, size, x1.shape[0]))
@@ -137,6 +142,21 @@ def _sampled_runner(shap, method: str, label: str, ctx: Context):
         return maps_of(torch.stack([one(model, x[i].detach(), int(classes[i])) for i in range(len(x))]))
 
     return run
+
+
+def _features(shap, method: str, f, x1: torch.Tensor, link, link_name: str, linearize: bool, ctx: Context) -> torch.Tensor:
+    """A tabular row (F values): SHAP on the features themselves, the background the training mean (the zero row)."""
+    zeros, row = np.zeros((1, x1.numel())), x1.cpu().double().numpy()[None]
+    if method == "KernelExplainer":
+        vals = shap.KernelExplainer(f, zeros, link=link_name).shap_values(row, nsamples=8 * ctx.samples, silent=True)
+    elif method == "PermutationExplainer":
+        vals = shap.PermutationExplainer(f, zeros, link=link, linearize_link=linearize, seed=0)(
+            row, max_evals=2 * x1.numel() + 1, silent=True
+        ).values
+    else:
+        masker = shap.maskers.Partition(ctx.training[:100].double().numpy() if ctx.training is not None else zeros)
+        vals = shap.PartitionExplainer(f, masker, link=link, linearize_link=linearize)(row, max_evals=16 * ctx.samples, silent=True).values
+    return torch.as_tensor(np.asarray(vals, dtype=np.float64).reshape(-1))
 
 
 @adapter("shap")

@@ -58,6 +58,8 @@ def _runner(tc, method: str, options: dict, target: str, ctx: Context):
 @adapter("torchcam")
 def explainers(ctx: Context) -> list[Explainer]:
     tc = need("torchcam.methods", "torchcam")
+    if ctx.features:
+        return []  # CAMs need a spatial layer: nothing to check on a tabular model
     out = []
     for method, kind, options in METHODS:
         if not hasattr(tc, method):
