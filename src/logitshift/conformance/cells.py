@@ -16,7 +16,7 @@ declares), with ``c`` each image's predicted class:
 
 Verdict: **immune** when the twin changes nothing (maps: Spearman ≥ 0.999 on
 every image; metrics: relative change ≤ 1e-3); **fooled** when it is
-steered (maps: mean target share ≥ 0.5; metrics: the attacker's map rated
+steered (maps: the median image's target share ≥ 0.5; metrics: the attacker's map rated
 better on at least half the images); **moved** otherwise (changed, not
 steered). A method that cannot run on the model or in the installed library
 version is an **n/a** cell with the error.
@@ -71,6 +71,8 @@ class Cell:
     change: float | None = None
     reason: str = ""
     seconds: float = 0.0
+    #: of ``seconds``, the time spent inside the explainer's own calls (model and twin): the rest is twin building and comparison
+    explain_seconds: float = 0.0
     per_image: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -142,6 +144,7 @@ def _stats(e: Explainer, honest: torch.Tensor, shifted: torch.Tensor, target: Ta
     rho = spearman(shifted, honest)
     return {
         "share": float(share.mean()),
+        "share_median": float(np.median(share.numpy())),
         "share_honest": float(share_h.mean()),
         "spearman": float(rho.min()),
         "per_image": {"share": [round(float(v), 4) for v in share], "spearman": [round(float(v), 4) for v in rho]},
@@ -154,8 +157,8 @@ def verdict(e: Explainer, stats: dict) -> tuple[str, str]:
         unchanged = stats["change"] <= IMMUNE_CHANGE
         steered = stats["share"] >= GOAL
     else:
-        unchanged = stats["spearman"] >= IMMUNE_SPEARMAN
-        steered = stats["share"] >= GOAL
+        unchanged = stats["spearman"] >= IMMUNE_SPEARMAN  # the worst image
+        steered = stats.get("share_median", stats["share"]) >= GOAL  # the median image
     if unchanged:
         if not e.reads_score:
             return "immune", "reads no score (activations only)"
@@ -213,10 +216,12 @@ def check(
             if kind not in twins:
                 twins[kind] = twin(memo, kind, tgt, x, layer, strength, tolerance)
             tw = twins[kind]
+            began = time.perf_counter()
             if id(e) not in honest_cache:
                 honest_cache[id(e)] = _run(e, memo, x, classes, memo)
             honest = honest_cache[id(e)]
             shifted = _run(e, tw, x, classes, memo)
+            explained = time.perf_counter() - began
             stats = _stats(e, honest, shifted, tgt)
             v, why = verdict(e, stats)
             cell = Cell(
@@ -233,6 +238,7 @@ def check(
                 spearman=stats.get("spearman"),
                 change=stats.get("change"),
                 per_image=stats["per_image"],
+                explain_seconds=explained,
             )
         except MissingLibrary:
             raise
