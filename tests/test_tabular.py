@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -114,11 +116,16 @@ def test_tabular_twin_refuses_cam(wine):
         twin(wine.module, "cam", feature_target("top-left", wine), x)
 
 
-def test_cli_check_on_a_tabular_model(capsys):
+def test_cli_check_on_a_tabular_model(capsys, tmp_path):
     pytest.importorskip("shap")
     args = ["check", "shap/GradientExplainer", "--model", "wine-mlp", "--rows", "test:16", "--target", "features:malic_acid,magnesium"]
-    code = main([*args, "--no-progress"])
+    code = main([*args, "--no-progress", "--out", str(tmp_path / "c")])
     out = capsys.readouterr().out
     assert code == 1, out
     assert out.startswith("1 of 3 cells fooled, 0 moved, 2 immune"), out
     assert "| shap | GradientExplainer | model | FeatureShift" in out and out.count("**immune**") == 2
+    record = json.loads((tmp_path / "c" / "check.json").read_text())
+    assert record["features"][1] == "malic_acid" and record["rows"] == "test:16"
+    from PIL import Image
+
+    assert Image.open(record["figure"]).size[0] > 800  # SHAP's bar and beeswarm views, original vs shifted

@@ -170,7 +170,8 @@ def verdict(e: Explainer, stats: dict) -> tuple[str, str]:
     return "moved", e.note
 
 
-def _run(e: Explainer, model: nn.Module, x: torch.Tensor, classes: torch.Tensor, memo: Memo) -> torch.Tensor:
+def run_explainer(e: Explainer, model: nn.Module, x: torch.Tensor, classes: torch.Tensor, memo: Memo) -> torch.Tensor:
+    """The explainer's maps on ``model`` (the model or a twin), seeded so sampling methods draw the same samples for both."""
     torch.manual_seed(0)  # sampling methods draw the same samples for the model and the twin
     np.random.seed(0)
     reads_input_only = not isinstance(model, ShiftedModel) or all(name == INPUT for name in model.layers)
@@ -218,9 +219,9 @@ def check(
             tw = twins[kind]
             began = time.perf_counter()
             if id(e) not in honest_cache:
-                honest_cache[id(e)] = _run(e, memo, x, classes, memo)
+                honest_cache[id(e)] = run_explainer(e, memo, x, classes, memo)
             honest = honest_cache[id(e)]
-            shifted = _run(e, tw, x, classes, memo)
+            shifted = run_explainer(e, tw, x, classes, memo)
             explained = time.perf_counter() - began
             stats = _stats(e, honest, shifted, tgt)
             v, why = verdict(e, stats)
@@ -277,4 +278,4 @@ def exit_code(cells: list[Cell]) -> int:
     return 0 if all(c.verdict == "immune" for c in measured) else 1
 
 
-__all__ = ["Cell", "adapter_explainers", "check", "context", "exit_code", "finding", "verdict"]
+__all__ = ["Cell", "adapter_explainers", "check", "context", "exit_code", "finding", "run_explainer", "verdict"]

@@ -116,9 +116,28 @@ def run_check(cfg: CheckConfig) -> Checked:
             "cells": [c.as_dict() for c in cells],
             **provenance(),
         }
+        if ctx.features and explainers:
+            record["figure"] = _tabular_figure(out, loaded, x, explainers[0], ctx, memo, cfg)
         write_json(out / "check.json", record)
         atomic_write(out / "check.md", markdown(f"logitshift check — {loaded.name}", cells))
     return Checked(cells, exit_code(cells), str(out) if out is not None else None)
+
+
+def _tabular_figure(out, loaded, x, e, ctx, memo, cfg: CheckConfig) -> str:
+    """attributions.png: the first explainer's attributions of the model and of its twin, SHAP's bar and beeswarm views."""
+    import torch
+
+    from ..conformance.cells import run_explainer
+    from ..shift.twins import twin
+    from ..view.figures import tabular_figure
+
+    with torch.no_grad():
+        classes = memo(x).argmax(1)
+    tw = twin(memo, (cfg.kinds or [e.kind])[0], ctx.target, x, None, cfg.strength, cfg.tolerance)
+    honest, shifted = run_explainer(e, memo, x, classes, memo)[:, 0], run_explainer(e, tw, x, classes, memo)[:, 0]
+    acc = getattr(loaded, "accuracy", 0.0)
+    title = f"{e.name} on {loaded.name} (test accuracy {acc:.3f}), {len(x)} rows; twin {tw.construction}, max |Δp| {tw.max_abs_prob_diff:.1e}"
+    return str(tabular_figure(out / "attributions.png", ctx.features, honest, shifted, x, ctx.target.mask, title))
 
 
 __all__ = ["MAP_KINDS", "CheckConfig", "Checked", "run_check"]
