@@ -46,6 +46,12 @@ PEERS = {
         "skip": [],
         "label": "breast-cancer-mlp (trained here on scikit-learn's breast cancer data), 64 held-out rows",
     },
+    "wine-mlp": {
+        "libraries": ["shap", "lime"],
+        "rows": "test",
+        "skip": [],
+        "label": "wine-mlp (trained here on scikit-learn's wine data), all 45 held-out rows",
+    },
 }
 PEER_SAMPLES = 8
 
@@ -207,10 +213,19 @@ def peer_section() -> str:
         cells = [Cell(**{k: v for k, v in c.items() if k in fields}) for c in part["cells"]]
         explain = sum(c.explain_seconds for c in cells)
         acc = f" Test accuracy {part['accuracy']:.3f}." if part.get("accuracy") is not None else ""
+        libs = sorted({c.library for c in cells if c.verdict != "n/a"})
+        costs = [
+            f"{lib}: {sum(c.seconds for c in cells if c.library == lib):.0f} s over its cells, of which its own calls "
+            f"{sum(c.explain_seconds for c in cells if c.library == lib):.0f} s "
+            f"(×{sum(c.seconds for c in cells if c.library == lib) / max(sum(c.explain_seconds for c in cells if c.library == lib), 1e-9):.2f})"
+            for lib in libs
+        ]
         out += [
             f"## {part['label']}",
             "",
             finding(cells),
+            "",
+            "Time, measured in this run (the rest of a cell's time is building its twin and comparing maps): " + "; ".join(costs) + ".",
             "",
             f"Inputs: {', '.join(part['inputs'][:8])}{' …' if len(part['inputs']) > 8 else ''} ({len(part['inputs'])}); target `{part['target']}`; "
             f"sampling budget {part['samples']}.{acc} Not run: {', '.join(part['skipped']) or 'nothing'}. "
