@@ -253,6 +253,15 @@ features, standardised, so hiding them by the training mean lowers every logit) 
 perturbation methods. The target on the tabular model is the two features its first
 layer weighs least.
 
+Float32: a probability is a function of logit differences, so `t` cancels in exact
+arithmetic; a float32 model adds `z + t` in float32, which rounds the logits by about
+`|t|·6e-8`. Where a class's probability saturates (most breast-cancer rows: p ≈ 1), the
+probability's own attributions are that small too, and the rounding shows: such a cell
+can be **moved** (ρ below 0.999) while its target share stays the honest model's —
+changed by rounding noise, not steered. The centred logit (`ScoreWrapper(centered)`)
+does not saturate and stays immune. A probability with `link="logit"` is `±inf` at
+p = 1 exactly in float64: SHAP then stops with a ZeroDivisionError (**n/a**).
+
 """
 
 
