@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import LogitShiftError
-from ..runs.records import RECORDS, Record, RecordError, read_record
+from ..core.parts import RecordError
+from ..runs.records import RECORDS, Record, read_record
 from ..runs.store import snapshot
 from .kit import IMAGE_SUFFIXES, STORE_SUFFIXES, names, rel
 

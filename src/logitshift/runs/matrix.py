@@ -29,20 +29,20 @@ from pathlib import Path
 import torch
 
 from ..attribution import METHODS, get_method
-from ..core.device import resolve_device
-from ..view.display import check_maps_path, explained_maps, save_maps
 from ..attribution.engine import explain
+from ..core.capture import layer_grid
+from ..core.device import resolve_device
 from ..core.errors import LogitShiftError
 from ..core.files import atomic_write, provenance, run_dir
 from ..core.images import DEFAULT_SAMPLES, batch, load_images
 from ..core.metrics import spearman, target_mass
 from ..core.models import load_model
-from .records import MatrixRecord, matrix_finding
 from ..core.scores import IMMUNE, SCORES, check_score
-from ..core.capture import layer_grid
+from ..core.targets import parse_target
 from ..shift.model import ShiftedModel, compare
 from ..shift.steer import steer
-from ..core.targets import parse_target
+from ..view.display import check_maps_path, explained_maps, save_maps
+from .records import MatrixCell, MatrixRecord, matrix_finding
 
 UNCHANGED = 0.99
 #: Integrated Gradients steps and SmoothGrad samples of the matrix (the shift's effect on them does not
@@ -90,7 +90,7 @@ def measure(
     options: dict[str, dict] | None = None,
     progress: bool = False,
     aimed: set[str] | None = None,
-) -> tuple[list[dict], dict[tuple[str, str, str], torch.Tensor]]:
+) -> tuple[list[MatrixCell], dict[tuple[str, str, str], torch.Tensor]]:
     """Rows of the matrix and the raw maps ``{(method, score, variant): N×h×w}``.
 
     ``aimed``: the methods whose logit cell is expected "fooled" (default: every method); the others are
@@ -108,7 +108,7 @@ def measure(
         raise LogitShiftError(f"method {cams[0].name!r}: needs a layer")
     out = explain(shifted, x, layer, list(instances.values()), scores, ("original", "shifted"), progress=progress)
     maps = {(m, s, v): out.maps[(0, m, s, v)] for m in methods for s in scores for v in ("original", "shifted")}
-    rows = []
+    rows: list[MatrixCell] = []
     for name in methods:
         for s in scores:
             orig, new = maps[name, s, "original"], maps[name, s, "shifted"]
@@ -126,19 +126,19 @@ def measure(
             # is measured and shown, and no verdict is expected of it
             expected = "unchanged" if s in IMMUNE else "fooled" if aimed is None or name in aimed else "not aimed"
             rows.append(
-                {
-                    "method": name,
-                    "family": instances[name].family,
-                    "score": s,
-                    "target_mass_original": float(mass_o.mean()),
-                    "target_mass_shifted": float(mass_s.mean()),
-                    "target_mass_shifted_per_image": [round(float(v), 4) for v in mass_s],
-                    "spearman_min": float(rho.min()),
-                    "spearman_per_image": [round(float(v), 4) for v in rho],
-                    "verdict": verdict,
-                    "expected": expected,
-                    "as_expected": verdict == expected or expected == "not aimed",
-                }
+                MatrixCell(
+                    method=name,
+                    family=instances[name].family,
+                    score=s,
+                    target_mass_original=float(mass_o.mean()),
+                    target_mass_shifted=float(mass_s.mean()),
+                    target_mass_shifted_per_image=[round(float(v), 4) for v in mass_s],
+                    spearman_min=float(rho.min()),
+                    spearman_per_image=[round(float(v), 4) for v in rho],
+                    verdict=verdict,
+                    expected=expected,
+                    as_expected=verdict == expected or expected == "not aimed",
+                )
             )
     return rows, maps
 
@@ -196,8 +196,11 @@ def figure(path: Path, rgb, maps: dict, methods: list[str], scores: list[str], s
 
     Signed methods (gradient × input, IG) on a diverging colour map; every map
     percentile-clipped (:func:`logitshift.view.figures.scaled`); a colour bar and a legend.
+    The raw maps it is drawn from go beside it (``path`` with ``.npz``, :func:`logitshift.view.tiles.save_tiles`):
+    the report draws its thumbnails from them, column ``original`` and one per score.
     """
     from ..view.figures import grid_figure, scaled, signed_method
+    from ..view.tiles import save_tiles
 
     cols = [("original", "logit")] + [("shifted", s) for s in scores]
     signed = [signed_method(m) for m in methods]
@@ -206,6 +209,8 @@ def figure(path: Path, rgb, maps: dict, methods: list[str], scores: list[str], s
         for m, sg in zip(methods, signed)
     ]
     grid_figure(path, rgb, cells, signed=signed, target=target_px)
+    raw = {(m, s if v == "shifted" else "original"): (maps[m, s, v][0], sg) for m, sg in zip(methods, signed) for v, s in cols}
+    save_tiles(Path(path).with_suffix(".npz"), rgb, target_px, raw)
 
 
 def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
@@ -236,44 +241,40 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
         progress=cfg.progress,
     )
     st = shifted.steering
-    grid = layer_grid(loaded.module, st["layer"], x) if st["layer"] else None
+    assert st is not None  # set by steer()
+    grid = layer_grid(loaded.module, st.layer, x) if st.layer else None
     target = parse_target(cfg.target, x.shape[-1], grid)
-    aimed = set(st["steered"]) | {n for n in methods if get_method(n).family not in st["families"]}
-    rows, maps = measure(shifted, x, methods, list(cfg.scores), st["layer"], target, cfg.goal, options, cfg.progress, aimed)
+    aimed = set(st.steered) | {n for n in methods if get_method(n).family not in st.families}
+    rows, maps = measure(shifted, x, methods, list(cfg.scores), st.layer, target, cfg.goal, options, cfg.progress, aimed)
     with torch.no_grad():
         z = loaded.module(x)
         eq = compare(z, shifted(x))
     if cfg.save_maps:  # each image's predicted class, as in measure()
         saved, labels = explained_maps({(0, *key): m for key, m in maps.items()}, [z.argmax(1)], [im.name for im in images])
         save_maps(cfg.save_maps, saved, **labels)
-    summary = {
-        "command": "matrix",
-        "command_line": command_line or "logitshift matrix",
-        "model": loaded.name,
-        "layer": st["layer"],
-        "target": cfg.target,
-        "construction": " + ".join(
-            {"cam": f"{st.get('cam_term') or 'gate'} (feature map)", "input": "sawtooth (input)"}[f] for f in st["families"]
-        ),
-        "strength": {f: round(k, 4) for f, k in st["strength"].items()},
-        "auto_strength": st["auto"],
-        "goal": cfg.goal,
-        "images": [im.name for im in images],
-        "methods": methods,
-        "method_options": options,
-        "scores": list(cfg.scores),
-        "max_abs_prob_diff": eq.max_abs_prob_diff,
-        "top1_agree": eq.top1_agree == 1.0,
-        "rows": rows,
-        "figure": None,
+    record = MatrixRecord(
+        command_line=command_line or "logitshift matrix",
+        model=loaded.name,
+        layer=st.layer,
+        target=cfg.target,
+        construction=" + ".join({"cam": f"{st.cam_term or 'gate'} (feature map)", "input": "sawtooth (input)"}[f] for f in st.families),
+        strength={f: round(k, 4) for f, k in st.strength.items()},
+        auto_strength=st.auto,
+        goal=cfg.goal,
+        images=[im.name for im in images],
+        methods=methods,
+        method_options=options,
+        scores=list(cfg.scores),
+        max_abs_prob_diff=eq.max_abs_prob_diff,
+        top1_agree=eq.top1_agree == 1.0,
+        rows=rows,
         **provenance(),
-    }
+    )
     if cfg.figure:
         target_px = target.mask.numpy()
         figure(Path(out) / "matrix.png", images[0].rgb, maps, methods, list(cfg.scores), x.shape[-1], target_px)
-        summary["figure"] = "matrix.png"
-    summary["seconds"] = round(time.perf_counter() - start, 1)
-    record = MatrixRecord.from_json(summary, "matrix summary", strict=True)  # every key written is a typed field
+        record.figure = "matrix.png"
+    record.seconds = round(time.perf_counter() - start, 1)
     record.finding = matrix_finding(record)
     atomic_write(Path(out) / "matrix.md", markdown(record.to_json()))
     record.write(out)
