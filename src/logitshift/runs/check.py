@@ -75,7 +75,11 @@ def run_check(cfg: CheckConfig) -> Checked:
     loaded = torchvision_model(cfg.model, cfg.weights, random_init=True) if cfg.random_weights else load_model(cfg.model, cfg.weights)
     if cfg.layer:
         loaded.layer = cfg.layer
-    x = load_rows(cfg.rows, loaded.data)[0] if isinstance(loaded, TabularModel) and loaded.data else batch(load_images(cfg.images, loaded.preprocess))
+    x = (
+        load_rows(cfg.rows, loaded.data)[0]
+        if isinstance(loaded, TabularModel) and loaded.data
+        else batch(load_images(cfg.images, loaded.preprocess))
+    )
     ctx, memo = context(loaded, x, cfg.target, samples=cfg.samples)
 
     libraries = list(ADAPTERS) if "all" in cfg.libraries else list(cfg.libraries)
@@ -136,7 +140,9 @@ def _tabular_figure(out, loaded, x, e, ctx, memo, cfg: CheckConfig) -> str:
     tw = twin(memo, (cfg.kinds or [e.kind])[0], ctx.target, x, None, cfg.strength, cfg.tolerance)
     honest, shifted = run_explainer(e, memo, x, classes, memo)[:, 0], run_explainer(e, tw, x, classes, memo)[:, 0]
     acc = getattr(loaded, "accuracy", 0.0)
-    title = f"{e.name} on {loaded.name} (test accuracy {acc:.3f}), {len(x)} rows; twin {tw.construction}, max |Δp| {tw.max_abs_prob_diff:.1e}"
+    title = (
+        f"{e.name} on {loaded.name} (test accuracy {acc:.3f}), {len(x)} rows; twin {tw.construction}, max |Δp| {tw.max_abs_prob_diff:.1e}"
+    )
     return str(tabular_figure(out / "attributions.png", ctx.features, honest, shifted, x, ctx.target.mask, title))
 
 
