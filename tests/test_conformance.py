@@ -203,6 +203,14 @@ def test_torchcam_class_index_is_steered_and_softmax_target_is_not(setup):
         assert cells[m, "targets=softmax"].verdict == "immune" and cells[m, "targets=softmax"].spearman >= 0.999, m
 
 
+def test_perturbation_cams_try_the_layer_twin_too_and_say_so(setup):
+    cells = by(cells_of(setup, ["pytorch-grad-cam"], methods=["ScoreCAM", "AblationCAM"], targets=["ClassifierOutputTarget"]))
+    for m in ("ScoreCAM", "AblationCAM"):
+        c = cells[m, "ClassifierOutputTarget"]
+        if c.verdict != "fooled":  # a verdict other than fooled names every twin tried, with its share or its error
+            assert "twins tried: perturbation: " in c.reason and "; cam: " in c.reason, c.reason
+
+
 def test_deletion_auc_is_biased_for_the_logit_and_not_for_probabilities(setup):
     cells = by(cells_of(setup, ["deletion-insertion"]))
     d = cells["deletion AUC", "logit"]

@@ -210,52 +210,64 @@ def check(
     jobs = [(e, k) for e in explainers for k in (kinds or [e.kind])]
     bar = tqdm(jobs, desc="check", unit="cell", disable=not progress, file=sys.stderr)
     honest_cache: dict[int, torch.Tensor] = {}
+
+    def measure(e: Explainer, kind: str) -> Cell:
+        return _measure(e, kind, memo, x, classes, tgt, twins, honest_cache, lambda k: twin(memo, k, tgt, x, layer, strength, tolerance))
+
     for e, kind in bar:
         bar.set_postfix_str(e.name[-40:])
         start = time.perf_counter()
-        try:
-            if kind not in twins:
-                twins[kind] = twin(memo, kind, tgt, x, layer, strength, tolerance)
-            tw = twins[kind]
-            began = time.perf_counter()
-            if id(e) not in honest_cache:
-                honest_cache[id(e)] = run_explainer(e, memo, x, classes, memo)
-            honest = honest_cache[id(e)]
-            shifted = run_explainer(e, tw, x, classes, memo)
-            explained = time.perf_counter() - began
-            stats = _stats(e, honest, shifted, tgt)
-            v, why = verdict(e, stats)
-            cell = Cell(
-                e.library,
-                e.method,
-                e.target,
-                kind,
-                v,
-                tw.construction,
-                tw.max_abs_prob_diff,
-                reason=why,
-                share=stats.get("share"),
-                share_honest=stats.get("share_honest"),
-                spearman=stats.get("spearman"),
-                change=stats.get("change"),
-                per_image=stats["per_image"],
-                explain_seconds=explained,
-            )
-        except MissingLibrary:
-            raise
-        except LogitShiftError as exc:
-            if "twin" in str(exc) and kind in str(exc):
-                raise
-            cell = Cell(e.library, e.method, e.target, kind, "n/a", reason=str(exc))
-        except Exception as exc:  # noqa: BLE001 - a peer method that does not run on this model: listed with its error
-            msg = " ".join(f"{type(exc).__name__}: {exc}".split())[:240]
-            cell = Cell(e.library, e.method, e.target, kind, "n/a", reason=msg)
+        cell = measure(e, kind)
+        if not kinds and e.stronger and cell.verdict in ("moved", "immune"):
+            cell = _strongest([cell] + [measure(e, k) for k in e.stronger])
         cell.seconds = time.perf_counter() - start
         cells.append(cell)
         if log is not None:
             log(cell)
     bar.close()
     return cells
+
+
+def _measure(e: Explainer, kind: str, memo: Memo, x, classes, tgt: Target, twins: dict, honest_cache: dict, build) -> Cell:
+    """One (explainer, twin kind) cell; the twin is built once per kind (``build(kind)``), the honest maps once per explainer."""
+    try:
+        if kind not in twins:
+            twins[kind] = build(kind)
+        tw = twins[kind]
+        began = time.perf_counter()
+        if id(e) not in honest_cache:
+            honest_cache[id(e)] = run_explainer(e, memo, x, classes, memo)
+        shifted = run_explainer(e, tw, x, classes, memo)
+        explained = time.perf_counter() - began
+        stats = _stats(e, honest_cache[id(e)], shifted, tgt)
+        v, why = verdict(e, stats)
+        return Cell(
+            e.library, e.method, e.target, kind, v, tw.construction, tw.max_abs_prob_diff, reason=why,
+            share=stats.get("share"), share_honest=stats.get("share_honest"), spearman=stats.get("spearman"),
+            change=stats.get("change"), per_image=stats["per_image"], explain_seconds=explained,
+        )  # fmt: skip
+    except MissingLibrary:
+        raise
+    except LogitShiftError as exc:
+        if "twin" in str(exc) and kind in str(exc):
+            raise
+        return Cell(e.library, e.method, e.target, kind, "n/a", reason=str(exc))
+    except Exception as exc:  # noqa: BLE001 - a peer method that does not run on this model: listed with its error
+        msg = " ".join(f"{type(exc).__name__}: {exc}".split())[:240]
+        return Cell(e.library, e.method, e.target, kind, "n/a", reason=msg)
+
+
+def _strongest(tried: list[Cell]) -> Cell:
+    """Of the cells of one explainer under several twins, the one that steers it most (fooled, else the largest
+    share); its reason lists every twin tried with its share and verdict."""
+    measured = [c for c in tried if c.verdict != "n/a"] or tried
+    best = max(measured, key=lambda c: (c.verdict == "fooled", c.verdict != "immune", c.share or 0.0))
+    listed = "; ".join(
+        f"{c.kind}: {c.verdict}" + (f" (share {c.share:.2f})" if c.share is not None else f" ({c.reason[:60]})") for c in tried
+    )
+    best.reason = (best.reason + "; " if best.reason else "") + f"twins tried: {listed}"
+    best.explain_seconds = sum(c.explain_seconds for c in tried)
+    return best
 
 
 def finding(cells: list[Cell]) -> str:

@@ -69,6 +69,8 @@ class Explainer:
     metric: str | None = None  # "lower" / "higher": a faithfulness metric and which value is better
     cacheable: bool = False  # runs many no-grad forwards on the unmodified model: memoize them
     note: str = ""
+    #: further twin kinds tried when the first does not fool it (the cell keeps the strongest; its reason lists them all)
+    stronger: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:

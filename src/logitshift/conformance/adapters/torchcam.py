@@ -76,6 +76,7 @@ def explainers(ctx: Context) -> list[Explainer]:
                     immune=target != "class_idx",
                     cacheable=kind == "perturbation",
                     note="torchcam's usage: the logit" if target == "class_idx" else "",
+                    stronger=("cam",) if kind == "perturbation" else (),  # a t read from the explained layer, too
                 )
             )
     return out
