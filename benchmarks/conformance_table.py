@@ -253,6 +253,15 @@ features, standardised, so hiding them by the training mean lowers every logit) 
 perturbation methods. The target on the tabular model is the two features its first
 layer weighs least.
 
+ScoreCAM and AblationCAM (pytorch-grad-cam) and torchcam's ScoreCAM, SSCAM and ISCAM
+meet two twins: the input-reading `PresenceShift` and the CAM twin, whose `t` is read from
+the explained layer in the forward pass (`GateShift`); a cell keeps the one that steers
+it most and names both with their shares ("twins tried"). AblationCAM swaps the layer for
+its own module, whose `__call__` fires no hook, so the layer twin cannot read it (n/a in
+that list); a twin that reads the layer's output downstream was not built. torchcam's
+ScoreCAM family is not in the Lite0 run below (1,280 masked forwards per image); it is
+measured on the small test model (tests/test_conformance.py).
+
 Float32: a probability is a function of logit differences, so `t` cancels in exact
 arithmetic; a float32 model adds `z + t` in float32, which rounds the logits by about
 `|t|·6e-8`. Where a class's probability saturates (most breast-cancer rows: p ≈ 1), the
