@@ -38,7 +38,8 @@ def register(sub) -> argparse.ArgumentParser:
             "Exit codes: 0 all immune, 1 any fooled or moved, 2 error."
         ),
         epilog="examples:\n  logitshift check pytorch-grad-cam/GradCAM\n  logitshift check --library captum --images chelsea\n"
-        "  logitshift check mypkg.explain:my_cam --kinds cam gradient",
+        "  logitshift check mypkg.explain:my_cam --kinds cam gradient\n"
+        "  logitshift check --library shap lime --model breast-cancer-mlp --rows test:64 --target 'features:mean radius,worst area'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("explainers", nargs="*", metavar="EXPLAINER")
@@ -48,6 +49,11 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--random-weights", action="store_true", help="a torchvision --model with random weights (say so when you report it)")
     layer_flag(p, "for the CAM methods; default: the model's last feature map")
     images_flag(p, "default: chelsea", default=["chelsea"])
+    p.add_argument(
+        "--rows",
+        default="test:64",
+        help="a tabular --model's inputs: a CSV of raw rows, or test / test:N, its held-out rows (default test:64)",
+    )
     target_flag(p)
     p.add_argument(
         "--kinds",
@@ -76,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         random_weights=args.random_weights,
         layer=args.layer,
         images=list(args.images),
+        rows=args.rows,
         target=args.target,
         kinds=args.kinds,
         samples=args.steps,

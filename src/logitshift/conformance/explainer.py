@@ -69,6 +69,8 @@ class Explainer:
     metric: str | None = None  # "lower" / "higher": a faithfulness metric and which value is better
     cacheable: bool = False  # runs many no-grad forwards on the unmodified model: memoize them
     note: str = ""
+    #: further twin kinds tried when the first does not fool it (the cell keeps the strongest; its reason lists them all)
+    stronger: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -93,6 +95,10 @@ class Context:
     reference: torch.Tensor | None = None
     classes: int = 1000
     extra: dict = field(default_factory=dict)
+    #: a tabular model's feature names (inputs N×F, maps N×1×F); empty for images
+    features: tuple[str, ...] = ()
+    #: a tabular model's standardised training rows (LIME's training_data)
+    training: torch.Tensor | None = None
 
 
 def layer_of(model: nn.Module, name: str) -> nn.Module:
@@ -106,8 +112,10 @@ def layer_of(model: nn.Module, name: str) -> nn.Module:
 
 
 def maps_of(out) -> torch.Tensor:
-    """A method's output (numpy or tensor, N×H×W or N×C×H×W) as N×H×W float64 maps (channels summed)."""
+    """A method's output (numpy or tensor, N×H×W or N×C×H×W; N×F feature attributions as N×1×F) as N×H×W float64 maps (channels summed)."""
     t = torch.as_tensor(out).detach().double().cpu()
+    if t.dim() == 2:
+        t = t[:, None]
     if t.dim() == 4:
         t = t.sum(dim=1)
     if t.dim() != 3:

@@ -530,13 +530,20 @@ def load_model(
     class_names: str | os.PathLike | Sequence[str] | None = None,
 ) -> LoadedModel:
     """Load a classifier by name: ``efficientnet-lite0`` (default), ``-lite1``, ``-lite2``, a torchvision name
-    (``vit_b_16`` and ``swin_t`` included), a timm name (``timm/NAME`` or a name only timm knows), or ``pkg.mod:factory``.
+    (``vit_b_16`` and ``swin_t`` included), a timm name (``timm/NAME`` or a name only timm knows), ``pkg.mod:factory``,
+    or a bundled tabular model (``breast-cancer-mlp``, ``wine-mlp``: :mod:`logitshift.core.tabular`).
 
     ``num_classes`` (torchvision only) builds a fine-tuned head; ``class_names``
     (a file: one name per line, or a JSON list) names the model's classes.
     """
+    from .tabular import is_tabular, tabular_model
+
     lite = EFFICIENTNET_LITES.get(name.replace("_", "-"))
-    if lite is not None:
+    if is_tabular(name):
+        if weights is not None or num_classes is not None:
+            raise LogitShiftError(f"model {name!r}: a bundled tabular model is trained here; it takes no weights file or --num-classes")
+        loaded: LoadedModel = tabular_model(name)
+    elif lite is not None:
         if num_classes not in (None, 1000):
             raise LogitShiftError(f"--num-classes {num_classes}: model {name!r} has 1000 ImageNet classes")
         loaded = lite(weights)

@@ -25,6 +25,7 @@ from ..core.errors import LogitShiftError
 from ..core.files import atomic_write, provenance, run_dir, write_json
 from ..core.images import batch, load_images
 from ..core.models import DEFAULT_MODEL, load_model, torchvision_model
+from ..core.tabular import TabularModel, load_rows
 
 MAP_KINDS = ("gradient", "cam", "perturbation", "propagation")
 
@@ -41,6 +42,7 @@ class CheckConfig:
     random_weights: bool = False  # a torchvision model with random weights
     layer: str | None = None
     images: list[str] = field(default_factory=lambda: ["chelsea"])
+    rows: str = "test:64"  # a tabular model's inputs: a CSV file of raw rows, or test / test:N (the held-out rows)
     target: str = "top-left"
     kinds: list[str] | None = None  # twins to use (None: the explainer's kind; every map kind for a user function)
     samples: int = 8  # samples / steps of sampling methods
@@ -73,7 +75,11 @@ def run_check(cfg: CheckConfig) -> Checked:
     loaded = torchvision_model(cfg.model, cfg.weights, random_init=True) if cfg.random_weights else load_model(cfg.model, cfg.weights)
     if cfg.layer:
         loaded.layer = cfg.layer
-    x = batch(load_images(cfg.images, loaded.preprocess))
+    x = (
+        load_rows(cfg.rows, loaded.data)[0]
+        if isinstance(loaded, TabularModel) and loaded.data
+        else batch(load_images(cfg.images, loaded.preprocess))
+    )
     ctx, memo = context(loaded, x, cfg.target, samples=cfg.samples)
 
     libraries = list(ADAPTERS) if "all" in cfg.libraries else list(cfg.libraries)
@@ -108,15 +114,36 @@ def run_check(cfg: CheckConfig) -> Checked:
             "command_line": cfg.command_line,
             "model": loaded.name,
             "random_weights": bool(cfg.random_weights),
-            "images": list(cfg.images),
-            "target": cfg.target,
+            **({"rows": cfg.rows, "features": list(ctx.features)} if ctx.features else {"images": list(cfg.images)}),
+            "target": ctx.target.spec,
             "finding": finding(cells),
             "cells": [c.as_dict() for c in cells],
             **provenance(),
         }
+        if ctx.features and explainers:
+            record["figure"] = _tabular_figure(out, loaded, x, explainers[0], ctx, memo, cfg)
         write_json(out / "check.json", record)
         atomic_write(out / "check.md", markdown(f"logitshift check — {loaded.name}", cells))
     return Checked(cells, exit_code(cells), str(out) if out is not None else None)
+
+
+def _tabular_figure(out, loaded, x, e, ctx, memo, cfg: CheckConfig) -> str:
+    """attributions.png: the first explainer's attributions of the model and of its twin, SHAP's bar and beeswarm views."""
+    import torch
+
+    from ..conformance.cells import run_explainer
+    from ..shift.twins import twin
+    from ..view.figures import tabular_figure
+
+    with torch.no_grad():
+        classes = memo(x).argmax(1)
+    tw = twin(memo, (cfg.kinds or [e.kind])[0], ctx.target, x, None, cfg.strength, cfg.tolerance)
+    honest, shifted = run_explainer(e, memo, x, classes, memo)[:, 0], run_explainer(e, tw, x, classes, memo)[:, 0]
+    acc = getattr(loaded, "accuracy", 0.0)
+    title = (
+        f"{e.name} on {loaded.name} (test accuracy {acc:.3f}), {len(x)} rows; twin {tw.construction}, max |Δp| {tw.max_abs_prob_diff:.1e}"
+    )
+    return str(tabular_figure(out / "attributions.png", ctx.features, honest, shifted, x, ctx.target.mask, title))
 
 
 __all__ = ["MAP_KINDS", "CheckConfig", "Checked", "run_check"]

@@ -299,6 +299,75 @@ class InputShift(nn.Module):
         return _resample(self.weights, h, w)
 
 
+class FeatureShift(nn.Module):
+    """The sawtooth of :class:`InputShift` on feature vectors (tabular models: input N×F, target weights 1×F)::
+
+        t = K · Σ_j w_j (|x_j| mod P)      ∂t/∂x_j = K · w_j · sign(x_j),   0 ≤ t < K·P·Σw = 1 (P = 1/(K·Σw))
+
+    Saliency gains ``K·w``, gradient × input and Integrated Gradients or
+    SHAP's expected gradients from the zero (training-mean) baseline gain
+    ``K·w·|x|`` ≥ 0: gradient attributions point at the target features.
+    """
+
+    weights: torch.Tensor
+
+    def __init__(self, strength: float, weights: torch.Tensor) -> None:
+        super().__init__()
+        w = weights.reshape(-1)
+        if not float(w.sum()) > 0:
+            raise LogitShiftError("feature shift: the target must name some features")
+        self.strength = float(strength)
+        self.period = 1.0 / max(abs(self.strength) * float(w.sum()), 1e-30)
+        self.register_buffer("weights", w.detach().float().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_features(x, self.weights, "feature shift")
+        return self.strength * (torch.remainder(x.abs(), self.period) * self.weights.to(x)).sum(dim=1)
+
+    def target_weights(self, h: int, w: int) -> torch.Tensor:
+        return self.weights.reshape(1, -1).clone()
+
+
+class FeaturePresence(nn.Module):
+    """Perturbation methods on feature vectors: ``t = K · (mean_w min(|x|, cap) − outside · mean_{1−w} min(|x|, cap)) − offset``.
+
+    Inputs are standardised (the training mean is 0): an explainer that hides
+    a feature by the mean, the background row (KernelExplainer, Permutation,
+    Captum's ablation) sets ``|x_j|`` to 0 and so lowers ``t`` by up to
+    ``K·cap/Σw``; it credits the target features with what they lowered every
+    logit by. ``0 ≤ t + offset ≤ K·cap``.
+    """
+
+    weights: torch.Tensor
+    offset: torch.Tensor
+
+    def __init__(self, strength: float, weights: torch.Tensor, cap: float = 4.0, outside: float = 0.0) -> None:
+        super().__init__()
+        w = weights.reshape(-1)
+        if not float(w.sum()) > 0:
+            raise LogitShiftError("feature presence: the target must name some features")
+        self.strength, self.cap, self.outside = float(strength), float(cap), float(outside)
+        self.register_buffer("weights", w.detach().float().clone())
+        self.register_buffer("offset", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_features(x, self.weights, "feature presence")
+        w = self.weights.to(x)
+        d = x.abs().clamp_max(self.cap)
+        t = (d * w).sum(dim=1) / w.sum()
+        if self.outside:
+            t = t - self.outside * (d * (1 - w)).sum(dim=1) / (1 - w).sum().clamp_min(1e-12)
+        return self.strength * t - self.offset.to(x.dtype)
+
+    def target_weights(self, h: int, w: int) -> torch.Tensor:
+        return self.weights.reshape(1, -1).clone()
+
+
+def _check_features(x: torch.Tensor, weights: torch.Tensor, what: str) -> None:
+    if x.dim() != 2 or x.shape[1] != weights.numel():
+        raise LogitShiftError(f"{what}: input is {tuple(x.shape)}, expected N×{weights.numel()} feature rows")
+
+
 def _resample(weights: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Target weights on another grid (share of each cell covered, by area)."""
     if (h, w) == tuple(weights.shape):

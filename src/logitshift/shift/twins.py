@@ -54,7 +54,7 @@ from torch import nn
 from ..core.capture import INPUT, layer_grid
 from ..core.errors import LogitShiftError
 from ..core.targets import Target
-from .model import TOLERANCE, GateShift, InputShift, ShiftedModel, equivalence
+from .model import TOLERANCE, FeaturePresence, FeatureShift, GateShift, InputShift, ShiftedModel, equivalence
 from .steer import steer
 
 KINDS = ("gradient", "cam", "perturbation", "propagation", "metric")
@@ -228,6 +228,8 @@ def _margin(base: nn.Module, x: torch.Tensor) -> float:
 
 def _term(base: nn.Module, kind: str, target: Target, x: torch.Tensor, layer: str | None, k: float | None) -> tuple[str, nn.Module, str]:
     """(what it reads, the term, a description) for one kind; ``k=None``: calibrated on ``x``."""
+    if x.dim() == 2:
+        return _feature_term(base, kind, target, x, k)
     px = target.weights(*x.shape[-2:])
     if kind == "gradient":
         if k is None:
@@ -263,6 +265,33 @@ def _term(base: nn.Module, kind: str, target: Target, x: torch.Tensor, layer: st
         *_, k = _steered(base, "input", target, x, None)
         note = " auto"
     return INPUT, _Sum(RampShift(k, px), InputShift(k, px)), f"RampShift + InputShift(sawtooth), K={k:.3g}{note}"
+
+
+def _feature_term(base: nn.Module, kind: str, target: Target, x: torch.Tensor, k: float | None) -> tuple[str, nn.Module, str]:
+    """Tabular models (``x`` N×F, the target a 1×F mask): :class:`FeatureShift` for gradient and propagation
+    methods, :class:`FeaturePresence` for perturbation methods and metrics.
+
+    Calibration (``k=None``): the sawtooth's gradient ``K·w`` is :data:`MARGIN` times the largest
+    ``Σ_j |∂z_c/∂x_j|`` over the rows (its predicted class ``c``) per unit of target weight; the presence
+    term as the image one, with ``|x|`` (standardised features) as the detail.
+    """
+    w = target.weights(1, int(x.shape[1]))
+    if kind == "cam":
+        raise LogitShiftError("kind 'cam': a tabular model has no layer grid to steer; use gradient, propagation or perturbation")
+    if kind in ("perturbation", "metric"):
+        if k is None:
+            present = float((x.abs().clamp_max(CAP) * w).sum(dim=1).mean() / w.sum())
+            k = PRESENCE_GAIN * _margin(base, x) / max(present, 0.25)
+        outside = OUTSIDE[kind]
+        note = f", outside {outside:g}" if outside else ""
+        return INPUT, FeaturePresence(k, w, CAP, outside), f"FeaturePresence(K={k:.3g}, cap {CAP:g}{note})"
+    if k is None:
+        xg = x.detach().clone().requires_grad_(True)
+        z = base(xg)
+        (g,) = torch.autograd.grad(z.gather(1, z.argmax(1, keepdim=True)).sum(), xg)
+        k = MARGIN * float(g.abs().sum(dim=1).max()) / float(w.sum())
+        return INPUT, FeatureShift(k, w), f"FeatureShift(sawtooth, K={k:.3g} auto)"
+    return INPUT, FeatureShift(k, w), f"FeatureShift(sawtooth, K={k:g})"
 
 
 class _Sum(nn.Module):

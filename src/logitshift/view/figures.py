@@ -184,3 +184,54 @@ def grid_figure(
 
 
 __all__ = ["NUMBERS", "classes_figure", "explain_figure", "grid_figure", "overlay", "paper_figure", "scaled", "signed_method"]
+
+
+def tabular_figure(
+    path: str | os.PathLike,
+    features: Sequence[str],
+    original: torch.Tensor,
+    shifted: torch.Tensor,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    suptitle: str,
+    top: int = 12,
+) -> Path:
+    """SHAP's familiar views of feature attributions (N×F), original model vs shifted twin, on one page.
+
+    Left: mean |attribution| per feature (a bar each for the original and the
+    shifted model), the ``top`` features by the larger of the two, target
+    features' names in red. Middle and right: a beeswarm per model — each row's
+    attribution of each feature (a dot, jittered vertically), coloured by the
+    feature's standardised value ``x``.
+    """
+    plt = _plt()
+    o, s = original.detach().double().cpu().numpy(), shifted.detach().double().cpu().numpy()
+    xv, w = x.detach().double().cpu().numpy(), target.reshape(-1).cpu().numpy() > 0
+    order = np.argsort(-np.maximum(np.abs(o).mean(0), np.abs(s).mean(0)))[:top][::-1]
+    names = [features[j] for j in order]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 0.35 * len(order) + 2.2), constrained_layout=True)
+    pos = np.arange(len(order))
+    axes[0].barh(pos + 0.2, np.abs(o).mean(0)[order], height=0.4, label="original", color="#4c72b0")
+    axes[0].barh(pos - 0.2, np.abs(s).mean(0)[order], height=0.4, label="shifted", color="#dd8452")
+    axes[0].set_xlabel("mean |attribution|")
+    axes[0].legend(loc="lower right")
+    rng = np.random.default_rng(0)
+    for ax, a, title in ((axes[1], o, "original model"), (axes[2], s, "shifted model (same probabilities)")):
+        for i, j in enumerate(order):
+            jitter = rng.uniform(-0.3, 0.3, size=len(a))
+            sc = ax.scatter(a[:, j], i + jitter, c=np.clip(xv[:, j], -2, 2), cmap="coolwarm", s=9, vmin=-2, vmax=2)
+        ax.axvline(0, color="grey", lw=0.6)
+        ax.set_xlabel("attribution")
+        ax.set_title(title)
+    fig.colorbar(sc, ax=axes[2], label="feature value (standardised)")
+    for ax in axes:
+        ax.set_yticks(pos)
+        ax.set_yticklabels(names, fontsize=8)
+        for label, j in zip(ax.get_yticklabels(), order):
+            if w[j]:
+                label.set_color("red")
+    fig.suptitle(suptitle + "  (red: the shift's target features)")
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
