@@ -177,3 +177,44 @@ def test_a_real_closed_pipe_leaves_no_message(tmp_path):
     proc.stdout.close()
     err = proc.stderr.read() if proc.stderr is not None else b""
     assert proc.wait(timeout=60) == 141 and err == b"", err
+
+
+NO_TORCH = (
+    "import sys\n"
+    "from logitshift.cli import main\n"
+    "try:\n"
+    "    main(sys.argv[1:])\n"
+    "except SystemExit as e:\n"
+    "    code = e.code\n"
+    "heavy = [m for m in ('torch', 'numpy', 'matplotlib', 'PIL') if m in sys.modules]\n"
+    "print('imported:', ' '.join(heavy) or 'nothing heavy')\n"
+)
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["--version"], ["demo", "--help"], ["matrix", "--help"], ["audit", "--help"], ["demo", "--modle", "x"]]
+)
+def test_the_command_line_answers_before_importing_torch(argv):
+    """Issue 30: --help, --version and a misspelt flag parse before torch and friends are imported."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH, *argv], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip().splitlines()[-1] == "imported: nothing heavy", (argv, proc.stdout[-500:], proc.stderr[-500:])
+
+
+def test_the_names_shown_before_torch_are_the_registry_s():
+    """core/names.py (read by --help) names exactly the methods the registry holds, family by family."""
+    from logitshift.attribution import ATTENTION_METHODS, CAM_METHODS, INPUT_METHODS, METHODS
+    from logitshift.core import names
+
+    assert names.CAM_NAMES == CAM_METHODS and names.INPUT_NAMES == INPUT_METHODS
+    assert names.METHOD_NAMES == tuple(METHODS) and names.ATTENTION_NAMES == tuple(ATTENTION_METHODS)
+
+
+def test_import_logitshift_is_lazy_but_complete():
+    """``import logitshift`` imports no torch, and every name of ``__all__`` is there on first use."""
+    import subprocess
+
+    script = "import sys, logitshift\nassert 'torch' not in sys.modules\nfor n in logitshift.__all__: getattr(logitshift, n)\nprint('ok')"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.stdout.strip() == "ok", proc.stderr[-800:]

@@ -90,6 +90,14 @@ from torch import nn
 
 from ..core.capture import as_logits, gridded, hooked, run_frozen, trace
 from ..core.errors import LogitShiftError
+from ..core.names import (  # noqa: F401  their home is core/names.py (shown by --help before torch loads)
+    DEFAULT_CPU_SECONDS,
+    DEFAULT_MAX_IMAGES,
+    DEFAULT_MAX_LAYERS,
+    DEFAULT_MEMORY_GB,
+    DEFAULT_PROBES,
+    THRESHOLD,
+)
 from .effect import (
     MethodEffect,
     classes_that_matter,
@@ -98,18 +106,11 @@ from .effect import (
     weighted,
 )
 
-#: κ above which a model is called shifted (see docs/audit.md for the calibration).
-THRESHOLD = 3.0
 #: Smallest bypass / head fraction counted as evidence (honest models: round-off, ≤ 1e-6 measured).
 TOLERANCE = 1e-4
 #: 2-D module inputs tried, from the last, as the classifier's input.
 MAX_HEADS = 8
 INPUT = "input"
-DEFAULT_PROBES = 4
-DEFAULT_MAX_LAYERS = 8
-DEFAULT_MAX_IMAGES = 8
-DEFAULT_MEMORY_GB = 8.0  # a model file is audited in a child with this budget beyond its interpreter (sandbox.py)
-DEFAULT_CPU_SECONDS = 3600
 
 
 # ----------------------------------------------------------------------------- candidate layers

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..core.images import DEFAULT_SAMPLES
-from ..runs.attack import AttackConfig, run_attack
-from ..shift.model import TOLERANCE, parse_strength
+from ..core.names import DEFAULT_SAMPLES, TOLERANCE
 from .flags import force_flag, images_flag, model_flags, model_setup, out_flag, positive_float, progress_flag, target_flag
 
 
@@ -52,6 +50,9 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..runs.attack import AttackConfig, run_attack
+    from ..shift.model import parse_strength
+
     cfg = AttackConfig(
         target=args.target,
         out=args.out,

@@ -8,17 +8,22 @@ itself on it in a child process with memory, CPU and file-size limits
 from __future__ import annotations
 
 import argparse
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..audit import sandbox
-from ..audit.effect import NEVER, audited_methods
-from ..audit.load import is_model_file
-from ..audit.measure import DEFAULT_CPU_SECONDS, DEFAULT_MAX_IMAGES, DEFAULT_MAX_LAYERS, DEFAULT_MEMORY_GB, DEFAULT_PROBES, THRESHOLD
-from ..audit.verdict import AuditResult, check_methods
 from ..core.errors import LogitShiftError
-from ..report import write_report
-from ..runs.audit import AuditConfig, run_audit
+from ..core.names import (
+    AUDITED_NAMES,
+    DEFAULT_CPU_SECONDS,
+    DEFAULT_MAX_IMAGES,
+    DEFAULT_MAX_LAYERS,
+    DEFAULT_MEMORY_GB,
+    DEFAULT_PROBES,
+    THRESHOLD,
+)
+
+if TYPE_CHECKING:
+    from ..audit.verdict import AuditResult
 from .flags import (
     alias,
     device_flag,
@@ -104,7 +109,7 @@ def register(sub) -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="METHOD",
-        help=f"only these methods' maps count for the effect (and --strict): the ones you explain with; default all of {', '.join(audited_methods())}",
+        help=f"only these methods' maps count for the effect (and --strict): the ones you explain with; default all of {', '.join(AUDITED_NAMES)}",
     )
     p.add_argument("--size", type=int_at_least(8), default=None, help="input size for a model file (default 224)")
     out_flag(p, "a folder for audit.json and audit.png; default: nothing written")
@@ -139,6 +144,11 @@ def model_of(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..audit.load import is_model_file
+    from ..audit.verdict import check_methods
+    from ..report import write_report
+    from ..runs.audit import AuditConfig, run_audit
+
     model = model_of(args)
     if args.report and not args.out:
         raise LogitShiftError("--report: needs --out, the folder the page is written into")
@@ -176,6 +186,10 @@ def run(args: argparse.Namespace) -> int:
 
 def print_result(result: AuditResult) -> None:
     """The finding first (one sentence with the numbers), then what was left out and why, then the evidence."""
+    import numpy as np
+
+    from ..audit.effect import NEVER
+
     print(result.sentence())
     context = result.context
     if context is not None and context.never:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..conformance.table import rows
-from ..runs.check import CheckConfig, run_check
 from .flags import (
     alias,
     force_flag,
@@ -68,6 +66,9 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..conformance.table import rows
+    from ..runs.check import CheckConfig, run_check
+
     cfg = CheckConfig(
         explainers=list(args.explainers),
         libraries=list(args.library),

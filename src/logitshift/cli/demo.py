@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..attribution import CAM_METHODS
-from ..core.images import DEFAULT_SAMPLES
-from ..report import write_report
-from ..runs.demo import DemoConfig, run_demo
-from ..shift.steer import chosen
+from ..core.names import CAM_NAMES, DEFAULT_SAMPLES
 from .flags import (
     class_flags,
     force_flag,
@@ -39,7 +35,7 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         default="gradcam",
-        choices=CAM_METHODS,
+        choices=CAM_NAMES,
         help="CAM method of the maps (default gradcam; hirescam or layercam show the paper's corner)",
     )
     class_flags(p)
@@ -52,6 +48,10 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..report import write_report
+    from ..runs.demo import DemoConfig, run_demo
+    from ..shift.steer import chosen
+
     cfg = DemoConfig(
         **shift_setup(args),
         out=args.out,

@@ -6,9 +6,6 @@ import argparse
 from typing import Any
 
 from ..core.errors import LogitShiftError
-from ..report import write_report
-from ..runs.evaluate import EvalConfig, run_evaluate
-from ..shift.steer import chosen
 from .flags import (
     alias,
     class_flags,
@@ -82,6 +79,10 @@ def method_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..report import write_report
+    from ..runs.evaluate import EvalConfig, run_evaluate
+    from ..shift.steer import chosen
+
     images = list(args.images_arg) + list(args.images)
     if not images and not args.lists:
         raise LogitShiftError("--images: none given (expected image files, folders, @list files or sample names)")

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..attribution import METHODS
-from ..core.scores import SCORES
-from ..report import write_report
-from ..runs.matrix import DEFAULT_STEPS, MatrixConfig, run_matrix
-from ..shift.model import parse_strength
+from ..core.names import DEFAULT_STEPS, METHOD_NAMES, SCORES
 from .flags import (
     force_flag,
     images_flag,
@@ -35,7 +31,7 @@ def register(sub) -> argparse.ArgumentParser:
     out_flag(p, "a folder; default runs/matrix", default="runs/matrix")
     target_flag(p)
     images_flag(p)
-    p.add_argument("--methods", nargs="+", default=None, help=f"methods (default all: {', '.join(METHODS)})")
+    p.add_argument("--methods", nargs="+", default=None, help=f"methods (default all: {', '.join(METHOD_NAMES)})")
     p.add_argument("--scores", nargs="+", default=list(SCORES), help=f"scores (default all: {', '.join(SCORES)})")
     p.add_argument("--strength", default=None, help="'auto' or a number (default: 1 for the CAM term, 100 for the input term)")
     p.add_argument("--goal", type=float, default=0.5, help="target mass that counts as fooled (default 0.5)")
@@ -55,6 +51,10 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..report import write_report
+    from ..runs.matrix import MatrixConfig, run_matrix
+    from ..shift.model import parse_strength
+
     cfg = MatrixConfig(
         out=args.out,
         **model_setup(args),

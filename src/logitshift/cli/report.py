@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..report import DEFAULT_MAX_MB, ReportConfig, run_report
+from ..core.names import DEFAULT_MAX_MB
 from .flags import out_flag, positive_float
 
 
@@ -30,5 +30,7 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..report import ReportConfig, run_report
+
     print(run_report(ReportConfig(args.run_dir, args.out, args.max_mb)).line())
     return 0

