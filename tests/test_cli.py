@@ -13,18 +13,22 @@ import pytest
 
 from logitshift import LogitShiftError
 from logitshift.cli import SHARED, build_parser, main
+from logitshift.cli.flags import SAME_EVERYWHERE
 
 #: which shared flags each command has (a flag that means nothing for a command is absent)
 EVERY = {"--debug", "--version"}
-MODEL = {"--model", "--weights", "--layer", "--images", "--out", "--force", "--device"}
+MODEL = {"--model", "--weights", "--random-weights", "--num-classes", "--classes", "--layer", "--images", "--out", "--force", "--device"}
+SHIFT = {"--target", "--methods", "--strength", "--goal", "--no-progress"}
+CLASSES = {"--class", "--top-k", "--labels"}
+SAMPLING = {"--steps", "--memory-budget"}
 EXPECTED = {
-    "demo": EVERY | MODEL | {"--target", "--class", "--top-k", "--labels", "--report"},
-    "attack": EVERY | MODEL | {"--target"},
-    "matrix": EVERY | MODEL | {"--target", "--report"},
-    "audit": EVERY | MODEL | {"--report"},
-    "evaluate": EVERY | MODEL | {"--target", "--class", "--top-k", "--labels", "--report"},
-    "report": EVERY | {"--out"},
-    "check": EVERY | (MODEL - {"--device"}) | {"--target"},
+    "demo": EVERY | MODEL | SHIFT | CLASSES | {"--report", "--tolerance", "--float64-head"},
+    "attack": EVERY | MODEL | SHIFT | SAMPLING | {"--tolerance", "--float64-head"},
+    "matrix": EVERY | MODEL | SHIFT | SAMPLING | {"--report", "--no-figures"},
+    "audit": EVERY | MODEL | {"--report", "--methods", "--no-progress"},
+    "evaluate": EVERY | MODEL | SHIFT | CLASSES | SAMPLING | {"--report", "--tolerance", "--float64-head", "--no-figures"},
+    "report": EVERY | {"--out", "--force"},
+    "check": EVERY | (MODEL - {"--device"}) | {"--target", "--steps", "--tolerance", "--no-progress"},
 }
 #: old spellings that still parse, hidden from --help: (command, argv, attribute, value)
 ALIASES = [
@@ -37,6 +41,10 @@ ALIASES = [
     ("audit", ["m.pt2"], "model_arg", "m.pt2"),
     ("audit", ["--layers", "a", "b"], "layers", ["a", "b"]),
     ("check", ["--samples", "3"], "steps", 3),
+    ("check", ["--strength", "3"], "twin_strength", 3.0),
+    ("demo", ["--method", "grad-cam++"], "methods", ["gradcampp"]),
+    ("matrix", ["--no-figure"], "no_figures", True),
+    ("evaluate", ["--no-plots"], "no_figures", True),
 ]
 
 
@@ -58,7 +66,7 @@ def test_every_command_is_listed():
 def test_shared_flags_are_there_with_the_same_help(command, capsys):
     p = subcommands()[command]
     opts = options(p)
-    shared = {f for f in opts if f in SHARED}
+    shared = {f for f, a in opts.items() if f in SHARED and a.help != argparse.SUPPRESS}  # hidden: an old spelling
     assert shared == EXPECTED[command], f"{command}: missing {EXPECTED[command] - shared}, unexpected {shared - EXPECTED[command]}"
     for flag in shared:
         assert opts[flag].help.startswith(SHARED[flag]), f"{command} {flag}: {opts[flag].help!r}"
@@ -70,6 +78,22 @@ def test_shared_flags_are_there_with_the_same_help(command, capsys):
     for flag in shared:
         assert f"{flag} " in text or text.endswith(flag), (command, flag)
         assert " ".join(SHARED[flag].split()) in text, (command, flag)
+
+
+def test_one_help_text_per_shared_flag():
+    """Issue 30: a shared flag says the same words in every command; --methods may add only its default."""
+    texts: dict[str, set[str]] = {}
+    for command, p in subcommands().items():
+        for flag, action in options(p).items():
+            if action.help == argparse.SUPPRESS:
+                continue
+            if flag in SAME_EVERYWHERE:
+                texts.setdefault(flag, set()).add(action.help)
+                assert action.help == SHARED[flag], (command, flag, action.help)
+            elif flag == "--methods":
+                assert action.help.startswith(SHARED[flag] + " (default: "), (command, action.help)
+    assert {f: len(t) for f, t in texts.items()} == dict.fromkeys(texts, 1)
+    assert {"--goal", "--strength", "--steps", "--no-figures", "--memory-budget", "--random-weights"} <= set(texts)
 
 
 @pytest.mark.parametrize("command", sorted(EXPECTED))
@@ -90,6 +114,25 @@ def test_shared_flags_mean_the_same_thing(command):
     # the model commands default to the same model
     if "--model" in opts and command != "audit":
         assert opts["--model"].default == "efficientnet-lite0"
+    # one default per flag, one parser per flag
+    defaults = {"--steps": 16, "--goal": 0.5, "--strength": None, "--tolerance": 1e-5, "--no-figures": False, "--random-weights": False}
+    for flag, default in defaults.items():
+        if flag in opts:
+            assert opts[flag].default == default, (command, flag, opts[flag].default)
+    if "--methods" in opts:
+        assert opts["--methods"].nargs == "+" and opts["--methods"].type("Grad-CAM++") == "gradcampp"
+
+
+def test_method_spellings_and_did_you_mean():
+    parser = build_parser()
+    assert parser.parse_args(["matrix", "--methods", "grad-cam", "gradcam++", "IG"]).methods == ["gradcam", "gradcampp", "ig"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["matrix", "--methods", "gradcan"])
+
+
+def test_demo_draws_one_method(capsys):
+    assert main(["demo", "--methods", "gradcam", "hirescam", "--out", "x"]) == 2
+    assert "demo draws one CAM method" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command, argv, attribute, value", ALIASES)
@@ -218,3 +261,26 @@ def test_import_logitshift_is_lazy_but_complete():
     script = "import sys, logitshift\nassert 'torch' not in sys.modules\nfor n in logitshift.__all__: getattr(logitshift, n)\nprint('ok')"
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.stdout.strip() == "ok", proc.stderr[-800:]
+
+
+def test_report_refuses_a_photo_folder_and_overwrites_only_with_force(tmp_path, capsys):
+    from PIL import Image
+
+    from logitshift.core.files import RUN_STAMP
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(photos / "cat.png")
+    assert main(["report", str(photos)]) == 2
+    assert "holds no logitshift run" in capsys.readouterr().err
+    assert not (photos / "report.html").exists()
+    # a killed run's folder (stamped, figures, no record yet) still gets its page; a second page needs --force
+    run = tmp_path / "run"
+    run.mkdir()
+    Image.new("RGB", (16, 16)).save(run / "chelsea_285.png")
+    (run / RUN_STAMP).touch()
+    assert main(["report", str(run)]) == 0
+    first = (run / "report.html").stat().st_mtime_ns
+    assert main(["report", str(run)]) == 2
+    assert "pass --force" in capsys.readouterr().err and (run / "report.html").stat().st_mtime_ns == first
+    assert main(["report", str(run), "--force"]) == 0

@@ -264,6 +264,7 @@ def explain(  # noqa: C901 — one pass serves every method × score × variant 
     inputs = [m for m in methods if pass_family(m) == "input"]
     sampled = [m for m in methods if pass_family(m) is None and linear_input(m)]
     others = [m for m in methods if not any(m is k for k in (*cams, *inputs, *sampled))]
+    sampled = [m.sized(model, x) for m in sampled]  # type: ignore[attr-defined]  # chunks the memory budget holds
     if layer is None and any(m.family == "cam" for m in methods):
         raise LogitShiftError("CAM methods need a layer (--layer)")
     if top_k < 1:

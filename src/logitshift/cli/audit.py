@@ -31,12 +31,12 @@ from .flags import (
     images_flag,
     int_at_least,
     layer_flag,
-    model_flag,
+    methods_flag,
+    model_flags,
     out_flag,
     positive_float,
     progress_flag,
     report_flag,
-    weights_flag,
 )
 
 MODEL_DETAIL = "required; or a model file: .pt2, or the .json/.safetensors pair of logitshift attack"
@@ -62,8 +62,7 @@ def register(sub) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model_arg", nargs="?", default=None, metavar="MODEL_OR_FILE", help=argparse.SUPPRESS)
-    model_flag(p, MODEL_DETAIL, default=None)
-    weights_flag(p)
+    model_flags(p, MODEL_DETAIL, layer=False, device=False, default=None)
     images_flag(p)
     p.add_argument(
         "--max-images",
@@ -104,13 +103,7 @@ def register(sub) -> argparse.ArgumentParser:
         "(Spearman < 0.83, the least a shift that fools a map leaves): flags every such shift, and honest models whose own "
         "common mode moves a map that far",
     )
-    p.add_argument(
-        "--methods",
-        nargs="+",
-        default=None,
-        metavar="METHOD",
-        help=f"only these methods' maps count for the effect (and --strict): the ones you explain with; default all of {', '.join(AUDITED_NAMES)}",
-    )
+    methods_flag(p, None, f"all of {' '.join(AUDITED_NAMES)}; only these methods' maps count for the effect and --strict", AUDITED_NAMES)
     p.add_argument("--size", type=int_at_least(8), default=None, help="input size for a model file (default 224)")
     out_flag(p, "a folder for audit.json and audit.png; default: nothing written")
     force_flag(p)
@@ -161,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = AuditConfig(
         model=model,
         weights=args.weights,
+        random_weights=args.random_weights,
+        num_classes=args.num_classes,
+        class_names=args.class_names,
         images=list(args.images or []),
         max_images=args.max_images,
         layers=args.layers,

@@ -9,9 +9,12 @@ from ..core.errors import LogitShiftError
 from .flags import (
     alias,
     class_flags,
+    figures_flag,
     force_flag,
     images_flag,
     int_at_least,
+    memory_budget_flag,
+    methods_flag,
     model_flags,
     out_flag,
     progress_flag,
@@ -19,6 +22,7 @@ from .flags import (
     save_maps_flag,
     shift_flags,
     shift_setup,
+    steps_flag,
 )
 
 
@@ -44,10 +48,9 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("images_arg", nargs="*", metavar="IMAGE", help=argparse.SUPPRESS)
     images_flag(p, "required", default=[])
     alias(p, "--list", "lists", "--images @FILE", action="append", default=[])
-    p.add_argument("--methods", nargs="+", default=["gradcam"], help="attribution methods (default gradcam)")
-    p.add_argument(
-        "--steps", type=positive_int, default=None, help="Integrated Gradients steps and SmoothGrad samples (default: the methods' own)"
-    )
+    methods_flag(p, ["gradcam"], "gradcam")
+    steps_flag(p)
+    memory_budget_flag(p)
     alias(p, "--ig-steps", "ig_steps", "--steps (for Integrated Gradients only)", type=positive_int, default=None)
     alias(p, "--smoothgrad-samples", "smoothgrad_samples", "--steps (for SmoothGrad only)", type=positive_int, default=None)
     p.add_argument("--scores", nargs="+", default=["logit", "prob"], help="scores to explain (default logit prob)")
@@ -65,7 +68,7 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out (skips the images it finished)")
     force_flag(p)
     report_flag(p)
-    p.add_argument("--no-plots", action="store_true", help="skip the distribution plots")
+    figures_flag(p, "--no-plots")
     progress_flag(p)
     save_maps_flag(p)
     p.set_defaults(func=run)
@@ -73,9 +76,15 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def method_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """``--steps`` for both sampling methods; ``--ig-steps`` / ``--smoothgrad-samples`` for one of them."""
-    ig, sg = args.ig_steps or args.steps, args.smoothgrad_samples or args.steps
-    return ({"ig": {"steps": ig}} if ig else {}) | ({"smoothgrad": {"samples": sg}} if sg else {})
+    """``--steps`` and ``--memory-budget`` for both sampling methods; ``--ig-steps`` / ``--smoothgrad-samples`` for one of them."""
+    from ..attribution import sampling_options
+
+    options = sampling_options(args.steps, args.memory_budget)
+    if args.ig_steps:
+        options["ig"]["steps"] = args.ig_steps
+    if args.smoothgrad_samples:
+        options["smoothgrad"]["samples"] = args.smoothgrad_samples
+    return options
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         force=args.force,
         progress=not args.no_progress,
-        plots=not args.no_plots,
+        plots=not args.no_figures,
     )
     summary = run_evaluate(cfg)
     if summary is not None:

@@ -68,12 +68,19 @@ def check_out(path: str | os.PathLike, force: bool = False, marker: str = "summa
     return path
 
 
+#: the empty file every command leaves in its run folder first: ``logitshift report`` knows a run folder by it
+#: (or by a record or a results store) even when the run was killed before it wrote its record
+RUN_STAMP = ".logitshift-run"
+
+
 def run_dir(path: str | os.PathLike, force: bool = False, marker: str = "summary.json") -> Path:
-    """Create an output folder; refuse to reuse one that holds a previous run unless ``force``."""
+    """Create an output folder, stamped as a run folder (:data:`RUN_STAMP`); refuse to reuse one that holds a
+    previous run unless ``force``."""
     path = check_out(path, force, marker)
     path.mkdir(parents=True, exist_ok=True)
     RunLock(path).check()
     remove_temporaries(path)
+    (path / RUN_STAMP).touch()
     return path
 
 

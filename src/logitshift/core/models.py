@@ -439,7 +439,21 @@ def _load_into(module: nn.Module, state: dict[str, torch.Tensor], source: object
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = first[1].strip() if len(first) > 1 else first[0]
-        raise LogitShiftError(f"weights file {str(source)!r}: does not fit the architecture ({detail[:200]})") from exc
+        raise LogitShiftError(
+            f"weights file {str(source)!r}: does not fit the architecture ({detail[:200]}){_head_hint(module, state)}"
+        ) from exc
+
+
+def _head_hint(module: nn.Module, state: dict[str, torch.Tensor]) -> str:
+    """``"; a head of 10 classes: pass --num-classes 10"`` when only the last layer's output size differs."""
+    own = dict(module.state_dict())
+    names = list(own)
+    differ = [k for k in names if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    last = names[-2:] if names else []
+    if differ and set(differ) <= set(last) and all(state[k].shape[1:] == own[k].shape[1:] for k in differ):
+        n = int(state[differ[0]].shape[0])
+        return f"; the file's head has {n} classes: pass --num-classes {n}"
+    return ""
 
 
 def factory_model(spec: str, weights: str | os.PathLike | None = None) -> LoadedModel:
@@ -497,14 +511,21 @@ def load_model(
     *,
     num_classes: int | None = None,
     class_names: str | os.PathLike | Sequence[str] | None = None,
+    random_weights: bool = False,
 ) -> LoadedModel:
     """Load a classifier by name: ``efficientnet-lite0`` (default), ``-lite1``, ``-lite2``, a torchvision name
     (``vit_b_16`` and ``swin_t`` included), a timm name (``timm/NAME`` or a name only timm knows), or ``pkg.mod:factory``.
 
-    ``num_classes`` (torchvision only) builds a fine-tuned head; ``class_names``
-    (a file: one name per line, or a JSON list) names the model's classes.
+    ``num_classes`` (torchvision or timm) builds a fine-tuned head; ``class_names``
+    (a file: one name per line, or a JSON list) names the model's classes;
+    ``random_weights`` (torchvision or timm) keeps the architecture's random
+    initialisation (say so wherever a figure is quoted).
     """
     lite = EFFICIENTNET_LITES.get(name.replace("_", "-"))
+    if random_weights and (lite is not None or ":" in name):
+        raise LogitShiftError(f"--random-weights: model {name!r} has its own weights; random weights are for torchvision or timm names")
+    if random_weights and weights is not None:
+        raise LogitShiftError("--random-weights and --weights: choose one (random weights, or yours)")
     if lite is not None:
         if num_classes not in (None, 1000):
             raise LogitShiftError(f"--num-classes {num_classes}: model {name!r} has 1000 ImageNet classes")
@@ -514,9 +535,9 @@ def load_model(
             raise LogitShiftError(f"--num-classes: model {name!r} is built by its factory; its output decides the classes")
         loaded = factory_model(name, weights)
     elif _is_timm_name(name) and not _is_torchvision_name(name):
-        loaded = timm_model(name, weights, num_classes=num_classes)
+        loaded = timm_model(name, weights, random_init=random_weights, num_classes=num_classes)
     else:
-        loaded = torchvision_model(name, weights, num_classes=num_classes)
+        loaded = torchvision_model(name, weights, random_init=random_weights, num_classes=num_classes)
     if class_names is not None:
         names = tuple(class_names) if not isinstance(class_names, (str, os.PathLike)) else load_class_names(class_names)
         if len(names) != loaded.num_classes:

@@ -8,6 +8,11 @@ holds them equal).
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
+from .errors import LogitShiftError
+
 DEFAULT_MODEL = "efficientnet-lite0"
 #: the sample images of the commands' default run (scikit-image ships them; no download)
 DEFAULT_SAMPLES = ("chelsea", "coffee", "rocket", "astronaut")
@@ -40,3 +45,69 @@ DEFAULT_MAX_LAYERS = 8
 DEFAULT_MAX_IMAGES = 8
 DEFAULT_MEMORY_GB = 8.0  # a model file is audited in a child with this budget beyond its interpreter (sandbox.py)
 DEFAULT_CPU_SECONDS = 3600
+#: the most memory one chunk of Integrated Gradients / SmoothGrad points may take (``--memory-budget``; see attribution/engine.py)
+DEFAULT_MEMORY_BUDGET_GB = 0.5
+
+#: common spellings of the methods' names (lower case, as typed): each to its registered name
+METHOD_ALIASES = {
+    "grad-cam": "gradcam",
+    "grad_cam": "gradcam",
+    "gradcam++": "gradcampp",
+    "grad-cam++": "gradcampp",
+    "gradcamplusplus": "gradcampp",
+    "gradcam-pp": "gradcampp",
+    "grad-campp": "gradcampp",
+    "xgrad-cam": "xgradcam",
+    "hires-cam": "hirescam",
+    "hirescam++": "hirescam",
+    "layer-cam": "layercam",
+    "gradient": "saliency",
+    "gradients": "saliency",
+    "vanilla-gradient": "saliency",
+    "gradient-x-input": "gradxinput",
+    "gradient*input": "gradxinput",
+    "gradientxinput": "gradxinput",
+    "input-x-gradient": "gradxinput",
+    "inputxgradient": "gradxinput",
+    "integrated-gradients": "ig",
+    "integratedgradients": "ig",
+    "integrated_gradients": "ig",
+    "smooth-grad": "smoothgrad",
+    "noisetunnel": "smoothgrad",
+    "attention-rollout": "rollout",
+}
+
+
+def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
+    """Choices close to ``word``: first those that contain it (or it contains), by length, then by edit distance.
+
+    ``--class cat`` suggests "tabby cat" and "Egyptian cat" before "crate": a substring is what a person means by a short word.
+    """
+    key = word.lower().strip()
+    if not key:
+        return []
+    pool = list(dict.fromkeys(choices))
+    lowered = {c: c.lower() for c in pool}
+    inside = sorted((c for c in pool if key in lowered[c] or (len(lowered[c]) > 2 and lowered[c] in key)), key=len)
+    close = difflib.get_close_matches(key, list(lowered.values()), n=n, cutoff=0.6)
+    by_lower = {v: c for c, v in lowered.items()}
+    out = list(dict.fromkeys([*inside, *(by_lower[c] for c in close)]))
+    return out[:n]
+
+
+def suggestion(word: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'a' or 'b'?"`` (empty when nothing is close), for the end of a one-line error."""
+    close = did_you_mean(word, choices)
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+def method_name(name: str, known: Iterable[str] = METHOD_NAMES + ATTENTION_NAMES) -> str:
+    """The registered name of a method as typed (``Grad-CAM++`` → ``gradcampp``), a one-line error naming what is close."""
+    known = tuple(known)
+    key = name.strip().lower()
+    key = METHOD_ALIASES.get(key, METHOD_ALIASES.get(key.replace(" ", "-"), key))
+    if key in known:
+        return key
+    raise LogitShiftError(f"method {name!r}: unknown; expected one of {', '.join(known)}{suggestion(name, known)}")

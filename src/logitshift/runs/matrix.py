@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ..attribution import METHODS, get_method
+from ..attribution import METHODS, get_method, sampling_options
 from ..core.device import resolve_device
 from ..view.display import check_maps_path, explained_maps, save_maps
 from ..attribution.engine import explain
@@ -41,8 +41,8 @@ from .records import MatrixRecord, matrix_finding
 from ..core.scores import IMMUNE, SCORES, check_score
 from ..core.capture import layer_grid
 from ..shift.model import ShiftedModel, compare
-from ..shift.steer import steer
-from ..core.names import DEFAULT_STEPS as DEFAULT_STEPS
+from ..shift.steer import PLATEAU, steer
+from ..core.names import DEFAULT_MEMORY_BUDGET_GB, DEFAULT_STEPS
 from ..core.targets import parse_target
 
 UNCHANGED = 0.99
@@ -53,6 +53,7 @@ class MatrixConfig:
     out: str = "runs/matrix"
     model: str = "efficientnet-lite0"
     weights: str | None = None
+    random_weights: bool = False  # a torchvision / timm architecture with random weights
     num_classes: int | None = None
     class_names: str | None = None
     layer: str | None = None
@@ -60,21 +61,15 @@ class MatrixConfig:
     images: list[str] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
     scores: list[str] = field(default_factory=lambda: list(SCORES))
-    strength: float | str | None = None
-    goal: float = 0.5
+    strength: float | str | None = "auto"  # "auto": 0.9 of the way from ``goal`` to the plateau (steer.PLATEAU); None: each term's default
+    goal: float = 0.5  # the target mass at which a moved logit map counts as fooled
     steps: int | None = DEFAULT_STEPS  # IG steps and SmoothGrad samples (None: the methods' own, 50)
+    memory_budget: float | None = DEFAULT_MEMORY_BUDGET_GB  # GB one chunk of IG / SmoothGrad points may take (None: no cap)
     force: bool = False
     figure: bool = True
     progress: bool = True
     device: str = "auto"
     save_maps: str | None = None  # .npz file for the raw maps (display.save_maps)
-
-
-def method_options(steps: int | None) -> dict[str, dict]:
-    """Options for the registry's sampling methods (IG steps, SmoothGrad samples)."""
-    if steps is None:
-        return {}
-    return {"ig": {"steps": steps}, "smoothgrad": {"samples": steps}}
 
 
 def measure(
@@ -217,11 +212,11 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
     if cfg.save_maps:
         check_maps_path(cfg.save_maps)
     out = run_dir(cfg.out, cfg.force, marker="matrix.json")
-    loaded = load_model(cfg.model, cfg.weights, num_classes=cfg.num_classes, class_names=cfg.class_names)
+    loaded = load_model(cfg.model, cfg.weights, num_classes=cfg.num_classes, class_names=cfg.class_names, random_weights=cfg.random_weights)
     images = load_images(cfg.images or DEFAULT_SAMPLES, loaded.preprocess)
     loaded.module.to(device)
     x = batch(images).to(device)
-    options = method_options(cfg.steps)
+    options = sampling_options(cfg.steps, cfg.memory_budget)
     shifted = steer(
         loaded,
         cfg.target,
@@ -230,6 +225,8 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
         layer=cfg.layer,
         check=x,
         goal=cfg.goal,
+        plateau=PLATEAU,
+        measure=True,
         method_options=options,
         progress=cfg.progress,
     )

@@ -397,6 +397,7 @@ class ShiftSetup:
 
     model: str = DEFAULT_MODEL
     weights: str | None = None
+    random_weights: bool = False  # a torchvision / timm architecture with random weights (say so in every figure)
     num_classes: int | None = None  # torchvision head size (None: 1000 ImageNet classes)
     class_names: str | None = None  # file naming the model's classes (None: ImageNet names for ImageNet models)
     layer: str | None = None  # explanation layer (None: the model's last feature map)
