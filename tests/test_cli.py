@@ -284,3 +284,47 @@ def test_report_refuses_a_photo_folder_and_overwrites_only_with_force(tmp_path, 
     assert main(["report", str(run)]) == 2
     assert "pass --force" in capsys.readouterr().err and (run / "report.html").stat().st_mtime_ns == first
     assert main(["report", str(run), "--force"]) == 0
+
+
+EXPLAINER = """
+    import torch
+
+    def grad_maps(model, x, classes):
+        x = x.detach().clone().requires_grad_(True)
+        z = model(x)
+        z.gather(1, torch.as_tensor(classes).view(-1, 1)).sum().backward()
+        return x.grad.abs().amax(dim=1)
+"""
+
+
+def test_check_finds_an_explainer_in_the_current_folder(tmp_path, monkeypatch, capsys):
+    """Issue 30: every ``pkg.module:name`` spec is looked up in the current folder too (check's EXPLAINER as --model)."""
+    (tmp_path / "cwd_models_i30.py").write_text(textwrap.dedent(FACTORY))
+    (tmp_path / "cwd_explain_i30.py").write_text(textwrap.dedent(EXPLAINER))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    for name in ("cwd_models_i30", "cwd_explain_i30"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    argv = ["check", "cwd_explain_i30:grad_maps", "--model", "cwd_models_i30:tiny", "--kinds", "gradient", "--no-progress"]
+    code = main(argv)
+    out = capsys.readouterr()
+    assert code in (0, 1), out.err
+    assert "cwd_explain_i30:grad_maps" in out.out and "cannot import" not in out.err
+
+
+def test_audit_num_classes_on_a_ten_class_checkpoint(tmp_path, capsys):
+    """A fine-tuned 10-class resnet18 checkpoint: without --num-classes the error names the flag and the size; with it, audited."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "r18_10.pth"
+    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), ckpt)
+    base = ["audit", "--model", "resnet18", "--weights", str(ckpt), "--images", "chelsea", "--max-layers", "1", "--probes", "1"]
+    assert main([*base, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--num-classes 10" in err and len(err.strip().splitlines()) == 1
+    code = main([*base, "--num-classes", "10", "--no-progress"])
+    out = capsys.readouterr()
+    assert code in (0, 1), out.err
+    assert "verdict:" in out.out

@@ -186,7 +186,7 @@ def method_value(known: tuple[str, ...] = METHOD_NAMES + ATTENTION_NAMES) -> Cal
         try:
             return method_name(text, known)
         except LogitShiftError as exc:
-            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"method {text!r}: ")) from None
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
     return parse
 

@@ -216,3 +216,22 @@ def provenance() -> dict[str, Any]:
             "python": platform.python_version(),
         },
     }
+
+
+def import_object(spec: str, what: str = "model") -> Any:
+    """The object a ``package.module:name`` spec names, imported because the user named it; the current folder is
+    searched too, as ``python -m`` would (a console script's ``sys.path`` starts at its own bin folder instead).
+
+    ``what`` names the spec in the one-line error (``model``, ``explainer``)."""
+    import importlib
+    import sys
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise LogitShiftError(f"{what} {spec!r}: expected package.module:name")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise LogitShiftError(f"{what} {spec!r}: cannot import {attr!r} from {module_name!r} ({exc})") from exc

@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import importlib
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from .capture import layer_name as layer_name
 from .capture import spatial_layers as spatial_layers
 from .classes import imagenet_classes, load_class_names
 from .errors import LogitShiftError
+from .files import import_object
 from .names import DEFAULT_MODEL as DEFAULT_MODEL
 
 #: sha256 of ``efficientnet-lite0-57934424.pth`` as shipped in
@@ -462,17 +462,7 @@ def factory_model(spec: str, weights: str | os.PathLike | None = None) -> Loaded
     The factory is imported only because the user named it explicitly. It may
     return an ``nn.Module`` or a :class:`LoadedModel`.
     """
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise LogitShiftError(f"model {spec!r}: expected package.module:factory")
-    try:
-        if os.getcwd() not in sys.path and "" not in sys.path:
-            # as `python -m` would: a module in the folder the command runs in is found (the console
-            # script's sys.path starts at its own bin folder instead)
-            sys.path.insert(0, os.getcwd())
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise LogitShiftError(f"model {spec!r}: cannot import {attr!r} from {module_name!r} ({exc})") from exc
+    factory = import_object(spec, "model")
     made = factory()
     if isinstance(made, LoadedModel):
         # recorded under the spec the user gave, so a saved run or export reloads it the same way
