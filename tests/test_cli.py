@@ -346,3 +346,30 @@ def test_did_you_mean(capsys):
     with pytest.raises(SystemExit):
         main(["matrix", "--methods", "gradcamm"])
     assert "did you mean 'gradcam'" in capsys.readouterr().err
+
+
+def test_files_written_through_a_writer_get_the_umask_mode(tmp_path):
+    """shifted.safetensors was 0600: safetensors' save_file makes its own file; the finished file follows the umask."""
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    from logitshift.core.files import atomic_write, umask_mode
+
+    path = atomic_write(tmp_path / "t.safetensors", lambda tmp: save_file({"a": torch.zeros(2)}, tmp))
+    assert os.stat(path).st_mode & 0o777 == umask_mode()
+
+
+def test_progress_off_a_terminal_is_one_line_per_stage(tmp_path):
+    """Issue 30: stderr that is not a terminal (a log) gets no ``\\r`` bars: one line per stage, each written once."""
+    import subprocess
+
+    (tmp_path / "cwd_models_p30.py").write_text(textwrap.dedent(FACTORY))
+    argv = ["demo", "--model", "cwd_models_p30:tiny", "--images", "chelsea", "--out", "run", "--device", "cpu", "--goal", "0"]
+    proc = subprocess.run([sys.executable, "-m", "logitshift", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-1000:]
+    assert "\r" not in proc.stderr
+    stages = [line for line in proc.stderr.splitlines() if line.split(":")[0] in ("demo", "maps") or line.startswith("strength (")]
+    assert stages and len(stages) == len(set(stages)), proc.stderr
+    assert any(line.startswith("demo: ") and " map in " in line for line in stages), stages

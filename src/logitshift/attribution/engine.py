@@ -51,7 +51,6 @@ Example::
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -222,9 +221,9 @@ def pass_family(method: Attribution) -> str | None:
 
 
 def _bar(progress: bool, total: int):
-    from tqdm import tqdm
+    from ..core.progress import bar
 
-    return tqdm(total=total, desc="maps", unit="pass", disable=not progress, file=sys.stderr, smoothing=0.1)
+    return bar(total=total, desc="maps", unit="pass", enabled=progress, smoothing=0.1)
 
 
 def explain(  # noqa: C901 — one pass serves every method × score × variant × class; the branches are the request kinds (CAM, input, attention), split later

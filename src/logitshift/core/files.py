@@ -33,7 +33,6 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[str], No
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.chmod(tmp, umask_mode())  # mkstemp makes it private (0o600)
     try:
         if callable(data):
             os.close(fd)
@@ -43,6 +42,9 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[str], No
                 fh.write(data.encode() if isinstance(data, str) else data)
                 fh.flush()
                 os.fsync(fh.fileno())
+        # mkstemp makes it private (0o600), and a writer such as safetensors' save_file may have made a file of its
+        # own: the finished file gets the umask's mode, as any new file
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -155,7 +155,7 @@ class Embedder:
         ident = f"img{len(self.ids) + 1}"
         self.ids[key] = ident
         self.bytes += len(uri)
-        return f'<img id="{ident}" class="{cls}" src="{uri}" width="{w}" height="{h}" alt="{esc(alt)}" decoding="async">'
+        return f'<img id="{ident}" class="{cls}" src="{uri}" width="{w}" height="{h}" alt="{esc(alt)}" decoding="sync" loading="eager">'
 
 
 def bands(rgb: Any, axis: int, min_fill: float = 0.5) -> list[tuple[int, int]]:

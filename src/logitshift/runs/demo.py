@@ -28,7 +28,6 @@ the result in one sentence.
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -69,7 +68,7 @@ class DemoConfig(ShiftSetup):
 
 def run_demo(cfg: DemoConfig) -> dict:
     """Run the demo and return the summary (also written to ``cfg.out/summary.json``)."""
-    from tqdm import tqdm
+    from ..core.progress import bar as progress_bar
 
     start = time.perf_counter()
     if cfg.method not in CAM_METHODS:
@@ -118,7 +117,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         mine = {k: v for k, v in maps_of.maps.items() if k[1] == cam.name}
         saved, names = explained_maps(mine, jobs, [im.name for im in images])
         save_maps(cfg.save_maps, saved, **names)
-    bar = tqdm(total=len(jobs) * len(images), desc="demo", unit="map", disable=not cfg.progress, file=sys.stderr)
+    bar = progress_bar(total=len(jobs) * len(images), desc="demo", unit="map", enabled=cfg.progress)
     results = []
     for i, im in enumerate(images):
         eq = compare(maps_of.logits["original"][i : i + 1], maps_of.logits["shifted"][i : i + 1])

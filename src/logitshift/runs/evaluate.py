@@ -499,7 +499,7 @@ def _run_batches(
 ) -> None:
     """Explain the batches ``todo`` of this rank, committing each batch's rows to ``store`` as it finishes (a run
     killed between two batches loses at most the batch in flight); ``index`` names the --save-maps parts."""
-    from tqdm import tqdm
+    from ..core.progress import bar as progress_bar
 
     cfg, device = job.cfg, job.device
 
@@ -513,15 +513,8 @@ def _run_batches(
         worker_init_fn=_worker_init,
     )
     desc = "evaluate" if world == 1 else f"evaluate rank {rank}"
-    bar = tqdm(
-        total=total,
-        initial=done_before,
-        desc=desc,
-        unit="img",
-        disable=not cfg.progress,
-        file=sys.stderr,
-        position=rank if world > 1 else None,
-        dynamic_ncols=True,
+    bar = progress_bar(
+        total=total, initial=done_before, desc=desc, unit="img", enabled=cfg.progress, position=rank if world > 1 else None, dynamic_ncols=True
     )
     done = done_before
     try:
