@@ -87,6 +87,10 @@ def method_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return options
 
 
+def _number(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..report import write_report
     from ..runs.evaluate import EvalConfig, run_evaluate
@@ -123,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
             f"{summary['rows']} rows for {im['evaluated']} images ({im['bad']} unreadable) in {args.out}: "
             f"results.sqlite, rows.csv, summary.json, summary.md{f', maps in {args.save_maps}' if args.save_maps else ''}\n"
             f"{chosen(summary['steering'])}\n"
-            f"max |Δprob| {eq['max_abs_prob_diff']}, top-1 agreement {eq['top1_agree']}, {summary['seconds']:.1f} s"
+            f"max |Δprob| {_number(eq['max_abs_prob_diff'], '.1e')}, top-1 agreement {_number(eq['top1_agree'], '.3f')}, "
+            f"{summary['seconds']:.1f} s"
         )
         if args.report:
             print(f"report: {write_report(args.out)}")
