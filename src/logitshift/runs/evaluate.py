@@ -306,6 +306,10 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
     scores = [check_score(s) for s in dict.fromkeys(cfg.scores)]
     items, skipped = collect_images(cfg.images, cfg.lists)
     _refuse_out(Path(cfg.out), cfg)  # before any work; nothing is created until the shift passed its checks
+    done = _nothing_left(Path(cfg.out), cfg, items) if cfg.resume and world == 1 else None
+    if done is not None:  # issue 30: resuming a finished run loads no model, calibrates nothing, redraws nothing
+        sys.stderr.write(f"logitshift evaluate: --resume: all {len(items)} images are done in {cfg.out}; nothing to do\n")
+        return done
     prepared = prepare(cfg, items, device)
     loaded, layer, shift_layer, extra, labels = prepared.loaded, prepared.layer, prepared.shift_layer, prepared.extra, prepared.labels
     size = loaded.preprocess.size
@@ -416,6 +420,27 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def _nothing_left(out: Path, cfg: EvalConfig, items: Sequence[Item]) -> dict[str, Any] | None:
+    """The recorded summary when a finished run in ``out`` already holds every image with these settings, else ``None``.
+
+    The settings compared are those known without the model (a resolved layer or automatic strength is compared
+    only when given); anything else, and any unfinished image, leaves the decision to the full resume."""
+    import json
+
+    if not (out / "summary.json").is_file() or not (out / STORE).is_file() or (out / PARTS).exists():
+        return None
+    with Store(out / STORE) as st:
+        stored, finished = st.get_meta("config") or {}, st.finished()
+    given = asdict(cfg)
+    keys = [k for k in IDENTITY if k not in ("layer", "shift_layer", "strength", "float64_head") or given.get(k) not in (None, "auto")]
+    if any(stored.get(k, IDENTITY_DEFAULTS.get(k)) != given.get(k) for k in keys) or any(it.key not in finished for it in items):
+        return None
+    try:
+        return json.loads((out / "summary.json").read_text())
+    except ValueError:
+        return None
 
 
 def _finished(out: Path) -> set[str]:
