@@ -220,7 +220,8 @@ def _panel_title(key: str, row: dict, paper: bool) -> str:
     m = row["maps"][key]
     what = f"corner {m['corner_share']:.2f}" + (" (max there)" if m["max_in_corner"] else "") if paper else f"mass {m['target_mass']:.2f}"
     what += f"  ρ {m['spearman_vs_original']:.2f}" if variant == "shifted" else ""
-    return f"{variant} · {'pre' if score == 'logit' else 'post'}-softmax\n{row['class_name']}  p={row['prob']:.3f}  {what}"
+    # three short lines: a long single line was cut at the panel's edge (the shifted panels' ρ)
+    return f"{variant} · {'pre' if score == 'logit' else 'post'}-softmax\n{row['class_name']}  p={row['prob']:.3f}\n{what}"
 
 
 def class_agnostic(out: Explained, extra: list[int], names: list[str], method: str, class_names: Sequence[str] | None = None) -> dict:

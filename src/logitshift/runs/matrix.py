@@ -184,21 +184,27 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figure(path: Path, rgb, maps: dict, methods: list[str], scores: list[str], size: int, target_px) -> None:
+def figure(path: Path, rgb, maps: dict, methods: list[str], scores: list[str], size: int, target) -> None:
     """Rows: methods; columns: original logit map, then the shifted model's map for each score (image 0).
 
-    Signed methods (gradient × input, IG) on a diverging colour map; every map
-    percentile-clipped (:func:`logitshift.view.figures.scaled`); a colour bar and a legend.
+    Each cell carries its numbers for image 0: the target mass (and, shifted, the Spearman ρ against the
+    original model's map of the same score). Signed methods (gradient × input, IG) on a diverging colour map;
+    every map percentile-clipped (:func:`logitshift.view.figures.scaled`); a colour bar per colour map and a legend.
     """
     from ..view.figures import grid_figure, scaled, signed_method
 
     cols = [("original", "logit")] + [("shifted", s) for s in scores]
     signed = [signed_method(m) for m in methods]
-    cells = [
-        [(scaled(maps[m, s, v][:1], size, sg)[0], f"{m}\n{v} · {s}" if j == 0 else f"{v} · {s}") for j, (v, s) in enumerate(cols)]
-        for m, sg in zip(methods, signed)
-    ]
-    grid_figure(path, rgb, cells, signed=signed, target=target_px)
+
+    def title(m: str, v: str, s: str) -> str:
+        heat = maps[m, s, v][:1]
+        numbers = f"mass {float(target_mass(heat, target.weights(*heat.shape[-2:]))[0]):.2f}"
+        if v == "shifted":
+            numbers += f" · ρ {float(spearman(heat, maps[m, s, 'original'][:1])[0]):.2f}"
+        return (f"{m}\n" if v == "original" else "") + f"{v} · {s}\n{numbers}"
+
+    cells = [[(scaled(maps[m, s, v][:1], size, sg)[0], title(m, v, s)) for v, s in cols] for m, sg in zip(methods, signed)]
+    grid_figure(path, rgb, cells, signed=signed, target=target.mask.numpy(), numbers=("mass", "rho"))
 
 
 def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
@@ -264,8 +270,7 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
         **provenance(),
     }
     if cfg.figure:
-        target_px = target.mask.numpy()
-        figure(Path(out) / "matrix.png", images[0].rgb, maps, methods, list(cfg.scores), x.shape[-1], target_px)
+        figure(Path(out) / "matrix.png", images[0].rgb, maps, methods, list(cfg.scores), x.shape[-1], target)
         summary["figure"] = "matrix.png"
     summary["seconds"] = round(time.perf_counter() - start, 1)
     record = MatrixRecord.from_json(summary, "matrix summary", strict=True)  # every key written is a typed field
