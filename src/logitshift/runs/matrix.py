@@ -29,21 +29,21 @@ from pathlib import Path
 import torch
 
 from ..attribution import METHODS, get_method, sampling_options
-from ..core.device import resolve_device
-from ..view.display import check_maps_path, explained_maps, save_maps
 from ..attribution.engine import explain
+from ..core.capture import layer_grid
+from ..core.device import resolve_device
 from ..core.errors import LogitShiftError
 from ..core.files import atomic_write, provenance, run_dir
 from ..core.images import DEFAULT_SAMPLES, batch, load_images
 from ..core.metrics import spearman, target_mass
 from ..core.models import load_model
-from .records import MatrixRecord, matrix_finding
+from ..core.names import DEFAULT_MEMORY_BUDGET_GB, DEFAULT_STEPS
 from ..core.scores import IMMUNE, SCORES, check_score
-from ..core.capture import layer_grid
+from ..core.targets import parse_target
 from ..shift.model import ShiftedModel, compare
 from ..shift.steer import PLATEAU, steer
-from ..core.names import DEFAULT_MEMORY_BUDGET_GB, DEFAULT_STEPS
-from ..core.targets import parse_target
+from ..view.display import check_maps_path, explained_maps, save_maps
+from .records import MatrixRecord, matrix_finding
 
 UNCHANGED = 0.99
 
