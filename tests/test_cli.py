@@ -373,3 +373,22 @@ def test_progress_off_a_terminal_is_one_line_per_stage(tmp_path):
     stages = [line for line in proc.stderr.splitlines() if line.split(":")[0] in ("demo", "maps") or line.startswith("strength (")]
     assert stages and len(stages) == len(set(stages)), proc.stderr
     assert any(line.startswith("demo: ") and " map in " in line for line in stages), stages
+
+
+def test_audit_skips_and_names_an_unreadable_image(tmp_path, monkeypatch, capsys):
+    """The policy of every command (issue 30): an unreadable input is skipped and named in one line, the rest is used."""
+    from PIL import Image
+
+    (tmp_path / "cwd_models_a30.py").write_text(textwrap.dedent(FACTORY))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (40, 40), (30, 200, 90)).save(photos / "good.png")
+    Image.new("RGB", (40, 40), (200, 30, 90)).save(photos / "good2.png")
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "cwd_models_a30", raising=False)
+    code = main(["audit", "--model", "cwd_models_a30:tiny", "--images", "photos", "--no-progress", "--device", "cpu"])
+    out = capsys.readouterr()
+    assert code in (0, 1), out.err
+    skipped = [line for line in out.err.splitlines() if "skipped" in line]
+    assert len(skipped) == 1 and "broken.jpg" in skipped[0] and "1 of 3" in skipped[0]

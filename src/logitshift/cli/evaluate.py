@@ -87,6 +87,12 @@ def method_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return options
 
 
+def _named(summary: dict[str, Any], most: int = 5) -> str:
+    """``: a.jpg, b.png`` — the unreadable images by name (the policy of every command: skipped and named)."""
+    names = [b["image"] for b in summary.get("bad_images") or []]
+    return (": " + ", ".join(names[:most]) + (f" and {len(names) - most} more (summary.md)" if len(names) > most else "")) if names else ""
+
+
 def _number(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
@@ -124,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         im, eq = summary["images"], summary["equivalence"]
         print(
             f"{summary['finding']}\n"
-            f"{summary['rows']} rows for {im['evaluated']} images ({im['bad']} unreadable) in {args.out}: "
+            f"{summary['rows']} rows for {im['evaluated']} images ({im['bad']} unreadable{_named(summary)}) in {args.out}: "
             f"results.sqlite, rows.csv, summary.json, summary.md{f', maps in {args.save_maps}' if args.save_maps else ''}\n"
             f"{chosen(summary['steering'])}\n"
             f"max |Δprob| {_number(eq['max_abs_prob_diff'], '.1e')}, top-1 agreement {_number(eq['top1_agree'], '.3f')}, "

@@ -161,7 +161,16 @@ def run_audit(cfg: AuditConfig) -> Audited:
     if cfg.size:
         pre = replace(pre, size=cfg.size, resize=max(cfg.size, pre.resize * cfg.size // pre.size))
     items = pick_items(cfg.images or DEFAULT_SAMPLES, cfg.max_images)
-    images = [replace(load_image(item.spec, pre), name=item.name) for item in items]
+    images, bad = [], []
+    for item in items:  # the policy of every command (as evaluate): an unreadable input is skipped and named, the rest audited
+        try:
+            images.append(replace(load_image(item.spec, pre), name=item.name))
+        except LogitShiftError as exc:
+            bad.append(f"{Path(str(item.spec)).name} ({str(exc).split(': ', 1)[-1].split(' (')[0][:60]})")
+    if bad:
+        sys.stderr.write(f"logitshift audit: skipped {len(bad)} of {len(items)} images: {'; '.join(bad)}\n")
+    if not images:
+        raise LogitShiftError(f"--images: none of the {len(items)} images can be read")
     x = batch(images)
     if cfg.layers is not None:
         layers = cfg.layers
