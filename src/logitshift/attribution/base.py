@@ -193,7 +193,7 @@ class InputMethod(Attribution):
         self.batch_size = int(batch_size)
         self.memory_budget = memory_budget
 
-    def sized(self: M, model: nn.Module, x: torch.Tensor) -> M:
+    def sized(self, model: nn.Module, x: torch.Tensor) -> InputMethod:
         """This method with ``batch_size`` cut to what :attr:`memory_budget` holds for ``model`` (itself when it fits)."""
         rows = chunk_rows(model, x, self.batch_size, getattr(self, "memory_budget", None))
         if rows == self.batch_size:

@@ -57,6 +57,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..core.capture import INPUT
+
 #: Effect (1 − Spearman) from which a map counts as changed: the benchmark's "changes a map" (Spearman < 0.9).
 AFFECTED = 0.1
 #: Relative change of an honest-size common mode under which a map must stay put (Spearman ≥ 0.9) for its size
@@ -76,7 +78,6 @@ FOOLED = 0.5
 STRICT = 1.0 - math.cos(math.acos(FOOLED) - math.acos(1.0 - AFFECTED))
 #: Probability an output must reach on some audited image to count (the benchmark's attack budget, max |Δp| ≤ 1e-5).
 NEVER = 1e-5
-INPUT = "input"
 
 
 def classes_that_matter(probs: torch.Tensor, floor: float = NEVER) -> torch.Tensor:

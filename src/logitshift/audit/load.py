@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -100,17 +101,48 @@ def _recorded_preprocess(sidecar: Path):
 
     try:
         meta = json.loads(sidecar.read_text())
-        recorded = meta.get("preprocess")
-        if isinstance(recorded, dict):  # written by `attack` since issue 17: no model needs loading
-            return Preprocess(
-                size=int(recorded["size"]),
-                resize=int(recorded["resize"]),
-                mean=tuple(float(v) for v in recorded["mean"]),  # type: ignore[arg-type]
-                std=tuple(float(v) for v in recorded["std"]),  # type: ignore[arg-type]
-            )
-        name = meta.get("model")
+    except Exception:  # no sidecar, not JSON: the ImageNet default
+        return Preprocess()
+    recorded = meta.get("preprocess") if isinstance(meta, dict) else None
+    if isinstance(recorded, dict):  # written by `attack` since issue 17: no model needs loading
+        return checked_preprocess(recorded, f"sidecar {str(sidecar)!r}")
+    try:
+        name = meta.get("model") if isinstance(meta, dict) else None
         if isinstance(name, str) and ":" not in name:  # never import code named by a file
             return load_model(name).preprocess
-    except Exception:  # no sidecar, not JSON, model not loadable here: the ImageNet default
+    except Exception:  # model not loadable here: the ImageNet default
         pass
     return Preprocess()
+
+
+def _shown(value) -> str:
+    import json
+
+    return json.dumps(value, default=str)[:60]
+
+
+MAX_SIZE = 4096  # pixels: the largest input side a recorded preprocess may ask for
+
+
+def checked_preprocess(recorded: dict, where: str):
+    """A recorded ``preprocess`` (``size``, ``resize``, ``mean``, ``std``), validated: whole numbers
+    8 ≤ size ≤ resize ≤ :data:`MAX_SIZE`, three finite means, three finite stds > 0 (a std of 0 makes every
+    input infinite, and an audit of infinite inputs concludes nothing). Anything else: one line naming the field."""
+    from ..core.models import Preprocess
+
+    def whole(key: str, low: int) -> int:
+        v = recorded.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= MAX_SIZE:
+            raise LogitShiftError(f"{where}: preprocess.{key} is {_shown(v)}; expected a whole number from {low} to {MAX_SIZE}")
+        return v
+
+    def three(key: str, positive: bool) -> tuple[float, float, float]:
+        v = recorded.get(key)
+        numbers = [e for e in v if isinstance(e, (int, float)) and not isinstance(e, bool)] if isinstance(v, list) else []
+        if len(numbers) != 3 or len(v or []) != 3 or not all(math.isfinite(e) and (e > 0 or not positive) for e in numbers):
+            need = "three finite numbers > 0" if positive else "three finite numbers"
+            raise LogitShiftError(f"{where}: preprocess.{key} is {_shown(v)}; expected {need} (one per RGB channel)")
+        return (float(numbers[0]), float(numbers[1]), float(numbers[2]))
+
+    size = whole("size", 8)
+    return Preprocess(size=size, resize=whole("resize", size), mean=three("mean", False), std=three("std", True))

@@ -22,8 +22,8 @@ from .effect import (
 from .measure import (
     DEFAULT_MAX_LAYERS,
     DEFAULT_PROBES,
+    FRACTION_FLOOR,
     THRESHOLD,
-    TOLERANCE,
     Context,
     HeadEvidence,
     LayerEvidence,
@@ -64,7 +64,7 @@ def _tests(evidence: list[LayerEvidence], head: HeadEvidence | None, threshold: 
             "kappa": max(worst.bypass_kappa, default=0.0),
             "ratio": max(e.bypass_ratio(threshold) for e in evidence),
             "layer": worst.layer,
-            "tolerance": TOLERANCE,
+            "tolerance": FRACTION_FLOOR,
             "decides": True,
         }
         out["head"] = {
@@ -72,7 +72,7 @@ def _tests(evidence: list[LayerEvidence], head: HeadEvidence | None, threshold: 
             "kappa": max(head.kappa) if head.kappa else None,
             "ratio": head.ratio(threshold),
             "layer": head.layer,
-            "tolerance": TOLERANCE,
+            "tolerance": FRACTION_FLOOR,
             "decides": True,
         }
         out["feature"] = {
@@ -81,7 +81,7 @@ def _tests(evidence: list[LayerEvidence], head: HeadEvidence | None, threshold: 
             "ratio": head.alone_ratio(threshold),
             "layer": head.layer,
             "features": head.alone_features,
-            "tolerance": TOLERANCE,
+            "tolerance": FRACTION_FLOOR,
             "decides": True,
         }
     effects = Effects([m for e in evidence for m in e.methods])

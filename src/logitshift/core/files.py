@@ -57,12 +57,40 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
+#: the folders a command writes into, or removes with ``--force``, inside its run folder
+SUBFOLDERS = ("plots", "parts", "maps", "samples")
+
+
+def refuse_links(folder: str | os.PathLike, what: str = "--out") -> None:
+    """Refuse (one line) a run folder that is a symbolic link, or holds one: among its entries, or those of its
+    :data:`SUBFOLDERS`. A link planted there (``OUT/.logitshift.lock``, ``OUT/plots``) would make a run write into,
+    truncate or delete what it points to."""
+    folder = Path(folder)
+    if not folder.is_symlink() and not folder.is_dir():
+        return
+    links = [folder] if folder.is_symlink() else []
+    if not links:
+        for entry in os.scandir(folder):
+            if entry.is_symlink():
+                links.append(Path(entry.path))
+            elif entry.name in SUBFOLDERS and entry.is_dir(follow_symlinks=False):
+                links += [Path(e.path) for e in os.scandir(entry.path) if e.is_symlink()]
+    if links:
+        link = links[0]
+        raise LogitShiftError(
+            f"{what} {str(folder)!r}: {repr(str(link.relative_to(folder))) if link != folder else 'the folder'} is a symbolic link "
+            f"(to {os.readlink(link)!r}); a run never writes or deletes through one: remove it, or give the folder it points to"
+        )
+
+
 def check_out(path: str | os.PathLike, force: bool = False, marker: str = "summary.json") -> Path:
-    """Refuse an output folder that is a file, or holds a previous run (unless ``force``), without creating anything.
+    """Refuse an output folder that is a file, a symbolic link or holds one (:func:`refuse_links`), or holds a
+    previous run (unless ``force``), without creating anything.
 
     Commands call it first, and :func:`run_dir` once their checks have passed: a refused run leaves no folder behind.
     """
     path = Path(path)
+    refuse_links(path)
     if path.exists() and not path.is_dir():
         raise LogitShiftError(f"--out {str(path)!r}: exists and is not a folder")
     if (path / marker).exists() and not force:
@@ -90,7 +118,7 @@ def remove_temporaries(folder: Path) -> int:
     """Delete the temporary dot-files a killed writer left in ``folder`` and its ``plots/`` (never a finished file)."""
     n = 0
     for sub in (folder, folder / "plots"):
-        if sub.is_dir():
+        if sub.is_dir() and not sub.is_symlink():
             for stale in sub.glob(".*.tmp*"):
                 stale.unlink(missing_ok=True)
                 n += 1
@@ -141,13 +169,32 @@ class RunLock:
             f"{self.what} {str(self.folder)!r}: in use by another run ({self._holder()}); wait for it to end or stop it first"
         )
 
+    def _open(self, flags: int) -> int:
+        """The lock file, never through a symbolic link (``O_NOFOLLOW``), and only if it is a regular file."""
+        import stat
+
+        try:
+            fd = os.open(self.path, flags | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0), 0o666)
+        except OSError as exc:
+            if self.path.is_symlink():
+                raise LogitShiftError(
+                    f"{self.what} {str(self.folder)!r}: {self.NAME} is a symbolic link (to {os.readlink(self.path)!r}); "
+                    "a run never writes through one: remove it"
+                ) from None
+            raise LogitShiftError(f"{self.what} {str(self.folder)!r}: {self.NAME} cannot be opened ({exc.strerror or exc})") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise LogitShiftError(f"{self.what} {str(self.folder)!r}: {self.NAME} is not a regular file; remove it")
+        return fd
+
     def acquire(self) -> RunLock:
         import fcntl
         import sys
 
         self.folder.mkdir(parents=True, exist_ok=True)
+        refuse_links(self.folder, self.what)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = self._open(os.O_RDWR | os.O_CREAT)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -179,12 +226,9 @@ class RunLock:
         """Refuse (one line) if another process holds the folder; takes nothing."""
         import fcntl
 
-        if not self.path.exists():
+        if not self.path.exists() and not self.path.is_symlink():
             return
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError:
-            return
+        fd = self._open(os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -64,6 +64,32 @@ class Preprocess:
     std: tuple[float, float, float] = IMAGENET_STD
 
 
+#: logits that differ by no more than this (relative to 1 + their largest magnitude) across images do not vary
+CONSTANT_LOGITS = 1e-6
+
+
+def check_outputs(what: str, x: torch.Tensor, logits: torch.Tensor, ending: str = "") -> None:
+    """Refuse, in one line naming ``what`` and the likely cause: inputs ``x`` or ``logits`` that are not finite,
+    and logits that do not vary across the images: ``max_{i,c} |z_ic − z_0c| ≤`` :data:`CONSTANT_LOGITS` ``·
+    (1 + max |z|)`` over two images or more (a zero or untrained classifier head: every logit-gradient map of such a
+    model is zero, so nothing can be explained, steered or audited). ``ending`` is added to each message."""
+    n = len(x)
+    bad_x = int((~torch.isfinite(x.reshape(n, -1))).any(1).sum()) if n else 0
+    if bad_x:
+        raise LogitShiftError(f"{what}: {bad_x} of the {n} images hold NaN or infinite values once preprocessed (a std of 0?){ending}")
+    z = logits.detach().reshape(len(logits), -1).double()
+    bad_z = int((~torch.isfinite(z)).any(1).sum())
+    if bad_z:
+        raise LogitShiftError(f"{what}: its logits are NaN or infinite on {bad_z} of the {len(z)} images{ending}")
+    if len(z) > 1:
+        spread = float((z - z[:1]).abs().max())
+        if spread <= CONSTANT_LOGITS * (1.0 + float(z.abs().max())):
+            raise LogitShiftError(
+                f"{what}: its logits do not vary across the {len(z)} images (largest difference {spread:.2g}): a zero or "
+                f"untrained classifier head (a torchvision model built with weights=None?), whose every gradient map is zero{ending}"
+            )
+
+
 @dataclass
 class LoadedModel:
     """A classifier ready to explain."""
@@ -135,7 +161,11 @@ def load_state_dict(path: str | os.PathLike, expected_sha256: str | None = None)
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            import warnings
+
+            with warnings.catch_warnings():  # torch warns about a raw pickle's protocol: the error below says it in one line
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle refusal, truncated file, wrong format
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             raise LogitShiftError(

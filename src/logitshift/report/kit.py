@@ -158,24 +158,6 @@ class Embedder:
         return f'<img id="{ident}" class="{cls}" src="{uri}" width="{w}" height="{h}" alt="{esc(alt)}" decoding="sync" loading="eager">'
 
 
-def bands(rgb: Any, axis: int, min_fill: float = 0.5) -> list[tuple[int, int]]:
-    """Runs of rows (``axis=1``) or columns (``axis=0``) of ``rgb`` whose share of non-white pixels is ≥ ``min_fill`` of the largest share."""
-    import numpy as np
-
-    ink = (np.asarray(rgb, dtype=np.int16) < 235).any(axis=2)
-    fill = ink.mean(axis=axis)
-    on = fill >= min_fill * fill.max()
-    runs, start = [], None
-    for i, v in enumerate(list(on) + [False]):
-        if v and start is None:
-            start = i
-        elif not v and start is not None:
-            runs.append((start, i))
-            start = None
-    longest = max((b - a for a, b in runs), default=0)
-    return [(a, b) for a, b in runs if b - a >= 0.3 * longest]
-
-
 def pil_uri(im: Any, side: int, quality: int) -> tuple[str, int, int]:
     im = im.copy()
     if max(im.size) > side:

@@ -11,7 +11,8 @@ from typing import Any
 
 from ..core.errors import LogitShiftError
 from ..core.files import RUN_STAMP
-from ..runs.records import RECORDS, Record, RecordError, read_record
+from ..core.parts import RecordError
+from ..runs.records import RECORDS, Record, read_record
 from ..runs.store import snapshot
 from .kit import IMAGE_SUFFIXES, STORE_SUFFIXES, names, rel
 

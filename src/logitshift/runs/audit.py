@@ -17,8 +17,8 @@ from ..audit.measure import (
     DEFAULT_MAX_IMAGES,
     DEFAULT_MAX_LAYERS,
     DEFAULT_PROBES,
+    FRACTION_FLOOR,
     THRESHOLD,
-    TOLERANCE,
     candidate_layers,
 )
 from ..audit.verdict import AuditResult, audit_model
@@ -38,8 +38,8 @@ def figure(result: AuditResult, path: str | Path) -> Path:
     """Where the shift acts: κ per layer, the bypass fraction per layer, and the per-cell κ of each layer."""
     from matplotlib.colors import LogNorm
 
-    from ..view.figures import _plt
     from ..core.files import atomic_write
+    from ..view.figures import _plt
 
     plt = _plt()
     spatial = [e for e in result.evidence if e.cells]
@@ -70,7 +70,7 @@ def figure(result: AuditResult, path: str | Path) -> Path:
             fractions,
             color=["tab:red" if e.bypass_ratio(result.threshold) > 1 else "tab:blue" for e in result.evidence],
         )
-        axb.axhline(TOLERANCE, color="k", ls="--", lw=1, label=f"tolerance {TOLERANCE:g}")
+        axb.axhline(FRACTION_FLOOR, color="k", ls="--", lw=1, label=f"tolerance {FRACTION_FLOOR:g}")
         axb.set_yscale("log")
         axb.set_ylim(floor / 2, 2.0)
         axb.set_xticks(range(len(labels)))
@@ -171,7 +171,10 @@ def run_audit(cfg: AuditConfig) -> Audited:
         sys.stderr.write(f"logitshift audit: skipped {len(bad)} of {len(items)} images: {'; '.join(bad)}\n")
     if not images:
         raise LogitShiftError(f"--images: none of the {len(items)} images can be read")
-    x = batch(images)
+    dtype = next((p.dtype for p in module.parameters()), torch.float32)
+    module.to(device)
+    x = batch(images).to(device, dtype)
+    before = image_logits(module, x, cfg.model)  # the model's first calls: compared with a call at the end
     if cfg.layers is not None:
         layers = cfg.layers
     elif hookable:
@@ -183,11 +186,9 @@ def run_audit(cfg: AuditConfig) -> Audited:
     else:
         layers = []
         sys.stderr.write(f"logitshift audit: {name} is TorchScript, whose layers cannot be hooked: auditing the input gradient only\n")
-    dtype = next((p.dtype for p in module.parameters()), torch.float32)
-    module.to(device)
     result = audit_model(
         module,
-        x.to(device, dtype),
+        x,
         layers,
         cfg.threshold,
         cfg.probes,
@@ -196,11 +197,47 @@ def run_audit(cfg: AuditConfig) -> Audited:
         strict=cfg.strict,
         methods=cfg.methods,
     )
+    same_after(module, x, before, cfg.model)
     if out is not None:
         figure(result, out / "audit.png")
-        summary = {"command": "audit", "model": cfg.model, **result.to_json(), "seconds": round(time.perf_counter() - start, 2)}
-        AuditRecord.from_json(_finite({**summary, **provenance()}), "audit summary").write(out)
+        record = AuditRecord(model=cfg.model, **_finite(result.to_json()), seconds=round(time.perf_counter() - start, 2), **provenance())
+        record.write(out)
     return Audited(result, out)
+
+
+def image_logits(module: torch.nn.Module, x: torch.Tensor, model: str) -> torch.Tensor:
+    """The logits of each image on its own (a file may take one image at a time), refused when the images or the
+    logits are not finite, or the logits do not vary across the images
+    (:func:`~logitshift.core.models.check_outputs`): nothing would be concluded."""
+    from ..core.capture import as_logits
+    from ..core.models import check_outputs
+
+    with torch.no_grad():
+        logits = torch.cat([as_logits(module(x[i : i + 1])) for i in range(len(x))])
+    check_outputs(f"model {model!r}", x, logits, "; nothing concluded")
+    return logits
+
+
+#: how far the first image's logits may move between the start and the end of an audit (relative, as in
+#: ``torch.allclose``: atol = rtol · (1 + max |z|)): float reductions in another order, never a changed model
+RERUN_TOLERANCE = 1e-4
+
+
+def same_after(module: torch.nn.Module, x: torch.Tensor, before: torch.Tensor, model: str) -> None:
+    """Run the first image again at the end of the audit: a model whose outputs changed over the audit's calls
+    (a counter in a buffer, running statistics) is refused, whatever the file check let through."""
+    from ..core.capture import as_logits
+
+    with torch.no_grad():
+        again = as_logits(module(x[:1])).double()
+    first = before[:1].double()
+    scale = 1.0 + float(first.abs().max())
+    moved = float((again - first).abs().max()) if again.shape == first.shape else math.inf
+    if not moved <= RERUN_TOLERANCE * scale:
+        raise LogitShiftError(
+            f"model {model!r}: its logits on the first image changed during the audit (by {moved:.3g}): a model that changes "
+            "from call to call; nothing concluded"
+        )
 
 
 def _finite(obj):

@@ -43,7 +43,7 @@ from ..core.targets import parse_target
 from ..shift.model import ShiftedModel, compare
 from ..shift.steer import PLATEAU, steer
 from ..view.display import check_maps_path, explained_maps, save_maps
-from .records import MatrixRecord, matrix_finding
+from .records import MatrixCell, MatrixRecord, matrix_finding
 
 UNCHANGED = 0.99
 
@@ -83,7 +83,7 @@ def measure(
     options: dict[str, dict] | None = None,
     progress: bool = False,
     aimed: set[str] | None = None,
-) -> tuple[list[dict], dict[tuple[str, str, str], torch.Tensor]]:
+) -> tuple[list[MatrixCell], dict[tuple[str, str, str], torch.Tensor]]:
     """Rows of the matrix and the raw maps ``{(method, score, variant): N×h×w}``.
 
     ``aimed``: the methods whose logit cell is expected "fooled" (default: every method); the others are
@@ -101,7 +101,7 @@ def measure(
         raise LogitShiftError(f"method {cams[0].name!r}: needs a layer")
     out = explain(shifted, x, layer, list(instances.values()), scores, ("original", "shifted"), progress=progress)
     maps = {(m, s, v): out.maps[(0, m, s, v)] for m in methods for s in scores for v in ("original", "shifted")}
-    rows = []
+    rows: list[MatrixCell] = []
     for name in methods:
         for s in scores:
             orig, new = maps[name, s, "original"], maps[name, s, "shifted"]
@@ -119,19 +119,19 @@ def measure(
             # is measured and shown, and no verdict is expected of it
             expected = "unchanged" if s in IMMUNE else "fooled" if aimed is None or name in aimed else "not aimed"
             rows.append(
-                {
-                    "method": name,
-                    "family": instances[name].family,
-                    "score": s,
-                    "target_mass_original": float(mass_o.mean()),
-                    "target_mass_shifted": float(mass_s.mean()),
-                    "target_mass_shifted_per_image": [round(float(v), 4) for v in mass_s],
-                    "spearman_min": float(rho.min()),
-                    "spearman_per_image": [round(float(v), 4) for v in rho],
-                    "verdict": verdict,
-                    "expected": expected,
-                    "as_expected": verdict == expected or expected == "not aimed",
-                }
+                MatrixCell(
+                    method=name,
+                    family=instances[name].family,
+                    score=s,
+                    target_mass_original=float(mass_o.mean()),
+                    target_mass_shifted=float(mass_s.mean()),
+                    target_mass_shifted_per_image=[round(float(v), 4) for v in mass_s],
+                    spearman_min=float(rho.min()),
+                    spearman_per_image=[round(float(v), 4) for v in rho],
+                    verdict=verdict,
+                    expected=expected,
+                    as_expected=verdict == expected or expected == "not aimed",
+                )
             )
     return rows, maps
 
@@ -187,16 +187,19 @@ def markdown(summary: dict) -> str:
 def figure(path: Path, rgb, maps: dict, methods: list[str], scores: list[str], size: int, target) -> None:
     """Rows: methods; columns: original logit map, then the shifted model's map for each score (image 0).
 
-    Each cell carries its numbers for image 0: the target mass (and, shifted, the Spearman ρ against the
-    original model's map of the same score). Signed methods (gradient × input, IG) on a diverging colour map;
-    every map percentile-clipped (:func:`logitshift.view.figures.scaled`); a colour bar per colour map and a legend.
+    Signed methods (gradient × input, IG) on a diverging colour map; every map
+    percentile-clipped (:func:`logitshift.view.figures.scaled`); a colour bar and a legend.
+    The raw maps it is drawn from go beside it (``path`` with ``.npz``, :func:`logitshift.view.tiles.save_tiles`):
+    the report draws its thumbnails from them, column ``original`` and one per score.
     """
     from ..view.figures import grid_figure, scaled, signed_method
+    from ..view.tiles import save_tiles
 
     cols = [("original", "logit")] + [("shifted", s) for s in scores]
     signed = [signed_method(m) for m in methods]
+    target_px = target.mask.numpy()
 
-    def title(m: str, v: str, s: str) -> str:
+    def title(m: str, v: str, s: str) -> str:  # each cell's numbers for image 0: target mass, and ρ against the original map
         heat = maps[m, s, v][:1]
         numbers = f"mass {float(target_mass(heat, target.weights(*heat.shape[-2:]))[0]):.2f}"
         if v == "shifted":
@@ -204,7 +207,9 @@ def figure(path: Path, rgb, maps: dict, methods: list[str], scores: list[str], s
         return (f"{m}\n" if v == "original" else "") + f"{v} · {s}\n{numbers}"
 
     cells = [[(scaled(maps[m, s, v][:1], size, sg)[0], title(m, v, s)) for v, s in cols] for m, sg in zip(methods, signed)]
-    grid_figure(path, rgb, cells, signed=signed, target=target.mask.numpy(), numbers=("mass", "rho"))
+    grid_figure(path, rgb, cells, signed=signed, target=target_px, numbers=("mass", "rho"))
+    raw = {(m, s if v == "shifted" else "original"): (maps[m, s, v][0], sg) for m, sg in zip(methods, signed) for v, s in cols}
+    save_tiles(Path(path).with_suffix(".npz"), rgb, target_px, raw)
 
 
 def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
@@ -237,43 +242,39 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
         progress=cfg.progress,
     )
     st = shifted.steering
-    grid = layer_grid(loaded.module, st["layer"], x) if st["layer"] else None
+    assert st is not None  # set by steer()
+    grid = layer_grid(loaded.module, st.layer, x) if st.layer else None
     target = parse_target(cfg.target, x.shape[-1], grid)
-    aimed = set(st["steered"]) | {n for n in methods if get_method(n).family not in st["families"]}
-    rows, maps = measure(shifted, x, methods, list(cfg.scores), st["layer"], target, cfg.goal, options, cfg.progress, aimed)
+    aimed = set(st.steered) | {n for n in methods if get_method(n).family not in st.families}
+    rows, maps = measure(shifted, x, methods, list(cfg.scores), st.layer, target, cfg.goal, options, cfg.progress, aimed)
     with torch.no_grad():
         z = loaded.module(x)
         eq = compare(z, shifted(x))
     if cfg.save_maps:  # each image's predicted class, as in measure()
         saved, labels = explained_maps({(0, *key): m for key, m in maps.items()}, [z.argmax(1)], [im.name for im in images])
         save_maps(cfg.save_maps, saved, **labels)
-    summary = {
-        "command": "matrix",
-        "command_line": command_line or "logitshift matrix",
-        "model": loaded.name,
-        "layer": st["layer"],
-        "target": cfg.target,
-        "construction": " + ".join(
-            {"cam": f"{st.get('cam_term') or 'gate'} (feature map)", "input": "sawtooth (input)"}[f] for f in st["families"]
-        ),
-        "strength": {f: round(k, 4) for f, k in st["strength"].items()},
-        "auto_strength": st["auto"],
-        "goal": cfg.goal,
-        "images": [im.name for im in images],
-        "methods": methods,
-        "method_options": options,
-        "scores": list(cfg.scores),
-        "max_abs_prob_diff": eq.max_abs_prob_diff,
-        "top1_agree": eq.top1_agree == 1.0,
-        "rows": rows,
-        "figure": None,
+    record = MatrixRecord(
+        command_line=command_line or "logitshift matrix",
+        model=loaded.name,
+        layer=st.layer,
+        target=cfg.target,
+        construction=" + ".join({"cam": f"{st.cam_term or 'gate'} (feature map)", "input": "sawtooth (input)"}[f] for f in st.families),
+        strength={f: round(k, 4) for f, k in st.strength.items()},
+        auto_strength=st.auto,
+        goal=cfg.goal,
+        images=[im.name for im in images],
+        methods=methods,
+        method_options=options,
+        scores=list(cfg.scores),
+        max_abs_prob_diff=eq.max_abs_prob_diff,
+        top1_agree=eq.top1_agree == 1.0,
+        rows=rows,
         **provenance(),
-    }
+    )
     if cfg.figure:
         figure(Path(out) / "matrix.png", images[0].rgb, maps, methods, list(cfg.scores), x.shape[-1], target)
-        summary["figure"] = "matrix.png"
-    summary["seconds"] = round(time.perf_counter() - start, 1)
-    record = MatrixRecord.from_json(summary, "matrix summary", strict=True)  # every key written is a typed field
+        record.figure = "matrix.png"
+    record.seconds = round(time.perf_counter() - start, 1)
     record.finding = matrix_finding(record)
     atomic_write(Path(out) / "matrix.md", markdown(record.to_json()))
     record.write(out)

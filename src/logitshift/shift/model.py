@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
@@ -49,6 +48,7 @@ from ..core.capture import INPUT, as_grid, recorded
 from ..core.errors import LogitShiftError
 from ..core.models import DEFAULT_MODEL, get_layer
 from ..core.names import TOLERANCE as TOLERANCE
+from .steering import Steering
 
 #: what :func:`logitshift.shift.steer.steer` builds (``gate``: its own per-family terms; the default of demo and evaluate)
 CONSTRUCTIONS = ("gate", "region", "paper")
@@ -319,8 +319,8 @@ class ShiftedModel(nn.Module):
     for large ``|t|``.
     """
 
-    #: what steer() built and measured (methods, strengths, effect, stress); set by steer() and load_shifted()
-    steering: dict[str, Any]
+    #: what steer() built and measured (methods, strengths, effect, stress); set by steer() and load_shifted(), else None
+    steering: Steering | None
 
     def __init__(
         self,
@@ -340,6 +340,7 @@ class ShiftedModel(nn.Module):
         self.layers = list(terms)
         self.shifts = nn.ModuleList([s for s in terms.values() if s is not None])
         self.head_dtype = head_dtype
+        self.steering = None
 
     @property
     def layer(self) -> str:

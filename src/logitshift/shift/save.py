@@ -56,6 +56,7 @@ from ..core.errors import LogitShiftError
 from ..core.files import atomic_write, write_json
 from ..core.models import load_model
 from .model import FitShift, GateShift, InputShift, PaperShift, RegionShift, ShiftedModel
+from .steering import Steering
 
 FORMAT = "logitshift-shifted-model"
 VERSION = 1
@@ -192,7 +193,7 @@ def load_shifted(path: str | os.PathLike, allow_factory: bool = False) -> Shifte
     terms = build_terms(meta.get("terms") or [], tensors, str(jpath))
     dtype = {None: None, "float64": torch.float64, "float32": torch.float32}.get(meta.get("head_dtype"))
     shifted = ShiftedModel(loaded.module, terms, head_dtype=dtype).eval()
-    shifted.steering = meta.get("steering", {})
+    shifted.steering = Steering.from_json(meta["steering"], f"shift file {str(jpath)!r}: key 'steering'") if meta.get("steering") else None
     return shifted
 
 

@@ -54,7 +54,7 @@ from torch import nn
 from ..core.capture import INPUT, layer_grid
 from ..core.errors import LogitShiftError
 from ..core.targets import Target
-from .model import GateShift, InputShift, ShiftedModel, equivalence
+from .model import TOLERANCE, GateShift, InputShift, ShiftedModel, equivalence
 from .steer import steer
 
 KINDS = ("gradient", "cam", "perturbation", "propagation", "metric")
@@ -71,7 +71,6 @@ OUTSIDE = {"perturbation": 1.0, "metric": 0.0}
 #: the gradient and CAM terms: this many times the smallest strength that steers logitshift's own methods
 MARGIN = 4.0
 CAP = 4.0
-TOLERANCE = 1e-5
 
 _LAPLACE = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]])
 
@@ -210,7 +209,8 @@ def _steered(base: nn.Module, family: str, target: Target, x: torch.Tensor, laye
         made = steer(base, target, methods, "auto", layer=layer, check=x, method_options=options)
     except LogitShiftError:
         made = steer(base, target, methods, None, layer=layer, check=x, method_options=options)
-    k = float(made.steering["strength"][family])
+    assert made.steering is not None  # set by steer()
+    k = float(made.steering.strength[family])
     try:  # the search stops at the goal; an adversary adds a margin (the tolerance permitting)
         made = steer(base, target, methods, {family: MARGIN * k}, layer=layer, check=x, method_options=options)
         k *= MARGIN
