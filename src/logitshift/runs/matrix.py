@@ -187,21 +187,30 @@ def markdown(summary: dict) -> str:
 def figure(path: Path, rgb, maps: dict, methods: list[str], scores: list[str], size: int, target) -> None:
     """Rows: methods; columns: original logit map, then the shifted model's map for each score (image 0).
 
-    Signed methods (gradient × input, IG) on a diverging colour map; every map
-    percentile-clipped (:func:`logitshift.view.figures.scaled`); a colour bar and a legend.
-    The raw maps it is drawn from go beside it (``path`` with ``.npz``, :func:`logitshift.view.tiles.save_tiles`):
+    Each cell carries image 0's numbers: target mass, and (shifted) ρ against the original map of the same score.
+    ``target``: a :class:`~logitshift.core.targets.Target` or its mask at image size. Signed methods (gradient × input,
+    IG) on a diverging colour map; every map percentile-clipped (:func:`logitshift.view.figures.scaled`); a colour bar
+    per colour map and a legend. The raw maps it is drawn from go beside it (``path`` with ``.npz``, :func:`logitshift.view.tiles.save_tiles`):
     the report draws its thumbnails from them, column ``original`` and one per score.
     """
+    import numpy as np
+    import torch.nn.functional as F
+
     from ..view.figures import grid_figure, scaled, signed_method
     from ..view.tiles import save_tiles
 
     cols = [("original", "logit")] + [("shifted", s) for s in scores]
     signed = [signed_method(m) for m in methods]
-    target_px = target.mask.numpy()
+    target_px = target.mask.numpy() if hasattr(target, "mask") else np.asarray(target)  # a Target, or its mask at image size
+
+    def weights(h: int, w: int) -> torch.Tensor:
+        if hasattr(target, "weights"):
+            return target.weights(h, w)
+        return F.adaptive_avg_pool2d(torch.as_tensor(target_px, dtype=torch.float32)[None, None], (h, w))[0, 0]
 
     def title(m: str, v: str, s: str) -> str:  # each cell's numbers for image 0: target mass, and ρ against the original map
         heat = maps[m, s, v][:1]
-        numbers = f"mass {float(target_mass(heat, target.weights(*heat.shape[-2:]))[0]):.2f}"
+        numbers = f"mass {float(target_mass(heat, weights(*heat.shape[-2:]))[0]):.2f}"
         if v == "shifted":
             numbers += f" · ρ {float(spearman(heat, maps[m, s, 'original'][:1])[0]):.2f}"
         return (f"{m}\n" if v == "original" else "") + f"{v} · {s}\n{numbers}"
