@@ -240,7 +240,13 @@ def test_resnet18_attack_holds_on_the_stress_inputs(tmp_path):
     torch.save(torchvision_model("resnet18", random_init=True).module.state_dict(), weights)
     # the fixed strengths (CAM 1, input 100) of issue 17's run; the goal 0 keeps the test on the head, not the effect
     cfg = AttackConfig(
-        target="top-left", out=str(tmp_path / "r18.pt2"), model="resnet18", weights=str(weights), format="safetensors", strength=None, goal=0
+        target="top-left",
+        out=str(tmp_path / "r18.pt2"),
+        model="resnet18",
+        weights=str(weights),
+        format="safetensors",
+        strength=None,
+        goal=0,
     )
     attack = run_attack(cfg)
     st = attack.steering

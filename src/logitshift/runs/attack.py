@@ -167,7 +167,11 @@ class Attack:
         effect = ", ".join(f"{m} {v:.2f}" for m, v in st.effect.items() if m not in st.steered)
         stress32 = st.head.float32_stress_max_abs_prob_diff
         why = f" (float32 would change them by {stress32:.2e} on a stress input)" if stress32 is not None else ""
-        how = f" (auto: {st.plateau:g} of the way from goal {st.goal:g} to the plateau)" if st.auto and st.plateau else (" (auto)" if st.auto else "")
+        how = (
+            f" (auto: {st.plateau:g} of the way from goal {st.goal:g} to the plateau)"
+            if st.auto and st.plateau
+            else (" (auto)" if st.auto else "")
+        )
         return (
             f"{self.finding}\n"
             f"wrote {', '.join(self.written)}\n"

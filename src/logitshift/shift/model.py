@@ -414,20 +414,6 @@ class ShiftSetup:
     labels: str | None = None  # a file of per-image true labels to explain as well (logitshift.core.labels)
 
 
-def parse_strength(text: str | None) -> float | str | None:
-    """A strength as the user writes it: ``None`` (each term's default), ``"auto"`` (calibrated to a goal),
-    or a finite number > 0; anything else is a one-line error."""
-    if text is None or text == "auto":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise LogitShiftError(f"--strength {text!r}: expected 'auto' or a number > 0") from None
-    if not (math.isfinite(value) and value > 0):
-        raise LogitShiftError(f"--strength {text!r}: expected 'auto' or a finite number > 0")
-    return value
-
-
 @dataclass
 class Equivalence:
     """How far the shifted model's outputs are from the original's."""
