@@ -237,19 +237,27 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
     loaded.module.to(device)
     x = batch(images).to(device)
     options = sampling_options(cfg.steps, cfg.memory_budget)
-    shifted = steer(
-        loaded,
-        cfg.target,
-        methods=methods,
-        strength=cfg.strength,
-        layer=cfg.layer,
-        check=x,
-        goal=cfg.goal,
-        plateau=PLATEAU,
-        measure=True,
-        method_options=options,
-        progress=cfg.progress,
-    )
+    def build(goal: float) -> ShiftedModel:
+        return steer(
+            loaded,
+            cfg.target,
+            methods=methods,
+            strength=cfg.strength,
+            layer=cfg.layer,
+            check=x,
+            goal=goal,
+            plateau=PLATEAU,
+            measure=True,
+            method_options=options,
+            progress=cfg.progress,
+        )
+
+    try:
+        shifted = build(cfg.goal)
+    except LogitShiftError as exc:  # auto: no strength reaches the goal on this model; the matrix measures the best one
+        if cfg.strength != "auto" or "effect was not reached" not in str(exc):
+            raise
+        shifted = build(0.0)  # 0.9 of the way to the plateau; its cells then read "changed", not "fooled"
     st = shifted.steering
     assert st is not None  # set by steer()
     grid = layer_grid(loaded.module, st.layer, x) if st.layer else None
