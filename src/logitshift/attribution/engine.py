@@ -51,7 +51,6 @@ Example::
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -222,9 +221,9 @@ def pass_family(method: Attribution) -> str | None:
 
 
 def _bar(progress: bool, total: int):
-    from tqdm import tqdm
+    from ..core.progress import bar
 
-    return tqdm(total=total, desc="maps", unit="pass", disable=not progress, file=sys.stderr, smoothing=0.1)
+    return bar(total=total, desc="maps", unit="pass", enabled=progress, smoothing=0.1)
 
 
 def explain(
@@ -265,6 +264,7 @@ def explain(
     if variants is None:
         variants = ("original", "shifted") if isinstance(model, Heads) else ("original",)
     kinds = _Kinds.of(methods)
+    kinds.sampled = [m.sized(model, x) for m in kinds.sampled]  # type: ignore[attr-defined]  # chunks the memory budget holds
     if layer is None and any(m.family == "cam" for m in methods):
         raise LogitShiftError("CAM methods need a layer (--layer)")
     if top_k < 1:

@@ -110,9 +110,9 @@ def methods_at(layer: str, act: torch.Tensor) -> dict[str, Callable[[torch.Tenso
 
 def audited_methods() -> tuple[str, ...]:
     """Names of the method families the audit measures: every CAM method, then saliency and gradient × input."""
-    from ..attribution import CAM_METHODS
+    from ..core.names import AUDITED_NAMES
 
-    return (*CAM_METHODS, "saliency", "gradxinput")
+    return AUDITED_NAMES
 
 
 def weighted(g: torch.Tensor, act: torch.Tensor | None) -> torch.Tensor:

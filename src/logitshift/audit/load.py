@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -60,22 +61,27 @@ def is_model_file(spec: str) -> bool:
     return path.suffix in (".pt2", ".pt", ".pth", ".jit", ".ts", ".zip", ".json", ".safetensors") or path.is_file()
 
 
-def load_target(spec: str, weights: str | None = None):
+def load_target(spec: str, weights: str | None = None, **model: Any):
     """``(module, preprocess, hookable, name)`` for a model name (as in ``load_model``) or a model file.
 
     Files: a ``torch.export`` program (``.pt2``, checked by :mod:`logitshift.audit.safeload`), or the
     safetensors + JSON pair that ``logitshift attack`` writes (rebuilt with
     :func:`logitshift.shift.save.load_shifted`). The preprocessing is the recorded
-    model's when a JSON beside the file names it, else ImageNet mean/std at 224 px.
+    model's when a JSON beside the file names it, else ImageNet mean/std at 224 px. ``model``: the
+    :func:`~logitshift.core.models.load_model` options of a model name (``num_classes``, ``class_names``, ``random_weights``).
     """
     from ..core.models import load_model, prepare
 
     path = Path(spec)
     if not is_model_file(spec):
-        loaded = load_model(spec, weights)
+        loaded = load_model(spec, weights, **model)
         return loaded.module, loaded.preprocess, True, loaded.name
     if weights is not None:
         raise LogitShiftError(f"--weights {weights!r}: only for a model name; {spec!r} is a file with its own weights")
+    given = [k for k, v in model.items() if v]
+    if given:
+        flag = "--" + given[0].replace("_", "-").replace("class-names", "classes")
+        raise LogitShiftError(f"{flag}: only for a model name; {spec!r} is a file that records its own model")
     if path.suffix in (".json", ".safetensors"):
         from ..shift.save import load_shifted
 

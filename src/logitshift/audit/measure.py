@@ -79,7 +79,6 @@ Example::
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
@@ -90,6 +89,14 @@ from torch import nn
 
 from ..core.capture import INPUT, as_logits, gridded, hooked, run_frozen, trace
 from ..core.errors import LogitShiftError
+from ..core.names import (  # noqa: F401  their home is core/names.py (shown by --help before torch loads)
+    DEFAULT_CPU_SECONDS,
+    DEFAULT_MAX_IMAGES,
+    DEFAULT_MAX_LAYERS,
+    DEFAULT_MEMORY_GB,
+    DEFAULT_PROBES,
+    THRESHOLD,
+)
 from .effect import (
     MethodEffect,
     classes_that_matter,
@@ -98,17 +105,10 @@ from .effect import (
     weighted,
 )
 
-#: κ above which a model is called shifted (see docs/audit.md for the calibration).
-THRESHOLD = 3.0
 #: Smallest bypass / head fraction counted as evidence (honest models: round-off, ≤ 1e-6 measured).
 FRACTION_FLOOR = 1e-4
 #: 2-D module inputs tried, from the last, as the classifier's input.
 MAX_HEADS = 8
-DEFAULT_PROBES = 4
-DEFAULT_MAX_LAYERS = 8
-DEFAULT_MAX_IMAGES = 8
-DEFAULT_MEMORY_GB = 8.0  # a model file is audited in a child with this budget beyond its interpreter (sandbox.py)
-DEFAULT_CPU_SECONDS = 3600
 
 
 # ----------------------------------------------------------------------------- candidate layers
@@ -394,11 +394,9 @@ def measure(  # noqa: C901 — one backward pass per probe feeds every statistic
         out = torch.autograd.grad(h, wrt[:spatial], grad_outputs=g_h, retain_graph=True, allow_unused=True)
         return [torch.zeros_like(w) if g is None else g for w, g in zip(wrt[:spatial], out)]
 
-    from tqdm import tqdm
+    from ..core.progress import bar as progress_bar
 
-    bar = tqdm(
-        total=2 + probes + (probes + 2 if heads else 0), desc="audit", unit="backward", disable=not progress, file=sys.stderr, leave=False
-    )
+    bar = progress_bar(total=2 + probes + (probes + 2 if heads else 0), desc="audit", unit="backward", enabled=progress, leave=False)
     top = z.detach().argmax(dim=1, keepdim=True)
     g_top = grads(z.gather(1, top).sum())
     g_sum = grads((z * mask).sum())
@@ -518,14 +516,14 @@ def measure_batches(
     except LogitShiftError:
         if len(x) == 1:
             raise
-    from tqdm import tqdm
+    from ..core.progress import bar as progress_bar
 
     with torch.no_grad():
         probs = torch.cat([torch.softmax(_forward(model, x[i : i + 1]).double(), dim=1) for i in range(len(x))])
     keep = classes_that_matter(probs)
     parts = [
         measure(model, x[i : i + 1], layers, probes, seed, threshold=threshold, keep=keep)
-        for i in tqdm(range(len(x)), desc="audit", unit="image", disable=not progress, file=sys.stderr)
+        for i in progress_bar(range(len(x)), desc="audit", unit="image", enabled=progress)
     ]
     merged = []
     for rows in zip(*(p[0] for p in parts)):

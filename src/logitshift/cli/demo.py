@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ..attribution import CAM_METHODS
-from ..core.images import DEFAULT_SAMPLES
-from ..report import write_report
-from ..runs.demo import DemoConfig, run_demo
-from ..shift.steer import chosen
+from ..core.names import CAM_NAMES, DEFAULT_SAMPLES
 from .flags import (
+    alias,
     class_flags,
     force_flag,
     images_flag,
+    method_value,
+    methods_flag,
     model_flags,
     out_flag,
     progress_flag,
@@ -29,19 +28,20 @@ def register(sub) -> argparse.ArgumentParser:
         help="reproduce the paper: pre/post-softmax Grad-CAM of an original and a shifted model",
         description="Reproduce Lerma & Lucas (arXiv:2307.03305) on a real ImageNet model, offline.",
         epilog="examples:\n  logitshift demo --out runs/demo --images chelsea coffee --class maze --construction paper\n"
-        "  logitshift demo --construction paper --method hirescam --class maze --model efficientnet-lite2 --out runs/corner",
+        "  logitshift demo --construction paper --methods hirescam --class maze --model efficientnet-lite2 --out runs/corner",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     out_flag(p, "a folder; default runs/demo", default="runs/demo")
     model_flags(p)
     shift_flags(p)
     images_flag(p)
-    p.add_argument(
-        "--method",
-        default="gradcam",
-        choices=CAM_METHODS,
-        help="CAM method of the maps (default gradcam; hirescam or layercam show the paper's corner)",
+    methods_flag(
+        p,
+        ["gradcam"],
+        f"gradcam; demo draws one CAM method: {', '.join(CAM_NAMES)}; hirescam or layercam show the paper's corner",
+        CAM_NAMES,
     )
+    alias(p, "--method", "methods", "--methods", type=method_value(CAM_NAMES), nargs=1)
     class_flags(p)
     force_flag(p)
     progress_flag(p)
@@ -51,13 +51,26 @@ def register(sub) -> argparse.ArgumentParser:
     return p
 
 
+def one_cam(methods: list[str]) -> str:
+    """demo's one method (a CAM method; argparse has normalised its name)."""
+    from ..core.errors import LogitShiftError
+
+    if len(methods) != 1:
+        raise LogitShiftError(f"--methods {' '.join(methods)}: demo draws one CAM method's maps; give one of {', '.join(CAM_NAMES)}")
+    return methods[0]
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..report import write_report
+    from ..runs.demo import DemoConfig, run_demo
+    from ..shift.steer import chosen
+
     cfg = DemoConfig(
         **shift_setup(args),
         out=args.out,
         images=args.images or list(DEFAULT_SAMPLES),
         force=args.force,
-        method=args.method,
+        method=one_cam(args.methods),
         progress=not args.no_progress,
         device=args.device,
         save_maps=args.save_maps,

@@ -30,7 +30,6 @@ Example::
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -194,7 +193,7 @@ def check(
     log=None,
 ) -> list[Cell]:
     """Measure every explainer on ``loaded`` and on the twin(s) of its kind (or of ``kinds``, when given)."""
-    from tqdm import tqdm
+    from ..core.progress import bar as progress_bar
 
     if isinstance(target, Target):
         tgt = target
@@ -208,7 +207,7 @@ def check(
     twins: dict[str, Twin] = {}
     cells: list[Cell] = []
     jobs = [(e, k) for e in explainers for k in (kinds or [e.kind])]
-    bar = tqdm(jobs, desc="check", unit="cell", disable=not progress, file=sys.stderr)
+    bar = progress_bar(jobs, desc="check", unit="cell", enabled=progress)
     honest_cache: dict[int, torch.Tensor] = {}
 
     def measure(e: Explainer, kind: str) -> Cell:

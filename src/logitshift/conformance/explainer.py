@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..core.errors import LogitShiftError
+from ..core.files import import_object
 from ..core.targets import Target
 from ..defend import ScoreWrapper
 from ..shift.model import ShiftedModel
@@ -175,13 +176,8 @@ def adapter(name: str):
 
 def user_explainer(spec: str, kind: str = "gradient") -> Explainer:
     """``pkg.module:fn`` with ``fn(model, x, classes) -> maps`` (N×H×W or N×C×H×W), imported because the user named it."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise LogitShiftError(f"explainer {spec!r}: expected package.module:function")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise LogitShiftError(f"explainer {spec!r}: cannot import {attr!r} from {module_name!r} ({exc})") from None
+    fn = import_object(spec, "explainer")  # the current folder searched too
+    attr = spec.partition(":")[2]
     if not callable(fn):
         raise LogitShiftError(f"explainer {spec!r}: {attr!r} is {type(fn).__name__}, expected a function (model, x, classes) -> maps")
     return Explainer("user", spec, "own", kind, lambda model, x, c: maps_of(fn(model, x, c)))

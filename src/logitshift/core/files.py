@@ -33,7 +33,6 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[str], No
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.chmod(tmp, umask_mode())  # mkstemp makes it private (0o600)
     try:
         if callable(data):
             os.close(fd)
@@ -43,6 +42,9 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[str], No
                 fh.write(data.encode() if isinstance(data, str) else data)
                 fh.flush()
                 os.fsync(fh.fileno())
+        # mkstemp makes it private (0o600), and a writer such as safetensors' save_file may have made a file of its
+        # own: the finished file gets the umask's mode, as any new file
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -96,12 +98,19 @@ def check_out(path: str | os.PathLike, force: bool = False, marker: str = "summa
     return path
 
 
+#: the empty file every command leaves in its run folder first: ``logitshift report`` knows a run folder by it
+#: (or by a record or a results store) even when the run was killed before it wrote its record
+RUN_STAMP = ".logitshift-run"
+
+
 def run_dir(path: str | os.PathLike, force: bool = False, marker: str = "summary.json") -> Path:
-    """Create an output folder; refuse to reuse one that holds a previous run unless ``force``."""
+    """Create an output folder, stamped as a run folder (:data:`RUN_STAMP`); refuse to reuse one that holds a
+    previous run unless ``force``."""
     path = check_out(path, force, marker)
     path.mkdir(parents=True, exist_ok=True)
     RunLock(path).check()
     remove_temporaries(path)
+    (path / RUN_STAMP).touch()
     return path
 
 
@@ -253,3 +262,22 @@ def provenance() -> dict[str, Any]:
             "python": platform.python_version(),
         },
     }
+
+
+def import_object(spec: str, what: str = "model") -> Any:
+    """The object a ``package.module:name`` spec names, imported because the user named it; the current folder is
+    searched too, as ``python -m`` would (a console script's ``sys.path`` starts at its own bin folder instead).
+
+    ``what`` names the spec in the one-line error (``model``, ``explainer``)."""
+    import importlib
+    import sys
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise LogitShiftError(f"{what} {spec!r}: expected package.module:name")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise LogitShiftError(f"{what} {spec!r}: cannot import {attr!r} from {module_name!r} ({exc})") from exc

@@ -23,10 +23,10 @@ import torch
 
 from .errors import LogitShiftError
 from .models import Preprocess
+from .names import DEFAULT_SAMPLES as DEFAULT_SAMPLES
 
 #: scikit-image samples that ship inside its wheel (no download).
 SAMPLES = ("chelsea", "coffee", "rocket", "astronaut", "motorcycle", "hubble", "camera", "immunohistochemistry")
-DEFAULT_SAMPLES = ("chelsea", "coffee", "rocket", "astronaut")
 
 #: files a folder given as ``--images`` contributes (others are counted as skipped)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")

@@ -22,13 +22,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..core.names import DEFAULT_MAX_MB as DEFAULT_MAX_MB
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 STORE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
-
-
-DEFAULT_MAX_MB = 24.0
 
 
 LADDER = ((1000, 85), (760, 80), (640, 78), (560, 75), (480, 72), (400, 70), (320, 65), (240, 60))
@@ -156,7 +155,7 @@ class Embedder:
         ident = f"img{len(self.ids) + 1}"
         self.ids[key] = ident
         self.bytes += len(uri)
-        return f'<img id="{ident}" class="{cls}" src="{uri}" width="{w}" height="{h}" alt="{esc(alt)}" decoding="async">'
+        return f'<img id="{ident}" class="{cls}" src="{uri}" width="{w}" height="{h}" alt="{esc(alt)}" decoding="sync" loading="eager">'
 
 
 def pil_uri(im: Any, side: int, quality: int) -> tuple[str, int, int]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import LogitShiftError
+from ..core.files import RUN_STAMP
 from ..core.parts import RecordError
 from ..runs.records import RECORDS, Record, read_record
 from ..runs.store import snapshot
@@ -80,9 +81,10 @@ def load_run(run_dir: str | os.PathLike) -> Run:
         run.notes.append(
             f"the results store {rel(run.stores[0], path)} holds what was finished; `logitshift evaluate ... --resume` continues the run"
         )
-    if run.record is None and not run.images and not run.stores:
+    if run.record is None and not run.stores and (not run.images or not (path / RUN_STAMP).exists()):
         raise LogitShiftError(
-            f"RUN_DIR {str(path)!r}: holds neither summary.json nor figures nor a results store; expected a folder written by logitshift demo, matrix, audit or evaluate"
+            f"RUN_DIR {str(path)!r}: holds no logitshift run (neither summary.json nor a results store nor a run's figures); "
+            "expected the --out folder of logitshift demo, matrix, audit or evaluate"
         )
     return run
 

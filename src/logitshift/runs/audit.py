@@ -107,6 +107,9 @@ class AuditConfig:
 
     model: str
     weights: str | None = None
+    random_weights: bool = False  # a torchvision / timm architecture with random weights
+    num_classes: int | None = None  # a fine-tuned head of this many classes
+    class_names: str | None = None  # file naming the model's classes
     images: list[str] = field(default_factory=list)  # files, folders, @lists, samples (empty: the four samples)
     max_images: int = DEFAULT_MAX_IMAGES
     layers: list[str] | None = None  # None: up to max_layers spatial layers
@@ -152,11 +155,22 @@ def run_audit(cfg: AuditConfig) -> Audited:
     start = time.perf_counter()
     device = resolve_device(cfg.device)
     out = run_dir(cfg.out, cfg.force, marker="audit.json") if cfg.out else None
-    module, pre, hookable, name = load_target(cfg.model, cfg.weights)
+    module, pre, hookable, name = load_target(
+        cfg.model, cfg.weights, num_classes=cfg.num_classes, class_names=cfg.class_names, random_weights=cfg.random_weights
+    )
     if cfg.size:
         pre = replace(pre, size=cfg.size, resize=max(cfg.size, pre.resize * cfg.size // pre.size))
     items = pick_items(cfg.images or DEFAULT_SAMPLES, cfg.max_images)
-    images = [replace(load_image(item.spec, pre), name=item.name) for item in items]
+    images, bad = [], []
+    for item in items:  # the policy of every command (as evaluate): an unreadable input is skipped and named, the rest audited
+        try:
+            images.append(replace(load_image(item.spec, pre), name=item.name))
+        except LogitShiftError as exc:
+            bad.append(f"{Path(str(item.spec)).name} ({str(exc).split(': ', 1)[-1].split(' (')[0][:60]})")
+    if bad:
+        sys.stderr.write(f"logitshift audit: skipped {len(bad)} of {len(items)} images: {'; '.join(bad)}\n")
+    if not images:
+        raise LogitShiftError(f"--images: none of the {len(items)} images can be read")
     dtype = next((p.dtype for p in module.parameters()), torch.float32)
     module.to(device)
     x = batch(images).to(device, dtype)

@@ -24,7 +24,8 @@ from ..conformance.table import markdown
 from ..core.errors import LogitShiftError
 from ..core.files import atomic_write, provenance, run_dir, write_json
 from ..core.images import batch, load_images
-from ..core.models import DEFAULT_MODEL, load_model, torchvision_model
+from ..core.models import DEFAULT_MODEL, load_model
+from ..core.names import DEFAULT_STEPS
 from ..core.tabular import TabularModel, load_rows
 
 MAP_KINDS = ("gradient", "cam", "perturbation", "propagation")
@@ -39,13 +40,15 @@ class CheckConfig:
     libraries: list[str] = field(default_factory=list)  # adapter names, or "all"
     model: str = DEFAULT_MODEL
     weights: str | None = None
-    random_weights: bool = False  # a torchvision model with random weights
+    random_weights: bool = False  # a torchvision / timm model with random weights
+    num_classes: int | None = None
+    class_names: str | None = None
     layer: str | None = None
     images: list[str] = field(default_factory=lambda: ["chelsea"])
     rows: str = "test:64"  # a tabular model's inputs: a CSV file of raw rows, or test / test:N (the held-out rows)
     target: str = "top-left"
     kinds: list[str] | None = None  # twins to use (None: the explainer's kind; every map kind for a user function)
-    samples: int = 8  # samples / steps of sampling methods
+    samples: int = DEFAULT_STEPS  # samples / steps of sampling methods
     strength: float | None = None
     tolerance: float = 1e-5
     out: str | None = None
@@ -72,7 +75,7 @@ def run_check(cfg: CheckConfig) -> Checked:
     if not cfg.explainers and not cfg.libraries:
         raise LogitShiftError("name at least one EXPLAINER or --library (see logitshift check --help)")
     out = run_dir(cfg.out, cfg.force, marker="check.json") if cfg.out else None
-    loaded = torchvision_model(cfg.model, cfg.weights, random_init=True) if cfg.random_weights else load_model(cfg.model, cfg.weights)
+    loaded = load_model(cfg.model, cfg.weights, num_classes=cfg.num_classes, class_names=cfg.class_names, random_weights=cfg.random_weights)
     if cfg.layer:
         loaded.layer = cfg.layer
     x = (

@@ -28,7 +28,6 @@ the result in one sentence.
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -68,7 +67,7 @@ class DemoConfig(ShiftSetup):
 
 def run_demo(cfg: DemoConfig) -> dict:
     """Run the demo and return the summary (also written to ``cfg.out/summary.json``)."""
-    from tqdm import tqdm
+    from ..core.progress import bar as progress_bar
 
     start = time.perf_counter()
     if cfg.method not in CAM_METHODS:
@@ -117,7 +116,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         mine = {k: v for k, v in maps_of.maps.items() if k[1] == cam.name}
         saved, names = explained_maps(mine, jobs, [im.name for im in images])
         save_maps(cfg.save_maps, saved, **names)
-    bar = tqdm(total=len(jobs) * len(images), desc="demo", unit="map", disable=not cfg.progress, file=sys.stderr)
+    bar = progress_bar(total=len(jobs) * len(images), desc="demo", unit="map", enabled=cfg.progress)
     results: list[DemoRow] = []
     for i, im in enumerate(images):
         eq = compare(maps_of.logits["original"][i : i + 1], maps_of.logits["shifted"][i : i + 1])
@@ -217,7 +216,8 @@ def _panel_title(key: str, row: DemoRow, paper: bool) -> str:
     m = row.maps[key]
     what = f"corner {m.corner_share:.2f}" + (" (max there)" if m.max_in_corner else "") if paper else f"mass {m.target_mass:.2f}"
     what += f"  ρ {m.spearman_vs_original:.2f}" if variant == "shifted" else ""
-    return f"{variant} · {'pre' if score == 'logit' else 'post'}-softmax\n{row.class_name}  p={row.prob:.3f}  {what}"
+    # three short lines: a long single line was cut at the panel's edge (the shifted panels' ρ)
+    return f"{variant} · {'pre' if score == 'logit' else 'post'}-softmax\n{row.class_name}  p={row.prob:.3f}\n{what}"
 
 
 def class_agnostic(out: Explained, extra: list[int], names: list[str], method: str, class_names: Sequence[str] | None = None) -> Agnostic:

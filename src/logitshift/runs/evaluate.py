@@ -244,8 +244,15 @@ def _check_resume(store: Store, ident: dict[str, Any]) -> None:
 def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None) -> dict[str, Any] | None:
     """Evaluate, resume-safe; returns the summary on rank 0 (``None`` on other ranks).
 
-    ``on_batch(n_done)`` is called after each committed batch (benchmarks use it).
+    ``on_batch(n_done)`` is called after each committed batch (benchmarks use it). ``--resume`` of a finished run
+    returns its recorded summary and does no model work (:func:`_nothing_left`).
     """
+    done = _nothing_left(Path(cfg.out), cfg, dist_env()[1])
+    return done if done is not None else _evaluate(cfg, on_batch)
+
+
+def _evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None) -> dict[str, Any] | None:
+    """:func:`run_evaluate`'s work: the model, the shift, the batches, the summary."""
     start = time.perf_counter()
     rank, world, local_rank = dist_env()
     device = rank_device(cfg.device, local_rank)
@@ -385,6 +392,31 @@ def _merge_and_draw(
     return samples
 
 
+def _nothing_left(out: Path, cfg: EvalConfig, world: int) -> dict[str, Any] | None:
+    """With ``--resume`` on one process: the recorded summary when a finished run in ``out`` already holds every image
+    with these settings (nothing to load, calibrate or redraw), else ``None``.
+
+    The settings compared are those known without the model (a resolved layer or automatic strength is compared
+    only when given); anything else, and any unfinished image, leaves the decision to the full resume."""
+    import json
+
+    if not cfg.resume or world != 1 or not (out / "summary.json").is_file() or not (out / STORE).is_file() or (out / PARTS).exists():
+        return None
+    items = collect_images(cfg.images, cfg.lists)[0]
+    with Store(out / STORE) as st:
+        stored, finished = st.get_meta("config") or {}, st.finished()
+    given = asdict(cfg)
+    keys = [k for k in IDENTITY if k not in ("layer", "shift_layer", "strength", "float64_head") or given.get(k) not in (None, "auto")]
+    if any(stored.get(k, IDENTITY_DEFAULTS.get(k)) != given.get(k) for k in keys) or any(it.key not in finished for it in items):
+        return None
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except ValueError:
+        return None
+    sys.stderr.write(f"logitshift evaluate: --resume: all {len(items)} images are done in {cfg.out}; nothing to do\n")
+    return summary
+
+
 def _finished(out: Path) -> set[str]:
     """Images finished in the main store or in any rank's part (the world size may have changed)."""
     done: set[str] = set()
@@ -466,7 +498,7 @@ def _run_batches(
 ) -> None:
     """Explain the batches ``todo`` of this rank, committing each batch's rows to ``store`` as it finishes (a run
     killed between two batches loses at most the batch in flight); ``index`` names the --save-maps parts."""
-    from tqdm import tqdm
+    from ..core.progress import bar as progress_bar
 
     cfg, device = job.cfg, job.device
 
@@ -480,13 +512,12 @@ def _run_batches(
         worker_init_fn=_worker_init,
     )
     desc = "evaluate" if world == 1 else f"evaluate rank {rank}"
-    bar = tqdm(
+    bar = progress_bar(
         total=total,
         initial=done_before,
         desc=desc,
         unit="img",
-        disable=not cfg.progress,
-        file=sys.stderr,
+        enabled=cfg.progress,
         position=rank if world > 1 else None,
         dynamic_ncols=True,
     )

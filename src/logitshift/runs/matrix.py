@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ..attribution import METHODS, get_method
+from ..attribution import METHODS, get_method, sampling_options
 from ..attribution.engine import explain
 from ..core.capture import layer_grid
 from ..core.device import resolve_device
@@ -37,17 +37,15 @@ from ..core.files import atomic_write, provenance, run_dir
 from ..core.images import DEFAULT_SAMPLES, batch, load_images
 from ..core.metrics import spearman, target_mass
 from ..core.models import load_model
+from ..core.names import DEFAULT_MEMORY_BUDGET_GB, DEFAULT_STEPS
 from ..core.scores import IMMUNE, SCORES, check_score
 from ..core.targets import parse_target
 from ..shift.model import ShiftedModel, compare
-from ..shift.steer import steer
+from ..shift.steer import PLATEAU, steer
 from ..view.display import check_maps_path, explained_maps, save_maps
 from .records import MatrixCell, MatrixRecord, matrix_finding
 
 UNCHANGED = 0.99
-#: Integrated Gradients steps and SmoothGrad samples of the matrix (the shift's effect on them does not
-#: depend on the count; docs/matrix.md). 16 keeps the default run under a minute on 2 CPU cores.
-DEFAULT_STEPS = 16
 
 
 @dataclass
@@ -55,6 +53,7 @@ class MatrixConfig:
     out: str = "runs/matrix"
     model: str = "efficientnet-lite0"
     weights: str | None = None
+    random_weights: bool = False  # a torchvision / timm architecture with random weights
     num_classes: int | None = None
     class_names: str | None = None
     layer: str | None = None
@@ -62,21 +61,15 @@ class MatrixConfig:
     images: list[str] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
     scores: list[str] = field(default_factory=lambda: list(SCORES))
-    strength: float | str | None = None
-    goal: float = 0.5
+    strength: float | str | None = "auto"  # "auto": 0.9 of the way from ``goal`` to the plateau (steer.PLATEAU); None: each term's default
+    goal: float = 0.5  # the target mass at which a moved logit map counts as fooled
     steps: int | None = DEFAULT_STEPS  # IG steps and SmoothGrad samples (None: the methods' own, 50)
+    memory_budget: float | None = DEFAULT_MEMORY_BUDGET_GB  # GB one chunk of IG / SmoothGrad points may take (None: no cap)
     force: bool = False
     figure: bool = True
     progress: bool = True
     device: str = "auto"
     save_maps: str | None = None  # .npz file for the raw maps (display.save_maps)
-
-
-def method_options(steps: int | None) -> dict[str, dict]:
-    """Options for the registry's sampling methods (IG steps, SmoothGrad samples)."""
-    if steps is None:
-        return {}
-    return {"ig": {"steps": steps}, "smoothgrad": {"samples": steps}}
 
 
 def measure(
@@ -191,24 +184,39 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figure(path: Path, rgb, maps: dict, methods: list[str], scores: list[str], size: int, target_px) -> None:
+def figure(path: Path, rgb, maps: dict, methods: list[str], scores: list[str], size: int, target) -> None:
     """Rows: methods; columns: original logit map, then the shifted model's map for each score (image 0).
 
-    Signed methods (gradient × input, IG) on a diverging colour map; every map
-    percentile-clipped (:func:`logitshift.view.figures.scaled`); a colour bar and a legend.
-    The raw maps it is drawn from go beside it (``path`` with ``.npz``, :func:`logitshift.view.tiles.save_tiles`):
+    Each cell carries image 0's numbers: target mass, and (shifted) ρ against the original map of the same score.
+    ``target``: a :class:`~logitshift.core.targets.Target` or its mask at image size. Signed methods (gradient × input,
+    IG) on a diverging colour map; every map percentile-clipped (:func:`logitshift.view.figures.scaled`); a colour bar
+    per colour map and a legend. The raw maps it is drawn from go beside it (``path`` with ``.npz``, :func:`logitshift.view.tiles.save_tiles`):
     the report draws its thumbnails from them, column ``original`` and one per score.
     """
+    import numpy as np
+    import torch.nn.functional as F
+
     from ..view.figures import grid_figure, scaled, signed_method
     from ..view.tiles import save_tiles
 
     cols = [("original", "logit")] + [("shifted", s) for s in scores]
     signed = [signed_method(m) for m in methods]
-    cells = [
-        [(scaled(maps[m, s, v][:1], size, sg)[0], f"{m}\n{v} · {s}" if j == 0 else f"{v} · {s}") for j, (v, s) in enumerate(cols)]
-        for m, sg in zip(methods, signed)
-    ]
-    grid_figure(path, rgb, cells, signed=signed, target=target_px)
+    target_px = target.mask.numpy() if hasattr(target, "mask") else np.asarray(target)  # a Target, or its mask at image size
+
+    def weights(h: int, w: int) -> torch.Tensor:
+        if hasattr(target, "weights"):
+            return target.weights(h, w)
+        return F.adaptive_avg_pool2d(torch.as_tensor(target_px, dtype=torch.float32)[None, None], (h, w))[0, 0]
+
+    def title(m: str, v: str, s: str) -> str:  # each cell's numbers for image 0: target mass, and ρ against the original map
+        heat = maps[m, s, v][:1]
+        numbers = f"mass {float(target_mass(heat, weights(*heat.shape[-2:]))[0]):.2f}"
+        if v == "shifted":
+            numbers += f" · ρ {float(spearman(heat, maps[m, s, 'original'][:1])[0]):.2f}"
+        return (f"{m}\n" if v == "original" else "") + f"{v} · {s}\n{numbers}"
+
+    cells = [[(scaled(maps[m, s, v][:1], size, sg)[0], title(m, v, s)) for v, s in cols] for m, sg in zip(methods, signed)]
+    grid_figure(path, rgb, cells, signed=signed, target=target_px, numbers=("mass", "rho"))
     raw = {(m, s if v == "shifted" else "original"): (maps[m, s, v][0], sg) for m, sg in zip(methods, signed) for v, s in cols}
     save_tiles(Path(path).with_suffix(".npz"), rgb, target_px, raw)
 
@@ -224,22 +232,33 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
     if cfg.save_maps:
         check_maps_path(cfg.save_maps)
     out = run_dir(cfg.out, cfg.force, marker="matrix.json")
-    loaded = load_model(cfg.model, cfg.weights, num_classes=cfg.num_classes, class_names=cfg.class_names)
+    loaded = load_model(cfg.model, cfg.weights, num_classes=cfg.num_classes, class_names=cfg.class_names, random_weights=cfg.random_weights)
     images = load_images(cfg.images or DEFAULT_SAMPLES, loaded.preprocess)
     loaded.module.to(device)
     x = batch(images).to(device)
-    options = method_options(cfg.steps)
-    shifted = steer(
-        loaded,
-        cfg.target,
-        methods=methods,
-        strength=cfg.strength,
-        layer=cfg.layer,
-        check=x,
-        goal=cfg.goal,
-        method_options=options,
-        progress=cfg.progress,
-    )
+    options = sampling_options(cfg.steps, cfg.memory_budget)
+
+    def build(goal: float) -> ShiftedModel:
+        return steer(
+            loaded,
+            cfg.target,
+            methods=methods,
+            strength=cfg.strength,
+            layer=cfg.layer,
+            check=x,
+            goal=goal,
+            plateau=PLATEAU,
+            measure=True,
+            method_options=options,
+            progress=cfg.progress,
+        )
+
+    try:
+        shifted = build(cfg.goal)
+    except LogitShiftError as exc:  # auto: no strength reaches the goal on this model; the matrix measures the best one
+        if cfg.strength != "auto" or "effect was not reached" not in str(exc):
+            raise
+        shifted = build(0.0)  # 0.9 of the way to the plateau; its cells then read "changed", not "fooled"
     st = shifted.steering
     assert st is not None  # set by steer()
     grid = layer_grid(loaded.module, st.layer, x) if st.layer else None
@@ -271,8 +290,7 @@ def run_matrix(cfg: MatrixConfig, command_line: str = "") -> dict:
         **provenance(),
     )
     if cfg.figure:
-        target_px = target.mask.numpy()
-        figure(Path(out) / "matrix.png", images[0].rgb, maps, methods, list(cfg.scores), x.shape[-1], target_px)
+        figure(Path(out) / "matrix.png", images[0].rgb, maps, methods, list(cfg.scores), x.shape[-1], target)
         record.figure = "matrix.png"
     record.seconds = round(time.perf_counter() - start, 1)
     record.finding = matrix_finding(record)

@@ -123,7 +123,7 @@ def markdown(summary: dict[str, Any]) -> str:
         "",
         "## Equivalence of the shifted model",
         "",
-        f"max |Δprob| {eq['max_abs_prob_diff'] if eq['max_abs_prob_diff'] is not None else '–'}; "
+        f"max |Δprob| {'–' if eq['max_abs_prob_diff'] is None else format(eq['max_abs_prob_diff'], '.1e')}; "
         f"images over the tolerance {summary['tolerance']:g}: {eq['images_over_tolerance']}; "
         f"top-1 agreement {fmt(eq['top1_agree'])}.",
         "",

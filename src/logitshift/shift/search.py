@@ -90,11 +90,10 @@ def _auto_strength(plan: Plan, family: str, effect: Effect, goal: float, plateau
 
 def _progress(enabled: bool, family: str):
     """The search's bar: one tick per strength tried, the weakest method's target mass at it."""
-    import sys
 
-    from tqdm import tqdm
+    from ..core.progress import bar
 
-    return tqdm(desc=f"strength ({family} term)", unit="try", disable=not enabled, file=sys.stderr)
+    return bar(desc=f"strength ({family} term)", unit="try", enabled=enabled)
 
 
 class _TermLogits(nn.Module):

@@ -220,7 +220,9 @@ def prepare(setup: ShiftSetup, items: Sequence[Item], device: torch.device | str
     from ..core.classes import resolve_class
     from ..core.labels import read_labels
 
-    loaded = load_model(setup.model, setup.weights, num_classes=setup.num_classes, class_names=setup.class_names)
+    loaded = load_model(
+        setup.model, setup.weights, num_classes=setup.num_classes, class_names=setup.class_names, random_weights=setup.random_weights
+    )
     loaded.module.to(device)
     layer = setup.layer or loaded.layer
     shift_layer = setup.shift_layer or layer

@@ -77,12 +77,16 @@ def explain_figure(
     """
     from matplotlib.lines import Line2D
 
-    by_kind = layers if isinstance(layers, dict) else {bool(signed): layers}
+    by_kind = {k: v for k, v in (layers if isinstance(layers, dict) else {bool(signed): layers}).items() if v is not None}
     clip = f"per map, clipped at pct {CLIP_PERCENTILE:g} of |map|"
-    for kind, layer in sorted(by_kind.items()):
-        if layer is None:
-            continue
-        bar = fig.colorbar(layer, ax=axes, fraction=0.025, pad=0.01, shrink=0.8 / len(by_kind))
+    top, bottom = max(a.get_position().y1 for a in np.ravel(axes)), min(a.get_position().y0 for a in np.ravel(axes))
+    right = max(a.get_position().x1 for a in np.ravel(axes))
+    slot = (top - bottom) / max(len(by_kind), 1)
+    for k, (kind, layer) in enumerate(sorted(by_kind.items())):
+        # each colour bar in its own slot of the column right of the maps, a gap between them: two bars never overlap
+        y0 = top - (k + 1) * slot + 0.08 * slot
+        cax = fig.add_axes((right + 0.012, y0, 0.014, 0.84 * slot))
+        bar = fig.colorbar(layer, cax=cax)
         bar.set_label(("signed map, " if kind else "map, ") + clip, fontsize=7)
         bar.ax.tick_params(labelsize=7)
     handles = []
@@ -90,8 +94,9 @@ def explain_figure(
         handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1.4, label=f"dashed outline: {target_label}"))
     for key in numbers:
         handles.append(Line2D([], [], linestyle="none", label=NUMBERS.get(key, key)))
-    if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 2), fontsize=8, frameon=False, handlelength=2.2)
+    if handles:  # two columns where the figure is wide enough for them, else one (a narrow figure cut them at its edges)
+        ncol = 2 if fig.get_figwidth() >= 9 else 1
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), ncol), fontsize=8, frameon=False, handlelength=2.2)
 
 
 def paper_figure(
@@ -139,7 +144,7 @@ def classes_figure(
                 key = f"{variant}_{score}"
                 layer = overlay(axes[r, 2 * j + c], rgb, maps[key], labels[key], target)
     fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 0.93, 1))
+    fig.tight_layout(rect=(0, 0.06, 0.9, 1))
     explain_figure(fig, axes, layer, signed=False, target=target is not None, numbers=numbers, target_label=target_label)
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
@@ -176,7 +181,11 @@ def grid_figure(
                 axes[i, j].set_axis_off()
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
-    fig.tight_layout(rect=(0, 0.5 / (side * rows + 0.9), 0.9, 1))
+    height = side * rows + 0.9
+    legend_lines = (target is not None) + len(numbers)
+    if side * cols + 0.9 >= 9:
+        legend_lines = -(-legend_lines // 2)
+    fig.tight_layout(rect=(0, (0.2 * legend_lines + 0.15) / height, 0.88, 1))
     explain_figure(fig, axes, layers, target=target is not None, numbers=numbers, target_label=target_label)
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
