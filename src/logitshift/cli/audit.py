@@ -15,12 +15,13 @@ from ..audit import sandbox
 from ..audit.effect import NEVER, audited_methods
 from ..audit.load import is_model_file
 from ..audit.measure import DEFAULT_CPU_SECONDS, DEFAULT_MAX_IMAGES, DEFAULT_MAX_LAYERS, DEFAULT_MEMORY_GB, DEFAULT_PROBES, THRESHOLD
-from ..audit.verdict import AuditResult, check_methods
+from ..audit.verdict import DEFAULT_TOP_K, AuditResult, check_methods
 from ..core.errors import LogitShiftError
 from ..report import write_report
 from ..runs.audit import AuditConfig, run_audit
 from .flags import (
     alias,
+    class_flags,
     device_flag,
     force_flag,
     images_flag,
@@ -92,19 +93,13 @@ def register(sub) -> argparse.ArgumentParser:
         default=THRESHOLD,
         help=f"κ above which the kappa test fires (default {THRESHOLD:g}); also scales κ_bypass and κ_head",
     )
-    p.add_argument(
-        "--strict",
-        action="store_true",
-        help="exit 1 also when the common mode is of honest size but some logit map differs from its centered-logit map "
-        "(Spearman < 0.83, the least a shift that fools a map leaves): flags every such shift, and honest models whose own "
-        "common mode moves a map that far",
-    )
+    class_flags(p, DEFAULT_TOP_K, f"default {DEFAULT_TOP_K}: users explain more than the prediction; the top-1 is always measured")
     p.add_argument(
         "--methods",
         nargs="+",
         default=None,
         metavar="METHOD",
-        help=f"only these methods' maps count for the effect (and --strict): the ones you explain with; default all of {', '.join(audited_methods())}",
+        help=f"only these methods' maps count for the effect: the ones you explain with; default all of {', '.join(audited_methods())}",
     )
     p.add_argument("--size", type=int_at_least(8), default=None, help="input size for a model file (default 224)")
     out_flag(p, "a folder for audit.json and audit.png; default: nothing written")
@@ -162,8 +157,10 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         progress=not args.no_progress,
         device=args.device,
-        strict=args.strict,
         methods=args.methods,
+        classes=list(args.classes),
+        top_k=args.top_k,
+        labels=args.labels,
     )
     audited = run_audit(cfg)
     print_result(audited.result)

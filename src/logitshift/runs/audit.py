@@ -21,7 +21,7 @@ from ..audit.measure import (
     TOLERANCE,
     candidate_layers,
 )
-from ..audit.verdict import AuditResult, audit_model
+from ..audit.verdict import DEFAULT_TOP_K, AuditResult, audit_model
 from ..core.errors import LogitShiftError
 from ..core.images import Item, collect_images
 
@@ -118,8 +118,10 @@ class AuditConfig:
     force: bool = False
     progress: bool = True
     device: str = "auto"
-    strict: bool = False  # exit 1 whenever a logit map differs from its centered-logit map (audit_model's strict)
     methods: list[str] | None = None  # the method families that count (None: all)
+    classes: list[str] = field(default_factory=list)  # --class: explained on every image (names or indices)
+    top_k: int = DEFAULT_TOP_K  # --top-k: each image's k most probable classes are explained (k ≥ 2 by default)
+    labels: str | None = None  # --labels: a file with each image's true label, explained too
 
 
 @dataclass
@@ -158,6 +160,8 @@ def run_audit(cfg: AuditConfig) -> Audited:
     items = pick_items(cfg.images or DEFAULT_SAMPLES, cfg.max_images)
     images = [replace(load_image(item.spec, pre), name=item.name) for item in items]
     x = batch(images)
+    logits = _finite_logits(module, x)
+    explain = explained(cfg, items, logits)
     if cfg.layers is not None:
         layers = cfg.layers
     elif hookable:
@@ -179,14 +183,52 @@ def run_audit(cfg: AuditConfig) -> Audited:
         cfg.probes,
         image_names=[im.name for im in images],
         progress=cfg.progress,
-        strict=cfg.strict,
         methods=cfg.methods,
+        explain=explain,
     )
+    if not math.isfinite(result.score):
+        raise LogitShiftError(f"model {cfg.model!r}: a statistic of the audit is not finite (score {result.score}); nothing concluded")
     if out is not None:
         figure(result, out / "audit.png")
         summary = {"command": "audit", "model": cfg.model, **result.to_json(), "seconds": round(time.perf_counter() - start, 2)}
         AuditRecord.from_json(_finite({**summary, **provenance()}), "audit summary").write(out)
     return Audited(result, out)
+
+
+def _finite_logits(module, x: torch.Tensor) -> torch.Tensor:
+    """The logits on the audited images; non-finite images or logits are refused (nothing can be concluded from them)."""
+    from ..audit.measure import select_output
+
+    if not bool(torch.isfinite(x).all()):
+        raise LogitShiftError("images: non-finite pixel values after preprocessing; nothing concluded")
+    with torch.no_grad():
+        z = select_output(module(x.to(next((p.dtype for p in module.parameters()), x.dtype))))
+    if not bool(torch.isfinite(z).all()):
+        raise LogitShiftError("model: non-finite logits on the audited images (inf or NaN); nothing concluded")
+    return z.float()
+
+
+def explained(cfg: AuditConfig, items: Sequence[Item], logits: torch.Tensor) -> torch.Tensor:
+    """The classes explained per image (N×k indices), as demo and evaluate choose them: ``--labels`` (each image's
+    label), then ``--class`` (the same for every image), then the ``--top-k`` most probable."""
+    from ..core.classes import imagenet_classes, resolve_class
+    from ..core.labels import read_labels
+
+    count = logits.shape[1]
+    names = imagenet_classes() if count == 1000 else ()
+    columns: list[torch.Tensor] = []
+    if cfg.labels:
+        labels = read_labels(cfg.labels, items, count, names)
+        columns.append(torch.tensor([labels[it.key] for it in items]))
+    for spec in dict.fromkeys(cfg.classes):
+        columns.append(torch.full((len(items),), resolve_class(spec, count, names)))
+    top = logits.topk(min(cfg.top_k, count), dim=1).indices
+    columns += [top[:, r] for r in range(top.shape[1])]
+    unique: list[torch.Tensor] = []
+    for c in columns:  # a column equal to an earlier one on every image is measured once
+        if not any(torch.equal(c, u) for u in unique):
+            unique.append(c)
+    return torch.stack(unique, dim=1)
 
 
 def _finite(obj):
