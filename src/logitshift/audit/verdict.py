@@ -222,6 +222,51 @@ class AuditResult:
             + "."
         )
 
+    def coverage(self) -> str:
+        """What the finding covers: "on 4 images (and 4 inputs explanation methods feed the model: …) for these
+        methods, classes and outputs"."""
+        images = len(self.images) - len(self.points)
+        methods = sorted({m.method for m in self.effects.methods})
+        ranks = 1 + max((m.rank for m in self.effects.methods), default=0)
+        families = sorted({p.split()[0] for p in self.points})
+        inputs = f" and {len(self.points)} inputs explanation methods feed the model ({', '.join(families)})" if self.points else ""
+        output = f"; output {self.output!r} of {len(self.groups)}, each audited on its own" if self.groups else ""
+        return (
+            f"covers {images} image{'s' if images != 1 else ''}{inputs}, for {', '.join(methods)} at "
+            f"{len(self.evidence) - 1} layer{'s' if len(self.evidence) != 2 else ''} and the input, "
+            f"for the {ranks} class{'es' if ranks != 1 else ''} explained per image{output}"
+        )
+
+    def first_evidence(self) -> str:
+        """The maps users explain first: Grad-CAM at the default (last audited) layer and saliency at the input, for
+        the first explained class: effect and plain logit/centered-logit Spearman (worst image)."""
+        parts = []
+        layers = [e.layer for e in self.evidence]
+        for method, layer in (("gradcam", layers[-1] if len(layers) > 1 else None), ("saliency", layers[0])):
+            m = next((m for m in self.effects.methods if m.method == method and m.layer == layer and m.rank == 0), None)
+            if m is not None:
+                parts.append(
+                    f"{m.label}: effect {m.effect:.3f}, logit vs centered-logit map Spearman {1.0 - max(m.immune, default=0.0):.2f}"
+                )
+        return "; ".join(parts)
+
+    def next_step(self) -> str:
+        """One line: what to do about the finding."""
+        fix = "explain the centered logit (CenteredLogitTarget, logitshift defend): it is immune to any shift"
+        if self.finding == FINDINGS["steered"]:
+            return f"next: do not explain this model's logits; {fix}; the shift acts at {self.where}."
+        if self.finding == FINDINGS["common"]:
+            return f"next: {fix}; no shift is proven, so the model may be honest but trained into a common mode (Adam heads do)."
+        if self.finding == FINDINGS["shifted"]:
+            return f"next: the audited maps are unaffected, but a shift is proven at {self.where}: {fix}, or audit the very images you will explain."
+        if self.finding == FINDINGS["present"]:
+            return f"next: logit explanations can be used as they are; where they must be robust, {fix}."
+        return (
+            "next: nothing to do for these images; an example-based audit cannot exclude a shift triggered only by inputs "
+            "unlike these, nor a shift linear in the classifier's input (W + 1uᵀ) of honest size: audit on the images you "
+            f"will explain, or {fix}."
+        )
+
     def _differing(self) -> str:
         """For a model called clean: the maps its own (honest-sized) common mode moves, so the user knows where the
         logit and the centered logit disagree."""
@@ -243,6 +288,9 @@ class AuditResult:
             "points": self.points,
             "explained": self.context.explained if self.context else [],
             "sentence": self.sentence(),
+            "covers": self.coverage(),
+            "first_evidence": self.first_evidence(),
+            "next_step": self.next_step(),
             "score": self.score,
             "threshold": self.threshold,
             "kappa": self.kappa,

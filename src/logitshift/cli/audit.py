@@ -172,8 +172,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_result(result: AuditResult) -> None:
-    """The finding first (one sentence with the numbers), then what was left out and why, then the evidence."""
+    """The finding first (one sentence with the numbers), what it covers, the maps users explain first, the next
+    step; then, under "details", what was left out and why, and the evidence."""
     print(result.sentence())
+    print(f"this audit {result.coverage()}")
+    print(f"first evidence: {result.first_evidence()}")
+    print(result.next_step())
+    if result.groups:
+        print("outputs: " + "; ".join(f"{g['output']}: {g['finding']} (score {g['score']:.3g})" for g in result.groups))
+    print("details:")
     context = result.context
     if context is not None and context.never:
         print(

@@ -34,8 +34,38 @@ def _short(name: str) -> str:
     return f"{parts[0]}.{parts[1]}…{parts[-1]}" if len(parts) > 3 else ".".join(parts)
 
 
-def figure(result: AuditResult, path: str | Path) -> Path:
-    """Where the shift acts: κ per layer, the bypass fraction per layer, and the per-cell κ of each layer."""
+def worst_map(result: AuditResult, images: int):
+    """The map whose logit version is farthest from its centered-logit version (flagged: the largest effect), on one
+    of the first ``images`` rows (the images, not the method inputs): ``(method effect, image index)`` or None."""
+    effects = result.effects.methods
+    if not effects:
+        return None
+    key = (lambda m: m.effect) if result.shifted else (lambda m: max(m.immune[:images], default=0.0))
+    m = max(effects, key=key)
+    values = [max(a, b) for a, b in zip(m.structural[:images], m.size[:images])] if result.shifted else m.immune[:images]
+    return m, int(np.argmax(values))
+
+
+def map_pair(model, x: torch.Tensor, result: AuditResult, images: int):
+    """``(label, logit map, centered-logit map)`` of :func:`worst_map` on its image (None without one)."""
+    from ..attribution import get_method
+    from ..audit.measure import INPUT
+
+    found = worst_map(result, images)
+    if found is None:
+        return None
+    m, i = found
+    classes = result.context.explained[i] if result.context and result.context.explained else [0]
+    target = torch.tensor([classes[min(m.rank, len(classes) - 1)]], device=x.device)
+    method = get_method(m.method)
+    layer = None if m.layer == INPUT else m.layer
+    pair = [method.maps(model, x[i : i + 1], target, score=score, layer=layer)[0].detach().float().cpu() for score in ("logit", "centered")]
+    return f"{m.label}, {result.images[i]}, class {int(target)}", pair[0], pair[1]
+
+
+def figure(result: AuditResult, path: str | Path, pair=None) -> Path:
+    """Where the shift acts: κ per layer, the bypass fraction per layer, and the per-cell κ of each layer; with
+    ``pair`` (:func:`map_pair`), the worst map's logit version beside its centered-logit version."""
     from matplotlib.colors import LogNorm
 
     from ..view.figures import _plt
@@ -45,8 +75,8 @@ def figure(result: AuditResult, path: str | Path) -> Path:
     spatial = [e for e in result.evidence if e.cells]
     cols = max(len(spatial), 1)
     structural = result.head is not None
-    ratios = [1.0, 0.8, 1.1] if structural else [1.0, 1.1]
-    fig = plt.figure(figsize=(max(2.0 * cols, 7.0), 6.6 + 2.6 * structural), dpi=100)
+    ratios = ([1.0, 0.8, 1.1] if structural else [1.0, 1.1]) + ([1.3] if pair is not None else [])
+    fig = plt.figure(figsize=(max(2.0 * cols, 7.0), 6.6 + 2.6 * structural + 3.0 * (pair is not None)), dpi=100)
     grid = fig.add_gridspec(len(ratios), cols, height_ratios=ratios, hspace=0.8, left=0.09, right=0.9, bottom=0.04, top=0.93)
     labels = [e.layer for e in result.evidence]
     ticks = [_short(n) for n in labels]
@@ -82,8 +112,19 @@ def figure(result: AuditResult, path: str | Path) -> Path:
         )
         axb.legend(fontsize=7, loc="upper right")
     norm = LogNorm(vmin=0.1, vmax=max(100.0, result.kappa))
+    heat_row = -2 if pair is not None else -1
+    if pair is not None:
+        label, logit_map, centered_map = pair
+        half = max(cols // 2, 1)
+        for j, (title, m) in enumerate((("logit map", logit_map), ("centered-logit map (shift-immune)", centered_map))):
+            axm = fig.add_subplot(grid[-1, j * half : (j + 1) * half] if cols > 1 else grid[-1, 0])
+            axm.imshow(m.numpy(), cmap="jet")
+            axm.set_title(f"{title}\n{label}", fontsize=7)
+            axm.set_axis_off()
+            if cols == 1:
+                break
     for i, e in enumerate(spatial):
-        axh = fig.add_subplot(grid[-1, i])
+        axh = fig.add_subplot(grid[heat_row, i])
         im = axh.imshow(np.clip(np.asarray(e.cells), 0.1, None), cmap="magma", norm=norm)
         axh.set_title(f"{_short(e.layer)}\n{e.shape[1]}×{e.shape[2]}  κ={e.kappa_max:.2g}", fontsize=7)
         axh.set_axis_off()
@@ -189,7 +230,7 @@ def run_audit(cfg: AuditConfig) -> Audited:
     if not math.isfinite(result.score):
         raise LogitShiftError(f"model {cfg.model!r}: a statistic of the audit is not finite (score {result.score}); nothing concluded")
     if out is not None:
-        figure(result, out / "audit.png")
+        figure(result, out / "audit.png", map_pair(module, x.to(device, dtype), result, len(images)))
         summary = {"command": "audit", "model": cfg.model, **result.to_json(), "seconds": round(time.perf_counter() - start, 2)}
         AuditRecord.from_json(_finite({**summary, **provenance()}), "audit summary").write(out)
     return Audited(result, out)

@@ -408,6 +408,9 @@ class AuditRecord(Record):
     points: list[str] = field(default_factory=list)  # the inputs explanation methods feed the model, audited too
     explained: list[list[int]] = field(default_factory=list)  # the classes whose maps were measured, per row
     sentence: str = ""
+    covers: str = ""  # what the finding covers: images, method inputs, methods, layers, classes, outputs
+    first_evidence: str = ""  # Grad-CAM at the default layer and saliency, the maps users explain first
+    next_step: str = ""  # one line: what to do about the finding
     score: float | None = None
     threshold: float | None = None
     kappa: float | None = None
