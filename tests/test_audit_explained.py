@@ -14,6 +14,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 from digits import audit_images, digits, trained  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+from adaptive import LogitNorm, MaxShift, PathGated, TwoHeads, Wrapped  # noqa: E402
+
 from logitshift.attribution import get_method  # noqa: E402
 from logitshift.audit.measure import output_groups  # noqa: E402
 from logitshift.audit.verdict import audit_model  # noqa: E402
@@ -27,39 +30,6 @@ def maps(method: str, model: nn.Module, x: torch.Tensor, target: torch.Tensor, l
 def fooled(method: str, honest: nn.Module, shifted: nn.Module, x: torch.Tensor, target: torch.Tensor, layer=None) -> float:
     """The lowest Spearman, over the images, between the honest and the shifted model's maps of ``target``."""
     return float(spearman(maps(method, honest, x, target, layer), maps(method, shifted, x, target, layer)).min())
-
-
-class LogitNorm(nn.Module):
-    """Looks like a normalisation of the logits; adds ``K·logsumexp(βz)/β`` to every logit (a smooth function of
-    them, a soft maximum): with ``q = softmax(βz)`` the top-1 gradient becomes ``g_1 + K·Σ q_j g_j ≈ (1 + K)·g_1``
-    (same maps), every other class's ``g_j + K·g_1`` (steered to the top-1's)."""
-
-    def __init__(self, k: float, beta: float = 10.0) -> None:
-        super().__init__()
-        self.k, self.beta = k, beta
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return z + self.k * torch.logsumexp(self.beta * z, dim=1, keepdim=True) / self.beta
-
-
-class Wrapped(nn.Module):
-    def __init__(self, base: nn.Module, tail: nn.Module) -> None:
-        super().__init__()
-        self.base, self.norm = base, tail
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.base(x))
-
-
-class MaxShift(nn.Module):
-    """``t = K·max_j z_j``: on images that share their top class, ``K·z_c``, a linear function of ``h``."""
-
-    def __init__(self, k: float) -> None:
-        super().__init__()
-        self.k = k
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return z + self.k * z.max(dim=1, keepdim=True).values
 
 
 def second(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -95,28 +65,6 @@ def test_k_max_z_on_images_that_share_one_class_is_flagged_again():
     assert not audit_model(honest, x).shifted
 
 
-class PathGated(nn.Module):
-    """A region shift at ``features`` switched on only off the data: ``gate = relu(1 − mean|x| / m)²`` with ``m``
-    below every digit's ``mean|x|``, so it is 0 on every real image and on along Integrated Gradients' path from
-    the black (0) baseline, where ``mean|αx| = α·mean|x|``."""
-
-    def __init__(self, base: nn.Module, k: float, m: float) -> None:
-        super().__init__()
-        self.base, self.k, self.m = base, k, m
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        store = {}
-        handle = self.base.features.register_forward_hook(lambda _m, _i, out: store.__setitem__("a", out))
-        try:
-            z = self.base(x)
-        finally:
-            handle.remove()
-        a = store["a"]
-        gate = torch.relu(1 - x.abs().flatten(1).mean(dim=1) / self.m).pow(2)
-        t = self.k * gate * a[:, :, :2, :2].flatten(1).sum(dim=1)
-        return z + t[:, None]
-
-
 def test_a_shift_that_is_on_only_along_the_inputs_a_method_feeds_the_model_is_flagged():
     honest = trained("sgd", 10)
     xs, _ = digits(10)
@@ -130,24 +78,6 @@ def test_a_shift_that_is_on_only_along_the_inputs_a_method_feeds_the_model_is_fl
     assert not audit_model(shifted, x, points=()).shifted
     result = audit_model(shifted, x)
     assert result.shifted and any("ig α=" in name for name in result.images)
-
-
-class TwoHeads(nn.Module):
-    """Two softmax groups on one trunk: ``(z₁ + t, z₂ − t)``. Their sum carries no common mode, so an audit of the
-    outputs taken together (or of the first alone, as ``as_logits`` reads a tuple) sees nothing of ``t`` in the sum."""
-
-    def __init__(self, base: nn.Module, k: float, dict_output: bool = False) -> None:
-        super().__init__()
-        self.base, self.k, self.dict_output = base, k, dict_output
-        self.aux = nn.Linear(base.fc.in_features, 5)
-        torch.nn.init.normal_(self.aux.weight, std=0.5, generator=torch.Generator().manual_seed(0))
-
-    def forward(self, x: torch.Tensor):
-        a = self.base.features(x)
-        h = torch.flatten(self.base.pool(a), 1)
-        t = self.k * a[:, :, :2, :2].flatten(1).sum(dim=1, keepdim=True)
-        z1, z2 = self.base.fc(h) + t, self.aux(h) - t
-        return {"logits": z1, "aux": z2} if self.dict_output else (z1, z2)
 
 
 def test_each_softmax_group_is_audited_on_its_own():

@@ -119,7 +119,12 @@ def _activations(model: nn.Module, x: torch.Tensor, layer: str | None) -> torch.
         return None
     from ..core.capture import gridded
 
-    with torch.no_grad(), gridded([(layer, model.get_submodule(layer))], x.shape[-2:], leaf=False) as grids:
-        model(x)
-    act = grids.get(layer)
-    return act.detach() if isinstance(act, torch.Tensor) and act.dim() == 4 else None
+    acts = []
+    for i in range(len(x)):  # image by image: an exported program may take a fixed batch size of 1
+        with torch.no_grad(), gridded([(layer, model.get_submodule(layer))], x.shape[-2:], leaf=False) as grids:
+            model(x[i : i + 1])
+        act = grids.get(layer)
+        if not (isinstance(act, torch.Tensor) and act.dim() == 4):
+            return None
+        acts.append(act.detach())
+    return torch.cat(acts)

@@ -242,8 +242,9 @@ def _finite_logits(module, x: torch.Tensor) -> torch.Tensor:
 
     if not bool(torch.isfinite(x).all()):
         raise LogitShiftError("images: non-finite pixel values after preprocessing; nothing concluded")
-    with torch.no_grad():
-        z = select_output(module(x.to(next((p.dtype for p in module.parameters()), x.dtype))))
+    dtype = next((p.dtype for p in module.parameters()), x.dtype)
+    with torch.no_grad():  # image by image: an exported program may take a fixed batch size of 1
+        z = torch.cat([select_output(module(x[i : i + 1].to(dtype))) for i in range(len(x))])
     if not bool(torch.isfinite(z).all()):
         raise LogitShiftError("model: non-finite logits on the audited images (inf or NaN); nothing concluded")
     return z.float()
