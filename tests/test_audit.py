@@ -223,9 +223,11 @@ def test_a_shift_computed_from_the_logits_is_caught_by_the_head_test_not_the_byp
     tests = result.tests()
     assert tests["head"]["fired"] and not tests["bypass"]["fired"] and not tests["kappa"]["fired"], tests
     assert result.verdict == "shifted" and result.where == "base.fc"
-    # with one image there is nothing to compare it with: the head test abstains
-    single = audit_model(LogitFunctionShifted(base, 1e-3), x[:1])
+    # with one image and no method inputs there is nothing to compare it with: the head test abstains
+    single = audit_model(LogitFunctionShifted(base, 1e-3), x[:1], points=())
     assert single.head.spread == [] and not single.tests()["head"]["fired"]
+    # the inputs explanation methods feed the model (issue 25) give it something to compare with
+    assert audit_model(LogitFunctionShifted(base, 1e-3), x[:1]).tests()["head"]["fired"]
 
 
 def test_an_honest_skip_into_the_logits_is_not_a_shift():

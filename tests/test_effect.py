@@ -22,9 +22,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 from adaptive import ExtraFeature, Tail, dilution, region, with_big_channel  # noqa: E402
 from conftest import TinyCNN  # noqa: E402
+from detection import STRICT  # noqa: E402
 from digits import RECIPES, audit_images, trained  # noqa: E402
 
-from logitshift.audit.effect import AFFECTED, STRICT, methods_at  # noqa: E402
+from logitshift.audit.effect import AFFECTED, methods_at  # noqa: E402
 from logitshift.audit.verdict import audit_model  # noqa: E402
 from logitshift.core.metrics import spearman  # noqa: E402
 from logitshift.core.targets import parse_target  # noqa: E402

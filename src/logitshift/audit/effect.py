@@ -69,12 +69,6 @@ STABILITY = 0.1
 UNSTABLE = frozenset({"gradcampp"})
 #: Spearman below which a map counts as fooled (the issue's and the benchmark's definition).
 FOOLED = 0.5
-#: The bound on ``immune`` (1 − Spearman of a logit map with its centered-logit map) that the removed ``--strict`` gated
-#: on (honest models reach it: docs/audit.md, "Why there is no --strict"): the least a shift that
-#: fools a map (Spearman < FOOLED against the original's) leaves there when the original's logit and centered maps agree
-#: (Spearman ≥ 1 − AFFECTED). Spearman is the cosine of centered rank vectors, angles obey the triangle inequality, and
-#: the shift cannot touch the centered map: 1 − cos(acos(0.5) − acos(0.9)) = 0.1725 (Spearman 0.8275).
-STRICT = 1.0 - math.cos(math.acos(FOOLED) - math.acos(1.0 - AFFECTED))
 #: Probability an output must reach on some audited image to count (the benchmark's attack budget, max |Δp| ≤ 1e-5).
 NEVER = 1e-5
 INPUT = "input"
