@@ -43,3 +43,4 @@ __getattr__  # module attribute hook (src/logitshift/__init__.py: lazy public na
 __dir__  # module attribute hook (src/logitshift/__init__.py)
 SAME_EVERYWHERE  # read by tests/test_cli.py (one help text per shared flag)
 refresh  # tqdm's keyword, accepted by StageLines.set_postfix_str (src/logitshift/core/progress.py)
+FOOLED  # unused variable (src/logitshift/audit/effect.py: the benchmarks' and tests' definition of a fooled map)

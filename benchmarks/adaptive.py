@@ -22,6 +22,15 @@ costs the attacker nothing, so every attack below carries it, except
 * ``few-class``: region and ``tanh-norm`` shifts on trained 2- and 10-class
   CNNs, where κ has no margin.
 
+Round 2 (issue 25), one attack per place the audit did not look, each
+fooling a map a user explains: ``logit-norm`` (a soft maximum of the logits
+added to every logit, in a module that looks like a normalisation: top-1 maps
+kept, the other classes' steered to the top-1's), ``max-one-class`` (``K·max z``
+on images that share one class: a linear ``W + 1uᵀ`` shift there, which only
+the second class's maps show), ``path-gated`` (a region shift switched on only
+off the data, along Integrated Gradients' path), ``two-heads`` (two softmax
+groups carrying ``+t`` and ``−t``).
+
 And one attack on the audit as it now is (reported as a limit, beside
 ``linear-head``): ``extra-feature-mixed`` is ``extra-feature`` behind a random
 rotation of the classifier's input (``h' = Q·[h, f]``, the classifier
@@ -181,3 +190,79 @@ class ExtraFeature(nn.Module):
             handle.remove()
         f = region_sum(store["a"].double())
         return self.classifier(self.mix(torch.cat([h.double(), f[:, None]], dim=1)))
+
+
+# ----------------------------------------------------------------------------- round 2 (issue 25)
+
+
+class LogitNorm(nn.Module):
+    """Looks like a normalisation of the logits; adds ``K·logsumexp(βz)/β`` to every logit (a smooth function of
+    them, a soft maximum): with ``q = softmax(βz)`` the top-1 gradient becomes ``g_1 + K·Σ q_j g_j ≈ (1 + K)·g_1``
+    (same maps), every other class's ``g_j + K·g_1`` (steered to the top-1's)."""
+
+    def __init__(self, k: float, beta: float = 10.0) -> None:
+        super().__init__()
+        self.k, self.beta = k, beta
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z + self.k * torch.logsumexp(self.beta * z, dim=1, keepdim=True) / self.beta
+
+
+class Wrapped(nn.Module):
+    def __init__(self, base: nn.Module, tail: nn.Module) -> None:
+        super().__init__()
+        self.base, self.norm = base, tail
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.base(x))
+
+
+class MaxShift(nn.Module):
+    """``t = K·max_j z_j``: on images that share their top class, ``K·z_c``, a linear function of ``h``."""
+
+    def __init__(self, k: float) -> None:
+        super().__init__()
+        self.k = k
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z + self.k * z.max(dim=1, keepdim=True).values
+
+
+class PathGated(nn.Module):
+    """A region shift at ``features`` switched on only off the data: ``gate = relu(1 − mean|x| / m)²`` with ``m``
+    below every digit's ``mean|x|``, so it is 0 on every real image and on along Integrated Gradients' path from
+    the black (0) baseline, where ``mean|αx| = α·mean|x|``."""
+
+    def __init__(self, base: nn.Module, k: float, m: float) -> None:
+        super().__init__()
+        self.base, self.k, self.m = base, k, m
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        store = {}
+        handle = self.base.features.register_forward_hook(lambda _m, _i, out: store.__setitem__("a", out))
+        try:
+            z = self.base(x)
+        finally:
+            handle.remove()
+        a = store["a"]
+        gate = torch.relu(1 - x.abs().flatten(1).mean(dim=1) / self.m).pow(2)
+        t = self.k * gate * a[:, :, :2, :2].flatten(1).sum(dim=1)
+        return z + t[:, None]
+
+
+class TwoHeads(nn.Module):
+    """Two softmax groups on one trunk: ``(z₁ + t, z₂ − t)``. Their sum carries no common mode, so an audit of the
+    outputs taken together (or of the first alone, as ``as_logits`` reads a tuple) sees nothing of ``t`` in the sum."""
+
+    def __init__(self, base: nn.Module, k: float, dict_output: bool = False) -> None:
+        super().__init__()
+        self.base, self.k, self.dict_output = base, k, dict_output
+        self.aux = nn.Linear(base.fc.in_features, 5)
+        torch.nn.init.normal_(self.aux.weight, std=0.5, generator=torch.Generator().manual_seed(0))
+
+    def forward(self, x: torch.Tensor):
+        a = self.base.features(x)
+        h = torch.flatten(self.base.pool(a), 1)
+        t = self.k * a[:, :, :2, :2].flatten(1).sum(dim=1, keepdim=True)
+        z1, z2 = self.base.fc(h) + t, self.aux(h) - t
+        return {"logits": z1, "aux": z2} if self.dict_output else (z1, z2)

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import sys
 import time
@@ -64,7 +65,7 @@ from adaptive import few_class  # noqa: E402
 from conftest import TinyCNN  # noqa: E402
 from digits import RECIPES, audit_images, trained  # noqa: E402
 
-from logitshift.audit.effect import AFFECTED, STRICT, methods_at  # noqa: E402
+from logitshift.audit.effect import AFFECTED, FOOLED, methods_at  # noqa: E402
 from logitshift.audit.measure import THRESHOLD, candidate_layers  # noqa: E402
 from logitshift.audit.verdict import audit_model  # noqa: E402
 from logitshift.core.errors import LogitShiftError  # noqa: E402
@@ -74,6 +75,13 @@ from logitshift.core.models import Preprocess, load_model, torchvision_model  # 
 from logitshift.core.targets import parse_target  # noqa: E402
 from logitshift.shift import model as shift_mod  # noqa: E402
 from logitshift.shift.model import PaperShift, RegionShift, ShiftedModel  # noqa: E402
+
+#: The bound on ``immune`` (1 − Spearman of a logit map with its centered-logit map) that the removed ``--strict`` gated
+#: on (honest models reach it: docs/audit.md, "Why there is no --strict"): the least a shift that
+#: fools a map (Spearman < FOOLED against the original's) leaves there when the original's logit and centered maps agree
+#: (Spearman ≥ 1 − AFFECTED). Spearman is the cosine of centered rank vectors, angles obey the triangle inequality, and
+#: the shift cannot touch the centered map: 1 − cos(acos(0.5) − acos(0.9)) = 0.1725 (Spearman 0.8275).
+STRICT = 1.0 - math.cos(math.acos(FOOLED) - math.acos(1.0 - AFFECTED))
 
 FOOLED_BELOW = 0.5
 CHANGED_BELOW = 0.9  # a shift "changes" an explanation when some map's Spearman drops below this

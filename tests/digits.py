@@ -9,7 +9,10 @@ Recipes (``RECIPES``): ``sgd`` (momentum, weight decay), ``adam``, ``adamw``,
 (one-vs-rest binary cross-entropy on the logits, Adam), and ``adam-head``: the
 ``sgd`` model whose classifier alone is then fine-tuned with Adam for 100
 small-batch steps (the case where Adam moves the classes absent from each
-batch in a common direction).
+batch in a common direction); ``dropout`` (SGD, dropout 0.3 before the
+classifier), ``batchnorm`` (SGD, batch norm after each conv), ``mixup`` (SGD on
+mixed pairs, λ = max(u⁵, 1 − u⁵) with u uniform, soft targets) and ``distill`` (SGD on the ``sgd``
+model's softmax at temperature 4, KL divergence).
 """
 
 from __future__ import annotations
@@ -20,23 +23,30 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-RECIPES = ("sgd", "adam", "adamw", "label-smoothing", "bce", "adam-head")
+RECIPES = ("sgd", "adam", "adamw", "label-smoothing", "bce", "adam-head", "dropout", "batchnorm", "mixup", "distill")
 
 
 class DigitsCNN(nn.Module):
     """conv → ReLU → conv (stride 2) → ReLU → pool → linear, on 1×8×8 digits (layer ``features``)."""
 
-    def __init__(self, classes: int = 10, width: int = 16, seed: int = 0) -> None:
+    def __init__(self, classes: int = 10, width: int = 16, seed: int = 0, dropout: float = 0.0, norm: bool = False) -> None:
         super().__init__()
         torch.manual_seed(seed)
+        bn = (lambda c: [nn.BatchNorm2d(c)]) if norm else (lambda c: [])
         self.features = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU()
+            nn.Conv2d(1, width, 3, padding=1),
+            *bn(width),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            *bn(2 * width),
+            nn.ReLU(),
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(dropout)
         self.fc = nn.Linear(2 * width, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+        return self.fc(self.drop(torch.flatten(self.pool(self.features(x)), 1)))
 
 
 @lru_cache(maxsize=4)
@@ -61,6 +71,8 @@ def audit_images(classes: int = 10, count: int = 8) -> torch.Tensor:
 
 
 def _loss(recipe: str, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if y.dim() == 2:  # soft targets (mixup, distillation)
+        return -(y * F.log_softmax(z, dim=1)).sum(dim=1).mean()
     if recipe == "label-smoothing":
         return F.cross_entropy(z, y, label_smoothing=0.1)
     if recipe == "bce":
@@ -76,18 +88,40 @@ def _optimizer(recipe: str, params):
     return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4)
 
 
+def _model(recipe: str, classes: int, seed: int) -> DigitsCNN:
+    return DigitsCNN(classes, seed=seed, dropout=0.3 if recipe == "dropout" else 0.0, norm=recipe == "batchnorm")
+
+
+def _batch(recipe: str, x: torch.Tensor, y: torch.Tensor, classes: int, gen: torch.Generator, teacher) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch of 32: mixed pairs with soft targets (mixup), the teacher's softmax at T = 4 (distill)."""
+    idx = torch.randint(len(x), (32,), generator=gen)
+    xb, yb = x[idx], y[idx]
+    if recipe == "mixup":
+        lam = float(torch.rand(1, generator=gen)) ** 5  # Beta(0.2, 1)-distributed: mostly near 0, as mixup's Beta(0.2, 0.2) halves
+        lam = max(lam, 1 - lam)
+        perm = torch.randperm(32, generator=gen)
+        one = F.one_hot(yb, classes).float()
+        return lam * xb + (1 - lam) * xb[perm], lam * one + (1 - lam) * one[perm]
+    if recipe == "distill":
+        with torch.no_grad():
+            return xb, torch.softmax(teacher(xb) / 4.0, dim=1)
+    return xb, yb
+
+
 @lru_cache(maxsize=32)
 def _trained_state(recipe: str, classes: int, steps: int, seed: int) -> tuple[dict, float]:
     x, y = digits(classes)
     gen = torch.Generator().manual_seed(seed)
-    model = DigitsCNN(classes, seed=seed)
-    base = "sgd" if recipe == "adam-head" else recipe
+    torch.manual_seed(seed)
+    model = _model(recipe, classes, seed)
+    base = "sgd" if recipe in ("adam-head", "dropout", "batchnorm", "mixup", "distill") else recipe
+    teacher = trained("sgd", classes, steps, seed) if recipe == "distill" else None
     opt = _optimizer(base, model.parameters())
     model.train()
     for _ in range(steps):
-        idx = torch.randint(len(x), (32,), generator=gen)
+        xb, yb = _batch(recipe, x, y, classes, gen, teacher)
         opt.zero_grad()
-        _loss(base, model(x[idx]), y[idx]).backward()
+        _loss(base, model(xb), yb).backward()
         opt.step()
     if recipe == "adam-head":
         # fine-tune the classifier alone with Adam on small batches: each batch misses most classes
@@ -110,7 +144,7 @@ def trained(recipe: str, classes: int = 10, steps: int = 250, seed: int = 0) -> 
     if recipe not in RECIPES:
         raise ValueError(f"recipe {recipe!r}: expected one of {', '.join(RECIPES)}")
     state, accuracy = _trained_state(recipe, classes, steps, seed)
-    model = DigitsCNN(classes, seed=seed)
+    model = _model(recipe, classes, seed)
     model.load_state_dict(state)
     model.accuracy = accuracy  # type: ignore[attr-defined]
     return model.eval()

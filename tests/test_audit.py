@@ -223,9 +223,11 @@ def test_a_shift_computed_from_the_logits_is_caught_by_the_head_test_not_the_byp
     tests = result.tests()
     assert tests["head"]["fired"] and not tests["bypass"]["fired"] and not tests["kappa"]["fired"], tests
     assert result.verdict == "shifted" and result.where == "base.fc"
-    # with one image there is nothing to compare it with: the head test abstains
-    single = audit_model(LogitFunctionShifted(base, 1e-3), x[:1])
+    # with one image and no method inputs there is nothing to compare it with: the head test abstains
+    single = audit_model(LogitFunctionShifted(base, 1e-3), x[:1], points=())
     assert single.head.spread == [] and not single.tests()["head"]["fired"]
+    # the inputs explanation methods feed the model (issue 25) give it something to compare with
+    assert audit_model(LogitFunctionShifted(base, 1e-3), x[:1]).tests()["head"]["fired"]
 
 
 def test_an_honest_skip_into_the_logits_is_not_a_shift():
@@ -431,36 +433,19 @@ def test_images_come_from_folders_and_lists_evenly_spread(tmp_path, capsys):
     assert "none found" in one_line_error(capsys)
 
 
-def test_strict_exits_1_on_a_common_mode_of_honest_size_that_moves_a_map(tmp_path, capsys):
-    """`--strict`: an honest random CNN whose own common mode moves its maps (benchmark row tiny-w4-c10-s6) exits 0 by
-    default and 1 under --strict, the finding first; the record says it was a strict audit."""
-    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-    from detection import small_bases
-
-    base = small_bases(7)[6]
-    path = export(base.module, tmp_path / "honest.pt2")
-    args = ["audit", "--model", str(path), "--size", "32", "--max-layers", "2"]
-    assert main(args) == 0
-    capsys.readouterr()
-    assert main([*args, "--strict", "--out", str(tmp_path / "out")]) == 1
-    assert capsys.readouterr().out.startswith("explanations moved by the common mode: the logit maps differ")
-    record = json.loads((tmp_path / "out" / "audit.json").read_text())
-    assert record["strict"] is True and record["finding"] == "explanations moved by the common mode"
-
-
 def test_methods_restrict_the_effect_to_the_maps_the_user_explains_with(capsys):
-    """`--methods`: only those families' maps count for the effect and --strict; the structural tests are unchanged.
-    The honest SGD-trained digits CNN's own common mode moves its Grad-CAM++ at the first layer (the benchmark's
-    Spearman −0.86), not its Grad-CAM: --strict exits 1 over every method and passes it with Grad-CAM alone. An
-    unknown name is refused in one line, exit 2, before any model is loaded."""
+    """`--methods`: only those families' maps count for the effect and the reported disagreement; the structural tests
+    are unchanged. The honest SGD-trained digits CNN's own common mode moves its Grad-CAM++ at the first layer (the
+    benchmark's Spearman −0.86), not its Grad-CAM. An unknown name is refused in one line, exit 2, before any model is
+    loaded."""
     from digits import audit_images, trained
 
     base, x = trained("sgd", 10), audit_images(10, 8)
-    every = audit_model(base, x, strict=True)
-    only = audit_model(base, x, strict=True, methods=["gradcam"])
+    every = audit_model(base, x, points=())
+    only = audit_model(base, x, methods=["gradcam"], points=())
     assert {m.method for m in only.effects.methods} == {"gradcam"}
-    assert every.verdict == "shifted" and every.tests()["immune"]["method"] == "gradcampp"
-    assert only.verdict == "clean", only.sentence()
+    assert every.tests()["immune"]["method"] == "gradcampp" and every.tests()["immune"]["value"] >= 0.1
+    assert only.verdict == every.verdict == "clean", only.sentence()
     gradcam_immune = max(max(m.immune) for m in every.effects.methods if m.method == "gradcam")
     assert only.tests()["immune"]["value"] == gradcam_immune < 0.1
     assert only.tests()["bypass"] == every.tests()["bypass"]

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 from adaptive import ExtraFeature, Tail, dilution, region, with_big_channel  # noqa: E402
 from conftest import TinyCNN  # noqa: E402
+from detection import STRICT  # noqa: E402
 from digits import RECIPES, audit_images, trained  # noqa: E402
 
 from logitshift.audit.effect import AFFECTED, methods_at  # noqa: E402
@@ -268,7 +269,7 @@ def test_the_output_says_the_finding_first_and_why_the_cut_is_where_it_is(capsys
     assert out[-2].startswith("verdict: shifted")
 
 
-# ----------------------------------------------------------------------------- --strict: the limit, both ways
+# ----------------------------------------------------------------------------- the limit, both ways (why there is no --strict)
 
 
 def row_shifted(base: nn.Module, k: float, u: torch.Tensor) -> nn.Module:
@@ -313,11 +314,12 @@ def every_map(model: nn.Module, layers: list[str], x: torch.Tensor, target: torc
 @given(seed=st.integers(0, 10_000), width=st.sampled_from([4, 8]), classes=st.sampled_from([3, 10]), log_k=st.floats(-2, 1))
 @example(seed=3, width=4, classes=10, log_k=0.0)  # fools saliency, gradient × input and Grad-CAM (checked by hand)
 @example(seed=5, width=4, classes=3, log_k=0.0)  # fools LayerCAM, Grad-CAM++ and XGrad-CAM
-def test_strict_flags_every_shift_that_fools_a_map_the_original_leaves_put(seed, width, classes, log_k):
+def test_the_plain_disagreement_sees_every_shift_that_fools_a_map_the_original_leaves_put(seed, width, classes, log_k):
     """Law (the default audit's limit, ``W + K·1uᵀ``, at every size): whenever the shift moves some map to Spearman
-    < 0.5 against the original's, on a map whose logit and centered-logit versions agree (≥ 0.9) on the original,
-    ``audit --strict`` says shifted. Spearman is the cosine of centered rank vectors; the shift cannot touch the
-    centered map; angles obey the triangle inequality, so the shifted logit map is ≤ 0.83 from it."""
+    < 0.5 against the original's, on a map whose logit and centered-logit versions agree (≥ 0.9) on the original, the
+    reported plain disagreement ``immune`` is at least ``STRICT`` (Spearman ≤ 0.83). Spearman is the cosine of
+    centered rank vectors; the shift cannot touch the centered map; angles obey the triangle inequality. (The old
+    ``--strict`` gated on it; it was removed because honest models reach it too: next test, docs/audit.md.)"""
     from logitshift.audit.effect import classes_that_matter
 
     base, x = TinyCNN(classes, width, seed), images(4, seed)
@@ -331,18 +333,16 @@ def test_strict_flags_every_shift_that_fools_a_map_the_original_leaves_put(seed,
     moved = every_map(shifted, layers, x, target)
     stable = [key for key in original if float(spearman(original[key], centered[key]).min()) >= 0.9]
     fooled = [key for key in stable if float(spearman(moved[key], original[key]).min()) < 0.5]
-    result = audit_model(shifted, x, layers, strict=True)
+    result = audit_model(shifted, x, layers, explain=1, points=())
     if fooled:
-        assert result.verdict == "shifted", (fooled, result.sentence())
-    # and the strict statistic is exactly the plain disagreement the default audit reports too
-    assert result.tests()["immune"]["value"] == audit_model(shifted, x, layers).tests()["immune"]["value"]
+        assert result.tests()["immune"]["value"] >= STRICT, (fooled, result.sentence())
 
 
-def test_an_honest_random_model_is_a_fooling_shift_of_its_centered_twin_and_strict_says_so():
+def test_an_honest_random_model_is_a_fooling_shift_of_its_centered_twin():
     """The limit made concrete (benchmark row tiny-w4-c10-s6): an honest random CNN whose own common mode moves its
     Grad-CAM-family maps is, exactly, a ``W + 1uᵀ`` shift of its centered twin that fools a map. The default audit
-    passes it (its common mode has an honest size), ``--strict`` flags it ("moved by the common mode", exit 1, never
-    "steered") and passes the twin, whose logit maps are its centered-logit maps."""
+    passes it (its common mode has an honest size) and reports the disagreement beyond the strict bound: a gate on
+    that disagreement (the removed ``--strict``) would flag this honest model, and did on 59 of 63 honest models."""
     from detection import small_bases
 
     base = small_bases(7)[6]
@@ -359,11 +359,8 @@ def test_an_honest_random_model_is_a_fooling_shift_of_its_centered_twin_and_stri
     ]
     assert fooled, "the honest model's own common mode fools no map against its twin"
     default = audit_model(base.module, base.x, layers)
-    strict = audit_model(base.module, base.x, layers, strict=True)
-    assert default.finding == "clean" and default.tests()["immune"]["fired"]
-    assert strict.finding == "explanations moved by the common mode" and strict.verdict == "shifted"
-    assert "no test of the function can tell apart" in strict.sentence()
-    assert audit_model(twin, base.x, layers, strict=True).finding == "clean"
+    assert default.finding == "clean" and default.tests()["immune"]["value"] >= STRICT
+    assert audit_model(twin, base.x, layers).tests()["immune"]["value"] < 1e-6  # the twin's logit maps are its centered ones
 
 
 @settings(max_examples=50, deadline=None)
@@ -386,11 +383,11 @@ def test_no_score_beats_the_twin_bound(honest, others):
     assert abs(roc_auc([r["score"] for r in best], [r["shifted"] for r in best]) - twin_bound(best)) < 1e-12
 
 
-def test_strict_cannot_be_evaded_by_an_output_that_cancels_the_shift_in_the_centering():
-    """An attacker who has read `--strict`: a fooling `W + 1uᵀ` shift plus one extra output, never predicted
-    (logit −C·mean z − 10⁶), chosen so that the mean over *every* output no longer moves: the logit maps then equal the
-    every-output centered maps, and a --strict that centred over every output would pass the model. The audit centres
-    over the classes that matter, which leave that output out: still flagged."""
+def test_the_disagreement_cannot_be_hidden_by_an_output_that_cancels_the_shift_in_the_centering():
+    """An attacker: a fooling `W + 1uᵀ` shift plus one extra output, never predicted (logit −C·mean z − 10⁶), chosen
+    so that the mean over *every* output no longer moves: the logit maps then equal the every-output centered maps.
+    The audit centres over the classes that matter, which leave that output out: the reported disagreement still
+    shows the fooled map (beyond the strict bound)."""
     base, x = TinyCNN(10, 4, 3), images(4, 3)
     shifted = row_shifted(base, 0.3, torch.randn(4, generator=torch.Generator().manual_seed(4)))  # an honest-sized common mode
 
@@ -417,6 +414,5 @@ def test_strict_cannot_be_evaded_by_an_output_that_cancels_the_shift_in_the_cent
     fooled = [k for k in stable if float(spearman(logit[k], original[k]).min()) < 0.5]
     assert fooled, "the shift fools no stable map"
     assert all(float(spearman(logit[k], centred_over_all[k]).min()) > 0.99 for k in fooled)  # evades every-output centering
-    assert audit_model(model, x, layers).verdict == "clean"  # its common mode has an honest size: only --strict can see it
-    result = audit_model(model, x, layers, strict=True)
-    assert result.verdict == "shifted" and 10 in result.context.never, result.sentence()
+    result = audit_model(model, x, layers, explain=1, points=())
+    assert result.tests()["immune"]["value"] >= STRICT and 10 in result.context.never, result.sentence()

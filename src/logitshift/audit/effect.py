@@ -71,11 +71,6 @@ STABILITY = 0.1
 UNSTABLE = frozenset({"gradcampp"})
 #: Spearman below which a map counts as fooled (the issue's and the benchmark's definition).
 FOOLED = 0.5
-#: ``--strict``'s bound on ``immune`` (1 − Spearman of a logit map with its centered-logit map): the least a shift that
-#: fools a map (Spearman < FOOLED against the original's) leaves there when the original's logit and centered maps agree
-#: (Spearman ≥ 1 − AFFECTED). Spearman is the cosine of centered rank vectors, angles obey the triangle inequality, and
-#: the shift cannot touch the centered map: 1 − cos(acos(0.5) − acos(0.9)) = 0.1725 (Spearman 0.8275).
-STRICT = 1.0 - math.cos(math.acos(FOOLED) - math.acos(1.0 - AFFECTED))
 #: Probability an output must reach on some audited image to count (the benchmark's attack budget, max |Δp| ≤ 1e-5).
 NEVER = 1e-5
 
@@ -134,11 +129,21 @@ class MethodEffect:
     structural: list[float]  # 1 − Spearman(logit map, map without the part a structural test proves is a shift)
     size: list[float]  # 1 − Spearman(logit map, map with the common mode held to the honest bound); 0 where unstable
     unstable: list[bool] = field(default_factory=list)  # the held map itself moves under a 10 % change of its common mode
+    rank: int = 0  # which explained class: 0 the first (top-1 by default), 1 the second, …
+
+    @property
+    def label(self) -> str:
+        """``gradcam at layer4`` for the first explained class, ``gradcam at layer4 (2nd class)`` for the others."""
+        return f"{self.method} at {self.layer}" + ("" if self.rank == 0 else f" ({_ordinal(self.rank + 1)} class)")
 
     @property
     def effect(self) -> float:
         """The largest of the structural and size effects over the images (0 = unaffected)."""
         return max(self.structural + self.size, default=0.0)
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 < 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 def _disagreement(a: torch.Tensor, b: torch.Tensor) -> list[float]:
@@ -161,6 +166,7 @@ def layer_effects(
     common: torch.Tensor,
     proven: torch.Tensor | None,
     bound: torch.Tensor,
+    rank: int = 0,
 ) -> list[MethodEffect]:
     """Effects of every method family at ``layer`` (see the module docstring).
 
@@ -200,6 +206,7 @@ def layer_effects(
                 structural=_disagreement(logit, fn(without)) if without is not None else zeros,
                 size=size_effect,
                 unstable=unstable,
+                rank=rank,
             )
         )
     return out
@@ -242,7 +249,7 @@ class Effects:
     def summary(self, limit: int = 4) -> str:
         """``gradcam at blocks.10: Spearman 0.12 (logit map vs immune map); saliency at input: 0.45 …``, the worst first."""
         hit = sorted(self.affected(), key=lambda m: -m.effect)
-        parts = [f"{m.method} at {m.layer} (Spearman {1.0 - m.effect:.2f})" for m in hit[:limit]]
+        parts = [f"{m.label} (Spearman {1.0 - m.effect:.2f})" for m in hit[:limit]]
         more = len(hit) - limit
         return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
 
@@ -256,7 +263,7 @@ class Effects:
     def differing_summary(self, limit: int = 3, beyond: float = AFFECTED) -> str:
         """``gradcam at stem (Spearman −0.01), …``: the logit maps farthest from their centered-logit maps."""
         hit = self.differing(beyond)
-        parts = [f"{m.method} at {m.layer} (Spearman {1.0 - max(m.immune):.2f})" for m in hit[:limit]]
+        parts = [f"{m.label} (Spearman {1.0 - max(m.immune):.2f})" for m in hit[:limit]]
         more = len(hit) - limit
         return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
 

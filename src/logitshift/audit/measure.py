@@ -176,6 +176,7 @@ class Context:
     outputs: int  # C, every output of the model
     never: list[int]  # outputs whose probability stays below logitshift.audit.effect.NEVER on every image
     passed_over: list[str]  # modules whose input is N×C (logits or a function of them): never the cut
+    explained: list[list[int]] = field(default_factory=list)  # the classes whose maps were measured, per row
 
 
 @dataclass
@@ -272,9 +273,51 @@ def _deviation(g: torch.Tensor) -> torch.Tensor:
     return g - g.mean(dim=0, keepdim=True)
 
 
-def _forward(model: nn.Module, x: torch.Tensor, what: str = "forward pass") -> torch.Tensor:
-    """The logits of ``model(x)``, with the graph to ``x`` but none to the parameters."""
-    return as_logits(run_frozen(model, x, what))
+def _forward(model: nn.Module, x: torch.Tensor, what: str = "forward pass", output: object = None) -> torch.Tensor:
+    """The logits of ``model(x)`` (``output``: which of several outputs, :func:`select_output`), with the graph to
+    ``x`` but none to the parameters."""
+    return select_output(run_frozen(model, x, what), output)
+
+
+def output_groups(out: object) -> list[object]:
+    """The keys of a model output's softmax groups: every N×C floating tensor (C ≥ 2) of a tuple/list or dict
+    output, in order; ``[None]`` for one tensor (or an object :func:`~logitshift.core.capture.as_logits` reads)."""
+    if isinstance(out, (tuple, list)):
+        keys: list[object] = [i for i, v in enumerate(out) if _is_group(v)]
+    elif isinstance(out, dict):
+        keys = [k for k, v in out.items() if _is_group(v)]
+    else:
+        return [None]
+    return keys if len(keys) > 1 else [None]
+
+
+def _is_group(v: object) -> bool:
+    return isinstance(v, torch.Tensor) and v.dim() == 2 and v.is_floating_point() and v.shape[1] >= 2
+
+
+def select_output(out: object, key: object = None) -> torch.Tensor:
+    """Output ``key`` of a tuple/list/dict output (a key of :func:`output_groups`); ``None``: the logits as
+    :func:`~logitshift.core.capture.as_logits` finds them."""
+    if key is None:
+        return as_logits(out)
+    part = out[key] if isinstance(out, dict) else out[key] if isinstance(out, (tuple, list)) and isinstance(key, int) else None
+    return as_logits(part, f"model output {key!r}")
+
+
+def explained_classes(z: torch.Tensor, explain: int | torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """The classes explained on each row, N×k: ``explain`` given per audited image (k×… indices, one row per
+    image), or an int k: the top-k classes of each image by logit; rows that are method points take their
+    image's classes (``source``)."""
+    images = int(source.max()) + 1
+    if isinstance(explain, int):
+        k = max(1, min(explain, z.shape[1]))
+        per_image = z.detach()[:images].topk(k, dim=1).indices
+    else:
+        per_image = explain.to(z.device).long().view(images, -1)
+        bad = per_image[(per_image < 0) | (per_image >= z.shape[1])]
+        if bad.numel():
+            raise LogitShiftError(f"class {int(bad[0])}: the model has {z.shape[1]} outputs (0…{z.shape[1] - 1})")
+    return per_image[source.to(z.device)]
 
 
 def _add(total: torch.Tensor | None, part: torch.Tensor) -> torch.Tensor:
@@ -322,6 +365,9 @@ def measure(  # noqa: C901 — one backward pass per probe feeds every statistic
     progress: bool = False,
     threshold: float = THRESHOLD,
     keep: torch.Tensor | None = None,
+    explain: int | torch.Tensor = 2,
+    source: torch.Tensor | None = None,
+    output: object = None,
 ) -> tuple[list[LayerEvidence], HeadEvidence | None, Context]:
     """Evidence at the input (first entry) and at each of ``layers``, from one forward pass.
 
@@ -340,6 +386,11 @@ def measure(  # noqa: C901 — one backward pass per probe feeds every statistic
     would leave nothing for the bypass and head tests to see; such tensors and
     everything after the first of them are passed over (``Context``).
     Statistics are over the classes that matter (:func:`logitshift.audit.effect.classes_that_matter`).
+
+    The maps are those of the classes the user explains (:func:`explained_classes`: the top-``explain`` of each
+    image by default, one backward pass each); ``source`` gives, for rows that are the inputs an explanation
+    method feeds the model (:mod:`logitshift.audit.points`), the image they belong to (their first rows are the
+    images themselves, ``source[i] = i``). ``output``: which output of a model with several (:func:`output_groups`).
     """
     acts: dict[str, torch.Tensor] = {}
     heads: list[tuple[str, torch.Tensor, int]] = []  # (module, its N×w input, its output's width)
@@ -360,7 +411,7 @@ def measure(  # noqa: C901 — one backward pass per probe feeds every statistic
     leaves = [(name, sub) for name, sub in model.named_modules() if name and _is_leaf(sub)]
     # transformer layers (a ViT's tokens, a Swin stage's N×H×W×C) are audited as their N×C×h×w grid (issue 17)
     with gridded(modules, x.shape[-2:], leaf=False) as grids, hooked(leaves, head_hook, skip_unhookable=True):
-        z = _forward(model, xg)
+        z = _forward(model, xg, output=output)
     acts.update(grids)
     if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] < 2:
         shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
@@ -396,11 +447,19 @@ def measure(  # noqa: C901 — one backward pass per probe feeds every statistic
 
     from ..core.progress import bar as progress_bar
 
-    bar = progress_bar(total=2 + probes + (probes + 2 if heads else 0), desc="audit", unit="backward", enabled=progress, leave=False)
-    top = z.detach().argmax(dim=1, keepdim=True)
-    g_top = grads(z.gather(1, top).sum())
+    bar = progress_bar(
+        total=1 + (explain if isinstance(explain, int) else explain.shape[-1]) + probes + (probes + 2 if heads else 0),
+        desc="audit",
+        unit="backward",
+        enabled=progress,
+        leave=False,
+    )
+    rows = torch.arange(len(x)) if source is None else source.long().cpu()
+    chosen = explained_classes(z, explain, rows)
+    g_explained = [grads(z.gather(1, chosen[:, r : r + 1]).sum()) for r in range(chosen.shape[1])]
+    g_top = g_explained[0]
     g_sum = grads((z * mask).sum())
-    bar.update(2)
+    bar.update(1 + len(g_explained))
     gen = torch.Generator().manual_seed(seed)
     frob = [torch.zeros(len(x), dtype=torch.float64, device=z.device) for _ in wrt[:spatial]]
     frob_weighted = [torch.zeros(len(x), dtype=torch.float64, device=z.device) for _ in wrt[:spatial]]
@@ -478,7 +537,11 @@ def measure(  # noqa: C901 — one backward pass per probe feeds every statistic
         act = xg.detach() if name == INPUT else wrt[i].detach()
         bound = honest_bound(frob_weighted[i], classes, threshold)
         shift_part = proven[i]
-        methods = layer_effects(name, act, g_top[i], common, None if shift_part is None else shift_part / classes, bound)
+        methods = [
+            m
+            for rank, g in enumerate(g_explained)
+            for m in layer_effects(name, act, g[i], common, None if shift_part is None else shift_part / classes, bound, rank)
+        ]
         gradcam = next((m for m in methods if m.method in ("gradcam", "saliency")), methods[0])
         out.append(
             LayerEvidence(
@@ -497,12 +560,12 @@ def measure(  # noqa: C901 — one backward pass per probe feeds every statistic
                 methods=methods,
             )
         )
-    context = Context(outputs, [int(j) for j in (~keep).nonzero().flatten()], passed_over)
+    context = Context(outputs, [int(j) for j in (~keep).nonzero().flatten()], passed_over, chosen.tolist())
     return out, head_evidence, context
 
 
 def measure_batches(
-    model, x, layers, probes=DEFAULT_PROBES, seed=0, progress=False, threshold=THRESHOLD
+    model, x, layers, probes=DEFAULT_PROBES, seed=0, progress=False, threshold=THRESHOLD, explain=2, source=None, output=None
 ) -> tuple[list[LayerEvidence], HeadEvidence | None, Context]:
     """:func:`measure` image by image when the model takes a fixed batch size, else on the whole batch.
 
@@ -512,17 +575,21 @@ def measure_batches(
     the structural effect (it needs the batch); the bypass part is.
     """
     try:
-        return measure(model, x, layers, probes, seed, progress, threshold)
+        return measure(model, x, layers, probes, seed, progress, threshold, explain=explain, source=source, output=output)
     except LogitShiftError:
         if len(x) == 1:
             raise
     from ..core.progress import bar as progress_bar
 
     with torch.no_grad():
-        probs = torch.cat([torch.softmax(_forward(model, x[i : i + 1]).double(), dim=1) for i in range(len(x))])
-    keep = classes_that_matter(probs)
+        logits = torch.cat([_forward(model, x[i : i + 1], output=output).double() for i in range(len(x))])
+    keep = classes_that_matter(torch.softmax(logits, dim=1))
+    chosen = explained_classes(logits, explain, torch.arange(len(x)) if source is None else source.long().cpu())
+    one = torch.zeros(1, dtype=torch.long)
     parts = [
-        measure(model, x[i : i + 1], layers, probes, seed, threshold=threshold, keep=keep)
+        measure(
+            model, x[i : i + 1], layers, probes, seed, threshold=threshold, keep=keep, explain=chosen[i : i + 1], source=one, output=output
+        )
         for i in progress_bar(range(len(x)), desc="audit", unit="image", enabled=progress)
     ]
     merged = []
@@ -535,7 +602,10 @@ def measure_batches(
 
         methods = [
             MethodEffect(
-                m.method, m.layer, *([v for r in rows for v in getattr(r.methods[j], key)] for key in ("immune", "structural", "size"))
+                m.method,
+                m.layer,
+                **{key: [v for r in rows for v in getattr(r.methods[j], key)] for key in ("immune", "structural", "size", "unstable")},
+                rank=m.rank,
             )
             for j, m in enumerate(first.methods)
         ]
@@ -557,6 +627,7 @@ def measure_batches(
             )
         )
     context = parts[0][2]
+    context.explained = [c for p in parts for c in p[2].explained]
     heads = [p[1] for p in parts if p[1] is not None]
     if len(heads) < len(parts):
         return merged, None, context

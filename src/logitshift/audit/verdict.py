@@ -7,15 +7,16 @@ from :mod:`logitshift.audit.effect`. See :mod:`logitshift.audit.measure` for the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
+from ..core.capture import run_frozen
 from ..core.errors import LogitShiftError
+from ..core.names import DEFAULT_TOP_K  # classes explained per image by default: the top two (users explain more than the top-1)
 from .effect import (
     AFFECTED,
-    STRICT,
     Effects,
     audited_methods,
 )
@@ -29,10 +30,12 @@ from .measure import (
     LayerEvidence,
     candidate_layers,
     measure_batches,
+    output_groups,
 )
+from .points import FAMILIES, method_points
 
 
-def _tests(evidence: list[LayerEvidence], head: HeadEvidence | None, threshold: float, strict: bool = False) -> dict[str, dict]:
+def _tests(evidence: list[LayerEvidence], head: HeadEvidence | None, threshold: float) -> dict[str, dict]:
     """Each test: statistic, ratio (fires above 1), layer, and whether it decides the verdict.
 
     ``kappa`` (the common mode's size, plain and activation-weighted) is evidence
@@ -40,7 +43,9 @@ def _tests(evidence: list[LayerEvidence], head: HeadEvidence | None, threshold: 
     and ``head`` (when a classifier input was found) prove a shift; ``effect``
     says whether the common mode changes a map beyond what an honest model shows.
     ``immune`` is the plain disagreement of the logit and centered-logit maps,
-    whatever the common mode's size: it decides only under ``strict``.
+    whatever the common mode's size: evidence only (an honest model's own common
+    mode moves Grad-CAM++ and early-layer maps as far as a fooling shift would:
+    ``docs/audit.md``, "Why there is no --strict").
     """
     kappa = max(e.kappa_max for e in evidence)
     kappa_w = max((max(e.kappa_weighted) for e in evidence if e.kappa_weighted), default=0.0)
@@ -100,11 +105,11 @@ def _tests(evidence: list[LayerEvidence], head: HeadEvidence | None, threshold: 
     immune = max(farthest.immune, default=0.0) if farthest is not None else 0.0
     out["immune"] = {
         "value": immune,
-        "ratio": immune / STRICT,
+        "ratio": immune / AFFECTED,
         "layer": farthest.layer if farthest is not None else None,
         "method": farthest.method if farthest is not None else None,
-        "affected_below": 1.0 - STRICT,  # Spearman
-        "decides": strict,
+        "affected_below": 1.0 - AFFECTED,  # Spearman
+        "decides": False,
     }
     for t in out.values():
         t["fired"] = t["ratio"] > 1.0
@@ -117,11 +122,10 @@ FINDINGS = {
     "common": "explanations driven by the common mode",
     "shifted": "shifted, explanations unaffected",
     "present": "common mode present, explanations unaffected",
-    "moved": "explanations moved by the common mode",  # --strict only: the common mode's size is honest
     "clean": "clean",
 }
 #: Findings that exit 1.
-FLAGGED = ("steered", "common", "shifted", "moved")
+FLAGGED = ("steered", "common", "shifted")
 
 
 def _finding(tests: dict[str, dict]) -> str:
@@ -134,8 +138,6 @@ def _finding(tests: dict[str, dict]) -> str:
         return FINDINGS["common"]
     if proven:
         return FINDINGS["shifted"]
-    if tests["immune"]["decides"] and tests["immune"]["fired"]:
-        return FINDINGS["moved"]
     if tests["kappa"]["fired"]:
         return FINDINGS["present"]
     return FINDINGS["clean"]
@@ -155,7 +157,9 @@ class AuditResult:
     head: HeadEvidence | None = None
     finding: str = ""  # one of FINDINGS' values
     context: Context | None = None
-    strict: bool = False  # the plain logit/centered disagreement decides too ("explanations moved by the common mode")
+    output: str | None = None  # which output of a model with several (None: the only one)
+    groups: list[dict] = field(default_factory=list)  # every output's finding, when the model has several
+    points: list[str] = field(default_factory=list)  # the method inputs added to the images (labels)
 
     @property
     def shifted(self) -> bool:
@@ -178,7 +182,7 @@ class AuditResult:
 
     def tests(self) -> dict[str, dict]:
         """Each test's statistic, its ratio to the point where it fires (1), and whether it fired."""
-        return _tests(self.evidence, self.head, self.threshold, self.strict)
+        return _tests(self.evidence, self.head, self.threshold)
 
     def sentence(self) -> str:
         """The finding in one sentence, with the numbers."""
@@ -203,14 +207,6 @@ class AuditResult:
             return (
                 f"{self.finding}{how}: every map stays within the honest range (largest effect {effect['value']:.3f}, below {AFFECTED:g})."
             )
-        if self.finding == FINDINGS["moved"]:
-            return (
-                f"{self.finding}: the logit maps differ from the shift-immune (centered-logit) maps as far as a shift that fools "
-                f"a map leaves them (Spearman < {1 - STRICT:.2f}): {self.effects.differing_summary(beyond=STRICT)}; "
-                f"the common mode is within the size honest classes give (κ {tests['kappa']['value']:.3g}, weighted "
-                f"{tests['kappa']['weighted']:.3g}) and no shift is proven, so it is this model's own common mode or a shift of "
-                "that size, which no test of the function can tell apart (--strict counts both): explain the centered logit (logitshift defend)."
-            )
         if self.finding == FINDINGS["present"]:
             return (
                 f"{self.finding}: κ {tests['kappa']['value']:.3g} (weighted {tests['kappa']['weighted']:.3g}) is above {self.threshold:g}, "
@@ -222,6 +218,51 @@ class AuditResult:
             f"{self.finding}: no shift proven, κ {tests['kappa']['value']:.3g} ≤ {self.threshold:g}, largest effect on a map {effect['value']:.3f}"
             + self._differing()
             + "."
+        )
+
+    def coverage(self) -> str:
+        """What the finding covers: "on 4 images (and 4 inputs explanation methods feed the model: …) for these
+        methods, classes and outputs"."""
+        images = len(self.images) - len(self.points)
+        methods = sorted({m.method for m in self.effects.methods})
+        ranks = 1 + max((m.rank for m in self.effects.methods), default=0)
+        families = sorted({p.split()[0] for p in self.points})
+        inputs = f" and {len(self.points)} inputs explanation methods feed the model ({', '.join(families)})" if self.points else ""
+        output = f"; output {self.output!r} of {len(self.groups)}, each audited on its own" if self.groups else ""
+        return (
+            f"covers {images} image{'s' if images != 1 else ''}{inputs}, for {', '.join(methods)} at "
+            f"{len(self.evidence) - 1} layer{'s' if len(self.evidence) != 2 else ''} and the input, "
+            f"for the {ranks} class{'es' if ranks != 1 else ''} explained per image{output}"
+        )
+
+    def first_evidence(self) -> str:
+        """The maps users explain first: Grad-CAM at the default (last audited) layer and saliency at the input, for
+        the first explained class: effect and plain logit/centered-logit Spearman (worst image)."""
+        parts = []
+        layers = [e.layer for e in self.evidence]
+        for method, layer in (("gradcam", layers[-1] if len(layers) > 1 else None), ("saliency", layers[0])):
+            m = next((m for m in self.effects.methods if m.method == method and m.layer == layer and m.rank == 0), None)
+            if m is not None:
+                parts.append(
+                    f"{m.label}: effect {m.effect:.3f}, logit vs centered-logit map Spearman {1.0 - max(m.immune, default=0.0):.2f}"
+                )
+        return "; ".join(parts)
+
+    def next_step(self) -> str:
+        """One line: what to do about the finding."""
+        fix = "explain the centered logit (CenteredLogitTarget, logitshift defend): it is immune to any shift"
+        if self.finding == FINDINGS["steered"]:
+            return f"next: do not explain this model's logits; {fix}; the shift acts at {self.where}."
+        if self.finding == FINDINGS["common"]:
+            return f"next: {fix}; no shift is proven, so the model may be honest but trained into a common mode (Adam heads do)."
+        if self.finding == FINDINGS["shifted"]:
+            return f"next: the audited maps are unaffected, but a shift is proven at {self.where}: {fix}, or audit the very images you will explain."
+        if self.finding == FINDINGS["present"]:
+            return f"next: logit explanations can be used as they are; where they must be robust, {fix}."
+        return (
+            "next: nothing to do for these images; an example-based audit cannot exclude a shift triggered only by inputs "
+            "unlike these, nor a shift linear in the classifier's input (W + 1uᵀ) of honest size: audit on the images you "
+            f"will explain, or {fix}."
         )
 
     def _differing(self) -> str:
@@ -240,8 +281,14 @@ class AuditResult:
         return {
             "verdict": self.verdict,
             "finding": self.finding,
-            "strict": self.strict,
+            "output": self.output,
+            "groups": self.groups,
+            "points": self.points,
+            "explained": self.context.explained if self.context else [],
             "sentence": self.sentence(),
+            "covers": self.coverage(),
+            "first_evidence": self.first_evidence(),
+            "next_step": self.next_step(),
             "score": self.score,
             "threshold": self.threshold,
             "kappa": self.kappa,
@@ -277,31 +324,31 @@ def audit_model(
     seed: int = 0,
     require_spatial: bool = True,
     progress: bool = False,
-    strict: bool = False,
     methods: Sequence[str] | None = None,
+    explain: int | torch.Tensor = DEFAULT_TOP_K,
+    points: Sequence[str] = FAMILIES,
 ) -> AuditResult:
     """Audit ``model`` on the batch ``x``: finding, verdict, score and per-layer evidence.
 
-    ``score = max(bypass ratio, head ratio, effect / AFFECTED)``; above 1 the
+    ``score = max(bypass ratio, head ratio, feature ratio, effect / AFFECTED)``; above 1 the
     verdict is ``shifted`` (exit 1). ``finding`` says what for: explanations
     steered, driven by the common mode, or a shift that leaves them unaffected;
     at most 1 it is ``clean`` or "common mode present, explanations unaffected".
 
-    ``strict``: the score also counts ``immune / STRICT``, the plain
-    disagreement of any logit map with its centered-logit map, so a common
-    mode of honest size that moves a map exits 1 too ("explanations moved by
-    the common mode"). Any shift that fools a map the original model's own
-    common mode leaves put (Spearman < 0.5 against the original's map, ≥ 0.9
-    between its logit and centered maps) is flagged under ``strict``: Spearman
-    is the cosine of centered rank vectors, angles obey the triangle
-    inequality, so the shifted logit map is at most cos(60° − 25.8°) = 0.83
-    (:data:`~logitshift.audit.effect.STRICT`) from the centered map the shift cannot
-    touch. The price: honest models whose own common mode moves a map that far
-    exit 1 as well (measured in ``benchmarks/results/detection.md``).
+    What is examined is what users explain:
 
-    ``methods``: only these families' maps count for the effect and ``immune``
-    (:func:`logitshift.audit.effect.audited_methods`; default all): the methods the
-    user explains with. The structural tests do not depend on it.
+    * ``explain``: the classes whose maps are measured: an int ``k`` (default 2), the top-k classes of each
+      image; or an N×k tensor of class indices (``--class``, ``--labels``). Every class that matters still enters
+      the statistics (the common mode, the probes).
+    * ``points``: the method families whose own inputs are added to the images (:mod:`logitshift.audit.points`:
+      Integrated Gradients' path points, SmoothGrad's noisy copies, occlusion's and Score-CAM's masked images);
+      every test and map is taken there too. ``()``: the images only.
+    * a model with several outputs (a tuple or dict of N×C tensors, :func:`~logitshift.audit.measure.output_groups`)
+      has each softmax group audited on its own; the result is the worst group's, with every group's finding in
+      ``groups``.
+
+    ``methods``: only these families' maps count for the effect (:func:`logitshift.audit.effect.audited_methods`;
+    default all): the methods the user explains with. The structural tests do not depend on it.
 
     >>> result = audit_model(model, x)        # x: a few preprocessed images
     >>> result.finding, result.score, result.where   # e.g. ('clean', 0.2, 'blocks.4._project_conv')
@@ -313,27 +360,44 @@ def audit_model(
                 f"model {type(model).__name__!r}: no layer outputs a spatial feature map (N×C×H×W); the audit needs a convolutional classifier"
             )
     chosen = check_methods(methods)
-    evidence, head, context = measure_batches(model, x, list(layers), probes, seed, progress, threshold)
-    for e in evidence:  # every family's maps are cheap next to the backward passes: measured, then set aside
-        e.methods = [m for m in e.methods if m.method in chosen]
-    classes = evidence[0].classes
-    tests = _tests(evidence, head, threshold, strict)
+    names = list(image_names) if image_names is not None else [str(i) for i in range(len(x))]
+    pts = method_points(model, x, layers[-1] if layers else None, seed, points)
+    x_all = torch.cat([x, pts.x.to(x.device, x.dtype)]) if len(pts) else x
+    source = torch.cat([torch.arange(len(x)), torch.tensor(pts.source, dtype=torch.long)])
+    rows = names + [f"{names[i]} · {label}" for i, label in zip(pts.source, pts.labels)]
+    with torch.no_grad():
+        keys = output_groups(run_frozen(model, x[:1]))
+    results = []
+    for key in keys:
+        evidence, head, context = measure_batches(
+            model, x_all, list(layers), probes, seed, progress, threshold, explain=explain, source=source, output=key
+        )
+        for e in evidence:  # every family's maps are cheap next to the backward passes: measured, then set aside
+            e.methods = [m for m in e.methods if m.method in chosen]
+        results.append(_result(evidence, head, context, threshold, rows, key))
+    worst = max(results, key=lambda r: (r.shifted, r.score))
+    if len(results) > 1:
+        worst.groups = [{"output": r.output, "finding": r.finding, "score": r.score} for r in results]
+    worst.points = list(pts.labels)
+    return worst
+
+
+def _result(evidence, head, context, threshold: float, rows: list[str], output: object) -> AuditResult:
+    tests = _tests(evidence, head, threshold)
     deciding = max((k for k in tests if tests[k]["decides"]), key=lambda k: tests[k]["ratio"])
-    score = tests[deciding]["ratio"]
     finding = _finding(tests)
-    where = tests[deciding].get("layer") or tests["kappa"]["layer"]
     return AuditResult(
         verdict="shifted" if finding in (FINDINGS[k] for k in FLAGGED) else "clean",
-        score=score,
+        score=tests[deciding]["ratio"],
         threshold=threshold,
-        where=where,
-        classes=classes,
-        images=list(image_names) if image_names is not None else [str(i) for i in range(len(x))],
+        where=tests[deciding].get("layer") or tests["kappa"]["layer"],
+        classes=evidence[0].classes,
+        images=rows,
         evidence=evidence,
         head=head,
         finding=finding,
         context=context,
-        strict=strict,
+        output=None if output is None else str(output),
     )
 
 

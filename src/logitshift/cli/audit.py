@@ -19,6 +19,7 @@ from ..core.names import (
     DEFAULT_MAX_LAYERS,
     DEFAULT_MEMORY_GB,
     DEFAULT_PROBES,
+    DEFAULT_TOP_K,
     THRESHOLD,
 )
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from ..audit.verdict import AuditResult
 from .flags import (
     alias,
+    class_flags,
     device_flag,
     force_flag,
     images_flag,
@@ -96,14 +98,13 @@ def register(sub) -> argparse.ArgumentParser:
         default=THRESHOLD,
         help=f"κ above which the kappa test fires (default {THRESHOLD:g}); also scales κ_bypass and κ_head",
     )
-    p.add_argument(
-        "--strict",
-        action="store_true",
-        help="exit 1 also when the common mode is of honest size but some logit map differs from its centered-logit map "
-        "(Spearman < 0.83, the least a shift that fools a map leaves): flags every such shift, and honest models whose own "
-        "common mode moves a map that far",
+    class_flags(p, DEFAULT_TOP_K, f"default {DEFAULT_TOP_K}: users explain more than the prediction; the top-1 is always measured")
+    methods_flag(
+        p,
+        None,
+        f"all of {' '.join(AUDITED_NAMES)}; only these methods' maps count for the effect: the ones you explain with",
+        AUDITED_NAMES,
     )
-    methods_flag(p, None, f"all of {' '.join(AUDITED_NAMES)}; only these methods' maps count for the effect and --strict", AUDITED_NAMES)
     p.add_argument("--size", type=int_at_least(8), default=None, help="input size for a model file (default 224)")
     out_flag(p, "a folder for audit.json and audit.png; default: nothing written")
     force_flag(p)
@@ -168,8 +169,10 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         progress=not args.no_progress,
         device=args.device,
-        strict=args.strict,
         methods=args.methods,
+        classes=list(args.classes),
+        top_k=args.top_k,
+        labels=args.labels,
     )
     audited = run_audit(cfg)
     print_result(audited.result)
@@ -181,12 +184,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_result(result: AuditResult) -> None:
-    """The finding first (one sentence with the numbers), then what was left out and why, then the evidence."""
+    """The finding first (one sentence with the numbers), what it covers, the maps users explain first, the next
+    step; then, under "details", what was left out and why, and the evidence."""
     import numpy as np
 
     from ..audit.effect import NEVER
 
     print(result.sentence())
+    print(f"this audit {result.coverage()}")
+    print(f"first evidence: {result.first_evidence()}")
+    print(result.next_step())
+    if result.groups:
+        print("outputs: " + "; ".join(f"{g['output']}: {g['finding']} (score {g['score']:.3g})" for g in result.groups))
+    print("details:")
     context = result.context
     if context is not None and context.never:
         print(

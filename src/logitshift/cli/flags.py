@@ -261,10 +261,10 @@ def progress_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help=helptext("--no-progress"))
 
 
-def class_flags(p: argparse.ArgumentParser) -> None:
+def class_flags(p: argparse.ArgumentParser, top_k: int = 1, top_k_default: str = "default 1: the prediction") -> None:
     """``--class`` (repeatable, the same for every image), ``--top-k N`` and ``--labels FILE``: which classes to explain."""
     p.add_argument("--class", dest="classes", action="append", default=[], metavar="CLASS", help=helptext("--class"))
-    p.add_argument("--top-k", type=int_at_least(1), default=1, metavar="K", help=helptext("--top-k", "default 1: the prediction"))
+    p.add_argument("--top-k", type=int_at_least(1), default=top_k, metavar="K", help=helptext("--top-k", top_k_default))
     p.add_argument("--labels", default=None, metavar="FILE", help=helptext("--labels"))
 
 

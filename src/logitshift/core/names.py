@@ -46,6 +46,8 @@ DEFAULT_MAX_LAYERS = 8
 DEFAULT_MAX_IMAGES = 8
 DEFAULT_MEMORY_GB = 8.0  # a model file is audited in a child with this budget beyond its interpreter (sandbox.py)
 DEFAULT_CPU_SECONDS = 3600
+#: the classes per image the audit explains by default (top-k): users explain more than the prediction (issue 25)
+DEFAULT_TOP_K = 2
 #: the most memory one chunk of Integrated Gradients / SmoothGrad points may take (``--memory-budget``; see attribution/engine.py)
 DEFAULT_MEMORY_BUDGET_GB = 0.5
 

@@ -30,10 +30,16 @@ def render(rec: AuditRecord, run: Run, embed: Embedder) -> tuple[str, list[Secti
         "The bypass test measures the part of the common-mode gradient that does not flow through the classifier's input (zero for an honest "
         "model, whatever its size); the head test, how much the classifier's common-mode gradient varies from image to image. "
         "κ compares the common mode's size (plain, and weighted by the activations as CAMs weight it) with the spread of the class gradients: "
-        "evidence only; so is immune (the plain disagreement of the logit map with the centered-logit map, whatever moved it) except in an "
-        "audit run with --strict. The score is the largest of the deciding ratios (bypass, head, feature, effect / 0.1, and immune / 0.1 "
-        f"under --strict): above 1 the verdict is shifted.{' This audit was run with --strict.' if rec.strict else ''}</p>"
+        "evidence only; so is immune (the plain disagreement of the logit map with the centered-logit map, whatever moved it). "
+        "The score is the largest of the deciding ratios (bypass, head, feature, effect / 0.1): above 1 the verdict is shifted.</p>"
     )
+    for label, text in (
+        ("This audit", rec.covers),
+        ("First evidence", rec.first_evidence),
+        ("Next step", rec.next_step.removeprefix("next: ")),
+    ):
+        if text:
+            body += f"<p><b>{esc(label)}</b>: {esc(text)}</p>"
     if rec.tests:
         rows = [
             {
@@ -58,7 +64,13 @@ def render(rec: AuditRecord, run: Run, embed: Embedder) -> tuple[str, list[Secti
         run.notes.append("the audit figure (audit.png) is missing")
     body += (
         '<div class="gallery wide">'
-        + "".join(figure(embed.img(p, "where the shift acts: κ per layer and per cell", wide=True), p.name) for p in figs)
+        + "".join(
+            figure(
+                embed.img(p, "where the shift acts: κ per layer and per cell; the worst map, logit beside centered logit", wide=True),
+                p.name,
+            )
+            for p in figs
+        )
         + "</div>"
     )
     return rec.headline, [Section("audit", "Audit verdict", body)]

@@ -24,6 +24,7 @@ from ..audit.measure import (
 from ..audit.verdict import AuditResult, audit_model
 from ..core.errors import LogitShiftError
 from ..core.images import Item, collect_images
+from ..core.names import DEFAULT_TOP_K
 
 # ----------------------------------------------------------------------------- figure
 
@@ -34,8 +35,38 @@ def _short(name: str) -> str:
     return f"{parts[0]}.{parts[1]}…{parts[-1]}" if len(parts) > 3 else ".".join(parts)
 
 
-def figure(result: AuditResult, path: str | Path) -> Path:
-    """Where the shift acts: κ per layer, the bypass fraction per layer, and the per-cell κ of each layer."""
+def worst_map(result: AuditResult, images: int):
+    """The map whose logit version is farthest from its centered-logit version (flagged: the largest effect), on one
+    of the first ``images`` rows (the images, not the method inputs): ``(method effect, image index)`` or None."""
+    effects = result.effects.methods
+    if not effects:
+        return None
+    key = (lambda m: m.effect) if result.shifted else (lambda m: max(m.immune[:images], default=0.0))
+    m = max(effects, key=key)
+    values = [max(a, b) for a, b in zip(m.structural[:images], m.size[:images])] if result.shifted else m.immune[:images]
+    return m, int(np.argmax(values))
+
+
+def map_pair(model, x: torch.Tensor, result: AuditResult, images: int):
+    """``(label, logit map, centered-logit map)`` of :func:`worst_map` on its image (None without one)."""
+    from ..attribution import get_method
+    from ..audit.measure import INPUT
+
+    found = worst_map(result, images)
+    if found is None:
+        return None
+    m, i = found
+    classes = result.context.explained[i] if result.context and result.context.explained else [0]
+    target = torch.tensor([classes[min(m.rank, len(classes) - 1)]], device=x.device)
+    method = get_method(m.method)
+    layer = None if m.layer == INPUT else m.layer
+    pair = [method.maps(model, x[i : i + 1], target, score=score, layer=layer)[0].detach().float().cpu() for score in ("logit", "centered")]
+    return f"{m.label}, {result.images[i]}, class {int(target)}", pair[0], pair[1]
+
+
+def figure(result: AuditResult, path: str | Path, pair=None) -> Path:
+    """Where the shift acts: κ per layer, the bypass fraction per layer, and the per-cell κ of each layer; with
+    ``pair`` (:func:`map_pair`), the worst map's logit version beside its centered-logit version."""
     from matplotlib.colors import LogNorm
 
     from ..core.files import atomic_write
@@ -45,8 +76,8 @@ def figure(result: AuditResult, path: str | Path) -> Path:
     spatial = [e for e in result.evidence if e.cells]
     cols = max(len(spatial), 1)
     structural = result.head is not None
-    ratios = [1.0, 0.8, 1.1] if structural else [1.0, 1.1]
-    fig = plt.figure(figsize=(max(2.0 * cols, 7.0), 6.6 + 2.6 * structural), dpi=100)
+    ratios = ([1.0, 0.8, 1.1] if structural else [1.0, 1.1]) + ([1.3] if pair is not None else [])
+    fig = plt.figure(figsize=(max(2.0 * cols, 7.0), 6.6 + 2.6 * structural + 3.0 * (pair is not None)), dpi=100)
     grid = fig.add_gridspec(len(ratios), cols, height_ratios=ratios, hspace=0.8, left=0.09, right=0.9, bottom=0.04, top=0.93)
     labels = [e.layer for e in result.evidence]
     ticks = [_short(n) for n in labels]
@@ -82,8 +113,19 @@ def figure(result: AuditResult, path: str | Path) -> Path:
         )
         axb.legend(fontsize=7, loc="upper right")
     norm = LogNorm(vmin=0.1, vmax=max(100.0, result.kappa))
+    heat_row = -2 if pair is not None else -1
+    if pair is not None:
+        label, logit_map, centered_map = pair
+        half = max(cols // 2, 1)
+        for j, (title, m) in enumerate((("logit map", logit_map), ("centered-logit map (shift-immune)", centered_map))):
+            axm = fig.add_subplot(grid[-1, j * half : (j + 1) * half] if cols > 1 else grid[-1, 0])
+            axm.imshow(m.numpy(), cmap="jet")
+            axm.set_title(f"{title}\n{label}", fontsize=7)
+            axm.set_axis_off()
+            if cols == 1:
+                break
     for i, e in enumerate(spatial):
-        axh = fig.add_subplot(grid[-1, i])
+        axh = fig.add_subplot(grid[heat_row, i])
         im = axh.imshow(np.clip(np.asarray(e.cells), 0.1, None), cmap="magma", norm=norm)
         axh.set_title(f"{_short(e.layer)}\n{e.shape[1]}×{e.shape[2]}  κ={e.kappa_max:.2g}", fontsize=7)
         axh.set_axis_off()
@@ -121,8 +163,10 @@ class AuditConfig:
     force: bool = False
     progress: bool = True
     device: str = "auto"
-    strict: bool = False  # exit 1 whenever a logit map differs from its centered-logit map (audit_model's strict)
     methods: list[str] | None = None  # the method families that count (None: all)
+    classes: list[str] = field(default_factory=list)  # --class: explained on every image (names or indices)
+    top_k: int = DEFAULT_TOP_K  # --top-k: each image's k most probable classes are explained (k ≥ 2 by default)
+    labels: str | None = None  # --labels: a file with each image's true label, explained too
 
 
 @dataclass
@@ -161,10 +205,11 @@ def run_audit(cfg: AuditConfig) -> Audited:
     if cfg.size:
         pre = replace(pre, size=cfg.size, resize=max(cfg.size, pre.resize * cfg.size // pre.size))
     items = pick_items(cfg.images or DEFAULT_SAMPLES, cfg.max_images)
-    images, bad = [], []
+    images, bad, good = [], [], []
     for item in items:  # the policy of every command (as evaluate): an unreadable input is skipped and named, the rest audited
         try:
             images.append(replace(load_image(item.spec, pre), name=item.name))
+            good.append(item)
         except LogitShiftError as exc:
             bad.append(f"{Path(str(item.spec)).name} ({str(exc).split(': ', 1)[-1].split(' (')[0][:60]})")
     if bad:
@@ -175,6 +220,7 @@ def run_audit(cfg: AuditConfig) -> Audited:
     module.to(device)
     x = batch(images).to(device, dtype)
     before = image_logits(module, x, cfg.model)  # the model's first calls: compared with a call at the end
+    explain = explained(cfg, good, before.float())
     if cfg.layers is not None:
         layers = cfg.layers
     elif hookable:
@@ -194,12 +240,14 @@ def run_audit(cfg: AuditConfig) -> Audited:
         cfg.probes,
         image_names=[im.name for im in images],
         progress=cfg.progress,
-        strict=cfg.strict,
         methods=cfg.methods,
+        explain=explain,
     )
     same_after(module, x, before, cfg.model)
+    if not math.isfinite(result.score):
+        raise LogitShiftError(f"model {cfg.model!r}: a statistic of the audit is not finite (score {result.score}); nothing concluded")
     if out is not None:
-        figure(result, out / "audit.png")
+        figure(result, out / "audit.png", map_pair(module, x, result, len(images)))
         record = AuditRecord(model=cfg.model, **_finite(result.to_json()), seconds=round(time.perf_counter() - start, 2), **provenance())
         record.write(out)
     return Audited(result, out)
@@ -238,6 +286,29 @@ def same_after(module: torch.nn.Module, x: torch.Tensor, before: torch.Tensor, m
             f"model {model!r}: its logits on the first image changed during the audit (by {moved:.3g}): a model that changes "
             "from call to call; nothing concluded"
         )
+
+
+def explained(cfg: AuditConfig, items: Sequence[Item], logits: torch.Tensor) -> torch.Tensor:
+    """The classes explained per image (N×k indices), as demo and evaluate choose them: ``--labels`` (each image's
+    label), then ``--class`` (the same for every image), then the ``--top-k`` most probable."""
+    from ..core.classes import imagenet_classes, resolve_class
+    from ..core.labels import read_labels
+
+    count = logits.shape[1]
+    names = imagenet_classes() if count == 1000 else ()
+    columns: list[torch.Tensor] = []
+    if cfg.labels:
+        labels = read_labels(cfg.labels, items, count, names)
+        columns.append(torch.tensor([labels[it.key] for it in items]))
+    for spec in dict.fromkeys(cfg.classes):
+        columns.append(torch.full((len(items),), resolve_class(spec, count, names)))
+    top = logits.topk(min(cfg.top_k, count), dim=1).indices
+    columns += [top[:, r] for r in range(top.shape[1])]
+    unique: list[torch.Tensor] = []
+    for c in columns:  # a column equal to an earlier one on every image is measured once
+        if not any(torch.equal(c, u) for u in unique):
+            unique.append(c)
+    return torch.stack(unique, dim=1)
 
 
 def _finite(obj):

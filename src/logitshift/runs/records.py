@@ -289,8 +289,14 @@ class AuditRecord(Record):
     FILE = "audit.json"
     command: str = "audit"
     verdict: str = ""  # clean | shifted
-    strict: bool = False  # audited with --strict: a logit map that differs from its centered one exits 1 too
+    output: str | None = None  # which output of a model with several the finding is about
+    groups: list[dict[str, Any]] = field(default_factory=list)  # every output's finding (a model with several)
+    points: list[str] = field(default_factory=list)  # the inputs explanation methods feed the model, audited too
+    explained: list[list[int]] = field(default_factory=list)  # the classes whose maps were measured, per row
     sentence: str = ""
+    covers: str = ""  # what the finding covers: images, method inputs, methods, layers, classes, outputs
+    first_evidence: str = ""  # Grad-CAM at the default layer and saliency, the maps users explain first
+    next_step: str = ""  # one line: what to do about the finding
     score: float | None = None
     threshold: float | None = None
     kappa: float | None = None
