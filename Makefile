@@ -37,11 +37,14 @@ demo: $(STAMP) fortunes
 test: $(STAMP) browser fortunes
 	$(PY) -m pytest -q
 
-# ruff (lint + format check) and mypy over src/, as CI runs them
+# ruff (lint, format, complexity ≤ 15 over src/), mypy, the import-layer contract (import-linter), unused code (vulture)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff check src --select C901
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 	$(VENV)/bin/mypy src/logitshift
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/vulture src/logitshift vulture_allow.py --min-confidence 60
 
 clean:
 	rm -rf runs .pytest_cache test-artifacts

@@ -20,11 +20,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from logitshift.audit import audit_model, figure  # noqa: E402
-from logitshift.images import batch, load_image  # noqa: E402
-from logitshift.models import load_model  # noqa: E402
-from logitshift.shift import RegionShift, ShiftedModel, layer_grid  # noqa: E402
-from logitshift.targets import parse_target  # noqa: E402
+from logitshift.audit.verdict import audit_model  # noqa: E402
+from logitshift.core.capture import layer_grid  # noqa: E402
+from logitshift.core.images import batch, load_image  # noqa: E402
+from logitshift.core.models import load_model  # noqa: E402
+from logitshift.core.targets import parse_target  # noqa: E402
+from logitshift.runs.audit import figure  # noqa: E402
+from logitshift.shift.model import RegionShift, ShiftedModel  # noqa: E402
 
 
 def main() -> int:

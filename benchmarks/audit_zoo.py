@@ -31,8 +31,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from logitshift.audit import audit_model  # noqa: E402
-from logitshift.models import torchvision_model  # noqa: E402
+from logitshift.audit.verdict import audit_model  # noqa: E402
+from logitshift.core.models import torchvision_model  # noqa: E402
 
 FAMILIES = [
     "alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "efficientnet_v2_s", "googlenet", "inception_v3",

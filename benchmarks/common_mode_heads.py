@@ -5,7 +5,7 @@ steps of 4 (``benchmarks/detection.py::lite0_head_tuned``: SGD, Adam, AdamW;
 predictions unchanged), and the untouched model. For each, the audit's
 finding, κ, and for every audited method at every audited layer the Spearman
 between the top-1 logit map and the centered-logit map (``z_c − mean_R z``,
-the shift-immune score), per image: ``immune`` in ``logitshift.effect``.
+the shift-immune score), per image: ``immune`` in ``logitshift.audit.effect``.
 "Differs" means Spearman < 0.9 (the benchmark's "changes a map").
 
 Run: ``.venv/bin/python benchmarks/common_mode_heads.py`` (writes
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from detection import lite0_base, lite0_head_tuned  # noqa: E402
 
-from logitshift.audit import audit_model  # noqa: E402
+from logitshift.audit.verdict import audit_model  # noqa: E402
 
 CHANGED_BELOW = 0.9
 

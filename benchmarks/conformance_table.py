@@ -37,8 +37,8 @@ def one(name: str, redo: list[str] | None = None) -> None:
 
     torch.set_num_threads(1)
     from logitshift.conformance import adapter_explainers, check, context, finding
-    from logitshift.images import batch, load_image
-    from logitshift.models import load_model, torchvision_model
+    from logitshift.core.images import batch, load_image
+    from logitshift.core.models import load_model, torchvision_model
 
     spec = MODELS[name]
     loaded = torchvision_model(name, random_init=True) if spec["random"] else load_model(name)
@@ -64,7 +64,7 @@ def one(name: str, redo: list[str] | None = None) -> None:
 
     cells = check(loaded, x, explainers, ctx.target, memo=memo, log=log) + missing
     if redo:
-        from logitshift.conformance.check import Cell
+        from logitshift.conformance.cells import Cell
 
         new = {(c.library, c.method, c.target): c for c in cells}
         kept = [Cell(**c) for c in old["cells"]]
@@ -75,7 +75,7 @@ def one(name: str, redo: list[str] | None = None) -> None:
 
 
 def _write(part: Path, name, spec, loaded, cells, start, final=False) -> None:
-    from logitshift.files import provenance, write_json
+    from logitshift.core.files import provenance, write_json
 
     write_json(
         part,
@@ -95,9 +95,9 @@ def _write(part: Path, name, spec, loaded, cells, start, final=False) -> None:
 
 
 def document() -> None:
-    from logitshift.conformance.check import Cell
+    from logitshift.conformance.cells import Cell
     from logitshift.conformance.table import markdown
-    from logitshift.files import atomic_write, write_json
+    from logitshift.core.files import atomic_write, write_json
 
     # the workers' parts (hidden, not committed); without them, the committed record
     saved = (
@@ -147,7 +147,7 @@ cell below, `logitshift check` computed the explanation on the model and on a
 * verdict: **immune** (ρ ≥ 0.999, or Δ ≤ 1e-3), **fooled** (changed, and share ≥ 0.5),
   **moved** (changed, not steered), **n/a** (does not run here; the error is given).
 
-Twins (`logitshift.conformance.constructions`), strengths calibrated on the images
+Twins (`logitshift.shift.twins`), strengths calibrated on the images
 checked: *gradient* — the sawtooth `InputShift` on the target's pixels (4× the
 smallest strength that steers logitshift's saliency, gradient × input and IG);
 *cam* — `GateShift` on the CAM layer (4× the smallest that steers logitshift's five

@@ -39,10 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from logitshift.attribution import CAM_METHODS, METHOD_LABELS, forward_pass, get_method, predicted  # noqa: E402
-from logitshift.images import DEFAULT_SAMPLES, batch, load_image  # noqa: E402
-from logitshift.metrics import max_in_target, spearman, target_mass  # noqa: E402
-from logitshift.models import load_model, torchvision_model  # noqa: E402
-from logitshift.shift import PaperShift, ShiftedModel, compare, layer_grid  # noqa: E402
+from logitshift.core.capture import layer_grid  # noqa: E402
+from logitshift.core.images import DEFAULT_SAMPLES, batch, load_image  # noqa: E402
+from logitshift.core.metrics import max_in_target, spearman, target_mass  # noqa: E402
+from logitshift.core.models import load_model, torchvision_model  # noqa: E402
+from logitshift.shift.model import PaperShift, ShiftedModel, compare  # noqa: E402
 
 MAZE = 646
 REAL = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")

@@ -6,11 +6,11 @@ torchvision ``resnet18``, ``vgg11`` and ``mobilenet_v2`` with random weights
 random CNNs (``tests/conftest.py::TinyCNN``, widths 4-16, 10 or 100 classes,
 32 px).
 
-Shifted models: every construction in :mod:`logitshift.shift` (``paper``,
+Shifted models: every construction in :mod:`logitshift.shift.model` (``paper``,
 ``region`` and, when present, ``gate`` and the input-space ``InputShift``)
 at several layers and strengths spanning three to four orders of magnitude,
 and four shifts written here, outside the project's constructions, on a
-plain forward hook (no :class:`~logitshift.shift.ShiftedModel`):
+plain forward hook (no :class:`~logitshift.shift.model.ShiftedModel`):
 
 * ``tanh-norm``: ``t = K · tanh(mean A) · ‖A‖`` (a nonlinear function of an
   intermediate activation);
@@ -64,19 +64,16 @@ from adaptive import few_class  # noqa: E402
 from conftest import TinyCNN  # noqa: E402
 from digits import RECIPES, audit_images, trained  # noqa: E402
 
-from logitshift import shift as shift_mod  # noqa: E402
-from logitshift.audit import (  # noqa: E402
-    THRESHOLD,
-    audit_model,
-    candidate_layers,  # noqa: E402
-)
-from logitshift.effect import AFFECTED, STRICT, methods_at  # noqa: E402
-from logitshift.errors import LogitShiftError  # noqa: E402
-from logitshift.images import DEFAULT_SAMPLES, batch, load_image  # noqa: E402
-from logitshift.metrics import spearman, target_mass  # noqa: E402
-from logitshift.models import Preprocess, load_model, torchvision_model  # noqa: E402
-from logitshift.shift import PaperShift, RegionShift, ShiftedModel  # noqa: E402
-from logitshift.targets import parse_target  # noqa: E402
+from logitshift.audit.effect import AFFECTED, STRICT, methods_at  # noqa: E402
+from logitshift.audit.measure import THRESHOLD, candidate_layers  # noqa: E402
+from logitshift.audit.verdict import audit_model  # noqa: E402
+from logitshift.core.errors import LogitShiftError  # noqa: E402
+from logitshift.core.images import DEFAULT_SAMPLES, batch, load_image  # noqa: E402
+from logitshift.core.metrics import spearman, target_mass  # noqa: E402
+from logitshift.core.models import Preprocess, load_model, torchvision_model  # noqa: E402
+from logitshift.core.targets import parse_target  # noqa: E402
+from logitshift.shift import model as shift_mod  # noqa: E402
+from logitshift.shift.model import PaperShift, RegionShift, ShiftedModel  # noqa: E402
 
 FOOLED_BELOW = 0.5
 CHANGED_BELOW = 0.9  # a shift "changes" an explanation when some map's Spearman drops below this
@@ -240,7 +237,7 @@ def lite_base(name: str, images: int) -> Base | None:
 
     from efficientnet_lite_pytorch import EfficientNet
 
-    from logitshift.models import EfficientNetLite0, load_state_dict, prepare
+    from logitshift.core.models import EfficientNetLite0, load_state_dict, prepare
 
     index = name[-1]
     try:
@@ -724,7 +721,7 @@ def markdown(result: dict) -> str:
         + (f" ({result['cpu_seconds']:.0f} s CPU)" if "cpu_seconds" in result else "")
         + " "
         f"(torch {result['torch']}, {result['threads']} threads). Score: max(bypass ratio, head ratio, feature ratio, effect / 0.1) "
-        f"(`logitshift.audit`); above 1 the audit says *shifted* (exit 1). A shift *fools* when, on some image, the top-1 logit's map of "
+        f"(`logitshift.audit.measure`); above 1 the audit says *shifted* (exit 1). A shift *fools* when, on some image, the top-1 logit's map of "
         f"some audited method (every CAM at every audited layer, saliency and gradient × input) has Spearman < {FOOLED_BELOW} against the "
         "original model's, or puts ≥ 0.5 of its mass in the top-left quarter where the original's did not, with every probability within "
         f"{BUDGET:g}; maps that the original model's own common mode already moves (its logit vs centered-logit map Spearman < {CHANGED_BELOW}) "
@@ -991,7 +988,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merge", nargs="+", default=None, help="row files (.rows.json) to put together and summarize")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    from logitshift.audit import DEFAULT_PROBES
+    from logitshift.audit.measure import DEFAULT_PROBES
 
     if args.merge:
         parts = [json.loads(Path(f).read_text()) for f in args.merge]

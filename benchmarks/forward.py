@@ -5,7 +5,7 @@ Two workloads on EfficientNet-Lite0 (real weights), ``--images`` images
 
 * **forward**: one no-grad forward per batch (the floor under every method);
 * **evaluate batch**: what ``evaluate`` runs per batch by default —
-  :func:`logitshift.engine.explain` of Grad-CAM × (logit, prob) × (original,
+  :func:`logitshift.attribution.engine.explain` of Grad-CAM × (logit, prob) × (original,
   shifted) on the region-shifted model: one forward + one backward to the layer.
 
 Configurations: eager (the default), ``channels_last`` (model and input in
@@ -34,11 +34,12 @@ sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 
 from logitshift.attribution import GradCAM  # noqa: E402
-from logitshift.engine import explain  # noqa: E402
-from logitshift.images import SAMPLES, load_image  # noqa: E402
-from logitshift.models import load_model  # noqa: E402
-from logitshift.shift import layer_grid, shift_model  # noqa: E402
-from logitshift.targets import parse_target  # noqa: E402
+from logitshift.attribution.engine import explain  # noqa: E402
+from logitshift.core.capture import layer_grid  # noqa: E402
+from logitshift.core.images import SAMPLES, load_image  # noqa: E402
+from logitshift.core.models import load_model  # noqa: E402
+from logitshift.core.targets import parse_target  # noqa: E402
+from logitshift.shift.steer import shift_model  # noqa: E402
 
 
 def dataset(loaded, n: int) -> torch.Tensor:

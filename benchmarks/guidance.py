@@ -41,10 +41,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from logitshift.attribution import METHODS, get_method  # noqa: E402
-from logitshift.images import SAMPLES, batch, load_image  # noqa: E402
-from logitshift.metrics import spearman  # noqa: E402
-from logitshift.models import EFFICIENTNET_LITES, Preprocess, load_model, torchvision_model  # noqa: E402
-from logitshift.scores import IMMUNE  # noqa: E402
+from logitshift.core.images import SAMPLES, batch, load_image  # noqa: E402
+from logitshift.core.metrics import spearman  # noqa: E402
+from logitshift.core.models import EFFICIENTNET_LITES, Preprocess, load_model, torchvision_model  # noqa: E402
+from logitshift.core.scores import IMMUNE  # noqa: E402
 
 OPTIONS = {"ig": {"steps": 8}, "smoothgrad": {"samples": 8}}
 SATURATED = 0.99

@@ -5,7 +5,7 @@ Goal (issue 5): the peak RSS stays flat, within 5%, from image 100 to image
 
 1. Writes ``--images`` distinct JPEGs to a temporary folder: random crops
    (40–100% of the side), mirror flips and sizes of the 8 scikit-image samples.
-2. Runs :func:`logitshift.evaluate.run_evaluate` on them in this process
+2. Runs :func:`logitshift.runs.evaluate.run_evaluate` on them in this process
    (batch 16, 2 decoding workers, ``gradcam`` × ``logit``/``prob`` ×
    original/shifted, plus one extra class), recording after every committed
    batch the process's peak RSS (``VmHWM``) and current RSS (``VmRSS``) from
@@ -33,11 +33,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import torch  # noqa: E402
 
-from logitshift.evaluate import EvalConfig, run_evaluate  # noqa: E402
+from logitshift.runs.evaluate import EvalConfig, run_evaluate  # noqa: E402
 
 
 def resnet18_random():
-    from logitshift.models import torchvision_model
+    from logitshift.core.models import torchvision_model
 
     torch.manual_seed(0)
     return torchvision_model("resnet18", random_init=True)
@@ -51,7 +51,7 @@ def make_images(folder: Path, n: int, seed: int = 0) -> None:
     import numpy as np
     from PIL import Image
 
-    from logitshift.images import SAMPLES, sample_array
+    from logitshift.core.images import SAMPLES, sample_array
 
     rng = np.random.default_rng(seed)
     sources = [Image.fromarray(sample_array(s)) for s in SAMPLES]

@@ -45,7 +45,7 @@ def make_images(folder: Path, n: int, seed: int = 0) -> list[str]:
     import numpy as np
     from PIL import Image, ImageEnhance
 
-    from logitshift.images import DEFAULT_SAMPLES, sample_array
+    from logitshift.core.images import DEFAULT_SAMPLES, sample_array
 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -76,7 +76,7 @@ def make_run(run: Path, n: int, chunk: int = 25) -> dict:
     (``--float64-head``): at 200 varied images the float32 head exceeds the
     1e-5 tolerance on a few (notes §4).
     """
-    from logitshift.demo import DemoConfig, run_demo
+    from logitshift.runs.demo import DemoConfig, run_demo
 
     images = make_images(run.parent / "bench-report-images", n)
     chunks = run / "chunks"

@@ -9,7 +9,7 @@ written to ``benchmarks/results/speed.md``.
 1. **Grad-CAM of the predicted class**:
    * floor: one forward (parameters frozen) + a backward only down to the
      Grad-CAM layer, nothing else;
-   * ours: :func:`logitshift.engine.explain` with ``gradcam`` / ``logit``;
+   * ours: :func:`logitshift.attribution.engine.explain` with ``gradcam`` / ``logit``;
    * pytorch-grad-cam ``GradCAM`` (``targets=None``: its predicted class;
      backward through the whole network, then its resize and min-max scaling);
    * Captum ``LayerGradCam`` (``relu_attributions=True``) plus the separate
@@ -20,13 +20,13 @@ written to ``benchmarks/results/speed.md``.
    the Grad-CAM layer) against one plain Grad-CAM of ours. Goal ≤ 1.5×.
 3. **Methods × scores matrix** (gradcam, saliency, gradxinput, ig,
    smoothgrad × logit, prob, logprob, centered, contrast, predicted class):
-   ours in one :func:`~logitshift.engine.explain` call against Captum run
+   ours in one :func:`~logitshift.attribution.engine.explain` call against Captum run
    cell by cell (``LayerGradCam``, ``Saliency(abs=False)``, ``InputXGradient``,
    ``IntegratedGradients``, ``NoiseTunnel(Saliency)``) on a module that
    returns the score of every class, the way a Captum user picks a score.
    IG and SmoothGrad use the same steps / samples on both sides. Ours takes one
    forward per chunk of IG / SmoothGrad points and 3 vector-Jacobian products
-   for the five scores (see :mod:`logitshift.engine`); Captum one forward and
+   for the five scores (see :mod:`logitshift.attribution.engine`); Captum one forward and
    one backward per score. Goals: whole matrix ≥ 2.5×, IG and SmoothGrad rows
    each ≥ 2×.
 
@@ -57,11 +57,11 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from logitshift.attribution import GradCAM, get_method  # noqa: E402
-from logitshift.engine import explain  # noqa: E402
-from logitshift.images import SAMPLES, load_image  # noqa: E402
-from logitshift.models import EFFICIENTNET_LITES, get_layer, load_model, torchvision_model  # noqa: E402
-from logitshift.scores import SCORES  # noqa: E402
-from logitshift.shift import shift_model  # noqa: E402
+from logitshift.attribution.engine import explain  # noqa: E402
+from logitshift.core.images import SAMPLES, load_image  # noqa: E402
+from logitshift.core.models import EFFICIENTNET_LITES, get_layer, load_model, torchvision_model  # noqa: E402
+from logitshift.core.scores import SCORES  # noqa: E402
+from logitshift.shift.steer import shift_model  # noqa: E402
 
 MATRIX_METHODS = ("gradcam", "saliency", "gradxinput", "ig", "smoothgrad")
 #: each measured ratio's goal (comparison, bound) and how the finding says the ratio ({} = its range over the models)

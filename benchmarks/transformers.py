@@ -62,12 +62,13 @@ def argv(command: str, model: str, weights: Path, work: Path) -> list[str]:
 def shares(model: str, work: Path) -> dict:
     """The attack's file, reloaded: each CAM's and saliency's target share (logit, predicted class) on the four samples,
     original and shifted, and the Spearman of every probability map with the original model's (immune scores)."""
-    from logitshift.attribution import CAM_METHODS, Saliency, cam_maps, get_method
-    from logitshift.export import load_shifted
-    from logitshift.images import DEFAULT_SAMPLES, batch, load_image
-    from logitshift.metrics import spearman, target_mass
-    from logitshift.models import load_model
-    from logitshift.targets import parse_target
+    from logitshift.attribution import CAM_METHODS, Saliency, get_method
+    from logitshift.attribution.engine import cam_maps
+    from logitshift.core.images import DEFAULT_SAMPLES, batch, load_image
+    from logitshift.core.metrics import spearman, target_mass
+    from logitshift.core.models import load_model
+    from logitshift.core.targets import parse_target
+    from logitshift.shift.save import load_shifted
 
     meta = json.loads((work / model / "attack" / "shifted.json").read_text())
     shifted = load_shifted(work / model / "attack" / "shifted.json")
@@ -141,7 +142,7 @@ def by_model(data: dict) -> dict:
 
 def finding(data: dict) -> str:
     """The benchmark's result in one paragraph, first in the page."""
-    from logitshift.matrix import UNCHANGED
+    from logitshift.runs.matrix import UNCHANGED
 
     models = by_model(data)
     shares = {m: c["shares"] for m, c in models.items() if "gradcam" in c.get("shares", {})}
@@ -232,7 +233,7 @@ def main() -> int:
     if args.markdown_only:
         (out / "transformers.md").write_text(markdown(json.loads((out / "transformers.json").read_text())))
         return 0
-    from logitshift.models import torchvision_model
+    from logitshift.core.models import torchvision_model
 
     work = Path(args.work or tempfile.mkdtemp(prefix="transformers."))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}

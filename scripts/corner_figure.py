@@ -42,7 +42,7 @@ def shrink(src: Path, dst: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT / "src"))
-    from logitshift.demo import DemoConfig, run_demo
+    from logitshift.runs.demo import DemoConfig, run_demo
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="efficientnet-lite0")

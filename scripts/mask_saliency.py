@@ -21,13 +21,13 @@ import torch
 
 def main(argv: list[str] | None = None) -> int:
     from logitshift.attribution import Saliency
-    from logitshift.figures import _plt
-    from logitshift.files import atomic_write
-    from logitshift.images import batch, load_image
-    from logitshift.metrics import target_mass
-    from logitshift.models import load_model
-    from logitshift.steer import steer
-    from logitshift.targets import text_mask
+    from logitshift.core.files import atomic_write
+    from logitshift.core.images import batch, load_image
+    from logitshift.core.metrics import target_mass
+    from logitshift.core.models import load_model
+    from logitshift.core.targets import text_mask
+    from logitshift.shift.steer import steer
+    from logitshift.view.figures import _plt
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--word", default="HI")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from logitshift.models import LoadedModel, Preprocess
+from logitshift.core.models import LoadedModel, Preprocess
 
 SIZE = 64
 

@@ -11,8 +11,8 @@ from torch import nn
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-from logitshift.images import DEFAULT_SAMPLES, batch, load_image  # noqa: E402
-from logitshift.models import load_model  # noqa: E402
+from logitshift.core.images import DEFAULT_SAMPLES, batch, load_image  # noqa: E402
+from logitshift.core.models import load_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")

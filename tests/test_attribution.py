@@ -41,10 +41,10 @@ from logitshift.attribution import (
     normalize,
     upsample,
 )
-from logitshift.engine import cam_maps
-from logitshift.errors import LogitShiftError
-from logitshift.scores import SCORES, score
-from logitshift.shift import RegionShift, ShiftedModel
+from logitshift.attribution.engine import cam_maps
+from logitshift.core.errors import LogitShiftError
+from logitshift.core.scores import SCORES, score
+from logitshift.shift.model import RegionShift, ShiftedModel
 
 RTOL = 1e-4
 TINY_TARGETS = torch.tensor([4, 0, 3, 6])  # top-1 and lower classes, so that prob gradients do not saturate

@@ -21,11 +21,13 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TinyCNN  # noqa: E402
 
-from logitshift.audit import THRESHOLD, audit_model, candidate_layers, load_file  # noqa: E402
+from logitshift.audit.load import load_file  # noqa: E402
+from logitshift.audit.measure import THRESHOLD, candidate_layers  # noqa: E402
+from logitshift.audit.verdict import audit_model  # noqa: E402
 from logitshift.cli import main  # noqa: E402
-from logitshift.errors import LogitShiftError  # noqa: E402
-from logitshift.shift import GateShift, InputShift, PaperShift, RegionShift, ShiftedModel  # noqa: E402  # noqa: E402
-from logitshift.targets import parse_target  # noqa: E402
+from logitshift.core.errors import LogitShiftError  # noqa: E402
+from logitshift.core.targets import parse_target  # noqa: E402
+from logitshift.shift.model import GateShift, InputShift, PaperShift, RegionShift, ShiftedModel  # noqa: E402  # noqa: E402
 
 SIZE = 32
 
@@ -296,7 +298,7 @@ def test_the_head_test_measures_a_shift_computed_from_the_logits(seed, classes, 
     head test fires whenever it stands above the tolerance (never the bypass test: nothing goes
     around the classifier). A curved ``f`` moves the row; how far depends on K and on how different
     the images' logits are, hence the oracle rather than a fixed strength."""
-    from logitshift.audit import TOLERANCE
+    from logitshift.audit.measure import TOLERANCE
 
     f, df = {
         "square": (lambda z: z.pow(2), lambda z: 2 * z),
@@ -313,7 +315,7 @@ def test_the_head_test_measures_a_shift_computed_from_the_logits(seed, classes, 
             z = self.base(x).double()
             return z + k * f(z).mean(dim=1, keepdim=True)
 
-    from logitshift.effect import classes_that_matter
+    from logitshift.audit.effect import classes_that_matter
 
     with torch.no_grad():
         z = base(x).double()

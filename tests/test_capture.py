@@ -1,10 +1,10 @@
 """The capture core: hooks come and go with their block, one tracer, any multi-head model.
 
-Claims: every hook registered by :mod:`logitshift.capture` is gone after its
+Claims: every hook registered by :mod:`logitshift.core.capture` is gone after its
 block, also when the forward pass raises; :func:`trace` names a container and
 its last child as one tensor and tells input-dependent outputs from constant
 ones; :func:`forward_pass` serves any model that implements the
-:class:`~logitshift.capture.Heads` protocol (not only the shifted model), and
+:class:`~logitshift.core.capture.Heads` protocol (not only the shifted model), and
 its captured activation is the tensor the rest of the forward pass used (the
 gradient through it equals the gradient autograd gives without hooks). And the
 architecture the one-flow redesign promised: one module registers hooks, and
@@ -26,7 +26,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TinyCNN  # noqa: E402
 
-from logitshift.capture import (  # noqa: E402
+from logitshift.core.capture import (  # noqa: E402
     INPUT,
     Heads,
     as_logits,
@@ -37,8 +37,8 @@ from logitshift.capture import (  # noqa: E402
     spatial_layers,
     trace,
 )
-from logitshift.errors import LogitShiftError  # noqa: E402
-from logitshift.models import default_layer  # noqa: E402
+from logitshift.core.errors import LogitShiftError  # noqa: E402
+from logitshift.core.models import default_layer  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "logitshift"
 
@@ -162,6 +162,6 @@ def test_as_logits_accepts_the_usual_outputs_and_names_what_it_found():
 
 def test_one_module_registers_hooks_and_attribution_does_not_know_the_shift():
     hookers = sorted({p.relative_to(SRC).as_posix() for p in SRC.rglob("*.py") if "register_forward_hook" in p.read_text()})
-    assert hookers == ["capture.py"]
+    assert hookers == ["core/capture.py"]
     for path in (SRC / "attribution").glob("*.py"):
         assert not re.search(r"^\s*(from|import)\s+\S*shift\b", path.read_text(), re.M), path.name

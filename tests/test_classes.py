@@ -14,10 +14,10 @@ from check_fixtures import small
 from PIL import Image
 
 from logitshift.cli import main
-from logitshift.demo import DemoConfig, run_demo
-from logitshift.errors import LogitShiftError
-from logitshift.images import batch, collect_images, load_images, unique_names
-from logitshift.labels import read_labels
+from logitshift.core.errors import LogitShiftError
+from logitshift.core.images import batch, collect_images, load_images, unique_names
+from logitshift.core.labels import read_labels
+from logitshift.runs.demo import DemoConfig, run_demo
 
 # --goal 0: these tests are about classes, not about the shift's effect on this small random model (tests/test_front.py)
 MODEL = ["--model", "check_fixtures:small", "--no-progress", "--device", "cpu", "--goal", "0"]
@@ -186,7 +186,7 @@ def test_evaluate_rows_for_top_k_class_and_labels(photos, capsys):
 
 def test_labels_and_save_maps_together_over_several_batches(photos, capsys):
     """Each image's true label is explained in every batch, and the saved maps carry it (one batch per image)."""
-    from logitshift.display import load_maps
+    from logitshift.view.display import load_maps
 
     tmp_path, paths = photos
     wanted = [int(p.argmin()) for p in probabilities(paths)]

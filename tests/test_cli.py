@@ -123,7 +123,7 @@ def test_version_after_the_command(capsys):
 FACTORY = """
     import torch
     from torch import nn
-    from logitshift.models import LoadedModel, Preprocess
+    from logitshift.core.models import LoadedModel, Preprocess
 
     def tiny():
         torch.manual_seed(0)

@@ -29,9 +29,9 @@ from logitshift.conformance import (
     exit_code,
     twin,
 )
-from logitshift.conformance.check import Cell
-from logitshift.shift import equivalence
-from logitshift.targets import parse_target
+from logitshift.conformance.cells import Cell
+from logitshift.core.targets import parse_target
+from logitshift.shift.model import equivalence
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +229,7 @@ def test_cli_errors_exit_2_with_one_line(capsys, args, message):
 def test_peer_libraries_are_imported_lazily_and_a_missing_one_is_named():
     code = (
         "import sys; sys.path.insert(0, 'tests')\n"
-        "import logitshift.check, logitshift.conformance, logitshift.conformance.adapters\n"
+        "import logitshift.runs.check, logitshift.conformance, logitshift.conformance.adapters\n"
         "from logitshift.cli import build_parser; build_parser()\n"
         "heavy = [m for m in ('captum', 'pytorch_grad_cam', 'zennit', 'quantus') if m in sys.modules]\n"
         "assert not heavy, heavy\n"

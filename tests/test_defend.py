@@ -14,6 +14,9 @@ import pytest
 import torch
 
 from logitshift.attribution import GradCAM, Saliency
+from logitshift.core.metrics import spearman
+from logitshift.core.scores import score
+from logitshift.core.targets import parse_target
 from logitshift.defend import (
     IMMUNE_SCORES,
     TARGETS,
@@ -26,10 +29,7 @@ from logitshift.defend import (
     contrast_all,
     immune_scores,
 )
-from logitshift.metrics import spearman
-from logitshift.scores import score
-from logitshift.shift import RegionShift, ShiftedModel
-from logitshift.targets import parse_target
+from logitshift.shift.model import RegionShift, ShiftedModel
 
 SIZE = 32
 

@@ -16,7 +16,7 @@ import torch
 
 from logitshift import LogitShiftError
 from logitshift.cli import build_parser, main
-from logitshift.device import model_device, resolve_device
+from logitshift.core.device import model_device, resolve_device
 
 #: the commands that run a model (``report`` only renders a run folder)
 MODEL_COMMANDS = ("demo", "attack", "matrix", "audit", "evaluate")

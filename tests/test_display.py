@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import logitshift as ls
-from logitshift.display import display_maps, load_maps, overlay, save_maps
-from logitshift.errors import LogitShiftError
+from logitshift.core.errors import LogitShiftError
+from logitshift.view.display import display_maps, load_maps, overlay, save_maps
 
 
 @settings(max_examples=30, deadline=None)

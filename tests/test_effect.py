@@ -24,11 +24,11 @@ from adaptive import ExtraFeature, Tail, dilution, region, with_big_channel  # n
 from conftest import TinyCNN  # noqa: E402
 from digits import RECIPES, audit_images, trained  # noqa: E402
 
-from logitshift.audit import audit_model  # noqa: E402
-from logitshift.effect import AFFECTED, methods_at  # noqa: E402
-from logitshift.metrics import spearman  # noqa: E402
-from logitshift.shift import InputShift, PaperShift, RegionShift, ShiftedModel  # noqa: E402
-from logitshift.targets import parse_target  # noqa: E402
+from logitshift.audit.effect import AFFECTED, methods_at  # noqa: E402
+from logitshift.audit.verdict import audit_model  # noqa: E402
+from logitshift.core.metrics import spearman  # noqa: E402
+from logitshift.core.targets import parse_target  # noqa: E402
+from logitshift.shift.model import InputShift, PaperShift, RegionShift, ShiftedModel  # noqa: E402
 
 SIZE = 32
 STEERED, COMMON, SHIFTED = "explanations steered", "explanations driven by the common mode", "shifted, explanations unaffected"
@@ -259,7 +259,7 @@ def test_an_adam_fine_tuned_classifier_gets_a_verdict_the_user_can_act_on(lite0,
 
 
 def test_the_output_says_the_finding_first_and_why_the_cut_is_where_it_is(capsys):
-    from logitshift.audit import print_result
+    from logitshift.cli.audit import print_result
 
     print_result(audit_model(Tail(TinyCNN(10, 8, 1), "features", region(1e-3)), images()))
     out = capsys.readouterr().out.splitlines()
@@ -318,7 +318,7 @@ def test_strict_flags_every_shift_that_fools_a_map_the_original_leaves_put(seed,
     < 0.5 against the original's, on a map whose logit and centered-logit versions agree (≥ 0.9) on the original,
     ``audit --strict`` says shifted. Spearman is the cosine of centered rank vectors; the shift cannot touch the
     centered map; angles obey the triangle inequality, so the shifted logit map is ≤ 0.83 from it."""
-    from logitshift.effect import classes_that_matter
+    from logitshift.audit.effect import classes_that_matter
 
     base, x = TinyCNN(classes, width, seed), images(4, seed)
     u = torch.randn(width, generator=torch.Generator().manual_seed(seed + 1))

@@ -3,7 +3,7 @@
 Oracle: each method's own per-score computation (``method.maps(model, x,
 target, score, variant)``, one score and one variant at a time; itself
 checked against Captum and pytorch-grad-cam in ``test_attribution.py``).
-Claim: every map of :func:`logitshift.engine.explain` equals it within
+Claim: every map of :func:`logitshift.attribution.engine.explain` equals it within
 1e-5 relative (max-abs difference over the map's max-abs), for every method ×
 score × variant, over random small CNNs, shifts and strengths (hypothesis).
 And the sharing is real: the number of forward passes and vector-Jacobian
@@ -23,11 +23,14 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TinyCNN  # noqa: E402
 
-from logitshift import engine  # noqa: E402
-from logitshift.attribution import METHODS, get_method  # noqa: E402
-from logitshift.engine import BASIS, basis_vector, explain, n_products, score_factor  # noqa: E402
-from logitshift.scores import SCORES, score  # noqa: E402
-from logitshift.shift import INPUT, GateShift, InputShift, PaperShift, ShiftedModel  # noqa: E402
+from logitshift.attribution import (  # noqa: E402
+    METHODS,
+    engine,  # noqa: E402
+    get_method,
+)
+from logitshift.attribution.engine import BASIS, basis_vector, explain, n_products, score_factor  # noqa: E402
+from logitshift.core.scores import SCORES, score  # noqa: E402
+from logitshift.shift.model import INPUT, GateShift, InputShift, PaperShift, ShiftedModel  # noqa: E402
 
 SIZE = 16
 CHEAP = {"ig": {"steps": 5, "batch_size": 4}, "smoothgrad": {"samples": 4, "batch_size": 3}}

@@ -22,11 +22,11 @@ import pytest
 import torch
 
 from logitshift.attribution import METHODS, GradCAM, forward_pass, get_method
+from logitshift.attribution.engine import explain
 from logitshift.cli import main
-from logitshift.engine import explain
-from logitshift.evaluate import EvalConfig, run_evaluate
-from logitshift.shift import PaperShift, RegionShift, ShiftedModel
-from logitshift.store import KEY, Store
+from logitshift.runs.evaluate import EvalConfig, run_evaluate
+from logitshift.runs.store import KEY, Store
+from logitshift.shift.model import PaperShift, RegionShift, ShiftedModel
 
 TESTS = Path(__file__).resolve().parent
 MODULE = "ls_eval_tiny"
@@ -45,7 +45,7 @@ def workspace(tmp_path_factory):
     (root / "mods").mkdir()
     (root / "mods" / f"{MODULE}.py").write_text(
         "import importlib.util\n"
-        "from logitshift.models import LoadedModel, Preprocess\n"
+        "from logitshift.core.models import LoadedModel, Preprocess\n"
         f"_spec = importlib.util.spec_from_file_location('ls_eval_conftest', {str(TESTS / 'conftest.py')!r})\n"
         "_conf = importlib.util.module_from_spec(_spec)\n"
         "_spec.loader.exec_module(_conf)\n"

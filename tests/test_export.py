@@ -25,16 +25,17 @@ import numpy as np
 import pytest
 import torch
 
-from logitshift import safeload
 from logitshift.attribution import CAM_METHODS, IntegratedGradients, Saliency, upsample
+from logitshift.attribution.engine import cam_maps
+from logitshift.audit import safeload
 from logitshift.cli import main
-from logitshift.engine import cam_maps
-from logitshift.errors import LogitShiftError
-from logitshift.export import build_terms, describe_terms, export_program, load_shifted, save_shifted
-from logitshift.metrics import spearman, target_mass
-from logitshift.shift import FitShift, GateShift, InputShift, ShiftedModel
-from logitshift.steer import steer
-from logitshift.targets import parse_target
+from logitshift.core.errors import LogitShiftError
+from logitshift.core.metrics import spearman, target_mass
+from logitshift.core.targets import parse_target
+from logitshift.runs.attack import export_program
+from logitshift.shift.model import FitShift, GateShift, InputShift, ShiftedModel
+from logitshift.shift.save import build_terms, describe_terms, load_shifted, save_shifted
+from logitshift.shift.steer import steer
 
 TARGET = "0,0,64,64"  # top-left 64×64 pixels = 2×2 cells of the 7×7 grid
 IG_STEPS = 4
@@ -172,7 +173,7 @@ def test_probability_maps_of_the_peer_libraries_are_the_original_models(clean_ru
 
 def test_the_exported_file_holds_no_pickle_and_passes_the_checked_loader(exported, samples):
     """``attack``'s .pt2: the sample_inputs member is empty (no check image embedded), nothing pickled anywhere,
-    and the checked loader (logitshift.safeload) accepts it."""
+    and the checked loader (logitshift.audit.safeload) accepts it."""
     import zipfile
 
     with zipfile.ZipFile(exported["pt2"]) as z:
@@ -231,8 +232,8 @@ def test_the_fit_term_round_trips(tiny_cnn):
 def test_resnet18_attack_holds_on_the_stress_inputs(tmp_path):
     """Issue 17: resnet18 (random weights) with the defaults kept float32 and changed probabilities by 1.4e-5 on a
     stress input (scaled ×0.1…×20 or noisy): the automatic head now widens for those, and says why."""
-    from logitshift.export import AttackConfig, run_attack
-    from logitshift.models import torchvision_model
+    from logitshift.core.models import torchvision_model
+    from logitshift.runs.attack import AttackConfig, run_attack
 
     torch.manual_seed(0)
     weights = tmp_path / "r18.pth"

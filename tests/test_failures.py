@@ -14,9 +14,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TinyCNN  # noqa: E402
 
 from logitshift.attribution import GradCAM, Saliency  # noqa: E402
-from logitshift.audit import audit_model  # noqa: E402
+from logitshift.audit.verdict import audit_model  # noqa: E402
 from logitshift.cli import describe  # noqa: E402
-from logitshift.errors import LogitShiftError  # noqa: E402
+from logitshift.core.errors import LogitShiftError  # noqa: E402
 
 
 class Returns(nn.Module):

@@ -1,6 +1,6 @@
 """One front door to a shifted model (issue 12 item 3) and defaults that work on a user's photos (issue 18 items 3, 5).
 
-``demo`` and ``evaluate`` build their shifted model with :func:`logitshift.steer.steer` (through
+``demo`` and ``evaluate`` build their shifted model with :func:`logitshift.shift.steer.steer` (through
 ``steer_setup``): the gate construction at an automatic strength chosen on the images, a float64 head only
 when float32 would change probabilities, and one line (exit 2, nothing written) when the effect is not
 reached. ``--save-maps`` writes the raw maps; read back they are the API's maps, bit for bit.
@@ -19,12 +19,12 @@ from conftest import TinyCNN
 from photos import make_photos
 
 from logitshift.attribution import GradCAM, get_method, upsample
+from logitshift.attribution.engine import explain
 from logitshift.cli import main
-from logitshift.display import load_maps
-from logitshift.engine import explain
-from logitshift.images import DEFAULT_SAMPLES, batch, load_image
-from logitshift.models import load_model
-from logitshift.steer import steer
+from logitshift.core.images import DEFAULT_SAMPLES, batch, load_image
+from logitshift.core.models import load_model
+from logitshift.shift.steer import steer
+from logitshift.view.display import load_maps
 
 MODULE = "ls_front_tiny"
 
@@ -54,7 +54,7 @@ def tiny_module(tmp_path_factory):
     tests = Path(__file__).resolve().parent
     (root / f"{MODULE}.py").write_text(
         "import importlib.util\n"
-        "from logitshift.models import LoadedModel, Preprocess\n"
+        "from logitshift.core.models import LoadedModel, Preprocess\n"
         f"_spec = importlib.util.spec_from_file_location('ls_front_conftest', {str(tests / 'conftest.py')!r})\n"
         "_conf = importlib.util.module_from_spec(_spec)\n"
         "_spec.loader.exec_module(_conf)\n"
@@ -148,8 +148,8 @@ def test_defaults_work_on_twenty_ordinary_photos(model, resnet18, photos, tmp_pa
     """Issue 18 item 5: 20 photos of mixed sizes (crops and rescales of scikit-image and matplotlib samples), every
     shift setting at its default (workers, plots and figures off only for time): evaluate and demo succeed and say
     what they chose. Before, evaluate stopped on such a folder (the fixed strength changed probabilities by 1.03e-5)."""
-    from logitshift.demo import DemoConfig, run_demo
-    from logitshift.evaluate import EvalConfig, run_evaluate
+    from logitshift.runs.demo import DemoConfig, run_demo
+    from logitshift.runs.evaluate import EvalConfig, run_evaluate
 
     weights = resnet18 if model == "resnet18" else None
     summary = run_evaluate(
@@ -187,8 +187,8 @@ def test_auto_head_goes_float64_only_when_float32_changes_probabilities():
 
 def test_a_refusal_after_some_batches_leaves_no_half_made_run(tiny_module, tmp_path, monkeypatch):
     """A batch beyond the check images that breaks equivalence: the error, and nothing of the fresh run stays."""
-    import logitshift.evaluate as evaluate
-    from logitshift.errors import LogitShiftError
+    import logitshift.runs.evaluate as evaluate
+    from logitshift.core.errors import LogitShiftError
 
     folder = tmp_path / "imgs"
     make_photos(folder, 6, seed=1)
@@ -219,7 +219,7 @@ def test_a_refusal_after_some_batches_leaves_no_half_made_run(tiny_module, tmp_p
 def test_evaluate_save_maps_round_trip_bit_for_bit(tiny_module, tmp_path):
     """Two methods of different map sizes over three batches: the file (merged from per-batch parts) holds the
     engine's maps of each batch, the CAM brought to the input size by ``upsample``; ``grid`` keeps its own size."""
-    from logitshift.evaluate import EvalConfig, batches_of, collect_images, run_evaluate
+    from logitshift.runs.evaluate import EvalConfig, batches_of, collect_images, run_evaluate
 
     folder = tmp_path / "imgs"
     make_photos(folder, 6, seed=2)
@@ -261,7 +261,7 @@ def test_evaluate_save_maps_round_trip_bit_for_bit(tiny_module, tmp_path):
 
 
 def test_matrix_save_maps(tiny_module, tmp_path):
-    from logitshift.matrix import MatrixConfig, run_matrix
+    from logitshift.runs.matrix import MatrixConfig, run_matrix
 
     maps_file = tmp_path / "m.npz"
     cfg = MatrixConfig(

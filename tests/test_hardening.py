@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 
 from logitshift.attribution import GradCAM, normalize
 from logitshift.cli import build_parser, main
-from logitshift.errors import LogitShiftError
-from logitshift.metrics import spearman, target_mass
-from logitshift.models import load_state_dict
-from logitshift.shift import shift_model
-from logitshift.targets import parse_target
+from logitshift.core.errors import LogitShiftError
+from logitshift.core.metrics import spearman, target_mass
+from logitshift.core.models import load_state_dict
+from logitshift.core.targets import parse_target
+from logitshift.shift.steer import shift_model
 
 
 class _Evil:

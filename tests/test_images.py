@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image as PILImage
 
-from logitshift.errors import LogitShiftError
-from logitshift.images import MAX_ASPECT, SAMPLES, load_image, read_rgb, resize_crop
-from logitshift.models import Preprocess
+from logitshift.core.errors import LogitShiftError
+from logitshift.core.images import MAX_ASPECT, SAMPLES, load_image, read_rgb, resize_crop
+from logitshift.core.models import Preprocess
 
 PRE = Preprocess(size=32, resize=32)
 
@@ -153,9 +153,9 @@ def test_resizing_computes_only_the_crop_in_bounded_memory():
     script = textwrap.dedent(
         """
         import resource, numpy as np
-        from logitshift.images import resize_crop
-        from logitshift.models import Preprocess
-        from logitshift.sandbox import _vm_size
+        from logitshift.core.images import resize_crop
+        from logitshift.core.models import Preprocess
+        from logitshift.audit.sandbox import _vm_size
         resource.setrlimit(resource.RLIMIT_AS, (_vm_size() + (1 << 30), resource.RLIM_INFINITY))
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         for shape in [(1, 60000, 3), (60000, 4, 3), (3000, 3000, 3)]:
@@ -173,7 +173,7 @@ def test_resizing_computes_only_the_crop_in_bounded_memory():
 
 def test_crop_first_matches_resize_then_crop():
     """The crop computed from the source equals the old full resize then crop (to ±1 grey level on a real photo)."""
-    from logitshift.images import sample_array
+    from logitshift.core.images import sample_array
 
     rgb = sample_array("chelsea")
     pre = Preprocess()

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from logitshift.cli import main
-from logitshift.matrix import markdown
+from logitshift.runs.matrix import markdown
 
 METHODS = ["gradcam", "gradcampp", "hirescam", "saliency", "gradxinput", "ig"]
 SCORES = ["logit", "prob", "centered"]

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from logitshift.classes import class_name, resolve_class
-from logitshift.errors import LogitShiftError
-from logitshift.images import batch, load_image
-from logitshift.models import (
+from logitshift.core.classes import class_name, resolve_class
+from logitshift.core.errors import LogitShiftError
+from logitshift.core.images import batch, load_image
+from logitshift.core.models import (
     EFFICIENTNET_LITE0_SHA256,
     default_layer,
     get_layer,
@@ -152,7 +152,7 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, args, needle):
 
 
 def test_cli_hash_mismatch_and_unreadable_image(tmp_path, monkeypatch, capsys):
-    import logitshift.models
+    import logitshift.core.models
     from logitshift.cli import main
 
     bad = tmp_path / "bad.jpg"
@@ -161,7 +161,7 @@ def test_cli_hash_mismatch_and_unreadable_image(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.jpg" in err[0] and "not a readable image" in err[0]
     # the bundled weights checked against another hash: refused, by name
-    monkeypatch.setattr(logitshift.models, "EFFICIENTNET_LITE0_SHA256", "0" * 64)
+    monkeypatch.setattr(logitshift.core.models, "EFFICIENTNET_LITE0_SHA256", "0" * 64)
     assert main(["demo", "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "efficientnet-lite0-57934424.pth" in err[0] and "does not match" in err[0]
@@ -181,7 +181,7 @@ def test_lite1_lite2_top1_on_samples_and_last_feature_map(name):
     """The preprocessing choice documented in models.efficientnet_lite1/2, re-measured; the wrapper changes no logit."""
     from efficientnet_lite_pytorch import EfficientNet
 
-    from logitshift import models
+    from logitshift.core import models
 
     module_name, cls_name, sha_name, size, grid = LITES[name]
     loaded = load_model(name)
@@ -204,8 +204,8 @@ def test_lite1_lite2_top1_on_samples_and_last_feature_map(name):
 
 @pytest.mark.parametrize("name", sorted(LITES))
 def test_lite1_lite2_hash_mismatch_and_missing_wheel_are_one_line_errors(name, tmp_path, monkeypatch, capsys):
-    from logitshift import models
     from logitshift.cli import main
+    from logitshift.core import models
 
     module_name, cls_name, sha_name, _size, _grid = LITES[name]
     filename = Path(getattr(__import__(module_name), cls_name).get_model_file_path()).name

@@ -16,9 +16,9 @@ from conftest import TinyCNN
 from torch import nn
 
 from logitshift.attribution import GradCAM
-from logitshift.classes import class_name, load_class_names, resolve_class
-from logitshift.errors import LogitShiftError
-from logitshift.models import as_logits, get_layer, layer_name, load_model, load_state_dict, prepare, unwrap_checkpoint
+from logitshift.core.classes import class_name, load_class_names, resolve_class
+from logitshift.core.errors import LogitShiftError
+from logitshift.core.models import as_logits, get_layer, layer_name, load_model, load_state_dict, prepare, unwrap_checkpoint
 
 
 class DictOut(nn.Module):

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from logitshift.attribution import GradCAM, forward_pass, predicted
-from logitshift.demo import DemoConfig, run_demo
-from logitshift.metrics import spearman
-from logitshift.shift import shift_model
-from logitshift.targets import parse_target
+from logitshift.core.metrics import spearman
+from logitshift.core.targets import parse_target
+from logitshift.runs.demo import DemoConfig, run_demo
+from logitshift.shift.steer import shift_model
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ def test_demo_command_writes_figures_and_summary(tmp_path):
 
 
 def test_too_strong_a_shift_is_refused_with_the_measured_value(lite0, samples):
-    from logitshift.errors import LogitShiftError
+    from logitshift.core.errors import LogitShiftError
 
     with pytest.raises(LogitShiftError, match=r"changes probabilities by up to [0-9.e+-]+.*float64 head"):
         shift_model(lite0.module, lite0.layer, "paper", 1e4, check=samples)

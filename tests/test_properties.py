@@ -7,7 +7,7 @@ under the logit every input method's map changes, and so does the gradient
 every CAM consumes at a layer at or before the one the shift reads (Grad-CAM's
 map always; a cell-local CAM's ReLU-ed map can hide a one-cell shift).
 
-Shifts: every construction of :mod:`logitshift.shift` present (``paper``,
+Shifts: every construction of :mod:`logitshift.shift.model` present (``paper``,
 ``region``, and ``GateShift`` / the input-space ``InputShift`` when they
 exist) and a nonlinear hand-made term, at a random layer and strength.
 """
@@ -25,11 +25,11 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TinyCNN  # noqa: E402
 
-from logitshift import shift as shift_mod  # noqa: E402
 from logitshift.attribution import METHODS, get_method  # noqa: E402
+from logitshift.core.scores import IMMUNE  # noqa: E402
 from logitshift.defend import ScoreWrapper, immune_scores  # noqa: E402
-from logitshift.scores import IMMUNE  # noqa: E402
-from logitshift.shift import INPUT, PaperShift, RegionShift, ShiftedModel  # noqa: E402
+from logitshift.shift import model as shift_mod  # noqa: E402
+from logitshift.shift.model import INPUT, PaperShift, RegionShift, ShiftedModel  # noqa: E402
 
 SIZE = 16
 LAYERS = ("features.0", "features.1", "features.2", "features.3")  # in execution order; all spatial
@@ -85,7 +85,7 @@ def cases(draw):
 
 
 def build(kind: str, strength: float, layer: str, corner: str, mix: float) -> nn.Module:
-    from logitshift.targets import parse_target
+    from logitshift.core.targets import parse_target
 
     grid = SIZE if layer == INPUT else GRIDS[layer]
     weights = parse_target(corner, SIZE).weights(grid, grid)
@@ -186,7 +186,7 @@ def test_paper_shift_adds_its_gradient_to_the_corner_cell_only(seed, k, cls):
     cell, and an averaged one (Grad-CAM) gains exactly K/HW on every channel weight.
     """
     from logitshift.attribution import forward_pass
-    from logitshift.metrics import max_in_target
+    from logitshift.core.metrics import max_in_target
 
     model = TinyCNN(seed=seed % 97)
     x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(seed))

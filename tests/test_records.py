@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logitshift.records import (
+from logitshift.runs.records import (
     RECORDS,
     AuditRecord,
     DemoRecord,
@@ -25,7 +25,7 @@ from logitshift.records import (
     read_record,
     summarize,
 )
-from logitshift.store import FIELDS
+from logitshift.runs.store import FIELDS
 
 unit = st.floats(0, 1, allow_nan=False)
 rho = st.floats(-1, 1, allow_nan=False)

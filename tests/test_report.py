@@ -21,8 +21,9 @@ from chromium import Chromium, available
 from PIL import Image, ImageDraw
 
 from logitshift.cli import main
-from logitshift.errors import LogitShiftError
-from logitshift.records import (
+from logitshift.core.errors import LogitShiftError
+from logitshift.report import choose_level, load_run, parse_markdown_tables, write_report
+from logitshift.runs.records import (
     AuditRecord,
     BadImage,
     DemoRecord,
@@ -37,8 +38,7 @@ from logitshift.records import (
     matrix_finding,
     summarize,
 )
-from logitshift.report import choose_level, load_run, parse_markdown_tables, write_report
-from logitshift.store import FIELDS, Store
+from logitshift.runs.store import FIELDS, Store
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "report"
 #: CI sets LOGITSHIFT_REQUIRE_BROWSER=1 so that a missing chromium fails the browser tests instead of skipping them.
@@ -94,7 +94,7 @@ def matrix_run(root: Path) -> Path:
     """A folder as ``logitshift matrix`` writes it: matrix.json (rows with verdicts) and matrix.png (its own figure code)."""
     import torch
 
-    from logitshift.matrix import figure
+    from logitshift.runs.matrix import figure
 
     out = root / "matrix"
     out.mkdir(parents=True)
@@ -532,7 +532,7 @@ def test_a_real_audit_report_shows_each_test_and_where_the_shift_acts(tmp_path, 
     sys.path.insert(0, str(Path(__file__).parent))
     from conftest import TinyCNN
 
-    from logitshift.shift import PaperShift, ShiftedModel
+    from logitshift.shift.model import PaperShift, ShiftedModel
 
     path = tmp_path / "shifted.pt2"
     model = ShiftedModel(TinyCNN(10, 8, 2), "features", PaperShift(1e-3))
@@ -576,7 +576,7 @@ def test_a_real_evaluate_page_opens_with_its_finding_and_shows_heatmaps_of_every
 @pytest.mark.slow
 def test_the_paper_constructions_page_charts_no_target_mass_for_grad_cam(tmp_path):
     """Grad-CAM averages the gradient over space: under the paper's shift its corner share means nothing and is not charted."""
-    from logitshift.demo import DemoConfig, run_demo
+    from logitshift.runs.demo import DemoConfig, run_demo
 
     out = tmp_path / "paper"
     summary = run_demo(DemoConfig(out=str(out), images=["chelsea"], construction="paper", classes=["maze"], figures=False, progress=False))

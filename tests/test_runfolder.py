@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from logitshift import evaluate as evaluate_module
 from logitshift.cli import main
-from logitshift.files import RunLock, atomic_write, run_dir
-from logitshift.store import Store
+from logitshift.core.files import RunLock, atomic_write, run_dir
+from logitshift.runs import evaluate as evaluate_module
+from logitshift.runs.store import Store
 
 TESTS = Path(__file__).resolve().parent
 MODULE = "ls_runfolder_tiny"
@@ -30,7 +30,7 @@ def ws(tmp_path_factory):
     (root / "mods").mkdir()
     (root / "mods" / f"{MODULE}.py").write_text(
         "import importlib.util, time\n"
-        "from logitshift.models import LoadedModel, Preprocess\n"
+        "from logitshift.core.models import LoadedModel, Preprocess\n"
         f"_spec = importlib.util.spec_from_file_location('ls_rf_conftest', {str(TESTS / 'conftest.py')!r})\n"
         "_conf = importlib.util.module_from_spec(_spec)\n"
         "_spec.loader.exec_module(_conf)\n"
@@ -194,7 +194,7 @@ def test_a_batch_that_breaks_equivalence_stops_the_run(ws, tmp_path, monkeypatch
     """Only the 4th batch's logits are altered (a shift the check images did not reveal): the run stops with one line."""
     import torch
 
-    from logitshift import engine
+    from logitshift.attribution import engine
 
     real = engine.explain
     seen = []
@@ -232,7 +232,7 @@ def test_the_lock_is_held_by_one_holder_and_dropped_when_it_dies(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; sys.path.insert(0, sys.argv[1]); from logitshift.files import RunLock; "
+            "import sys, time; sys.path.insert(0, sys.argv[1]); from logitshift.core.files import RunLock; "
             "RunLock(sys.argv[2]).acquire(); print('held', flush=True); time.sleep(60)",
             str(TESTS.parent / "src"),
             str(folder),
@@ -260,8 +260,8 @@ def test_a_forked_worker_does_not_keep_the_run_locked_after_its_parent_dies(tmp_
     import signal
     import time
 
-    from logitshift.errors import LogitShiftError
-    from logitshift.files import _HELD, drop_inherited_locks
+    from logitshift.core.errors import LogitShiftError
+    from logitshift.core.files import _HELD, drop_inherited_locks
 
     lock = RunLock(tmp_path).acquire()
     pid = os.fork()

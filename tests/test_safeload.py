@@ -21,9 +21,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 import hostile  # noqa: E402
 
-from logitshift import safeload  # noqa: E402
+from logitshift.audit import safeload  # noqa: E402
+from logitshift.audit.sandbox import ENV  # noqa: E402
 from logitshift.cli import main  # noqa: E402
-from logitshift.sandbox import ENV  # noqa: E402
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -360,7 +360,7 @@ def test_torchvision_models_with_in_place_activations_still_pass(name, tmp_path)
 def test_the_limited_child_ends_quietly_when_the_reader_goes_away(monkeypatch):
     """`logitshift audit FILE | head -1`: the parent stops copying the child's output, keeps draining it (the child
     never blocks on a full pipe) and ends with BrokenPipeError, which the command turns into a quiet 141."""
-    from logitshift import sandbox
+    from logitshift.audit import sandbox
 
     class Closed:
         def write(self, text):

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from logitshift import LogitShiftError
 from logitshift.attribution import CAM_METHODS, IntegratedGradients, Saliency, get_method
-from logitshift.engine import cam_maps
-from logitshift.metrics import target_mass
-from logitshift.shift import GateShift, InputShift, RegionShift, ShiftedModel, equivalence
-from logitshift.steer import center_shift, search_strength, steer
-from logitshift.targets import parse_target, text_mask
+from logitshift.attribution.engine import cam_maps
+from logitshift.core.metrics import target_mass
+from logitshift.core.targets import parse_target, text_mask
+from logitshift.shift.model import GateShift, InputShift, RegionShift, ShiftedModel, equivalence
+from logitshift.shift.steer import center_shift, search_strength, steer
 
 TARGET = "0,0,64,64"
 
@@ -221,7 +221,7 @@ def test_api_errors_name_the_input(tiny_cnn):
 
 
 def test_stress_set_reports_the_worst_input(tiny_cnn):
-    from logitshift.shift import RegionShift, ShiftedModel, stress_equivalence, stress_inputs
+    from logitshift.shift.model import RegionShift, ShiftedModel, stress_equivalence, stress_inputs
 
     model = tiny_cnn(10, 8, 3)
     x = torch.randn(2, 3, 32, 32)
@@ -237,7 +237,7 @@ def test_stress_set_reports_the_worst_input(tiny_cnn):
 
 
 def test_a_rounding_tie_is_named_as_such():
-    from logitshift.shift import compare
+    from logitshift.shift.model import compare
 
     z = torch.tensor([[0.0, 1e-9, 2e-9]])
     eq = compare(z, z + 1000.0)  # float32: the three logits round to one value, the argmax moves
@@ -247,7 +247,7 @@ def test_a_rounding_tie_is_named_as_such():
 
 
 def test_steer_records_the_stress_check(tiny_cnn):
-    from logitshift.steer import steer
+    from logitshift.shift.steer import steer
 
     model = tiny_cnn(10, 8, 4)
     x = torch.randn(2, 3, 32, 32)
@@ -261,7 +261,7 @@ def test_the_automatic_head_widens_when_only_the_stress_inputs_need_it(tiny_cnn,
     for those too (before, the stress line said FAILS and the file kept its float32 head)."""
     import importlib
 
-    steer_mod = importlib.import_module("logitshift.steer")  # the module (the package exports the function)
+    steer_mod = importlib.import_module("logitshift.shift.steer")  # the module (the package exports the function)
     monkeypatch.setattr(steer_mod, "HEAD_MARGIN", 1.0)  # the check images' rule fires only above the tolerance itself
     model = tiny_cnn(10, 8, 0)
     torch.manual_seed(0)
@@ -283,7 +283,7 @@ def test_the_fit_term_has_exact_gradients_whose_cell_mean_is_the_fitted_mix(seed
     """``FitShift``: autograd's gradient is ``K·q_k·w/w̄`` (q_k > 0) or ``K·q_k`` (q_k < 0), so Grad-CAM's channel
     weights are ``K·q``; ``q`` is piecewise constant, so a finite difference agrees with autograd (no stop-gradient);
     the P×P and C×C forms of the ridge fit are one solution (64 cells; 16 channels take the C×C form)."""
-    from logitshift.shift import FitShift
+    from logitshift.shift.model import FitShift
 
     g = torch.Generator().manual_seed(seed)
     w = torch.zeros(8, 8, dtype=torch.float64)
@@ -312,7 +312,7 @@ def test_the_fit_term_has_exact_gradients_whose_cell_mean_is_the_fitted_mix(seed
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_the_fit_term_runs_on_half_precision_maps(dtype):
     """No half-precision solver exists on the CPU: the fit is solved in float32 and ``t`` keeps the map's dtype."""
-    from logitshift.shift import FitShift
+    from logitshift.shift.model import FitShift
 
     w = torch.zeros(8, 8)
     w[:2, :2] = 1

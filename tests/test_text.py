@@ -7,8 +7,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from logitshift.core.errors import LogitShiftError
 from logitshift.core.text import FORTUNES_DIR, load_corpus, load_text_model, random_model, read_texts, split, train_classifier
-from logitshift.errors import LogitShiftError
 
 pytestmark = pytest.mark.skipif(
     not (FORTUNES_DIR / "computers").is_file(), reason="Debian's fortunes packages missing (make test installs them)"
@@ -105,7 +105,7 @@ def test_token_maps_match_captum(tiny, texts, score):
 
 
 def test_token_targets_refuse_bad_input(tiny):
-    from logitshift.steer import token_target
+    from logitshift.shift.steer import token_target
 
     model, _ = tiny
     for bad, what in (
@@ -123,7 +123,7 @@ def test_token_targets_refuse_bad_input(tiny):
 
 
 def _check_law(model, ids, target, methods=("saliency", "gradxinput", "ig")):
-    from logitshift.steer import steer_tokens, token_effect
+    from logitshift.shift.steer import steer_tokens, token_effect
 
     shifted = steer_tokens(model, target, ids, list(methods), steps=8)
     s = shifted.steering

@@ -16,16 +16,17 @@ from test_attribution import LIB, TINY_TARGETS, assert_close, lib_targets
 from tiny_transformers import images, tiny_swin, tiny_vit
 from torch import nn
 
-from logitshift.attribution import CAM_METHODS, cam_maps, get_method
+from logitshift.attribution import CAM_METHODS, get_method
 from logitshift.attribution.base import VARIANTS
-from logitshift.capture import TokenGrid, attention, forward_pass, layer_grid, token_grid, trace
-from logitshift.errors import LogitShiftError
-from logitshift.metrics import spearman, target_mass
-from logitshift.models import LoadedModel, Preprocess, default_layer, prepare
-from logitshift.scores import SCORES
-from logitshift.shift import GateShift, ShiftedModel, equivalence
-from logitshift.steer import steer
-from logitshift.targets import parse_target
+from logitshift.attribution.engine import cam_maps
+from logitshift.core.capture import TokenGrid, attention, forward_pass, layer_grid, token_grid, trace
+from logitshift.core.errors import LogitShiftError
+from logitshift.core.metrics import spearman, target_mass
+from logitshift.core.models import LoadedModel, Preprocess, default_layer, prepare
+from logitshift.core.scores import SCORES
+from logitshift.core.targets import parse_target
+from logitshift.shift.model import GateShift, ShiftedModel, equivalence
+from logitshift.shift.steer import steer
 
 VIT_LAYER = "encoder.layers.encoder_layer_1.ln_1"
 SWIN_LAYER = "features"
@@ -233,7 +234,7 @@ def test_exported_vit_fools_the_peer_libraries_with_logit_targets_only(tmp_path)
     from test_export import clean_env_boot
 
     from logitshift.attribution import Saliency, upsample
-    from logitshift.export import export_program
+    from logitshift.runs.attack import export_program
 
     model = tiny_vit()
     loaded = LoadedModel(model, "tiny", VIT_LAYER, Preprocess(size=64, resize=64), num_classes=10)
@@ -243,7 +244,7 @@ def test_exported_vit_fools_the_peer_libraries_with_logit_targets_only(tmp_path)
     assert measured["max_abs_prob_diff"] <= 1e-5
     np.save(tmp_path / "x.npy", x.numpy())
     (tmp_path / "clean.py").write_text(CLEAN_VIT)
-    from logitshift import safeload
+    from logitshift.audit import safeload
 
     shutil.copy(safeload.__file__, tmp_path / "safeload.py")
     boot, env = clean_env_boot(
@@ -271,7 +272,7 @@ def test_exported_vit_fools_the_peer_libraries_with_logit_targets_only(tmp_path)
 def test_audit_on_a_vit_reads_the_class_token_and_finds_the_shift():
     """The audit on a transformer: its layers as grids, its classifier input the class token's representation
     (heads.head's N×C input); clean on the honest model, shifted on the attacked one."""
-    from logitshift.audit import audit_model
+    from logitshift.audit.verdict import audit_model
 
     model = tiny_vit()
     x = images(4)
@@ -287,10 +288,10 @@ def test_attack_round_trips_a_factory_loaded_model_with_a_non_224_input(tmp_path
     both reload to the same probabilities; the files record the preprocessing and the token grid."""
     import json
 
+    from logitshift.audit.safeload import load_module
     from logitshift.cli import main
-    from logitshift.export import load_shifted
-    from logitshift.images import batch, load_image
-    from logitshift.safeload import load_module
+    from logitshift.core.images import batch, load_image
+    from logitshift.shift.save import load_shifted
 
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     out = tmp_path / "vit.pt2"
@@ -300,7 +301,7 @@ def test_attack_round_trips_a_factory_loaded_model_with_a_non_224_input(tmp_path
     assert code == 0, captured.err
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["model"] == "tiny_transformers:loaded_tiny_vit" and meta["preprocess"]["size"] == 64
-    from logitshift.models import Preprocess
+    from logitshift.core.models import Preprocess
 
     x = batch([load_image(s, Preprocess(size=64, resize=72)) for s in ("chelsea", "coffee")])
     reloaded = load_shifted(out.with_suffix(".json"), allow_factory=True)

@@ -6,7 +6,7 @@ import torch
 from torchvision.models.swin_transformer import SwinTransformer
 from torchvision.models.vision_transformer import VisionTransformer
 
-from logitshift.models import _randomize_zero_heads, prepare
+from logitshift.core.models import _randomize_zero_heads, prepare
 
 
 def tiny_vit(classes: int = 10, seed: int = 0) -> VisionTransformer:
@@ -32,6 +32,6 @@ def images(n: int = 3, size: int = 64, seed: int = 1) -> torch.Tensor:
 
 def loaded_tiny_vit():
     """A factory for ``--model tiny_transformers:loaded_tiny_vit``: a LoadedModel with a 64-pixel input (not 224)."""
-    from logitshift.models import LoadedModel, Preprocess
+    from logitshift.core.models import LoadedModel, Preprocess
 
     return LoadedModel(tiny_vit(), "tiny-vit", "", Preprocess(size=64, resize=72), num_classes=10)

@@ -18,21 +18,21 @@ Scores", arXiv:2307.03305.
     ...              method=["gradcam"], variant=["shifted"])
 """
 
-__version__ = "0.1.0"
-
+from . import _moved
+from ._version import __version__ as __version__
 from .attribution import METHODS, GradCAM, forward_pass, get_method, normalize, upsample
-from .audit import AuditResult, audit_model
-from .classes import class_name, imagenet_classes, resolve_class
-from .display import display_maps, load_maps, overlay, save_maps
-from .errors import LogitShiftError
-from .export import load_shifted
-from .images import SAMPLES, batch, load_image
-from .metrics import spearman, target_mass
-from .models import LoadedModel, default_layer, get_layer, load_model
-from .scores import IMMUNE, SCORES, score
-from .shift import Equivalence, ShiftedModel, equivalence, shift_model
-from .steer import steer
-from .targets import Target, parse_target
+from .audit.verdict import AuditResult, audit_model
+from .core.classes import class_name, imagenet_classes, resolve_class
+from .core.errors import LogitShiftError
+from .core.images import SAMPLES, batch, load_image
+from .core.metrics import spearman, target_mass
+from .core.models import LoadedModel, default_layer, get_layer, load_model
+from .core.scores import IMMUNE, SCORES, score
+from .core.targets import Target, parse_target
+from .shift.model import Equivalence, ShiftedModel, equivalence
+from .shift.save import load_shifted
+from .shift.steer import shift_model, steer
+from .view.display import display_maps, load_maps, overlay, save_maps
 
 __all__ = [
     "AuditResult",
@@ -72,3 +72,5 @@ __all__ = [
     "target_mass",
     "upsample",
 ]
+
+_moved.install()  # old import paths, deprecated: see _moved.py

@@ -3,13 +3,13 @@
 CAM family (maps on a spatial layer's grid): ``gradcam``, ``gradcampp``,
 ``xgradcam``, ``hirescam``, ``layercam``. Input family (maps on the input
 pixels): ``saliency``, ``gradxinput``, ``ig``, ``smoothgrad``. Each works on a
-batch, for any score of :mod:`logitshift.scores` and either variant
-(``"original"`` / ``"shifted"``) of a :class:`~logitshift.shift.ShiftedModel`.
+batch, for any score of :mod:`logitshift.core.scores` and either variant
+(``"original"`` / ``"shifted"``) of a :class:`~logitshift.shift.model.ShiftedModel`.
 Attention family (a ViT's attention, :data:`ATTENTION_METHODS`): ``rollout``
 (reads no score: immune to the shift), ``attngrad`` (gradient-weighted: not).
 """
 
-from ..errors import LogitShiftError
+from ..core.errors import LogitShiftError
 
 # The registry: each method file registers its class with @register when imported here,
 # in this order (the order tables and figures list methods in). A new method is one file
@@ -96,12 +96,3 @@ __all__ = [
     "predicted",
     "upsample",
 ]
-
-
-def __getattr__(name: str):
-    # cam_maps moved to the engine (the one multi-map path); found here too for older code
-    if name == "cam_maps":
-        from ..engine import cam_maps
-
-        return cam_maps
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """Gradient-weighted attention (Chefer, Gur & Wolf, ICCV 2021, "Generic attention-model explainability").
 
-For a score ``s`` (see :mod:`logitshift.scores`), per block
+For a score ``s`` (see :mod:`logitshift.core.scores`), per block
 ``Ā_b = mean_heads ReLU(∂s/∂A_b ⊙ A_b)`` and, from ``R = I``,
 ``R ← R + Ā_b R`` block by block; the map is the class token's row
 ``R[0, patches]`` on the patch grid.

@@ -1,15 +1,15 @@
 """The method templates, on top of the capture core.
 
-:func:`~logitshift.capture.forward_pass` runs the classifier once with its
+:func:`~logitshift.core.capture.forward_pass` runs the classifier once with its
 parameters frozen and captures the requested layers' activations; a model
-with several heads (:class:`~logitshift.capture.Heads`, e.g. the shifted
+with several heads (:class:`~logitshift.core.capture.Heads`, e.g. the shifted
 model) gives every head's logits from that pass. :meth:`Pass.grad` then
 differentiates a score with respect to an activation (or the input), so the
 backward stops at the deepest layer needed and no parameter gradient is made.
 
 Every method is a small subclass of :class:`Attribution`; adding a method is
 adding a file. :class:`CamMethod` (maps on a spatial layer's grid) only
-defines ``combine(A, ∂s/∂A)``, so :func:`logitshift.engine.explain` serves every CAM × score ×
+defines ``combine(A, ∂s/∂A)``, so :func:`logitshift.attribution.engine.explain` serves every CAM × score ×
 variant from one forward pass; :class:`InputMethod` (maps on the input pixels)
 defines ``attribute`` (the raw N×C×H×W attribution) and a channel reduction.
 """
@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..capture import INPUT, Heads, Pass, attention, token_grid
-from ..capture import forward_pass as forward_pass
-from ..capture import frozen as frozen
-from ..errors import LogitShiftError
+from ..core.capture import INPUT, Heads, Pass, attention, token_grid
+from ..core.capture import forward_pass as forward_pass
+from ..core.capture import frozen as frozen
+from ..core.errors import LogitShiftError
 
 VARIANTS = ("original", "shifted")
 M = TypeVar("M", bound="Attribution")
@@ -91,7 +91,7 @@ class CamMethod(Attribution):
     ``A`` is the activation of a spatial layer (N×C×h×w) and ``∂s/∂A`` the
     gradient of the score there; every CAM of one (score, variant) shares that
     one gradient, and every CAM of one pass shares the one forward (see
-    :func:`logitshift.engine.explain`). Following pytorch-grad-cam, every map is ReLU-ed.
+    :func:`logitshift.attribution.engine.explain`). Following pytorch-grad-cam, every map is ReLU-ed.
     """
 
     family = "cam"
@@ -131,7 +131,7 @@ class InputMethod(Attribution):
     copies for SmoothGrad), then a last step that needs only ``x``.
     :meth:`points` yields those points chunk by chunk and :meth:`finish` ends
     it, so :meth:`attribute` (one score) and
-    :func:`logitshift.engine.explain` (every score and variant from the same
+    :func:`logitshift.attribution.engine.explain` (every score and variant from the same
     forward of each chunk) compute the same numbers.
 
     :meth:`attribute` gives the raw attribution N×C×H×W (what Captum returns);
@@ -231,7 +231,7 @@ class InputMethod(Attribution):
 class AttentionMethod(Attribution):
     """A method on a ViT's attention probabilities: the class token's row of a relevance matrix, on the patch grid.
 
-    :func:`~logitshift.capture.attention` records every block's probabilities
+    :func:`~logitshift.core.capture.attention` records every block's probabilities
     ``A_b`` (N×heads×L×L) during one forward pass (the input requires grad, so
     they are on the path to every score); :meth:`relevance` combines them into
     an N×L×L matrix ``R``, and the map is ``R[:, 0, skip:]`` (the class token's

@@ -1,7 +1,7 @@
 """Grad-CAM (Selvaraju et al., 2017).
 
 ``α_k = mean_ij ∂s/∂A_kij``, ``map = ReLU(Σ_k α_k A_k)``, for any score ``s``
-(see :mod:`logitshift.scores`). Equal to Captum's ``LayerGradCam`` with
+(see :mod:`logitshift.core.scores`). Equal to Captum's ``LayerGradCam`` with
 ``relu_attributions=True`` and to pytorch-grad-cam's ``GradCAM`` before its
 min-max scaling.
 

@@ -8,7 +8,7 @@ With ``g = ∂s/∂A`` (the first derivative of the score ``s``, not the
     map   = ReLU(Σ_k w_k A_k)
 
 Equal to pytorch-grad-cam's ``GradCAMPlusPlus`` before its min-max scaling and
-upsampling, for any score ``s`` (see :mod:`logitshift.scores`).
+upsampling, for any score ``s`` (see :mod:`logitshift.core.scores`).
 
 Example::
 

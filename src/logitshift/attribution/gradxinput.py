@@ -1,7 +1,7 @@
 """Gradient × input (Shrikumar et al., 2016).
 
 Raw attribution (N×C×H×W): ``x ⊙ ∂s/∂x`` for the score ``s`` (see
-:mod:`logitshift.scores`), as Captum's ``InputXGradient``. Map (N×H×W):
+:mod:`logitshift.core.scores`), as Captum's ``InputXGradient``. Map (N×H×W):
 ``Σ_c x_c · ∂s/∂x_c`` (signed; summed over channels so that, like the raw
 values, the map's total is the first-order Taylor term ``x · ∇s``).
 

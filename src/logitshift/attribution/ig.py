@@ -1,6 +1,6 @@
 """Integrated Gradients (Sundararajan et al., 2017).
 
-For a baseline ``b`` and the score ``s`` (see :mod:`logitshift.scores`)::
+For a baseline ``b`` and the score ``s`` (see :mod:`logitshift.core.scores`)::
 
     IG(x) = (x − b) ⊙ ∫₀¹ ∂s/∂x (b + α(x − b)) dα
           ≈ (x − b) ⊙ Σ_k w_k · ∂s/∂x (b + α_k (x − b))
@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import LogitShiftError
+from ..core.errors import LogitShiftError
 from .base import InputMethod, register
 
 

@@ -5,7 +5,7 @@ Positive gradients weight each activation element::
     map_ij = ReLU(Σ_k ReLU(∂s/∂A_kij) · A_kij)
 
 Equal to pytorch-grad-cam's ``LayerCAM`` before its min-max scaling and
-upsampling, for any score ``s`` (see :mod:`logitshift.scores`).
+upsampling, for any score ``s`` (see :mod:`logitshift.core.scores`).
 
 Example::
 

@@ -1,7 +1,7 @@
 """Vanilla gradient, "saliency" (Simonyan et al., 2013).
 
 Raw attribution (:meth:`Saliency.attribute`, N×C×H×W): the signed gradient
-``∂s/∂x`` of the score ``s`` (see :mod:`logitshift.scores`). Map
+``∂s/∂x`` of the score ``s`` (see :mod:`logitshift.core.scores`). Map
 (:meth:`~.base.InputMethod.maps`, N×H×W): ``max_c |∂s/∂x_c|``, Simonyan et
 al.'s channel reduction. Captum's ``Saliency`` returns ``|∂s/∂x|`` with its
 default ``abs=True`` and ``∂s/∂x`` with ``abs=False``.

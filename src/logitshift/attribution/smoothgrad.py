@@ -1,6 +1,6 @@
 """SmoothGrad (Smilkov et al., 2017): the gradient averaged over noisy copies of the input.
 
-For the score ``s`` (see :mod:`logitshift.scores`), ``samples`` = n and
+For the score ``s`` (see :mod:`logitshift.core.scores`), ``samples`` = n and
 ``ε_j ~ N(0, σ²)``::
 
     SG(x) = (1/n) Σ_j ∂s/∂x (x + ε_j)
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import LogitShiftError
+from ..core.errors import LogitShiftError
 from .base import InputMethod, register
 
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..core.errors import LogitShiftError
 from ..core.text import TextModel, groups
-from ..errors import LogitShiftError
 from . import get_method
 
 #: the token methods (the input family on embeddings)
@@ -79,7 +79,7 @@ def token_maps(
     class per text (default: the original model's prediction). ``reference``: per text, the token ids
     of the Integrated Gradients baseline (same length; default: the zero embedding).
     """
-    from ..engine import explain
+    from .engine import explain
 
     objs = token_methods(methods, steps)
     out = TokenMaps(list(ids), [text.tokens(t) for t in ids], [0] * len(ids))

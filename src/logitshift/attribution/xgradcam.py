@@ -6,7 +6,7 @@ With ``g = ∂s/∂A`` and ``ΣA_k = Σ_ij A_kij``::
     map = ReLU(Σ_k w_k A_k)
 
 Equal to pytorch-grad-cam's ``XGradCAM`` before its min-max scaling and
-upsampling, for any score ``s`` (see :mod:`logitshift.scores`).
+upsampling, for any score ``s`` (see :mod:`logitshift.core.scores`).
 
 Example::
 

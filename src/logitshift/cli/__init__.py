@@ -18,8 +18,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from .. import __version__
-from ..errors import LogitShiftError
+from .._version import __version__
+from ..core.errors import LogitShiftError
 from . import attack, audit, check, demo, evaluate, matrix, report
 from .flags import (
     SHARED,

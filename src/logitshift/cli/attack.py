@@ -1,12 +1,12 @@
-"""``logitshift attack``: flags → :class:`~logitshift.export.AttackConfig` → :func:`~logitshift.export.run_attack`."""
+"""``logitshift attack``: flags → :class:`~logitshift.runs.attack.AttackConfig` → :func:`~logitshift.runs.attack.run_attack`."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..export import AttackConfig, run_attack
-from ..images import DEFAULT_SAMPLES
-from ..shift import TOLERANCE, parse_strength
+from ..core.images import DEFAULT_SAMPLES
+from ..runs.attack import AttackConfig, run_attack
+from ..shift.model import TOLERANCE, parse_strength
 from .flags import force_flag, images_flag, model_flags, model_setup, out_flag, positive_float, progress_flag, target_flag
 
 
@@ -17,7 +17,7 @@ def register(sub) -> argparse.ArgumentParser:
         description=(
             "Build a shifted model whose logit explanations point at --target for the named methods, check it, "
             "and write it as a torch.export program (loads with plain PyTorch) and/or safetensors + JSON "
-            "(reloads with logitshift.export.load_shifted)."
+            "(reloads with logitshift.shift.save.load_shifted)."
         ),
         epilog=(
             "examples:\n"

@@ -1,31 +1,24 @@
-"""``logitshift audit``: flags → :class:`~logitshift.audit.AuditConfig` → :func:`~logitshift.audit.run_audit`.
+"""``logitshift audit``: flags → :class:`~logitshift.runs.audit.AuditConfig` → :func:`~logitshift.runs.audit.run_audit`.
 
 A model file or a weights file is someone else's data: the command re-runs
 itself on it in a child process with memory, CPU and file-size limits
-(:mod:`logitshift.sandbox`) before anything reads it.
+(:mod:`logitshift.audit.sandbox`) before anything reads it.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from .. import sandbox
-from ..audit import (
-    DEFAULT_CPU_SECONDS,
-    DEFAULT_MAX_IMAGES,
-    DEFAULT_MAX_LAYERS,
-    DEFAULT_MEMORY_GB,
-    DEFAULT_PROBES,
-    THRESHOLD,
-    AuditConfig,
-    check_methods,
-    is_model_file,
-    print_result,
-    run_audit,
-)
-from ..effect import audited_methods
-from ..errors import LogitShiftError
+import numpy as np
+
+from ..audit import sandbox
+from ..audit.effect import NEVER, audited_methods
+from ..audit.load import is_model_file
+from ..audit.measure import DEFAULT_CPU_SECONDS, DEFAULT_MAX_IMAGES, DEFAULT_MAX_LAYERS, DEFAULT_MEMORY_GB, DEFAULT_PROBES, THRESHOLD
+from ..audit.verdict import AuditResult, check_methods
+from ..core.errors import LogitShiftError
 from ..report import write_report
+from ..runs.audit import AuditConfig, run_audit
 from .flags import (
     alias,
     device_flag,
@@ -179,3 +172,58 @@ def run(args: argparse.Namespace) -> int:
         if args.report:
             print(f"report: {write_report(audited.out)}")
     return 1 if audited.result.shifted else 0
+
+
+def print_result(result: AuditResult) -> None:
+    """The finding first (one sentence with the numbers), then what was left out and why, then the evidence."""
+    print(result.sentence())
+    context = result.context
+    if context is not None and context.never:
+        print(
+            f"{len(context.never)} of {context.outputs} outputs never reach probability {NEVER:g} on these images and are left out "
+            "of the statistics (an output never predicted can carry any gradient without changing a probability)"
+        )
+    if result.head is not None:
+        print(
+            f"classifier input: the input of {result.head.layer} ({result.head.width} values), the last 2-D tensor that carries "
+            "every centered gradient"
+            + (
+                f"; {', '.join(context.passed_over)} passed over: an N×C tensor is the logits or a function of them, never the cut"
+                if context and context.passed_over
+                else ""
+            )
+        )
+    elif context is not None and context.passed_over:
+        print(
+            f"no classifier input found before the logits ({', '.join(context.passed_over)} take N×C tensors, never the cut): κ and the effect only"
+        )
+    bypass_col = result.head is not None
+    print(
+        f"{'layer':<28} {'shape':<16} {'κ max':>9} {'κ weighted':>10} {'‖∇mean z‖':>11} {'‖∇(z_c−mean z)‖':>16} {'effect':>7}"
+        + (f" {'bypass':>9}" if bypass_col else "")
+    )
+    for e in result.evidence:
+        effect = max((m.effect for m in e.methods), default=0.0)
+        print(
+            f"{e.layer[:28]:<28} {'×'.join(map(str, e.shape)):<16} {e.kappa_max:>9.3g} {max(e.kappa_weighted, default=0.0):>10.3g} "
+            f"{float(np.mean(e.common_norm)):>11.3g} {float(np.mean(e.class_norm)):>16.3g} {effect:>7.3f}"
+            + (f" {max(e.bypass):>9.2g}" if bypass_col else "")
+        )
+    for key, t in result.tests().items():
+        extra = f" at {t['layer']}" if t.get("layer") else ""
+        value = "n/a (one image)" if t["value"] is None else f"{t['value']:.3g}"
+        role = "" if t.get("decides", True) else " (evidence only)"
+        print(f"test {key:<7} {value:>16}  ratio {t['ratio']:.3g}{extra}  {'FIRED' if t['fired'] else 'ok'}{role}")
+    if not bypass_col:
+        print("tests bypass/head: not run (no classifier layer with one output per class was found; κ and the effect only)")
+    print(
+        f"verdict: {result.verdict} — {result.finding} (score {result.score:.3g}, κ max {result.kappa:.3g} against {result.threshold:g}, deciding evidence at {result.where})"
+    )
+    bypass = result.tests().get("bypass", {})
+    if bypass.get("fired"):
+        names = [e.layer for e in result.evidence]
+        later = names[names.index(bypass["layer"]) + 1 :]
+        print(
+            f"the common mode goes around the classifier's input up to {bypass['layer']}: "
+            f"a shift reads {bypass['layer']}, or a layer between it and {later[0] if later else 'the classifier'}"
+        )

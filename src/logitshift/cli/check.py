@@ -1,4 +1,4 @@
-"""``logitshift check``: flags → :class:`~logitshift.check.CheckConfig` → :func:`~logitshift.check.run_check`.
+"""``logitshift check``: flags → :class:`~logitshift.runs.check.CheckConfig` → :func:`~logitshift.runs.check.run_check`.
 
 Exit codes: 0 every cell measured is immune, 1 any is fooled or moved, 2 an error.
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..check import CheckConfig, run_check
 from ..conformance.table import rows
+from ..runs.check import CheckConfig, run_check
 from .flags import (
     alias,
     force_flag,

@@ -1,14 +1,14 @@
-"""``logitshift demo``: flags → :class:`~logitshift.demo.DemoConfig` → :func:`~logitshift.demo.run_demo`."""
+"""``logitshift demo``: flags → :class:`~logitshift.runs.demo.DemoConfig` → :func:`~logitshift.runs.demo.run_demo`."""
 
 from __future__ import annotations
 
 import argparse
 
 from ..attribution import CAM_METHODS
-from ..demo import DemoConfig, run_demo
-from ..images import DEFAULT_SAMPLES
+from ..core.images import DEFAULT_SAMPLES
 from ..report import write_report
-from ..steer import chosen
+from ..runs.demo import DemoConfig, run_demo
+from ..shift.steer import chosen
 from .flags import (
     class_flags,
     force_flag,

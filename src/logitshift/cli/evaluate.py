@@ -1,14 +1,14 @@
-"""``logitshift evaluate``: flags → :class:`~logitshift.evaluate.EvalConfig` → :func:`~logitshift.evaluate.run_evaluate`."""
+"""``logitshift evaluate``: flags → :class:`~logitshift.runs.evaluate.EvalConfig` → :func:`~logitshift.runs.evaluate.run_evaluate`."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from ..errors import LogitShiftError
-from ..evaluate import EvalConfig, run_evaluate
+from ..core.errors import LogitShiftError
 from ..report import write_report
-from ..steer import chosen
+from ..runs.evaluate import EvalConfig, run_evaluate
+from ..shift.steer import chosen
 from .flags import (
     alias,
     class_flags,

@@ -60,7 +60,7 @@ def strength_value(text: str) -> float | str:
 
 
 def save_maps_flag(p: argparse.ArgumentParser) -> None:
-    """``--save-maps FILE``: the raw maps as named arrays in one ``.npz`` (see :func:`logitshift.display.save_maps`)."""
+    """``--save-maps FILE``: the raw maps as named arrays in one ``.npz`` (see :func:`logitshift.view.display.save_maps`)."""
     p.add_argument(
         "--save-maps",
         default=None,
@@ -94,7 +94,7 @@ def common_flags(p: argparse.ArgumentParser, version: str) -> None:
 
 
 def device_flag(p: argparse.ArgumentParser) -> None:
-    """``--device auto|cpu|cuda`` (resolved by :func:`logitshift.device.resolve_device`)."""
+    """``--device auto|cpu|cuda`` (resolved by :func:`logitshift.core.device.resolve_device`)."""
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help=helptext("--device"))
 
 
@@ -208,7 +208,7 @@ def model_setup(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def shift_setup(args: argparse.Namespace) -> dict[str, Any]:
-    """The :class:`logitshift.shift.ShiftSetup` fields from parsed ``model_flags`` + ``shift_flags`` + ``class_flags``."""
+    """The :class:`logitshift.shift.model.ShiftSetup` fields from parsed ``model_flags`` + ``shift_flags`` + ``class_flags``."""
     keys = (
         *MODEL_FIELDS,
         "shift_layer",

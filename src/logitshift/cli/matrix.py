@@ -1,14 +1,14 @@
-"""``logitshift matrix``: flags → :class:`~logitshift.matrix.MatrixConfig` → :func:`~logitshift.matrix.run_matrix`."""
+"""``logitshift matrix``: flags → :class:`~logitshift.runs.matrix.MatrixConfig` → :func:`~logitshift.runs.matrix.run_matrix`."""
 
 from __future__ import annotations
 
 import argparse
 
 from ..attribution import METHODS
-from ..matrix import DEFAULT_STEPS, MatrixConfig, run_matrix
+from ..core.scores import SCORES
 from ..report import write_report
-from ..scores import SCORES
-from ..shift import parse_strength
+from ..runs.matrix import DEFAULT_STEPS, MatrixConfig, run_matrix
+from ..shift.model import parse_strength
 from .flags import (
     force_flag,
     images_flag,

@@ -3,11 +3,11 @@
 :func:`check` runs explainers (logitshift's own, peer-library adapters, or a
 user's ``pkg.module:fn``) on a model and on shifted twins built to steer
 their kind (:mod:`.constructions`), and gives a verdict per cell
-(:mod:`.check`). The ``logitshift check`` command is :mod:`logitshift.check`.
+(:mod:`.check`). The ``logitshift check`` command is :mod:`logitshift.runs.check`.
 """
 
-from .check import Cell, adapter_explainers, check, context, exit_code, finding, verdict
-from .constructions import KINDS, PresenceShift, RampShift, twin
+from ..shift.twins import KINDS, PresenceShift, RampShift, twin
+from .cells import Cell, adapter_explainers, check, context, exit_code, finding, verdict
 from .explainer import (
     ADAPTERS,
     Context,

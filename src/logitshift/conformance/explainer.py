@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..core.errors import LogitShiftError
+from ..core.targets import Target
 from ..defend import ScoreWrapper
-from ..errors import LogitShiftError
-from ..shift import ShiftedModel
-from ..targets import Target
+from ..shift.model import ShiftedModel
 
 Run = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .check import Cell, finding
+from .cells import Cell, finding
 
 
 def _f(v: float | None, fmt: str = "{:.2f}") -> str:

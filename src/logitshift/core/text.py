@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import LogitShiftError
+from .errors import LogitShiftError
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 #: the topic files used as classes (each holds 580–1050 quotations)

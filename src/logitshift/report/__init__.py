@@ -8,9 +8,9 @@ the file works opened straight from disk and can be mailed or archived.
 
 The page opens with the finding in one sentence with its numbers, then the
 evidence. One renderer per command reads that command's typed record
-(:mod:`logitshift.records`): ``report/demo.py``, ``matrix.py``, ``audit.py``,
+(:mod:`logitshift.runs.records`): ``report/demo.py``, ``matrix.py``, ``audit.py``,
 ``evaluate.py``, built from the HTML kit in ``report/kit.py``; a results store
-is read only through :func:`logitshift.store.snapshot`.
+is read only through :func:`logitshift.runs.store.snapshot`.
 
 A folder from an interrupted run (no summary, a truncated one, figures named
 in the summary but absent, temporary files of an unfinished write) still gives
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import LogitShiftError
-from ..files import atomic_write
+from ..core.errors import LogitShiftError
+from ..core.files import atomic_write
 from . import audit, demo, evaluate, matrix
 from .common import header, other_figures, store_section
 from .kit import DEFAULT_MAX_MB, PAPER, Embedder, Section, choose_level, esc, fmt, now, page, parse_markdown_tables, table
@@ -60,7 +60,7 @@ def incomplete(run: Run) -> list[Section]:
 
 def render(run: Run, max_mb: float = DEFAULT_MAX_MB) -> tuple[str, Embedder]:
     """The page for ``run`` as one HTML string (and the embedder, for its statistics)."""
-    from .. import __version__
+    from .._version import __version__
 
     side, quality = choose_level(run.images, max_mb * 1e6)
     embed = Embedder(run.path, side, quality)

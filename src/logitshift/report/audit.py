@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..records import AuditRecord
+from ..runs.records import AuditRecord
 from .kit import Embedder, Section, esc, figure, num, table
 from .run import Run
 

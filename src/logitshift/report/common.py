@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import LogitShiftError
-from ..records import Record, summarize
-from ..store import snapshot
+from ..core.errors import LogitShiftError
+from ..runs.records import summarize
+from ..runs.store import snapshot
 from .kit import PAPER, Embedder, Section, esc, figure, finding, fmt, names, num, rel, stat, svg_strip, table
 from .run import Run
 
@@ -48,7 +48,7 @@ def _shown(key: str, value: Any) -> str:
 
 def header(run: Run, sentence: str) -> str:
     """The page header: the finding first (one sentence with its numbers), then what was run and how to cite it."""
-    from .. import __version__
+    from .._version import __version__
 
     rec = run.record
     values: dict[str, Any] = {k: getattr(rec, k) for k, _ in HEADER_FIELDS if rec is not None and hasattr(rec, k)}
@@ -182,7 +182,7 @@ def stats_table(table_rows: Sequence[Any]) -> str:
 
 
 def store_section(run: Run, store: Path) -> str:
-    """What a results store holds, read through :func:`logitshift.store.snapshot`: images done and bad, statistics per group."""
+    """What a results store holds, read through :func:`logitshift.runs.store.snapshot`: images done and bad, statistics per group."""
     name = rel(store, run.path)
     try:
         _config, images, rows = snapshot(store)
@@ -199,7 +199,3 @@ def store_section(run: Run, store: Path) -> str:
     if rows:
         out += "<h3>Statistics per method, score and model (so far)</h3>" + stats_table(summarize(rows))
     return out
-
-
-def record_of(run: Run, kind: type[Record]) -> Any:
-    return run.record if isinstance(run.record, kind) else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..attribution import METHOD_LABELS
-from ..records import SPATIAL_AVERAGE, DemoRecord, DemoRow
+from ..runs.records import SPATIAL_AVERAGE, DemoRecord, DemoRow
 from .common import equivalence
 from .kit import Embedder, Section, colour_bar, esc, fmt, heat, legend, stat, svg_strip, table
 from .run import Run

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..attribution import METHOD_LABELS
-from ..figures import signed_method
-from ..records import EvaluateRecord
+from ..runs.records import EvaluateRecord
+from ..view.figures import signed_method
 from .common import equivalence, stats_table
 from .kit import Embedder, Section, colour_bar, esc, figure, fmt, heat, legend, stat, table
 from .run import Run

@@ -270,15 +270,6 @@ def flat(row: dict, prefix: str = "", depth: int = 2) -> dict[str, Any]:
     return out
 
 
-def auto_columns(rows: Sequence[dict], limit: int = 16) -> list[tuple[str, str]]:
-    keys: list[str] = []
-    for row in rows[:50]:
-        for k, v in flat(row).items():
-            if k not in keys and not isinstance(v, (list, dict)):
-                keys.append(k)
-    return [(k, k.replace("_", " ")) for k in keys[:limit]]
-
-
 def stat(label: str, value: str, state: str = "") -> str:
     return f'<div class="stat {state}"><div class="k">{esc(label)}</div><div class="v">{value}</div></div>'
 
@@ -420,14 +411,14 @@ FAILED = "background: hsl(4 78% 82%)"
 PASSED = "background: hsl(145 45% 86%)"
 CHANGED = "background: hsl(42 90% 82%)"
 VERDICT_STYLE = {"fooled": FAILED, "unchanged": PASSED, "changed": CHANGED}
-#: the colour maps of the figures (logitshift.figures), as CSS gradients
+#: the colour maps of the figures (logitshift.view.figures), as CSS gradients
 JET = "linear-gradient(to right, #00007f, #0000ff, #007fff, #00ffff, #7fff7f, #ffff00, #ff7f00, #ff0000, #7f0000)"
 RDBU = "linear-gradient(to right, #053061, #4393c3, #f7f7f7, #d6604d, #67001f)"
 
 
 def colour_bar(signed: bool = False, label: str = "") -> str:
     """The figures' colour scale as a small bar with its end labels (``jet`` 0…1, or ``RdBu`` −1…0…+1)."""
-    from ..display import CLIP_PERCENTILE
+    from ..view.display import CLIP_PERCENTILE
 
     ends = ("−1 (negative)", "0", "+1 (positive)") if signed else ("0", "", "1 (the map's top)")
     what = label or (
@@ -457,7 +448,7 @@ def figure(img_html: str, caption: str = "") -> str:
 
 def page(title: str, header: str, sections: Sequence[Section], notes: Sequence[str], footer: str) -> str:
     """The self-contained page: header (finding first), table of contents, notes of what is missing, sections, footer."""
-    from .. import __version__
+    from .._version import __version__
 
     note = ""
     if notes:

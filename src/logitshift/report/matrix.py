@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..figures import signed_method
-from ..records import MatrixCell, MatrixRecord
+from ..runs.records import MatrixCell, MatrixRecord
+from ..view.figures import signed_method
 from .common import equivalence
 from .kit import VERDICT_STYLE, Embedder, Section, bands, colour_bar, esc, fmt, legend
 from .run import Run

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import LogitShiftError
-from ..records import RECORDS, Record, RecordError, read_record
-from ..store import snapshot
+from ..core.errors import LogitShiftError
+from ..runs.records import RECORDS, Record, RecordError, read_record
+from ..runs.store import snapshot
 from .kit import IMAGE_SUFFIXES, STORE_SUFFIXES, names, rel
 
 #: the files the commands write their record to (demo and evaluate: summary.json; matrix: matrix.json; audit: audit.json)
@@ -54,7 +54,7 @@ def walk(path: Path, depth: int = 3, root: Path | None = None) -> Iterable[Path]
             yield entry
 
 
-def load_run(run_dir: str | os.PathLike) -> Run:
+def load_run(run_dir: str | os.PathLike) -> Run:  # noqa: C901 — one branch per run-folder layout of every command
     """Read ``run_dir``: its record (if any and if whole), figures, stores and tables.
 
     Raises :class:`LogitShiftError` when the folder does not exist or holds

@@ -1,10 +1,10 @@
-"""logitshift's own methods × scores (:mod:`logitshift.attribution`, :mod:`logitshift.scores`)."""
+"""logitshift's own methods × scores (:mod:`logitshift.attribution`, :mod:`logitshift.core.scores`)."""
 
 from __future__ import annotations
 
 from ...attribution import METHODS, get_method
-from ...scores import IMMUNE, SCORES, check_score
-from ...shift import ShiftedModel
+from ...core.scores import IMMUNE, SCORES, check_score
+from ...shift.model import ShiftedModel
 from ..explainer import Context, Explainer, adapter
 
 

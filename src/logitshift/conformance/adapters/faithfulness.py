@@ -1,4 +1,4 @@
-"""Deletion and insertion AUC (Petsiuk et al. 2018), computed here, for any score of :mod:`logitshift.scores`.
+"""Deletion and insertion AUC (Petsiuk et al. 2018), computed here, for any score of :mod:`logitshift.core.scores`.
 
 For a map ``m`` and fractions ``f = 0, 1/S, …, 1`` (``S = steps``):
 deletion sets the ``f`` most relevant pixels (by ``m``) to 0 — the mean
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ...scores import IMMUNE, score
+from ...core.scores import IMMUNE, score
 from ..explainer import Context, Explainer, adapter
 
 STEPS = 8

@@ -52,7 +52,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import LogitShiftError
+from ..core.errors import LogitShiftError
 
 #: the columns of a result row, in order, with their SQL types.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -231,7 +231,7 @@ def snapshot(path: str | os.PathLike) -> tuple[dict[str, Any] | None, list[dict[
     the store of a run in progress or killed. Raises :class:`LogitShiftError`
     when the file is not a results store.
     """
-    from .errors import LogitShiftError
+    from ..core.errors import LogitShiftError
 
     p = Path(path)
     try:

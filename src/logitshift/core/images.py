@@ -178,7 +178,7 @@ def storable(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def collect_images(specs: Sequence[str], lists: Sequence[str] = ()) -> tuple[list[Item], int]:
+def collect_images(specs: Sequence[str], lists: Sequence[str] = ()) -> tuple[list[Item], int]:  # noqa: C901 — one branch per input form (file, folder, @list, sample, URL refusal)
     """The images named by ``specs`` (files, folders, ``@list`` files, samples) and ``lists``.
 
     Folders are searched recursively for files with an image extension (hidden

@@ -4,7 +4,7 @@ For every image, class (the top-1 class, plus any ``--class``), method, score
 and model variant (``original`` / ``shifted``) one row of metrics is written:
 
 * ``target_mass``: share of the map's positive mass inside the shift's target
-  region, ``Σ ReLU(m)·w / Σ ReLU(m)`` (:func:`logitshift.metrics.target_mass`);
+  region, ``Σ ReLU(m)·w / Σ ReLU(m)`` (:func:`logitshift.core.metrics.target_mass`);
 * ``spearman_vs_original``: rank correlation with the original model's map of
   the same class, method and score (1 on the original rows);
 * ``max_abs_prob_diff``: ``max_j |softmax(z)_j − softmax(z')_j|`` for the image;
@@ -13,10 +13,10 @@ and model variant (``original`` / ``shifted``) one row of metrics is written:
 How it runs: images are listed once (folders recursively, ``@list.txt`` /
 ``--list`` files, sample names) in a fixed order and cut into fixed batches of
 ``--batch-size``; a DataLoader decodes the next batches in worker processes
-while :func:`logitshift.engine.explain` serves every requested map of a batch
+while :func:`logitshift.attribution.engine.explain` serves every requested map of a batch
 from one forward pass. A file that cannot be read is recorded with its reason
 and the run goes on. Each batch is committed to the results store in one
-transaction (:mod:`logitshift.store`, SQLite in WAL mode: why, there), so a
+transaction (:mod:`logitshift.runs.store`, SQLite in WAL mode: why, there), so a
 run killed at any moment resumes with ``--resume`` and ends with exactly one
 row per item. Under ``torchrun --nproc_per_node N`` (``RANK`` /
 ``WORLD_SIZE`` in the environment) batch ``b`` goes to rank ``b mod N``
@@ -27,7 +27,7 @@ system).
 
 Run folder (read by ``logitshift report``)::
 
-    OUT/results.sqlite       the store: tables rows, images, meta (see logitshift.store)
+    OUT/results.sqlite       the store: tables rows, images, meta (see logitshift.runs.store)
     OUT/parts/rank-R.sqlite  per-rank stores while a torchrun run is going (merged, then deleted)
     OUT/rows.csv             every row, for spreadsheets            (written at the end)
     OUT/summary.json         configuration, counts, bad files, per-(method, score, variant)
@@ -60,28 +60,27 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from . import engine
-from .attribution import Attribution, get_method
-from .capture import layer_grid
-from .device import resolve_device
-from .display import check_maps_path, explained_maps, save_maps
-from .errors import LogitShiftError
-from .figures import grid_figure, scaled, signed_method
-from .files import RunLock, atomic_write, drop_inherited_locks, provenance, remove_temporaries
-from .images import IMAGE_EXTENSIONS, Item, collect_images, load_image, storable  # noqa: F401  (IMAGE_EXTENSIONS, storable: re-exported)
-from .metrics import spearman, target_mass
-from .models import Preprocess
+from ..attribution import engine
+from ..attribution import Attribution, get_method
+from ..core.capture import layer_grid
+from ..core.device import resolve_device
+from ..view.display import check_maps_path, explained_maps, save_maps
+from ..core.errors import LogitShiftError
+from ..view.figures import grid_figure, scaled, signed_method
+from ..core.files import RunLock, atomic_write, drop_inherited_locks, provenance, remove_temporaries
+from ..core.images import IMAGE_EXTENSIONS, Item, collect_images, load_image, storable  # noqa: F401  (IMAGE_EXTENSIONS, storable: re-exported)
+from ..core.metrics import spearman, target_mass
+from ..core.models import Preprocess
 from .records import EvaluateRecord, evaluate_finding, summarize
-from .scores import check_score
-from .shift import DEFAULT_STRENGTH, ShiftedModel, ShiftSetup, compare
-from .steer import prepare, steer_setup
+from ..core.scores import check_score
+from ..shift.model import DEFAULT_STRENGTH, ShiftedModel, ShiftSetup, compare
+from ..shift.steer import prepare, steer_setup
 from .store import FIELDS, Store, remove
-from .targets import parse_target
+from ..core.targets import parse_target
 
 STORE = "results.sqlite"
 PARTS = "parts"
 MAPS = "maps"  # OUT/maps/part-I.npz: each batch's raw maps with --save-maps (I: its first image's index), merged at the end
-PLOTS = ("target_mass", "spearman_vs_original", "max_abs_prob_diff")
 #: the configuration fields that decide the rows; a resume must not change them.
 IDENTITY = (
     "model",
@@ -223,7 +222,7 @@ CHECK_IMAGES = 8
 
 def check_images(items: Sequence[Item], preprocess, n: int = CHECK_IMAGES) -> torch.Tensor:
     """The first ``n`` readable images of the set (in listing order), decoded: the shift's check images."""
-    from .images import load_image
+    from ..core.images import load_image
 
     tensors = []
     for item in items:
@@ -264,7 +263,7 @@ def _same_shift_on_every_rank(shifted, loaded, cfg: EvalConfig, check: torch.Ten
     """Rank 0's strength and head on every rank (threads differ per rank, so an automatic search may round apart)."""
     import torch.distributed as dist
 
-    from .steer import steer_setup
+    from ..shift.steer import steer_setup
 
     mine = [shifted.steering["strength"], shifted.head_dtype == torch.float64]
     chosen = list(mine)
@@ -440,7 +439,7 @@ def _merge_maps(out: Path, done: set[str], path: str) -> Path:
 
     Images evaluated by an earlier run without ``--save-maps`` have no maps: a line on stderr says how many.
     """
-    from .display import LABELS, load_maps
+    from ..view.display import LABELS, load_maps
 
     parts = sorted((out / MAPS).glob("part-*.npz")) if (out / MAPS).is_dir() else []
     if not parts:
@@ -576,7 +575,7 @@ def _check_equivalence(logits: dict[str, torch.Tensor], tolerance: float, shifte
 
 
 def batch_rows(result, good: Sequence[Item], weights_for: Callable[[int, int], torch.Tensor]) -> list[dict[str, Any]]:
-    """One row per (image, class, method, score, variant) of an :class:`~logitshift.engine.Explained` batch."""
+    """One row per (image, class, method, score, variant) of an :class:`~logitshift.attribution.engine.Explained` batch."""
     probs = {v: torch.softmax(z.double(), dim=1).cpu() for v, z in result.logits.items()}
     top1 = {v: p.argmax(dim=1) for v, p in probs.items()}
     diff = (probs["original"] - probs["shifted"]).abs().max(dim=1).values if "shifted" in probs else torch.zeros(len(good))
@@ -726,7 +725,7 @@ def write_summary(
 ) -> dict[str, Any]:
     """rows.csv, the plots, summary.md and (last) summary.json, each written atomically.
 
-    ``steering``: what :func:`logitshift.steer.steer` chose and measured on the check images.
+    ``steering``: what :func:`logitshift.shift.steer.steer` chose and measured on the check images.
     """
 
     rows = store.rows()

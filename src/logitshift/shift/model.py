@@ -26,7 +26,7 @@ Constructions (``A_k`` is channel k, the grid has H·W cells):
   quadratic) function of the target's pixels; steers saliency, gradient ×
   input, Integrated Gradients and SmoothGrad while ``|t|`` stays bounded.
 
-:func:`logitshift.steer.steer` combines the terms a list of methods needs.
+:func:`logitshift.shift.steer.steer` combines the terms a list of methods needs.
 
 Example::
 
@@ -45,12 +45,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .capture import INPUT, as_grid, layer_grid, recorded  # noqa: F401  (layer_grid: older callers import it from here)
-from .errors import LogitShiftError
-from .models import DEFAULT_MODEL, get_layer
-from .targets import Target
+from ..core.capture import INPUT, as_grid, recorded
+from ..core.errors import LogitShiftError
+from ..core.models import DEFAULT_MODEL, get_layer
 
-#: what :func:`logitshift.steer.steer` builds (``gate``: its own per-family terms; the default of demo and evaluate)
+#: what :func:`logitshift.shift.steer.steer` builds (``gate``: its own per-family terms; the default of demo and evaluate)
 CONSTRUCTIONS = ("gate", "region", "paper")
 DEFAULT_STRENGTH: dict[str, float | str] = {"paper": 1.0, "region": 0.1, "gate": "auto"}
 TOLERANCE = 1e-5
@@ -413,7 +412,7 @@ class ShiftedModel(nn.Module):
 
     def capture(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One forward pass of the base: its logits and the activations the terms read
-        (a transformer layer's as its N×C×h×w grid, :func:`~logitshift.capture.as_grid`)."""
+        (a transformer layer's as its N×C×h×w grid, :func:`~logitshift.core.capture.as_grid`)."""
         with recorded(self.base, [n for n in self.layers if n != INPUT]) as acts:
             z = self.base(x)
         return z, {INPUT: x, **{n: as_grid(a, x.shape[-2:]) for n, a in acts.items()}}
@@ -427,7 +426,7 @@ class ShiftedModel(nn.Module):
         return sum(shift(acts[name]) for name, shift in zip(self.layers, self.shifts))  # type: ignore[return-value]
 
     def heads(self, logits: torch.Tensor, acts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The :class:`~logitshift.capture.Heads` protocol: the shifted head's logits from one pass of the base."""
+        """The :class:`~logitshift.core.capture.Heads` protocol: the shifted head's logits from one pass of the base."""
         return {"shifted": self.shifted_logits(logits, acts)}
 
     def shifted_logits(self, logits: torch.Tensor, acts: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -448,7 +447,7 @@ class ShiftSetup:
     """Which model, which layers and which shift: the settings ``demo`` and ``evaluate`` share.
 
     ``construction``: ``gate`` (default; works on every architecture),
-    ``region`` or ``paper`` (see :func:`logitshift.steer.steer`).
+    ``region`` or ``paper`` (see :func:`logitshift.shift.steer.steer`).
     ``strength=None`` takes the construction's default (``gate``: ``"auto"``,
     chosen on the check images); ``float64_head=None`` adds the shift in
     float64 only when float32 would change probabilities; ``tolerance`` is the
@@ -469,7 +468,7 @@ class ShiftSetup:
     tolerance: float = 1e-5
     classes: list[str] = field(default_factory=list)  # extra classes to explain for every image, by name or index
     top_k: int = 1  # explain each image's top_k most probable classes (1: the prediction)
-    labels: str | None = None  # a file of per-image true labels to explain as well (logitshift.labels)
+    labels: str | None = None  # a file of per-image true labels to explain as well (logitshift.core.labels)
 
 
 def parse_strength(text: str | None) -> float | str | None:
@@ -584,33 +583,3 @@ def equivalence(shifted: ShiftedModel, x: torch.Tensor) -> Equivalence:
     """max |Δprob| and top-1 agreement between ``shifted`` and its base on ``x`` (one forward pass)."""
     z, acts = shifted.capture(x)
     return compare(z, shifted.shifted_logits(z, acts))
-
-
-def shift_model(
-    model: nn.Module,
-    layer: str,
-    construction: str = "region",
-    strength: float | None = None,
-    target: Target | None = None,
-    check: torch.Tensor | None = None,
-    tolerance: float = TOLERANCE,
-    head_dtype: torch.dtype | None = None,
-) -> ShiftedModel:
-    """One term of ``construction`` on ``layer``, refused if it is not equivalent on ``check``: a thin wrapper of
-    :func:`logitshift.steer.steer` (the one front door) for API users.
-
-    ``check`` is a batch of model inputs; the build fails with the measured
-    max |Δprob| when it exceeds ``tolerance`` or a top-1 class changes.
-    """
-    from .steer import steer  # steer builds on this module's terms
-
-    if construction not in CONSTRUCTIONS:
-        raise LogitShiftError(f"construction {construction!r}: unknown; expected one of {', '.join(CONSTRUCTIONS)}")
-    if strength is not None and not math.isfinite(float(strength)):
-        raise LogitShiftError(f"strength {strength!r}: expected a finite number")
-    if construction == "region" and target is None:
-        raise LogitShiftError("construction 'region': needs a target region (--region)")
-    methods = ["gradcam"]  # one CAM method: one term on the layer
-    return steer(
-        model, target, methods, strength, layer, check, construction=construction, tolerance=tolerance, head_dtype=head_dtype, stress=False
-    )

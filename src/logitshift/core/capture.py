@@ -24,7 +24,7 @@ term then works on it unchanged. :func:`attention` records the attention
 probabilities of every attention module during a pass.
 
 Nothing here knows a concrete model, method or shift: this module imports
-only torch and :mod:`logitshift.errors`.
+only torch and :mod:`logitshift.core.errors`.
 """
 
 from __future__ import annotations
@@ -497,7 +497,7 @@ class Heads(Protocol):
     :func:`forward_pass` captures the activations named by :attr:`layers`
     (plus :data:`INPUT`, the input itself) and asks :meth:`heads` for the
     extra heads' logits (``{"shifted": z'}`` for a
-    :class:`~logitshift.shift.ShiftedModel`); the base's own logits are the
+    :class:`~logitshift.shift.model.ShiftedModel`); the base's own logits are the
     ``"original"`` head.
     """
 

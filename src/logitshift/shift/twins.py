@@ -1,7 +1,7 @@
 """Shift terms for the methods the gradient constructions cannot steer, and the twins built from them.
 
 Every term here is an ``nn.Module`` mapping what it reads (the input ``x``,
-N×C×H×W) to ``t`` (shape N); :class:`~logitshift.shift.ShiftedModel` adds it
+N×C×H×W) to ``t`` (shape N); :class:`~logitshift.shift.model.ShiftedModel` adds it
 to every logit, so probabilities stay those of the honest model.
 
 * :class:`PresenceShift` (perturbation methods and faithfulness metrics): with
@@ -25,7 +25,7 @@ to every logit, so probabilities stay those of the honest model.
   the patch negatively.
 * :class:`RampShift` (propagation rules: LRP, DeepLift): ``t = K · Σ_ij w_ij
   Σ_c (x_cij mod P)`` with ``P = 1/(K·Σw)``; bounded like
-  :class:`~logitshift.shift.InputShift` (``0 ≤ t < C``), and its gradient is
+  :class:`~logitshift.shift.model.InputShift` (``0 ≤ t < C``), and its gradient is
   ``K·w`` — positive on the target whatever the pixel's sign. Propagation
   rules hook the model's modules; the ``t`` branch is plain tensor
   arithmetic, so the relevance it carries reaches the input as that positive
@@ -36,11 +36,11 @@ to every logit, so probabilities stay those of the honest model.
 ==============  ==============================================================
 kind            terms
 ==============  ==============================================================
-gradient        :class:`~logitshift.shift.InputShift` (sawtooth) on the pixels
-cam             :class:`~logitshift.shift.GateShift` on the CAM layer (channel
+gradient        :class:`~logitshift.shift.model.InputShift` (sawtooth) on the pixels
+cam             :class:`~logitshift.shift.model.GateShift` on the CAM layer (channel
                 ablation at the layer — AblationCAM — reads it too)
 perturbation    :class:`PresenceShift`
-propagation     :class:`RampShift` + :class:`~logitshift.shift.InputShift`
+propagation     :class:`RampShift` + :class:`~logitshift.shift.model.InputShift`
 metric          :class:`PresenceShift`
 ==============  ==============================================================
 """
@@ -51,15 +51,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..capture import INPUT, layer_grid
-from ..errors import LogitShiftError
-from ..shift import GateShift, InputShift, ShiftedModel, equivalence
-from ..steer import steer
-from ..targets import Target
+from ..core.capture import INPUT, layer_grid
+from ..core.errors import LogitShiftError
+from ..core.targets import Target
+from .model import GateShift, InputShift, ShiftedModel, equivalence
+from .steer import steer
 
 KINDS = ("gradient", "cam", "perturbation", "propagation", "metric")
 #: strengths are calibrated on the images checked: the gradient, CAM and
-#: propagation terms from :func:`logitshift.steer.steer`'s automatic strength,
+#: propagation terms from :func:`logitshift.shift.steer.steer`'s automatic strength,
 #: the presence term from the model's logit margin; every twin is refused when
 #: max |Δp| exceeds the tolerance
 #: the presence term's calibration: removing all of the target's detail lowers
@@ -203,7 +203,7 @@ def twin(
 
 
 def _steered(base: nn.Module, family: str, target: Target, x: torch.Tensor, layer: str | None) -> tuple[str, nn.Module, float]:
-    """The term :func:`logitshift.steer.steer` builds for a family at strength 'auto' (its default when 'auto' fails)."""
+    """The term :func:`logitshift.shift.steer.steer` builds for a family at strength 'auto' (its default when 'auto' fails)."""
     methods = {"cam": ["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam"], "input": ["saliency", "gradxinput", "ig"]}[family]
     options = {"ig": {"steps": 16}}
     try:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import LogitShiftError
+from ..core.errors import LogitShiftError
 
 R = TypeVar("R", bound="Record")
 
@@ -180,7 +180,7 @@ class Record(Part):
 
     def write(self, folder: str | os.PathLike) -> Path:
         """Write the record to ``folder/FILE`` (atomically)."""
-        from .files import write_json
+        from ..core.files import write_json
 
         return write_json(Path(folder) / self.FILE, self.to_json())
 
@@ -462,7 +462,7 @@ class StatRow(Part):
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> list[StatRow]:
-    """Store rows (``logitshift.store.FIELDS``) → one :class:`StatRow` per (method, score, variant)."""
+    """Store rows (``logitshift.runs.store.FIELDS``) → one :class:`StatRow` per (method, score, variant)."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["score"], r["variant"]), []).append(r)
@@ -570,7 +570,7 @@ SPATIAL_AVERAGE = ("gradcam", "gradcampp", "xgradcam")
 
 def evaluate_finding(rec: EvaluateRecord) -> str:
     """The evaluation in one sentence: probabilities, then per method the logit map's move and the probability map's ρ."""
-    from .attribution import METHOD_LABELS
+    from ..attribution import METHOD_LABELS
 
     eq = rec.equivalence
     dp = f"max |Δp| {eq.max_abs_prob_diff:.1e}" if eq.max_abs_prob_diff is not None else "max |Δp| not measured"

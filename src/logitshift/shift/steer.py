@@ -4,9 +4,9 @@
 :mod:`logitshift.attribution`) and adds one shift term per family:
 
 * CAM family (Grad-CAM, Grad-CAM++, XGrad-CAM, HiResCAM, LayerCAM): a
-  :class:`~logitshift.shift.GateShift` on the explanation layer's feature map;
+  :class:`~logitshift.shift.model.GateShift` on the explanation layer's feature map;
   on a *signed* map (a transformer's normalised tokens, where the gate's
-  channel shares mean nothing) a :class:`~logitshift.shift.FitShift`
+  channel shares mean nothing) a :class:`~logitshift.shift.model.FitShift`
   instead: a channel mix fitted per image to the target, so Grad-CAM,
   HiResCAM and LayerCAM tend to the target. Grad-CAM++ and XGrad-CAM, whose
   weights divide by sums of signed activations, are not aimed at there
@@ -15,7 +15,7 @@
   (a region-contrast term moved them to 0.33 / 0.12 on a random-weight
   ``vit_b_16``, not to the goal);
 * gradient family (saliency, gradient × input, Integrated Gradients,
-  SmoothGrad): an :class:`~logitshift.shift.InputShift` on the input pixels.
+  SmoothGrad): an :class:`~logitshift.shift.model.InputShift` on the input pixels.
 
 The terms add up, ``t = t_cam(A) + t_input(x)``; the input term does not touch
 the layer's gradient, and the CAM term's small effect on input gradients is
@@ -49,15 +49,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attribution import METHODS, Attribution, CamMethod, InputMethod, forward_pass, get_method
-from .capture import INPUT, layer_grid
-from .core.text import TextModel
-from .device import model_device
-from .errors import LogitShiftError
-from .images import Item
-from .metrics import spearman, target_mass
-from .models import LoadedModel, check_input, default_layer, get_layer, load_model
-from .shift import (
+from ..attribution import METHODS, Attribution, CamMethod, InputMethod, forward_pass, get_method
+from ..core.capture import INPUT, layer_grid
+from ..core.device import model_device
+from ..core.errors import LogitShiftError
+from ..core.images import Item
+from ..core.metrics import spearman, target_mass
+from ..core.models import LoadedModel, check_input, default_layer, get_layer, load_model
+from ..core.targets import Target, parse_target
+from ..core.text import TextModel
+from .model import (
     CONSTRUCTIONS,
     TOLERANCE,
     Equivalence,
@@ -74,8 +75,7 @@ from .shift import (
     equivalence,
     stress_equivalence,
 )
-from .shift import DEFAULT_STRENGTH as SHIFT_STRENGTH
-from .targets import Target, parse_target
+from .model import DEFAULT_STRENGTH as SHIFT_STRENGTH
 
 #: default strength of each family's term of the gate construction (used when ``strength`` is None)
 DEFAULT_STRENGTH = {"cam": 1.0, "input": 100.0}
@@ -94,7 +94,7 @@ SPAN = 12
 PLATEAU = 0.9
 
 
-def steer(
+def steer(  # noqa: C901 — the front door: plan, search and build in order; to be split into plan/search/build/check
     model: nn.Module | LoadedModel,
     target: Target | str | None = None,
     methods: Sequence[str] | None = None,
@@ -335,8 +335,8 @@ class Prepared:
 def prepare(setup: ShiftSetup, items: Sequence[Item], device: torch.device | str) -> Prepared:
     """Load ``setup.model``, move it to ``device``, check both layers exist, resolve ``--class``, ``--labels`` and
     ``--top-k`` against the model's classes: every one-line refusal ``demo`` and ``evaluate`` share, before any work."""
-    from .classes import resolve_class
-    from .labels import read_labels
+    from ..core.classes import resolve_class
+    from ..core.labels import read_labels
 
     loaded = load_model(setup.model, setup.weights, num_classes=setup.num_classes, class_names=setup.class_names)
     loaded.module.to(device)
@@ -360,7 +360,7 @@ def steer_setup(
     method_options: dict[str, dict] | None = None,
     progress: bool = False,
 ) -> ShiftedModel:
-    """The shifted model a command's :class:`~logitshift.shift.ShiftSetup` asks for, built by :func:`steer` on ``check``.
+    """The shifted model a command's :class:`~logitshift.shift.model.ShiftSetup` asks for, built by :func:`steer` on ``check``.
 
     Defaults that work on a user's own photos: the gate construction at
     strength ``"auto"`` (aiming :data:`PLATEAU` of the way from the goal to
@@ -534,7 +534,7 @@ def _effect_function(
                 return {n: float(target_mass(m.combine(act, g), weights).mean()) for n, m in cams.items()}
 
         return cam_effect
-    from .engine import explain
+    from ..attribution.engine import explain
 
     for n, m in methods.items():
         if not isinstance(m, InputMethod):  # pragma: no cover - every registered input method is one
@@ -656,7 +656,7 @@ def _token_effect_function(text: TextModel, term: TokenShift, ids: Sequence[torc
     Maps are linear in the score's gradient before their channel reduction, so the original
     model's raw attributions plus K times the term's own (``_TermLogits``: no network pass) give every K.
     """
-    from .attribution.tokens import token_maps, token_methods
+    from ..attribution.tokens import token_maps, token_methods
 
     out = token_maps(text.module, text, ids, methods, ["logit"], ("original",), steps=steps, raw=True)
     alone = _TermLogits(term, len(text.classes))
@@ -700,7 +700,7 @@ def steer_tokens(
     smallest K whose maps reach ``goal`` on average for every method (:func:`search_strength`).
     The head is float64 when float32 would change probabilities by more than ``tolerance``·:data:`HEAD_MARGIN`.
     """
-    from .core.text import groups
+    from ..core.text import groups
 
     spec = token_target(target, text)
     unit = TokenShift(1.0, **spec)
@@ -772,7 +772,7 @@ def token_effect(
     immune: Sequence[str] = ("prob", "centered"),
 ) -> list[TokenEffect]:
     """Measure what :func:`steer_tokens` did: logit-map target mass before/after, immune maps' Spearman (all from real passes)."""
-    from .attribution.tokens import token_maps
+    from ..attribution.tokens import token_maps
 
     out = token_maps(shifted, text, ids, methods, ["logit", *immune], ("original", "shifted"), steps=steps)
     term = shifted.shifts[0]
@@ -808,3 +808,31 @@ __all__ = [
     "token_target",
     "unreached",
 ]
+
+
+def shift_model(
+    model: nn.Module,
+    layer: str,
+    construction: str = "region",
+    strength: float | None = None,
+    target: Target | None = None,
+    check: torch.Tensor | None = None,
+    tolerance: float = TOLERANCE,
+    head_dtype: torch.dtype | None = None,
+) -> ShiftedModel:
+    """One term of ``construction`` on ``layer``, refused if it is not equivalent on ``check``: a thin wrapper of
+    :func:`logitshift.shift.steer.steer` (the one front door) for API users.
+
+    ``check`` is a batch of model inputs; the build fails with the measured
+    max |Δprob| when it exceeds ``tolerance`` or a top-1 class changes.
+    """
+    if construction not in CONSTRUCTIONS:
+        raise LogitShiftError(f"construction {construction!r}: unknown; expected one of {', '.join(CONSTRUCTIONS)}")
+    if strength is not None and not math.isfinite(float(strength)):
+        raise LogitShiftError(f"strength {strength!r}: expected a finite number")
+    if construction == "region" and target is None:
+        raise LogitShiftError("construction 'region': needs a target region (--region)")
+    methods = ["gradcam"]  # one CAM method: one term on the layer
+    return steer(
+        model, target, methods, strength, layer, check, construction=construction, tolerance=tolerance, head_dtype=head_dtype, stress=False
+    )

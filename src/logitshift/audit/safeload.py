@@ -66,7 +66,7 @@ from pathlib import Path
 from typing import Any
 
 try:  # inside logitshift: the project's one-line user error
-    from .errors import LogitShiftError as _Base
+    from ..core.errors import LogitShiftError as _Base
 except ImportError:  # copied on its own
     _Base = ValueError  # type: ignore[assignment,misc]
 
@@ -548,7 +548,7 @@ def _check_writes(path: Path, graph: dict, signature: Any) -> None:
             inputs.update(_tensor_names(node.get("outputs")))
 
 
-def check_graph(path: str | os.PathLike, program: Any) -> dict:
+def check_graph(path: str | os.PathLike, program: Any) -> dict:  # noqa: C901 — one walk over the graph JSON checks every field in order; the checks are small helpers already
     """The graph JSON (``models/model.json``), checked; returns the copy torch will read (metadata stripped)."""
     path = Path(path)
     top = {"graph_module", "opset_version", "range_constraints", "schema_version", "verifiers", "torch_version", "guards_code"}

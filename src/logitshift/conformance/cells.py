@@ -6,7 +6,7 @@ declares), with ``c`` each image's predicted class:
 * ``max_dp``: max |Δp| between the twin and the model on the images (the twin
   is refused above the tolerance, 1e-5 by default);
 * maps: ``share`` — mean share of the twin's map's positive mass inside the
-  target (:func:`logitshift.metrics.target_mass`), ``share_honest`` the same
+  target (:func:`logitshift.core.metrics.target_mass`), ``share_honest`` the same
   for the model's map; ``spearman`` — smallest rank correlation per image
   between the twin's and the model's map;
 * metrics (``N×2`` values: the honest map's and the attacker's map's score):
@@ -39,19 +39,18 @@ import torch
 from torch import nn
 
 from ..attribution import GradCAM, upsample
-from ..capture import INPUT
-from ..errors import LogitShiftError
-from ..metrics import spearman, target_mass
-from ..models import LoadedModel
-from ..shift import ShiftedModel
-from ..targets import Target, parse_target
-from .constructions import Twin, twin
+from ..core.capture import INPUT
+from ..core.errors import LogitShiftError
+from ..core.metrics import spearman, target_mass
+from ..core.models import LoadedModel
+from ..core.targets import Target, parse_target
+from ..shift.model import ShiftedModel
+from ..shift.twins import Twin, twin
 from .explainer import ADAPTERS, Context, Explainer, Memo, MissingLibrary
 
 IMMUNE_SPEARMAN = 0.999
 IMMUNE_CHANGE = 1e-3
 GOAL = 0.5
-VERDICTS = ("immune", "fooled", "moved", "n/a")
 
 
 @dataclass

@@ -58,11 +58,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .attribution import Attribution, CamMethod, InputMethod, Pass, as_targets, forward_pass, predicted
-from .capture import Heads
-from .errors import LogitShiftError
-from .scores import check_score
-from .scores import score as score_fn
+from ..core.capture import Heads
+from ..core.errors import LogitShiftError
+from ..core.scores import check_score
+from ..core.scores import score as score_fn
+from . import Attribution, CamMethod, InputMethod, Pass, as_targets, forward_pass, predicted
 
 #: largest number of requests vmapped in one backward (bounds memory: K×N×C×H×W floats).
 CHUNK = 16
@@ -148,16 +148,6 @@ def iter_score_grads(
         yield range(k, k + 1), (torch.zeros_like(wrt) if g is None else g)[None]
 
 
-def score_grads(
-    p: Pass, wrt: torch.Tensor, targets: Sequence[torch.Tensor], requests: Sequence[Request], batched: bool = True
-) -> torch.Tensor:
-    """All gradients of :func:`iter_score_grads` at once (K × wrt.shape)."""
-    result = torch.empty((len(requests), *wrt.shape), dtype=wrt.dtype, device=wrt.device)
-    for chunk, g in iter_score_grads(p, wrt, targets, requests, batched):
-        result[chunk.start : chunk.stop] = g
-    return result
-
-
 #: the vector whose product serves each score (see the module docstring)
 BASIS = {"logit": "u", "logprob": "v", "prob": "v", "contrast": "v", "centered": "w"}
 
@@ -237,7 +227,7 @@ def _bar(progress: bool, total: int):
     return tqdm(total=total, desc="maps", unit="pass", disable=not progress, file=sys.stderr, smoothing=0.1)
 
 
-def explain(
+def explain(  # noqa: C901 — one pass serves every method × score × variant × class; the branches are the request kinds (CAM, input, attention), split later
     model: nn.Module,
     x: torch.Tensor,
     layer: str | None,
@@ -259,7 +249,7 @@ def explain(
     (one per image, e.g. true labels).
 
     ``variants`` defaults to ``("original", "shifted")`` for a
-    :class:`~logitshift.shift.ShiftedModel`, else ``("original",)``.
+    :class:`~logitshift.shift.model.ShiftedModel`, else ``("original",)``.
     ``raw``: also keep the input methods' raw attributions (N×C×H×W) in
     ``.raw``. ``progress``: one bar on stderr counting passes (forwards and
     vector-Jacobian products), with its time estimate. ``targets``: the

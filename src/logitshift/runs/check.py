@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .conformance import (
+from ..conformance import (
     Cell,
     adapter_explainers,
     adapters,  # noqa: F401  (fills ADAPTERS)
@@ -18,13 +18,13 @@ from .conformance import (
     exit_code,
     finding,
 )
-from .conformance.adapters.builtin import builtin_explainer
-from .conformance.explainer import ADAPTERS, user_explainer
-from .conformance.table import markdown
-from .errors import LogitShiftError
-from .files import atomic_write, provenance, run_dir, write_json
-from .images import batch, load_images
-from .models import DEFAULT_MODEL, load_model, torchvision_model
+from ..conformance.adapters.builtin import builtin_explainer
+from ..conformance.explainer import ADAPTERS, user_explainer
+from ..conformance.table import markdown
+from ..core.errors import LogitShiftError
+from ..core.files import atomic_write, provenance, run_dir, write_json
+from ..core.images import batch, load_images
+from ..core.models import DEFAULT_MODEL, load_model, torchvision_model
 
 MAP_KINDS = ("gradient", "cam", "perturbation", "propagation")
 

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import LogitShiftError
-from .files import atomic_write
+from ..core.errors import LogitShiftError
+from ..core.files import atomic_write
 
 #: percentile of |map| mapped to the top of the colour scale (per map)
 CLIP_PERCENTILE = 99.5
@@ -91,7 +91,7 @@ def stack_maps(maps: Sequence[torch.Tensor]) -> tuple[torch.Tensor, np.ndarray |
     with :func:`logitshift.attribution.upsample` (bilinear), the step every
     display of a CAM takes; the second result then records each map's grid.
     """
-    from .attribution import upsample
+    from ..attribution import upsample
 
     if not maps:
         raise LogitShiftError("maps: none to save")

@@ -20,7 +20,7 @@ made against what an honest model can show, in two ways:
   is held to the largest size an honest model shows. The honest bound is
   derived, not tuned: if the class rows of the Jacobian were exchangeable (no
   direction shared by all classes), ``E‖Σ_R g_j‖² = |R|/(|R|−1)·E‖P G‖_F²``
-  (``κ = 1``, see :mod:`logitshift.audit`); the bound is the audit's κ
+  (``κ = 1``, see :mod:`logitshift.audit.measure`); the bound is the audit's κ
   threshold times that, measured where CAMs read the gradient, weighted by the
   activation: ``b = THRESHOLD · sqrt(|R|/(|R|−1) · E‖(vᵀPG) ⊙ A‖²) / |R|``
   (random centered probes ``v``, as for κ). Below the bound ``λ = 1`` and the
@@ -96,7 +96,7 @@ def methods_at(layer: str, act: torch.Tensor) -> dict[str, Callable[[torch.Tenso
     """Map functions ``gradient → N×H×W map`` of the method families audited at ``layer``.
 
     ``act`` is the layer's activation (for :data:`INPUT`, the input image)."""
-    from .attribution import METHODS, CamMethod, GradientXInput, Saliency
+    from ..attribution import METHODS, CamMethod, GradientXInput, Saliency
 
     if layer == INPUT:
         return {"saliency": Saliency().reduce, "gradxinput": lambda g: GradientXInput().reduce(act * g)}
@@ -109,7 +109,7 @@ def methods_at(layer: str, act: torch.Tensor) -> dict[str, Callable[[torch.Tenso
 
 def audited_methods() -> tuple[str, ...]:
     """Names of the method families the audit measures: every CAM method, then saliency and gradient × input."""
-    from .attribution import CAM_METHODS
+    from ..attribution import CAM_METHODS
 
     return (*CAM_METHODS, "saliency", "gradxinput")
 
@@ -142,7 +142,7 @@ class MethodEffect:
 
 def _disagreement(a: torch.Tensor, b: torch.Tensor) -> list[float]:
     """``1 − Spearman`` per image, exactly 0 where the two maps are the same tensor values."""
-    from .metrics import spearman
+    from ..core.metrics import spearman
 
     out = []
     for i in range(len(a)):

@@ -198,7 +198,7 @@ def provenance() -> dict[str, Any]:
     import numpy
     import torch
 
-    from . import __version__
+    from .._version import __version__
 
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

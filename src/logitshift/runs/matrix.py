@@ -1,6 +1,6 @@
 """``logitshift matrix``: which (method, score) pairs a shift fools, measured.
 
-For a model, images, a shifted model built by :func:`~logitshift.steer.steer`
+For a model, images, a shifted model built by :func:`~logitshift.shift.steer.steer`
 and lists of methods and scores, every map is computed for the original and
 the shifted model (explaining each image's predicted class), and for each
 (method, score):
@@ -28,20 +28,21 @@ from pathlib import Path
 
 import torch
 
-from .attribution import METHODS, get_method
-from .device import resolve_device
-from .display import check_maps_path, explained_maps, save_maps
-from .engine import explain
-from .errors import LogitShiftError
-from .files import atomic_write, provenance, run_dir
-from .images import DEFAULT_SAMPLES, batch, load_images
-from .metrics import spearman, target_mass
-from .models import load_model
+from ..attribution import METHODS, get_method
+from ..core.device import resolve_device
+from ..view.display import check_maps_path, explained_maps, save_maps
+from ..attribution.engine import explain
+from ..core.errors import LogitShiftError
+from ..core.files import atomic_write, provenance, run_dir
+from ..core.images import DEFAULT_SAMPLES, batch, load_images
+from ..core.metrics import spearman, target_mass
+from ..core.models import load_model
 from .records import MatrixRecord, matrix_finding
-from .scores import IMMUNE, SCORES, check_score
-from .shift import ShiftedModel, compare, layer_grid
-from .steer import steer
-from .targets import parse_target
+from ..core.scores import IMMUNE, SCORES, check_score
+from ..core.capture import layer_grid
+from ..shift.model import ShiftedModel, compare
+from ..shift.steer import steer
+from ..core.targets import parse_target
 
 UNCHANGED = 0.99
 #: Integrated Gradients steps and SmoothGrad samples of the matrix (the shift's effect on them does not
@@ -95,7 +96,7 @@ def measure(
     ``aimed``: the methods whose logit cell is expected "fooled" (default: every method); the others are
     expected "not aimed" and shown as measured.
 
-    Every map comes from one :func:`~logitshift.engine.explain` call (each
+    Every map comes from one :func:`~logitshift.attribution.engine.explain` call (each
     image's predicted class): one forward of the images serves every CAM and
     saliency / gradient × input map, and one forward per chunk of Integrated
     Gradients / SmoothGrad points serves every score of both variants.
@@ -194,9 +195,9 @@ def figure(path: Path, rgb, maps: dict, methods: list[str], scores: list[str], s
     """Rows: methods; columns: original logit map, then the shifted model's map for each score (image 0).
 
     Signed methods (gradient × input, IG) on a diverging colour map; every map
-    percentile-clipped (:func:`logitshift.figures.scaled`); a colour bar and a legend.
+    percentile-clipped (:func:`logitshift.view.figures.scaled`); a colour bar and a legend.
     """
-    from .figures import grid_figure, scaled, signed_method
+    from ..view.figures import grid_figure, scaled, signed_method
 
     cols = [("original", "logit")] + [("shifted", s) for s in scores]
     signed = [signed_method(m) for m in methods]

@@ -1,7 +1,7 @@
 """Per-image true labels (``--labels FILE``): which class to explain for each image.
 
 Two forms, one label a line, a label being a class name or an index
-(:func:`~logitshift.classes.resolve_class`):
+(:func:`~logitshift.core.classes.resolve_class`):
 
 * **CSV / TSV** (a ``.csv`` / ``.tsv`` file, or lines holding a comma or a
   tab): ``path,label``. A path is matched to the images by the file it names
@@ -13,7 +13,7 @@ Two forms, one label a line, a label being a class name or an index
   folders in sorted order): as many labels as images.
 
 Blank lines and ``#`` comments are skipped in both. Any other problem is one
-:class:`~logitshift.errors.LogitShiftError` naming the file and line.
+:class:`~logitshift.core.errors.LogitShiftError` naming the file and line.
 """
 
 from __future__ import annotations

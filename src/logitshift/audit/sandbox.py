@@ -1,6 +1,6 @@
 """Run a command on an untrusted file in a child process with resource limits.
 
-Defence in depth behind :mod:`logitshift.safeload`: whatever a file we did not
+Defence in depth behind :mod:`logitshift.audit.safeload`: whatever a file we did not
 foresee makes torch do, it happens in a child ``python -m logitshift …`` whose
 address space (``RLIMIT_AS``), CPU time (``RLIMIT_CPU``) and file sizes
 (``RLIMIT_FSIZE``) are bounded, and with no core dumps (``RLIMIT_CORE`` 0),
@@ -26,7 +26,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from .errors import LogitShiftError
+from ..core.errors import LogitShiftError
 
 #: set in the child's environment: ``"<memory budget in bytes>:<CPU seconds>"``
 ENV = "LOGITSHIFT_SANDBOX_MEMORY"

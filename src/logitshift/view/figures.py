@@ -1,12 +1,12 @@
 """Figures: overlays of maps on images, in the spirit of the paper's Figures 3-5.
 
 Every figure explains itself: a colour bar says what the colours mean (maps
-are scaled per map by :func:`logitshift.display.display_maps`, clipped at the
+are scaled per map by :func:`logitshift.view.display.display_maps`, clipped at the
 99.5th percentile of ``|map|`` so Integrated Gradients and gradient × input stay
 readable), a legend names the dashed outline (the shift's target) and each
 number printed over a panel. Signed attributions are drawn with a diverging
 colour map (blue negative, white 0, red positive), the others with ``jet`` —
-the same colour maps as :func:`logitshift.display.overlay` and the report.
+the same colour maps as :func:`logitshift.view.display.overlay` and the report.
 
 Matplotlib is imported only when a figure is drawn (Agg backend, no screen).
 """
@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.files import atomic_write
 from .display import CLIP_PERCENTILE, display_maps
-from .files import atomic_write
 
-#: colour maps, as :func:`logitshift.display.overlay` draws them
+#: colour maps, as :func:`logitshift.view.display.overlay` draws them
 UNSIGNED_CMAP, SIGNED_CMAP = "jet", "RdBu_r"
 #: the words under each figure for the numbers it prints
 NUMBERS = {
@@ -45,7 +45,7 @@ def _plt():
 
 def signed_method(name: str) -> bool:
     """Whether ``name``'s map is signed (gradient × input, Integrated Gradients: channels summed, not |·|)."""
-    from .attribution import METHODS
+    from ..attribution import METHODS
 
     cls = METHODS.get(name)
     return cls is not None and getattr(cls, "family", "") == "input" and getattr(cls, "reduction", "") == "sum"

@@ -49,14 +49,6 @@ class Target:
             return self.mask.clone()
         return F.adaptive_avg_pool2d(self.mask[None, None], (h, w))[0, 0]
 
-    def cell_mask(self, h: int, w: int) -> torch.Tensor:
-        """Grid cells at least half inside the target (at least one cell)."""
-        share = self.weights(h, w)
-        mask = (share >= 0.5).float()
-        if mask.sum() == 0:
-            mask.view(-1)[share.argmax()] = 1.0
-        return mask
-
 
 def parse_target(spec: str | os.PathLike, size: int = 224, grid: tuple[int, int] | None = None) -> Target:
     """Parse a target given on the command line or in the API.

@@ -37,20 +37,20 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .attribution import CAM_METHODS, METHOD_LABELS, get_method
-from .capture import layer_grid
-from .classes import class_name
-from .device import resolve_device
-from .display import check_maps_path, explained_maps, save_maps
-from .engine import Explained, explain
-from .errors import LogitShiftError
-from .figures import classes_figure, paper_figure, scaled
-from .files import check_out, provenance, run_dir
-from .images import DEFAULT_SAMPLES, batch, collect_images, load_image
-from .metrics import max_in_target, spearman, target_mass
+from ..attribution import CAM_METHODS, METHOD_LABELS, get_method
+from ..core.capture import layer_grid
+from ..core.classes import class_name
+from ..core.device import resolve_device
+from ..view.display import check_maps_path, explained_maps, save_maps
+from ..attribution.engine import Explained, explain
+from ..core.errors import LogitShiftError
+from ..view.figures import classes_figure, paper_figure, scaled
+from ..core.files import check_out, provenance, run_dir
+from ..core.images import DEFAULT_SAMPLES, batch, collect_images, load_image
+from ..core.metrics import max_in_target, spearman, target_mass
 from .records import DemoRecord
-from .shift import DEFAULT_STRENGTH, ShiftSetup, compare
-from .steer import prepare, steer_setup
+from ..shift.model import DEFAULT_STRENGTH, ShiftSetup, compare
+from ..shift.steer import prepare, steer_setup
 
 MAPS = ("original_logit", "original_prob", "shifted_logit", "shifted_prob")
 

@@ -1,0 +1,3 @@
+"""The release, in one place (read by ``--version`` and every run's provenance)."""
+
+__version__ = "0.1.0"
