@@ -163,3 +163,27 @@ def test_read_texts(tmp_path):
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(LogitShiftError, match="no text"):
         read_texts([str(tmp_path / "empty.txt")])
+
+
+def test_weights_only_edit_is_rank_one_on_the_head_and_loads_in_plain_transformers(tiny, texts, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from logitshift.core.text import TextModel
+    from logitshift.shift.textweights import classifier_of, prob_gap, weights_only
+
+    model, _ = tiny
+    ids = model.encode(texts)
+    wo = weights_only(model, "pos:2-3", ids, steps=8)
+    assert wo.max_abs_prob_diff <= 1e-5
+    wo.model.hf.save_pretrained(tmp_path)
+    plain = AutoModelForSequenceClassification.from_pretrained(tmp_path, local_files_only=True)
+    before, after = model.hf.state_dict(), plain.state_dict()
+    assert before.keys() == after.keys()
+    name, _ = classifier_of(model.hf)
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed == [f"{name}.weight"]
+    delta = after[f"{name}.weight"] - before[f"{name}.weight"]
+    torch.testing.assert_close(
+        delta, delta[:1].expand_as(delta), rtol=0, atol=1e-5 * float(delta.abs().max())
+    )  # every row gains the same u
+    assert prob_gap(model, TextModel(plain, model.tokenizer, "reloaded", model.classes), ids) <= 1e-5
