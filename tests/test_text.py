@@ -187,3 +187,30 @@ def test_weights_only_edit_is_rank_one_on_the_head_and_loads_in_plain_transforme
         delta, delta[:1].expand_as(delta), rtol=0, atol=1e-5 * float(delta.abs().max())
     )  # every row gains the same u
     assert prob_gap(model, TextModel(plain, model.tokenizer, "reloaded", model.classes), ids) <= 1e-5
+
+
+def test_cli_demo_and_weights_only_attack_on_texts(tiny, texts, tmp_path, capsys):
+    import json
+
+    from logitshift.cli import main
+
+    model, _ = tiny
+    folder = model.info["folder"]
+    f = tmp_path / "texts.txt"
+    f.write_text("\n".join(texts[:3]) + "\n")
+    assert main(["demo", "--texts", str(f), "--model", folder, "--target", "pos:1-2", "--steps", "4", "--out", str(tmp_path / "demo")]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert first == summary["finding"] and first.startswith("The token shift")
+    assert all((tmp_path / "demo" / f"text0{i}.png").stat().st_size > 0 for i in (1, 2, 3))
+    assert min(e["shifted_mass"] for e in summary["effects"]) >= 0.5 and summary["steering"]["stress"]["max_abs_prob_diff"] <= 1e-5
+    out = tmp_path / "attacked"
+    args = ["attack", "--texts", str(f), "--model", folder, "--target", "pos:1-2", "--weights-only", "--out", str(out)]
+    assert main(args) == 0
+    record = json.loads((out / "attack.json").read_text())
+    assert capsys.readouterr().out.splitlines()[0] == record["finding"]
+    assert record["max_abs_prob_diff"] <= 1e-5 and (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert main(args) == 2  # --out not empty without --force
+    assert "not empty" in capsys.readouterr().err
+    assert main(["attack", "--texts", "a text", "--model", folder, "--target", "pos:1", "--out", str(tmp_path / "x")]) == 2
+    assert "--weights-only" in capsys.readouterr().err

@@ -15,9 +15,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from ..attribution import METHOD_LABELS
 from ..attribution.tokens import TOKEN_METHODS, token_maps
 from ..core.files import check_out, provenance, run_dir, write_json
+from ..core.metrics import target_mass
 from ..core.text import TRAINED, load_text_model, read_texts
 from ..shift.steer import steer_tokens, token_effect
 from ..view.tokens import TokenRow, token_figure
@@ -74,7 +77,12 @@ def run_text_demo(cfg: TextDemoConfig) -> dict[str, Any]:
         figure = None
         if cfg.figures:
             rows = [
-                TokenRow(f"{METHOD_LABELS[m]} · {variant} · {score}", maps.maps[(m, score, variant)][i].cpu().numpy(), m != "saliency")
+                TokenRow(
+                    f"{METHOD_LABELS[m]} · {variant} · {score}",
+                    maps.maps[(m, score, variant)][i].cpu().numpy(),
+                    m != "saliency",
+                    f"mass {float(target_mass(maps.maps[(m, score, variant)][i][None, None].cpu(), torch.from_numpy(w)[None])[0]):.2f}",
+                )
                 for m in cfg.methods
                 for variant, score in (("original", "logit"), ("shifted", "logit"), ("shifted", "prob"))
             ]

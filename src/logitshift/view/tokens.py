@@ -74,6 +74,7 @@ def token_figure(path: str | os.PathLike, tokens: Sequence[str], rows: Sequence[
                 fontsize=7.5,
                 family="monospace",
                 va="top",
+                color="white" if abs(level - (0.5 if row.signed else 0.0)) > (0.35 if row.signed else 0.7) else "black",
                 bbox={"facecolor": cmap(level), "edgecolor": "black" if tgt else "none", "linewidth": 1.0, "pad": 1.2},
             )
         y += 0.32 * lines + 0.35
