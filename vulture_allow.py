@@ -38,3 +38,14 @@ _.forward  # unused method (src/logitshift/shift/steer.py:487)
 _.forward  # unused method (src/logitshift/shift/twins.py:109)
 _.forward  # unused method (src/logitshift/shift/twins.py:139)
 _.forward  # unused method (src/logitshift/shift/twins.py:275)
+_.normalizer  # tokenizers attribute set (src/logitshift/core/text.py)
+_.pre_tokenizer  # tokenizers attribute set (src/logitshift/core/text.py)
+_.post_processor  # tokenizers attribute set (src/logitshift/core/text.py)
+_.decoder  # tokenizers attribute set (src/logitshift/core/text.py)
+train_size  # Training field, written to training.json (src/logitshift/core/text.py)
+test_size  # Training field, written to training.json
+train_accuracy  # Training field, written to training.json
+test_accuracy  # Training field, written to training.json
+settings  # Training field, written to training.json
+min_shifted_mass  # TokenEffect field, in summary.json and benchmarks/text.py
+compare_weights_only  # used by benchmarks/text.py
