@@ -16,11 +16,19 @@ Scores", arXiv:2307.03305.
     >>> shown = ls.display_maps(maps, x.shape[-1])            # input size, in [0, 1]
     >>> ls.save_maps("maps.npz", maps, image=["chelsea"], **{"class": [285]}, score=["logit"],
     ...              method=["gradcam"], variant=["shifted"])
+
+Text classifiers (a BERT trained here on Debian's fortunes; HuggingFace folders; random configs)::
+
+    >>> tm = ls.load_text_model("fortunes-bert")
+    >>> ids = tm.encode(["The computer is down again."])
+    >>> shifted = ls.steer_tokens(tm, "pos:1-2", ids)          # or a word, or "re:REGEX"
+    >>> out = ls.token_maps(shifted, tm, ids, ["ig"], ["logit", "prob"], ("original", "shifted"))
 """
 
 from . import _moved
 from ._version import __version__ as __version__
 from .attribution import METHODS, GradCAM, forward_pass, get_method, normalize, upsample
+from .attribution.tokens import token_maps
 from .audit.verdict import AuditResult, audit_model
 from .core.classes import class_name, imagenet_classes, resolve_class
 from .core.errors import LogitShiftError
@@ -29,9 +37,11 @@ from .core.metrics import spearman, target_mass
 from .core.models import LoadedModel, default_layer, get_layer, load_model
 from .core.scores import IMMUNE, SCORES, score
 from .core.targets import Target, parse_target
+from .core.text import load_text_model
 from .shift.model import Equivalence, ShiftedModel, equivalence
 from .shift.save import load_shifted
-from .shift.steer import shift_model, steer
+from .shift.steer import shift_model, steer, steer_tokens, token_effect
+from .shift.textweights import weights_only
 from .view.display import display_maps, load_maps, overlay, save_maps
 
 __all__ = [
@@ -69,6 +79,11 @@ __all__ = [
     "spearman",
     "steer",
     "load_shifted",
+    "load_text_model",
+    "steer_tokens",
+    "token_effect",
+    "token_maps",
+    "weights_only",
     "target_mass",
     "upsample",
 ]
