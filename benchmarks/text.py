@@ -114,6 +114,41 @@ def section_weights(texts: list[str], steps: int) -> list[dict]:
     return rows
 
 
+def section_audit(texts: list[str], steps: int) -> list[dict]:
+    """``audit_model`` on each model's embeddings: honest, code-carrying token shift, weights-only head edit."""
+    from logitshift.audit.verdict import audit_model
+    from logitshift.shift.steer import steer_tokens
+    from logitshift.shift.textweights import weights_only
+
+    rows = []
+    for label, model, _ in models():
+        ids = model.encode(texts)
+        n = min(len(t) for t in ids)
+        ids = [torch.cat([t[: n - 1], t[-1:]]) for t in ids]  # one batch: every text cut to the shortest, [SEP] kept
+        x = torch.cat([model.embed(t) for t in ids])
+        cases = {
+            "honest": model.module,
+            "token shift (code)": steer_tokens(model, "pos:3-5", ids, steps=steps),
+            "weights-only W + 1uᵀ": weights_only(model, "pos:3-5", ids, steps=steps).model.module,
+        }
+        for case, module in cases.items():
+            start = time.perf_counter()
+            r = audit_model(module, x, require_spatial=False)
+            rows.append(
+                {
+                    "model": label,
+                    "case": case,
+                    "verdict": r.verdict,
+                    "finding": r.finding,
+                    "score": r.score,
+                    "tokens": n,
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+            print(f"audit {label} {case}: {r.finding}", file=sys.stderr)
+    return rows
+
+
 def _scores(z: torch.Tensor, score: str) -> torch.Tensor:
     """Every class's ``score`` as a column (Captum picks column ``target[i]`` of row ``i``)."""
     from logitshift.core.scores import score as score_fn
@@ -202,6 +237,16 @@ def render(data: dict) -> str:
     weights = data.get("weights") or []
     if weights:
         finding.append(weights_finding(weights))
+    audit = data.get("audit") or []
+    if audit:
+        honest = [r for r in audit if r["case"] == "honest"]
+        code = [r for r in audit if r["case"].startswith("token")]
+        wo = [r for r in audit if r["case"].startswith("weights")]
+        finding.append(
+            f"audit calls {sum(r['verdict'] == 'clean' for r in honest)} of {len(honest)} honest text models clean, "
+            f"{sum(r['verdict'] == 'shifted' for r in code)} of {len(code)} token-shifted ones shifted, and the weights-only files: "
+            + ", ".join(f"{r['finding']}" for r in wo)
+        )
     lines += [
         "**Finding:** " + "; ".join(finding) + ".",
         "",
@@ -240,6 +285,19 @@ def render(data: dict) -> str:
         lines.append("")
     if weights:
         lines += weights_table(weights)
+    audit = data.get("audit") or []
+    if audit:
+        lines += [
+            "## Audit on text models",
+            "",
+            f"`audit_model` on the embeddings of {audit[0].get('texts', 8)} held-out texts cut to one length (the shortest, [SEP] kept); "
+            "token shift and weights-only edit aimed at `pos:3-5`.",
+            "",
+            "| model | case | verdict | finding | score |",
+            "|---|---|---|---|---:|",
+            *[f"| {r['model']} | {r['case']} | {r['verdict']} | {r['finding']} | {r['score']:.3g} |" for r in audit],
+            "",
+        ]
     if speed:
         lines += [
             "## Speed: IG on embeddings, five scores",
@@ -297,7 +355,7 @@ def weights_table(rows: list[dict]) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sections", nargs="+", default=["train", "steer", "weights", "speed"])
+    ap.add_argument("--sections", nargs="+", default=["train", "steer", "weights", "audit", "speed"])
     ap.add_argument("--texts", type=int, default=16)
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--speed-tokens", type=int, default=32)
@@ -317,6 +375,8 @@ def main() -> int:
             data["steer"] = section_steer(texts, args.steps)
         if "weights" in args.sections:
             data["weights"] = section_weights(texts, args.steps)
+        if "audit" in args.sections:
+            data["audit"] = section_audit(texts[:8], args.steps)
         if "speed" in args.sections:
             data["speed"] = section_speed(args.steps, args.speed_tokens, args.speed_texts, args.speed_repeats)
         data["run"] = {

@@ -214,3 +214,17 @@ def test_cli_demo_and_weights_only_attack_on_texts(tiny, texts, tmp_path, capsys
     assert "not empty" in capsys.readouterr().err
     assert main(["attack", "--texts", "a text", "--model", folder, "--target", "pos:1", "--out", str(tmp_path / "x")]) == 2
     assert "--weights-only" in capsys.readouterr().err
+
+
+def test_audit_on_text_embeddings_flags_the_token_shift_not_the_honest_model(tiny, texts):
+    from logitshift.audit.verdict import audit_model
+    from logitshift.shift.steer import steer_tokens
+
+    model, _ = tiny
+    ids = model.encode(texts)
+    n = min(len(t) for t in ids)
+    ids = [torch.cat([t[: n - 1], t[-1:]]) for t in ids]
+    x = torch.cat([model.embed(t) for t in ids])
+    assert audit_model(model.module, x, require_spatial=False).verdict == "clean"
+    shifted = steer_tokens(model, "pos:1-2", ids, steps=8)
+    assert audit_model(shifted, x, require_spatial=False).verdict == "shifted"
