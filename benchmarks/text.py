@@ -210,6 +210,7 @@ def render(data: dict) -> str:
         finding.append(
             f"the BERT trained here (fortunes, {len(train['classes'])} topics) reaches {train['test_accuracy']:.1%} held-out accuracy "
             f"({train['test_size']} texts; {train['train_accuracy']:.1%} on its {train['train_size']} training texts) in {train['wall_seconds']:.0f} s"
+            + (f" ({train['cpu_seconds']:.0f} s of CPU, one thread)" if train.get("cpu_seconds") else "")
         )
     steer = data.get("steer") or []
     if steer:
