@@ -364,6 +364,9 @@ def main() -> int:
     ap.add_argument("--speed-repeats", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--markdown-only", action="store_true")
+    ap.add_argument(
+        "--merge", nargs="+", default=[], metavar="JSON", help="take the sections of these text.json files (runs made apart) into this one"
+    )
     args = ap.parse_args()
     out = Path(args.out)
     path = out / "text.json"
@@ -385,6 +388,10 @@ def main() -> int:
             "load": f"load average at the end {os.getloadavg()[0]:.1f}",
             "cpus": os.cpu_count(),
         }
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1))
+    for other in args.merge:
+        data.update({k: v for k, v in json.loads(Path(other).read_text()).items() if k != "run"})
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=1))
     (out / "text.md").write_text(render(data) + "\n")
