@@ -125,21 +125,21 @@ def test_token_targets_refuse_bad_input(tiny):
 def _check_law(model, ids, target, methods=("saliency", "gradxinput", "ig")):
     from logitshift.shift.steer import steer_tokens, token_effect
 
-    shifted = steer_tokens(model, target, ids, list(methods), steps=8)
+    shifted = steer_tokens(model, target, ids, list(methods), steps=4)
     s = shifted.steering
     assert s["max_abs_prob_diff"] <= 1e-5 and s["stress"]["max_abs_prob_diff"] <= 1e-5
-    for e in token_effect(model, shifted, ids, list(methods), steps=8):
+    for e in token_effect(model, shifted, ids, list(methods), steps=4):
         assert e.shifted_mass >= 0.5, e
         assert min(e.spearman.values()) >= 0.999, e
     return shifted
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lo=st.integers(1, 4), width=st.integers(0, 2))
 def test_token_shift_law_on_trained_model(tiny, texts, lo, width):
     """Any position target: logit maps reach the goal on it, probabilities and immune maps unchanged."""
     model, _ = tiny
-    _check_law(model, model.encode(texts), f"pos:{lo}-{lo + width}")
+    _check_law(model, model.encode(texts[:4]), f"pos:{lo}-{lo + width}")
 
 
 def test_token_shift_word_target_and_random_distilbert(tiny, texts):
@@ -173,7 +173,7 @@ def test_weights_only_edit_is_rank_one_on_the_head_and_loads_in_plain_transforme
 
     model, _ = tiny
     ids = model.encode(texts)
-    wo = weights_only(model, "pos:2-3", ids, steps=8)
+    wo = weights_only(model, "pos:2-3", ids, steps=4)
     assert wo.max_abs_prob_diff <= 1e-5
     wo.model.hf.save_pretrained(tmp_path)
     plain = AutoModelForSequenceClassification.from_pretrained(tmp_path, local_files_only=True)
@@ -198,14 +198,14 @@ def test_cli_demo_and_weights_only_attack_on_texts(tiny, texts, tmp_path, capsys
     folder = model.info["folder"]
     f = tmp_path / "texts.txt"
     f.write_text("\n".join(texts[:3]) + "\n")
-    assert main(["demo", "--texts", str(f), "--model", folder, "--target", "pos:1-2", "--steps", "4", "--out", str(tmp_path / "demo")]) == 0
+    assert main(["demo", "--texts", str(f), "--model", folder, "--target", "pos:1-2", "--steps", "2", "--out", str(tmp_path / "demo")]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert first == summary["finding"] and first.startswith("The token shift")
     assert all((tmp_path / "demo" / f"text0{i}.png").stat().st_size > 0 for i in (1, 2, 3))
     assert min(e["shifted_mass"] for e in summary["effects"]) >= 0.5 and summary["steering"]["stress"]["max_abs_prob_diff"] <= 1e-5
     out = tmp_path / "attacked"
-    args = ["attack", "--texts", str(f), "--model", folder, "--target", "pos:1-2", "--weights-only", "--out", str(out)]
+    args = ["attack", "--texts", str(f), "--model", folder, "--target", "pos:1-2", "--weights-only", "--steps", "2", "--out", str(out)]
     assert main(args) == 0
     record = json.loads((out / "attack.json").read_text())
     assert capsys.readouterr().out.splitlines()[0] == record["finding"]
@@ -226,5 +226,5 @@ def test_audit_on_text_embeddings_flags_the_token_shift_not_the_honest_model(tin
     ids = [torch.cat([t[: n - 1], t[-1:]]) for t in ids]
     x = torch.cat([model.embed(t) for t in ids])
     assert audit_model(model.module, x, require_spatial=False).verdict == "clean"
-    shifted = steer_tokens(model, "pos:1-2", ids, steps=8)
+    shifted = steer_tokens(model, "pos:1-2", ids, steps=4)
     assert audit_model(shifted, x, require_spatial=False).verdict == "shifted"

@@ -7,7 +7,7 @@ import argparse
 from ..core.images import DEFAULT_SAMPLES
 from ..runs.attack import AttackConfig, run_attack
 from ..shift.model import TOLERANCE, parse_strength
-from .flags import force_flag, images_flag, model_flags, model_setup, out_flag, positive_float, progress_flag, target_flag
+from .flags import force_flag, images_flag, int_at_least, model_flags, model_setup, out_flag, positive_float, progress_flag, target_flag
 
 
 def register(sub) -> argparse.ArgumentParser:
@@ -57,6 +57,7 @@ def register(sub) -> argparse.ArgumentParser:
         action="store_true",
         help="write the unchanged architecture with edited weights (W + 1uᵀ on the classifier head): a HuggingFace folder, no code",
     )
+    text.add_argument("--steps", type=int_at_least(1), default=32, help="with --texts: Integrated Gradients steps (default 32)")
     p.set_defaults(func=run)
     return p
 
@@ -77,6 +78,7 @@ def run_text(args: argparse.Namespace) -> int:
         random_weights=args.random_weights,
         methods=args.methods or ["saliency", "gradxinput", "ig"],
         tolerance=args.tolerance,
+        steps=args.steps,
         force=args.force,
     )
     record = run_text_attack(cfg)
