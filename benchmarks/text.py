@@ -270,7 +270,8 @@ def render(data: dict) -> str:
             "## The model trained here",
             "",
             f"Debian's fortunes, topics {', '.join(train['classes'])}; 20 % of each topic held out (seeded). Settings {train['settings']}; "
-            f"{train['epochs']} epochs; built in {train['wall_seconds']:.1f} s on {data.get('run', {}).get('cpus', '?')} CPUs (load above); "(
+            + f"{train['epochs']} epochs; built in {train['wall_seconds']:.1f} s on {data.get('run', {}).get('cpus', '?')} CPUs (load above); "
+            + (
                 "figures from the cached build's training.json (not rebuilt in this run)."
                 if train.get("cached")
                 else f"weights bit-identical to the cached build: {'yes' if train['identical_to_cached'] else 'NO'}."
