@@ -71,16 +71,21 @@ def section_train() -> dict:
 
 
 FAMILIES = ["bert", "distilbert"]
+#: which models and targets run (--models, --targets): every model and its own targets by default
+CHOICE: dict[str, list[str]] = {"models": ["trained", *FAMILIES], "targets": []}
 
 
 def models():
     from logitshift.core.text import load_text_model, random_model
 
     trained = load_text_model()
-    yield "fortunes-bert (trained here)", trained, ["pos:3-5", "the", "re:^comput"]
+    pick = CHOICE["targets"]
+    if "trained" in CHOICE["models"]:
+        yield "fortunes-bert (trained here)", trained, pick or ["pos:3-5", "the", "re:^comput"]
     for family in FAMILIES:
-        rnd = random_model(family, hidden=128, layers=2, heads=2, tokenizer=trained.tokenizer)
-        yield f"{family}, RANDOM weights (hidden 128, 2 layers)", rnd, ["pos:3-5", "the"]
+        if family in CHOICE["models"]:
+            rnd = random_model(family, hidden=128, layers=2, heads=2, tokenizer=trained.tokenizer)
+            yield f"{family}, RANDOM weights (hidden 128, 2 layers)", rnd, pick or ["pos:3-5", "the"]
 
 
 def section_steer(texts: list[str], steps: int) -> list[dict]:
@@ -382,9 +387,10 @@ def main() -> int:
     ap.add_argument(
         "--merge", nargs="+", default=[], metavar="JSON", help="take the sections of these text.json files (runs made apart) into this one"
     )
-    ap.add_argument("--random-families", nargs="*", default=FAMILIES, help="random-weight configs to include (default bert distilbert)")
+    ap.add_argument("--models", nargs="+", default=CHOICE["models"], help="which of: trained bert distilbert (default all)")
+    ap.add_argument("--targets", nargs="+", default=[], help="the targets for every model (default: each model's own list)")
     args = ap.parse_args()
-    FAMILIES[:] = args.random_families
+    CHOICE.update(models=args.models, targets=args.targets)
     out = Path(args.out)
     path = out / "text.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
