@@ -44,3 +44,14 @@ __dir__  # module attribute hook (src/logitshift/__init__.py)
 SAME_EVERYWHERE  # read by tests/test_cli.py (one help text per shared flag)
 refresh  # tqdm's keyword, accepted by StageLines.set_postfix_str (src/logitshift/core/progress.py)
 FOOLED  # unused variable (src/logitshift/audit/effect.py: the benchmarks' and tests' definition of a fooled map)
+_.normalizer  # tokenizers attribute set (src/logitshift/core/text.py)
+_.pre_tokenizer  # tokenizers attribute set (src/logitshift/core/text.py)
+_.post_processor  # tokenizers attribute set (src/logitshift/core/text.py)
+_.decoder  # tokenizers attribute set (src/logitshift/core/text.py)
+train_size  # Training field, written to training.json (src/logitshift/core/text.py)
+test_size  # Training field, written to training.json
+train_accuracy  # Training field, written to training.json
+test_accuracy  # Training field, written to training.json
+settings  # Training field, written to training.json
+min_shifted_mass  # TokenEffect field, in summary.json and benchmarks/text.py
+compare_weights_only  # used by benchmarks/text.py

@@ -14,7 +14,8 @@ from logitshift.cli import main
 from logitshift.core.errors import LogitShiftError
 from logitshift.core.models import load_model
 from logitshift.core.tabular import MODELS, TabularModel, accuracy, dataset, feature_target, load_rows, train
-from logitshift.shift.model import FeaturePresence, FeatureShift, equivalence
+from logitshift.shift.inputs import FeaturePresence, FeatureShift
+from logitshift.shift.model import equivalence
 from logitshift.shift.twins import twin
 
 

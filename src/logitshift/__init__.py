@@ -16,6 +16,13 @@ Scores", arXiv:2307.03305.
     >>> shown = ls.display_maps(maps, x.shape[-1])            # input size, in [0, 1]
     >>> ls.save_maps("maps.npz", maps, image=["chelsea"], **{"class": [285]}, score=["logit"],
     ...              method=["gradcam"], variant=["shifted"])
+
+Text classifiers (a BERT trained here on Debian's fortunes; HuggingFace folders; random configs)::
+
+    >>> tm = ls.load_text_model("fortunes-bert")
+    >>> ids = tm.encode(["The computer is down again."])
+    >>> shifted = ls.steer_tokens(tm, "pos:1-2", ids)          # or a word, or "re:REGEX"
+    >>> out = ls.token_maps(shifted, tm, ids, ["ig"], ["logit", "prob"], ("original", "shifted"))
 """
 
 import importlib
@@ -63,10 +70,16 @@ _HOMES = {
     "load_maps": "view.display",
     "overlay": "view.display",
     "save_maps": "view.display",
+    "token_maps": "attribution.tokens",
+    "load_text_model": "core.text",
+    "steer_tokens": "shift.tokens",
+    "token_effect": "shift.tokens",
+    "weights_only": "shift.textweights",
 }
 
 if TYPE_CHECKING:  # the eager imports, for type checkers and editors
     from .attribution import METHODS, GradCAM, forward_pass, get_method, normalize, upsample
+    from .attribution.tokens import token_maps
     from .audit.verdict import AuditResult, audit_model
     from .core.classes import class_name, imagenet_classes, resolve_class
     from .core.errors import LogitShiftError
@@ -75,9 +88,12 @@ if TYPE_CHECKING:  # the eager imports, for type checkers and editors
     from .core.models import LoadedModel, default_layer, get_layer, load_model
     from .core.scores import IMMUNE, SCORES, score
     from .core.targets import Target, parse_target
+    from .core.text import load_text_model
     from .shift.model import Equivalence, ShiftedModel, equivalence
     from .shift.save import load_shifted
     from .shift.steer import shift_model, steer
+    from .shift.textweights import weights_only
+    from .shift.tokens import steer_tokens, token_effect
     from .view.display import display_maps, load_maps, overlay, save_maps
 
 
@@ -129,6 +145,11 @@ __all__ = [
     "spearman",
     "steer",
     "load_shifted",
+    "load_text_model",
+    "steer_tokens",
+    "token_effect",
+    "token_maps",
+    "weights_only",
     "target_mass",
     "upsample",
 ]

@@ -52,6 +52,15 @@ def register(sub) -> argparse.ArgumentParser:
     tolerance_flag(p)
     float64_flag(p)
     steps_flag(p)
+    text = p.add_argument_group(
+        "text classifiers (with --texts: --model is fortunes-bert by default or a HuggingFace folder; --target pos:A-B, a word or re:REGEX)"
+    )
+    text.add_argument("--texts", nargs="+", default=None, metavar="TEXT", help="check texts (strings, or .txt files with one text a line)")
+    text.add_argument(
+        "--weights-only",
+        action="store_true",
+        help="write the unchanged architecture with edited weights (W + 1uᵀ on the classifier head): a HuggingFace folder, no code",
+    )
     memory_budget_flag(p)
     force_flag(p)
     progress_flag(p)
@@ -59,7 +68,37 @@ def register(sub) -> argparse.ArgumentParser:
     return p
 
 
+def run_text(args: argparse.Namespace) -> int:
+    """``attack --texts --weights-only``: :mod:`logitshift.runs.textattack`."""
+    from ..core.errors import LogitShiftError
+    from ..core.text import TRAINED
+    from ..runs.textattack import TextAttackConfig, run_text_attack
+
+    if not args.weights_only:
+        raise LogitShiftError("--texts: attack writes text models as --weights-only files (a code-carrying text export is not implemented)")
+    cfg = TextAttackConfig(
+        out=args.out,
+        target=args.target,
+        texts=args.texts,
+        model=TRAINED if args.model == "efficientnet-lite0" else args.model,
+        random_weights=args.random_weights,
+        methods=args.methods or ["saliency", "gradxinput", "ig"],
+        tolerance=args.tolerance,
+        steps=args.steps,
+        force=args.force,
+    )
+    record = run_text_attack(cfg)
+    print(f"{record['finding']}\nwrote {args.out} (config.json, model.safetensors, tokenizer, attack.json; {record['seconds']:.1f} s)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.texts is not None:
+        return run_text(args)
+    if args.weights_only:
+        from ..core.errors import LogitShiftError
+
+        raise LogitShiftError("--weights-only: implemented for text models (--texts); image models are written with their shift's code")
     from ..runs.attack import AttackConfig, run_attack
 
     cfg = AttackConfig(

@@ -19,6 +19,7 @@ from .flags import (
     save_maps_flag,
     shift_flags,
     shift_setup,
+    steps_flag,
 )
 
 
@@ -47,6 +48,17 @@ def register(sub) -> argparse.ArgumentParser:
     progress_flag(p)
     report_flag(p)
     save_maps_flag(p)
+    steps_flag(p)
+    text = p.add_argument_group(
+        "text classifiers (with --texts: --model is fortunes-bert by default or a HuggingFace folder; --target pos:A-B, a word or re:REGEX)"
+    )
+    text.add_argument(
+        "--texts",
+        nargs="+",
+        default=None,
+        metavar="TEXT",
+        help="explain these texts (strings, or .txt files with one text a line); --random-weights: a family (bert, distilbert, roberta) or a folder's config",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -60,7 +72,33 @@ def one_cam(methods: list[str]) -> str:
     return methods[0]
 
 
+def run_text(args: argparse.Namespace) -> int:
+    """``demo --texts``: the token shift on a text classifier (:mod:`logitshift.runs.textdemo`)."""
+    from ..core.text import TRAINED
+    from ..runs.textdemo import TextDemoConfig, run_text_demo
+
+    model = TRAINED if args.model == "efficientnet-lite0" else args.model
+    target = "pos:1-2" if args.target == "top-left" else args.target
+    out = "runs/demo-text" if args.out == "runs/demo" else args.out
+    cfg = TextDemoConfig(
+        model=model,
+        random_weights=args.random_weights,
+        texts=args.texts,
+        target=target,
+        strength=args.strength or "auto",
+        steps=args.steps,
+        out=out,
+        force=args.force,
+    )
+    summary = run_text_demo(cfg)
+    figures = sum(1 for r in summary["results"] if r["figure"])
+    print(f"{summary['finding']}\n{figures} figures and summary.json in {out} ({summary['seconds']:.1f} s)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.texts is not None:
+        return run_text(args)
     from ..report import write_report
     from ..runs.demo import DemoConfig, run_demo
     from ..shift.steer import chosen

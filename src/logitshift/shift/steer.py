@@ -68,7 +68,7 @@ from .model import (
     stress_equivalence,
 )
 from .model import DEFAULT_STRENGTH as SHIFT_STRENGTH
-from .plan import DEFAULT_STRENGTH, FAMILIES, plan
+from .plan import FAMILIES, plan
 from .search import search
 from .steering import Head, Steering
 
@@ -357,19 +357,6 @@ def center_shift(shifted: ShiftedModel, x: torch.Tensor) -> tuple[torch.Tensor, 
     return z, acts
 
 
-__all__ = [
-    "CONSTRUCTIONS",
-    "DEFAULT_STRENGTH",
-    "GOAL",
-    "PLATEAU",
-    "center_shift",
-    "chosen",
-    "steer",
-    "steer_setup",
-    "unreached",
-]
-
-
 def shift_model(
     model: nn.Module,
     layer: str,
@@ -396,3 +383,15 @@ def shift_model(
     return steer(
         model, target, methods, strength, layer, check, construction=construction, tolerance=tolerance, head_dtype=head_dtype, stress=False
     )
+
+
+__all__ = [
+    "CONSTRUCTIONS",
+    "GOAL",
+    "PLATEAU",
+    "center_shift",
+    "chosen",
+    "steer",
+    "steer_setup",
+    "unreached",
+]

@@ -54,7 +54,8 @@ from torch import nn
 from ..core.capture import INPUT, layer_grid
 from ..core.errors import LogitShiftError
 from ..core.targets import Target
-from .model import TOLERANCE, FeaturePresence, FeatureShift, GateShift, InputShift, ShiftedModel, equivalence
+from .inputs import FeaturePresence, FeatureShift
+from .model import TOLERANCE, GateShift, InputShift, ShiftedModel, equivalence
 from .steer import steer
 
 KINDS = ("gradient", "cam", "perturbation", "propagation", "metric")
