@@ -125,7 +125,7 @@ def center_unembed(model: nn.Module) -> nn.Module:
     head = unembedding(model)
     head.weight -= head.weight.mean(dim=0, keepdim=True)
     if head.bias is not None:
-        head.bias -= head.bias.mean()
+        head.bias.sub_(head.bias.mean())
     return model
 
 
@@ -140,7 +140,7 @@ def uncenter_unembed(model: nn.Module, direction: torch.Tensor, bias: float = 0.
     if bias:
         if head.bias is None:
             raise LogitShiftError("bias: this unembedding has no bias")
-        head.bias += bias
+        head.bias.add_(bias)
     return model
 
 
