@@ -16,8 +16,9 @@ from test_attribution import LIB, TINY_TARGETS, assert_close, lib_targets
 from tiny_transformers import images, tiny_swin, tiny_vit
 from torch import nn
 
-from logitshift.attribution import CAM_METHODS, cam_maps, get_method
+from logitshift.attribution import CAM_METHODS, get_method
 from logitshift.attribution.base import VARIANTS
+from logitshift.attribution.engine import cam_maps
 from logitshift.core.capture import TokenGrid, attention, forward_pass, layer_grid, token_grid, trace
 from logitshift.core.errors import LogitShiftError
 from logitshift.core.metrics import spearman, target_mass

@@ -13,6 +13,7 @@ from .flags import (
     class_flags,
     force_flag,
     images_flag,
+    int_at_least,
     model_flags,
     out_flag,
     progress_flag,
@@ -47,11 +48,49 @@ def register(sub) -> argparse.ArgumentParser:
     progress_flag(p)
     report_flag(p)
     save_maps_flag(p)
+    text = p.add_argument_group(
+        "text classifiers (with --texts: --model is fortunes-bert by default or a HuggingFace folder; --target pos:A-B, a word or re:REGEX)"
+    )
+    text.add_argument(
+        "--texts", nargs="+", default=None, metavar="TEXT", help="explain these texts (strings, or .txt files with one text a line)"
+    )
+    text.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="with --texts: random weights for --model (a family: bert, distilbert, roberta; or a folder's config)",
+    )
+    text.add_argument("--steps", type=int_at_least(1), default=32, help="with --texts: Integrated Gradients steps (default 32)")
     p.set_defaults(func=run)
     return p
 
 
+def run_text(args: argparse.Namespace) -> int:
+    """``demo --texts``: the token shift on a text classifier (:mod:`logitshift.runs.textdemo`)."""
+    from ..core.text import TRAINED
+    from ..runs.textdemo import TextDemoConfig, run_text_demo
+
+    model = TRAINED if args.model == "efficientnet-lite0" else args.model
+    target = "pos:1-2" if args.target == "top-left" else args.target
+    out = "runs/demo-text" if args.out == "runs/demo" else args.out
+    cfg = TextDemoConfig(
+        model=model,
+        random_weights=args.random_weights,
+        texts=args.texts,
+        target=target,
+        strength=args.strength or "auto",
+        steps=args.steps,
+        out=out,
+        force=args.force,
+    )
+    summary = run_text_demo(cfg)
+    figures = sum(1 for r in summary["results"] if r["figure"])
+    print(f"{summary['finding']}\n{figures} figures and summary.json in {out} ({summary['seconds']:.1f} s)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.texts is not None:
+        return run_text(args)
     cfg = DemoConfig(
         **shift_setup(args),
         out=args.out,
