@@ -38,12 +38,9 @@ CHOSEN = (2, 3)
 
 
 def prompts(lm, n: int, length: int) -> torch.Tensor:
-    """The first ``length`` tokens of the first ``n`` held-out quotations that have that many."""
-    from logitshift.core.lm import LM_TOPICS, _corpus
+    from logitshift.core.lm import held_out_prompts
 
-    _, held = _corpus(LM_TOPICS)
-    rows = [ids[:length] for ids in (lm.tokenizer(t)["input_ids"] for t in held) if len(ids) >= length]
-    return torch.tensor(rows[:n], dtype=torch.long)
+    return held_out_prompts(lm, n, length)
 
 
 def targets(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

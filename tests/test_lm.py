@@ -169,3 +169,75 @@ def test_bad_inputs_are_one_line(gpt2):
         with pytest.raises(LogitShiftError, match=words) as info:
             call()
         assert "\n" not in str(info.value)
+
+
+def test_dla_adds_up_to_the_logit():
+    """Law: the components' direct logit attributions + the final norm's bias term = the next-token logit (GPT-2, Llama)."""
+    from logitshift.attribution.dla import component_names, dla, parts
+
+    for family in ("gpt2", "llama"):
+        lm = tiny(family)
+        ids = prompts()
+        with torch.no_grad():
+            z = lm.model(ids).logits[:, -1]
+        c = z.argmax(1)
+        a = dla(lm.model, ids, c)
+        assert a.shape == (3, len(component_names(lm.model))) == (3, 5)
+        bias = getattr(parts(lm.model)[1], "bias", None)
+        rest = (lm.model.get_output_embeddings().weight[c] * bias).sum(1) if bias is not None else 0.0
+        assert torch.allclose(a.sum(1) + rest, z.gather(1, c[:, None])[:, 0], atol=1e-5)
+        d = dla(lm.model, ids, c, "logitdiff", torch.tensor([7]))
+        assert torch.allclose(d.sum(1), (z.gather(1, c[:, None])[:, 0] - z[:, 7]), atol=1e-5)
+
+
+def with_tokenizer(seed: int = 0):
+    from logitshift.core.lm import LanguageModel, _bpe
+
+    texts = [
+        "the quick brown fox jumps over the lazy dog",
+        "a computer is a machine that computes",
+        "never trust a program you did not write",
+    ]
+    tok = _bpe(texts * 4, 300)
+    lm = random_lm("gpt2", seed=seed, vocab_size=len(tok), hidden=32, layers=2, heads=2)
+    return LanguageModel(lm.model, tok, "tiny gpt2 (random weights)"), torch.stack(
+        [lm_ids[:8] for lm_ids in (torch.tensor(tok(t)["input_ids"]) for t in texts[:2])]
+    )
+
+
+def test_lm_conformance_cells():
+    from logitshift.conformance.lm import check_lm, lm_context, lm_explainers
+
+    lm, ids = with_tokenizer()
+    ctx = lm_context(lm, ids, steps=4, samples=4)
+    chosen = [
+        e
+        for e in lm_explainers(["logitshift", "captum-llm", "dla"], ctx)
+        if (e.library == "logitshift" and e.method == "ig")
+        or e.method in ("LLMGradientAttribution(LayerIntegratedGradients)", "LLMAttribution(FeatureAblation)")
+        or e.library == "dla"
+    ]
+    cells = {(c.library, c.method, c.target, c.construction): c for c in check_lm(ctx, chosen)}
+    assert all(c.max_dp is not None and c.max_dp <= 1e-5 for c in cells.values())
+    assert cells["logitshift", "ig", "logit", "token"].verdict == "fooled"
+    # the centring changes a logit attribution by −mean_v ∂z_v (measured in test_center_unembed_is_an_accidental_shift);
+    # it steers nothing, and on two 8-token prompts the ranks may survive it
+    assert cells["logitshift", "ig", "logit", "center"].verdict in ("moved", "immune")
+    assert cells["dla", "direct logit attribution", "logit", "unembedding"].verdict == "fooled"
+    for key, c in cells.items():
+        if key[2] != "logit":
+            assert c.verdict == "immune", (key, c)
+    assert len(cells) == 4 * 2 + 1 * 2 + 2 * 2 + 3 * 2  # ig × 4 scores, LIG, FeatureAblation × 2 targets, DLA × 3; two twins each
+
+
+def test_check_lm_hidden_library_is_one_line(monkeypatch, capsys):
+    import sys
+
+    from logitshift.cli import main
+
+    monkeypatch.setitem(sys.modules, "captum.attr", None)  # the library is hidden: importing it raises ImportError
+    code = main(
+        ["check", "--lm", "gpt2", "--random-weights", "--library", "captum-llm", "--prompts", "1", "--length", "6", "--no-progress"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "captum is not installed" in err and len(err.splitlines()) == 1

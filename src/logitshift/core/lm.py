@@ -358,6 +358,16 @@ def trained_lm_folder(folder: str | os.PathLike | None = None) -> Path:
     return path
 
 
+def held_out_prompts(lm: LanguageModel, n: int, length: int) -> torch.Tensor:
+    """N×L ids: the first ``length`` tokens of the first ``n`` held-out quotations that have that many (random
+    ids, seeded, for a model without a tokenizer)."""
+    if lm.tokenizer is None:
+        return torch.randint(1, lm.vocab_size, (n, length), generator=torch.Generator().manual_seed(0))
+    _, held = _corpus(LM_TOPICS)
+    rows = [ids[:length] for ids in (lm.tokenizer(t)["input_ids"] for t in held) if len(ids) >= length]
+    return torch.tensor(rows[:n], dtype=torch.long)
+
+
 def greedy(model: nn.Module, ids: torch.Tensor, n: int) -> torch.Tensor:
     """``n`` greedy next tokens after ``ids`` (N×L), one full forward per token (no cache: a wrapper's forward is what runs)."""
     out = ids
@@ -377,6 +387,7 @@ __all__ = [
     "LanguageModel",
     "NextToken",
     "greedy",
+    "held_out_prompts",
     "lm_config",
     "load_lm",
     "random_lm",
