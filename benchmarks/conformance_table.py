@@ -130,7 +130,11 @@ def document() -> None:
     # the language-model section (benchmarks/lm_conformance.py) is kept as it is
     previous = (DOCS / "conformance.md").read_text() if (DOCS / "conformance.md").exists() else ""
     if "<!-- lm-conformance -->" in previous and "<!-- /lm-conformance -->" in previous:
-        body.append("<!-- lm-conformance -->" + previous.split("<!-- lm-conformance -->", 1)[1].split("<!-- /lm-conformance -->", 1)[0] + "<!-- /lm-conformance -->\n")
+        body.append(
+            "<!-- lm-conformance -->"
+            + previous.split("<!-- lm-conformance -->", 1)[1].split("<!-- /lm-conformance -->", 1)[0]
+            + "<!-- /lm-conformance -->\n"
+        )
     atomic_write(DOCS / "conformance.md", "\n".join(body))
 
 
