@@ -5,10 +5,11 @@
 transformer-lens 4.3 cannot share the test environment (it needs typeguard ≥ 4.2, wandb, datasets,
 accelerate; inseq needs typeguard ≤ 2.13.3), so this script builds a virtual environment of its own
 (``--venv``; its site-packages also see this interpreter's, for torch, transformers and logitshift),
-installs ``transformer-lens==4.3.0`` there, and reruns itself inside it (``--child``). The child loads the
-same GPT-2 weights into TransformerLens — ``convert_gpt2_weights`` and ``load_and_process_state_dict`` with
-its defaults (``fold_ln``, ``center_writing_weights``, ``center_unembed``) and with ``center_unembed=False``
-— and compares, on the same prompts, with the HuggingFace model: max |Δp|, how far the logits are from
+installs ``transformer-lens==4.3.0`` there, and reruns itself inside it (``--child``). The child hands the
+same GPT-2 model to TransformerLens 4's ``TransformerBridge.boot_transformers(..., hf_model=...)`` (raw HF
+weights) and turns on ``enable_compatibility_mode()`` — the ``HookedTransformer``-equivalent weight
+processing, whose defaults are ``fold_ln``, ``center_writing_weights`` and ``center_unembed`` — once with
+its defaults and once with ``center_unembed=False``, and compares, on the same prompts, with the HuggingFace model: max |Δp|, how far the logits are from
 HF's and from HF's centred logits, and the gradient × input / saliency of the next-token logit and
 log-probability at ``hook_embed`` against logitshift's on HF and on :func:`logitshift.shift.lm.center_unembed`.
 Models: fortunes-gpt (trained here) and a RANDOM-WEIGHT GPT-2 config (4×128, 2,048 tokens).
@@ -37,30 +38,12 @@ def build(venv: Path) -> Path:
         target = subprocess.run(
             [str(python), "-c", "import site; print(site.getsitepackages()[0])"], capture_output=True, text=True, check=True
         )
-        Path(target.stdout.strip(), "logitshift_stack.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+        # this stack's site-packages (torch, transformers) and logitshift's source (an editable install's finder is not read from there)
+        Path(target.stdout.strip(), "logitshift_stack.pth").write_text("\n".join([*site.getsitepackages(), str(ROOT / "src")]) + "\n")
     probe = subprocess.run([str(python), "-c", "import transformer_lens"], capture_output=True)
     if probe.returncode != 0:
         subprocess.run([str(python), "-m", "pip", "install", "-q", f"transformer-lens=={VERSION}"], check=True)
     return python
-
-
-def _tl_config(hf):
-    from transformer_lens import HookedTransformerConfig
-
-    c = hf.config
-    return HookedTransformerConfig(
-        n_layers=c.n_layer,
-        d_model=c.n_embd,
-        d_head=c.n_embd // c.n_head,
-        n_heads=c.n_head,
-        d_mlp=4 * c.n_embd,
-        d_vocab=c.vocab_size,
-        n_ctx=c.n_positions,
-        act_fn="gelu_new",
-        normalization_type="LN",
-        eps=c.layer_norm_epsilon,
-        default_prepend_bos=False,
-    )
 
 
 def _tl_attr(tl, ids, target, score: str):
@@ -73,23 +56,18 @@ def _tl_attr(tl, ids, target, score: str):
         store["e"] = act
         return act
 
-    logits = tl.run_with_hooks(ids, fwd_hooks=[("hook_embed", hook)])[:, -1]
+    logits = tl.run_with_hooks(ids, fwd_hooks=[("hook_embed", hook)], return_type="logits")[:, -1]
     z = logits.log_softmax(-1) if score == "logprob" else logits
     z.gather(1, target[:, None]).sum().backward()
     e, g = store["e"], store["e"].grad
     return (e * g).sum(-1).detach(), g.abs().amax(-1).detach(), logits.detach()
 
 
-def _compare(lm, ids) -> dict:
+def _compare(lm, ids, tokenizer) -> dict:
     import copy
 
     import torch
-    from transformer_lens import HookedTransformer
-
-    try:
-        from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
-    except ImportError:
-        from transformer_lens.loading_from_pretrained import convert_gpt2_weights
+    from transformer_lens.model_bridge import TransformerBridge
 
     from logitshift.attribution.lm import token_attributions
     from logitshift.core.lm import NextToken
@@ -103,14 +81,13 @@ def _compare(lm, ids) -> dict:
     target = z.argmax(1)
     ours = token_attributions(NextToken(hf), x, target, ("gradxinput", "saliency"), ("logit", "logprob", "centered"))
     cu = token_attributions(NextToken(center_unembed(copy.deepcopy(hf))), x, target, ("gradxinput", "saliency"), ("logit",))
-    cfg = _tl_config(hf)
     out = {}
     for name, center in (
         ("TransformerLens defaults (fold_ln, center_writing_weights, center_unembed)", True),
         ("TransformerLens, center_unembed=False", False),
     ):
-        tl = HookedTransformer(cfg)
-        tl.load_and_process_state_dict(convert_gpt2_weights(hf, cfg), fold_ln=True, center_writing_weights=True, center_unembed=center)
+        tl = TransformerBridge.boot_transformers("gpt2", hf_model=copy.deepcopy(hf), tokenizer=tokenizer)
+        tl.enable_compatibility_mode(disable_warnings=True, center_unembed=center)
         tl.eval()
         row: dict = {}
         for score in ("logit", "logprob"):
@@ -130,6 +107,9 @@ def _compare(lm, ids) -> dict:
 
 
 def child() -> dict:
+    import os
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
     import torch
     import transformer_lens
 
@@ -141,8 +121,8 @@ def child() -> dict:
     ids = torch.randint(1, 2048, (8, 24), generator=torch.Generator().manual_seed(0))
     return {
         "transformer_lens": transformer_lens.__version__ if hasattr(transformer_lens, "__version__") else VERSION,
-        "fortunes-gpt (trained here)": _compare(lm, held_out_prompts(lm, 8, 24)),
-        "GPT-2 config 4×128, 2,048 tokens (random weights)": _compare(rnd, ids),
+        "fortunes-gpt (trained here)": _compare(lm, held_out_prompts(lm, 8, 24), lm.tokenizer),
+        "GPT-2 config 4×128, 2,048 tokens (random weights)": _compare(rnd, ids, lm.tokenizer),
     }
 
 
