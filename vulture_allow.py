@@ -55,3 +55,19 @@ test_accuracy  # Training field, written to training.json
 settings  # Training field, written to training.json
 min_shifted_mass  # TokenEffect field, in summary.json and benchmarks/text.py
 compare_weights_only  # used by benchmarks/text.py
+# issue 29 (language models): adapters registered with @lm_adapter, record fields written to JSON, HF attributes
+_own  # unused function (src/logitshift/conformance/lm.py)
+_captum  # unused function (src/logitshift/conformance/lm.py)
+_dla  # unused function (src/logitshift/conformance/lm.py)
+_inseq  # unused function (src/logitshift/conformance/lm.py)
+train_tokens  # unused variable (src/logitshift/core/lm.py)
+heldout_tokens  # unused variable (src/logitshift/core/lm.py)
+train_loss  # unused variable (src/logitshift/core/lm.py)
+heldout_loss  # unused variable (src/logitshift/core/lm.py)
+heldout_perplexity  # unused variable (src/logitshift/core/lm.py)
+_.pre_tokenizer  # unused attribute (src/logitshift/core/lm.py)
+_.decoder  # unused attribute (src/logitshift/core/lm.py)
+_.bos_token_id  # unused attribute (src/logitshift/core/lm.py)
+_.next_token  # unused method (src/logitshift/shift/lm.py: tests and benchmarks/lm.py)
+_.tie_word_embeddings  # unused attribute (src/logitshift/shift/lm.py)
+_._tied_weights_keys  # unused attribute (src/logitshift/shift/lm.py)

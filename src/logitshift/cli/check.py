@@ -69,6 +69,15 @@ def register(sub) -> argparse.ArgumentParser:
     )
     alias(p, "--strength", "twin_strength", "--twin-strength", type=positive_float)
     tolerance_flag(p)
+    p.add_argument(
+        "--lm",
+        default=None,
+        metavar="MODEL",
+        help="check language-model explainers instead (--library logitshift captum-llm dla inseq, or all) on MODEL: "
+        "fortunes-gpt (trained here on first use), a local HF GPT-2/Llama folder, or gpt2/llama with --random-weights",
+    )
+    p.add_argument("--prompts", type=int_at_least(1), default=4, help="--lm: held-out prompts (default 4)")
+    p.add_argument("--length", type=int_at_least(4), default=16, help="--lm: tokens per prompt (default 16)")
     out_flag(p, "a folder: also write check.json and check.md into it")
     force_flag(p)
     progress_flag(p)
@@ -99,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         force=args.force,
         progress=not args.no_progress,
+        lm=args.lm,
+        prompts=args.prompts,
+        length=args.length,
         command_line="logitshift check " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "logitshift check",
     )
     checked = run_check(cfg)

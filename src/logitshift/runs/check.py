@@ -19,7 +19,7 @@ from ..conformance import (
     finding,
 )
 from ..conformance.adapters.builtin import builtin_explainer
-from ..conformance.explainer import ADAPTERS, user_explainer
+from ..conformance.explainer import ADAPTERS, MissingLibrary, user_explainer
 from ..conformance.table import markdown
 from ..core.errors import LogitShiftError
 from ..core.files import atomic_write, provenance, run_dir, write_json
@@ -55,6 +55,9 @@ class CheckConfig:
     force: bool = False
     progress: bool = True
     command_line: str = "logitshift check"
+    lm: str | None = None  # a causal language model (fortunes-gpt, a HF folder, gpt2/llama with random_weights): LM adapters
+    prompts: int = 4  # LM: held-out prompts
+    length: int = 16  # LM: tokens per prompt
 
 
 @dataclass
@@ -70,8 +73,38 @@ class Checked:
         return finding(self.cells)
 
 
+def run_lm_check(cfg: CheckConfig) -> Checked:
+    """The language-model check (:mod:`logitshift.conformance.lm`): every explainer of ``cfg.libraries`` (default:
+    logitshift's own) on ``cfg.lm`` and its token / unembedding / centred twins, on held-out prompts."""
+    from ..conformance.lm import LM_ADAPTERS, check_lm, lm_context, lm_explainers
+    from ..core.lm import held_out_prompts, load_lm
+
+    if cfg.explainers:
+        raise LogitShiftError("--lm: name whole libraries with --library (" + ", ".join(LM_ADAPTERS) + "), not EXPLAINERs")
+    out = run_dir(cfg.out, cfg.force, marker="check.json") if cfg.out else None
+    libraries = list(LM_ADAPTERS) if "all" in cfg.libraries else list(cfg.libraries or ["logitshift"])
+    lm = load_lm(cfg.lm or "", cfg.random_weights)
+    ctx = lm_context(lm, held_out_prompts(lm, cfg.prompts, cfg.length), steps=cfg.samples, samples=cfg.samples)
+    explainers, missing = [], []
+    for lib in libraries:
+        try:
+            explainers += lm_explainers([lib], ctx)
+        except MissingLibrary as exc:
+            if len(libraries) == 1:
+                raise
+            missing.append(Cell(lib, "*", "*", "", "n/a", reason=str(exc)))
+    cells = check_lm(ctx, explainers, cfg.strength, cfg.tolerance) + missing
+    if out is not None:
+        record = {"command_line": cfg.command_line, "model": lm.name, "random_weights": bool(cfg.random_weights), "finding": finding(cells)}
+        write_json(out / "check.json", {**record, "cells": [c.as_dict() for c in cells], **provenance()})
+        atomic_write(out / "check.md", markdown(f"logitshift check — {lm.name}", cells))
+    return Checked(cells, exit_code(cells), str(out) if out is not None else None)
+
+
 def run_check(cfg: CheckConfig) -> Checked:
     """Check every named explainer against its shifted twins; write check.json and check.md into ``cfg.out``."""
+    if cfg.lm is not None:
+        return run_lm_check(cfg)
     if not cfg.explainers and not cfg.libraries:
         raise LogitShiftError("name at least one EXPLAINER or --library (see logitshift check --help)")
     out = run_dir(cfg.out, cfg.force, marker="check.json") if cfg.out else None
@@ -149,4 +182,4 @@ def _tabular_figure(out, loaded, x, e, ctx, memo, cfg: CheckConfig) -> str:
     return str(tabular_figure(out / "attributions.png", ctx.features, honest, shifted, x, ctx.target.mask, title))
 
 
-__all__ = ["MAP_KINDS", "CheckConfig", "Checked", "run_check"]
+__all__ = ["MAP_KINDS", "CheckConfig", "Checked", "run_check", "run_lm_check"]
