@@ -235,7 +235,7 @@ def render(data: dict) -> str:
 
         def span(rows: list[dict], key: str) -> str:
             vals = [e[key] for r in rows for e in r["effects"]]
-            return f"{min(vals):.2f}–{max(vals):.2f}"
+            return f"{min(vals):.2f}–{max(vals):.2f}" if vals else "(not measured)"
 
         rho = min(min(e["spearman"].values()) for r in steer for e in r["effects"])
         dp = max(max(r["max_abs_prob_diff"], r["stress_max_abs_prob_diff"]) for r in steer)
@@ -275,7 +275,8 @@ def render(data: dict) -> str:
             "## The model trained here",
             "",
             f"Debian's fortunes, topics {', '.join(train['classes'])}; 20 % of each topic held out (seeded). Settings {train['settings']}; "
-            + f"{train['epochs']} epochs; built in {train['wall_seconds']:.1f} s on {data.get('run', {}).get('cpus', '?')} CPUs (load above); "
+            + f"{train['epochs']} epochs; built in {train['wall_seconds']:.1f} s on {data.get('run', {}).get('cpus', '?')} CPUs "
+            + ("(the load at that build not recorded); " if train.get("cached") else "(load above); ")
             + (
                 "figures from the cached build's training.json (not rebuilt in this run)."
                 if train.get("cached")
