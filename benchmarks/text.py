@@ -267,7 +267,7 @@ def render(data: dict) -> str:
     lines += [
         "**Finding:** " + "; ".join(finding) + ".",
         "",
-        f"`python benchmarks/text.py` · {data.get('run', {}).get('torch', '')} · {data.get('run', {}).get('load', '')}",
+        f"`{data.get('command', 'python benchmarks/text.py')}` · {data.get('run', {}).get('torch', '')} · {data.get('run', {}).get('load', '')}",
         "",
     ]
     if train:
@@ -385,6 +385,7 @@ def main() -> int:
     ap.add_argument("--speed-repeats", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--markdown-only", action="store_true")
+    ap.add_argument("--command", default=None, help="how the merged runs were made, for the page's header")
     ap.add_argument(
         "--merge", nargs="+", default=[], metavar="JSON", help="take the sections of these text.json files (runs made apart) into this one"
     )
@@ -415,8 +416,17 @@ def main() -> int:
             out.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(data, indent=1))  # after each section: a long run keeps what it measured
     for other in args.merge:
-        data.update({k: v for k, v in json.loads(Path(other).read_text()).items() if k != "run"})
+        for k, v in json.loads(Path(other).read_text()).items():
+            if k == "run":
+                data.setdefault("run", v)
+            elif isinstance(v, list) and isinstance(data.get(k), list):
+                data[k] += v  # rows of one section measured in separate runs
+            else:
+                data[k] = v
         out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1))
+    if args.command:
+        data["command"] = args.command
         path.write_text(json.dumps(data, indent=1))
     (out / "text.md").write_text(render(data) + "\n")
     print((out / "text.md").read_text().splitlines()[2])
