@@ -235,7 +235,7 @@ def render(data: dict) -> str:
 
         def span(rows: list[dict], key: str) -> str:
             vals = [e[key] for r in rows for e in r["effects"]]
-            return f"{min(vals):.2f}–{max(vals):.2f}"
+            return f"{min(vals):.2f}–{max(vals):.2f}" if vals else "(not measured)"
 
         rho = min(min(e["spearman"].values()) for r in steer for e in r["effects"])
         dp = max(max(r["max_abs_prob_diff"], r["stress_max_abs_prob_diff"]) for r in steer)
@@ -267,7 +267,7 @@ def render(data: dict) -> str:
     lines += [
         "**Finding:** " + "; ".join(finding) + ".",
         "",
-        f"`python benchmarks/text.py` · {data.get('run', {}).get('torch', '')} · {data.get('run', {}).get('load', '')}",
+        f"`{data.get('command', 'python benchmarks/text.py')}` · {data.get('run', {}).get('torch', '')} · {data.get('run', {}).get('load', '')}",
         "",
     ]
     if train:
@@ -275,7 +275,8 @@ def render(data: dict) -> str:
             "## The model trained here",
             "",
             f"Debian's fortunes, topics {', '.join(train['classes'])}; 20 % of each topic held out (seeded). Settings {train['settings']}; "
-            + f"{train['epochs']} epochs; built in {train['wall_seconds']:.1f} s on {data.get('run', {}).get('cpus', '?')} CPUs (load above); "
+            + f"{train['epochs']} epochs; built in {train['wall_seconds']:.1f} s on {data.get('run', {}).get('cpus', '?')} CPUs "
+            + ("(the load at that build not recorded); " if train.get("cached") else "(load above); ")
             + (
                 "figures from the cached build's training.json (not rebuilt in this run)."
                 if train.get("cached")
@@ -384,6 +385,7 @@ def main() -> int:
     ap.add_argument("--speed-repeats", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--markdown-only", action="store_true")
+    ap.add_argument("--command", default=None, help="how the merged runs were made, for the page's header")
     ap.add_argument(
         "--merge", nargs="+", default=[], metavar="JSON", help="take the sections of these text.json files (runs made apart) into this one"
     )
@@ -414,8 +416,17 @@ def main() -> int:
             out.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(data, indent=1))  # after each section: a long run keeps what it measured
     for other in args.merge:
-        data.update({k: v for k, v in json.loads(Path(other).read_text()).items() if k != "run"})
+        for k, v in json.loads(Path(other).read_text()).items():
+            if k == "run":
+                data.setdefault("run", v)
+            elif isinstance(v, list) and isinstance(data.get(k), list):
+                data[k] += v  # rows of one section measured in separate runs
+            else:
+                data[k] = v
         out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1))
+    if args.command:
+        data["command"] = args.command
         path.write_text(json.dumps(data, indent=1))
     (out / "text.md").write_text(render(data) + "\n")
     print((out / "text.md").read_text().splitlines()[2])
