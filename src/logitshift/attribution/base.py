@@ -28,7 +28,6 @@ from ..core.capture import INPUT, Heads, Pass, attention, token_grid
 from ..core.capture import forward_pass as forward_pass
 from ..core.capture import frozen as frozen
 from ..core.errors import LogitShiftError
-from ..core.names import DEFAULT_MEMORY_BUDGET_GB
 
 VARIANTS = ("original", "shifted")
 M = TypeVar("M", bound="Attribution")
@@ -185,7 +184,7 @@ class InputMethod(Attribution):
     family = "input"
     reduction: str = "sum"
 
-    def __init__(self, batch_size: int = 32, memory_budget: float | None = DEFAULT_MEMORY_BUDGET_GB) -> None:
+    def __init__(self, batch_size: int = 32, memory_budget: float | None = None) -> None:
         if int(batch_size) < 1:
             raise LogitShiftError(f"batch_size {batch_size!r}: expected a positive integer")
         if memory_budget is not None and not memory_budget > 0:

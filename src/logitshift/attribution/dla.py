@@ -23,9 +23,12 @@ block's attention and MLP).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
+from ..core.capture import hooked
 from ..core.errors import LogitShiftError
 
 DLA_SCORES = ("logit", "logitdiff", "centered")
@@ -61,25 +64,21 @@ def components(model: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, nn.Mo
     the final norm reads (a block's output = its input + attention + MLP)."""
     blocks, norm = parts(model)
     got: dict[str, torch.Tensor] = {}
-    hooks = [norm.register_forward_pre_hook(lambda m, a: got.__setitem__("final", a[0][:, -1]))]
-    hooks.append(
-        blocks[0].register_forward_pre_hook(
-            lambda m, a, kw: got.__setitem__("embed", (a[0] if a else kw["hidden_states"])[:, -1]), with_kwargs=True
-        )
-    )
-    for b, block in enumerate(blocks):
-        for key, names in (("attn", ("attn", "self_attn")), ("mlp", ("mlp",))):
-            hooks.append(
-                _sub(block, names).register_forward_hook(
-                    lambda m, a, o, k=f"{key}.{b}": got.__setitem__(k, (o[0] if isinstance(o, tuple) else o)[:, -1])
-                )
-            )
-    try:
-        with torch.no_grad():
-            model(ids)
-    finally:
-        for h in hooks:
-            h.remove()
+    named = [("final", norm), ("block.0", blocks[0])]
+    named += [
+        (f"{key}.{b}", _sub(block, names))
+        for b, block in enumerate(blocks)
+        for key, names in (("attn", ("attn", "self_attn")), ("mlp", ("mlp",)))
+    ]
+
+    def keep(name: str, _m: nn.Module, inputs: tuple, out: Any) -> None:
+        value = inputs[0] if name == "final" else (out[0] if isinstance(out, tuple) else out)
+        got[name] = value[:, -1]
+
+    with hooked(named, keep), torch.no_grad():  # capture's hooks (the one module that registers them)
+        model(ids)
+    # block 0's input (the embeddings) is its output less what its attention and MLP wrote
+    got["embed"] = got["block.0"] - got["attn.0"] - got["mlp.0"]
     stack = torch.stack([got[n] for n in component_names(model)], dim=1)
     if not torch.allclose(stack.sum(1), got["final"], atol=1e-4 * (1 + float(got["final"].abs().max()))):
         raise LogitShiftError(

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from ..core.errors import LogitShiftError
-from ..core.names import DEFAULT_MEMORY_BUDGET_GB
 from .base import InputMethod, register
 
 
@@ -50,7 +49,7 @@ class IntegratedGradients(InputMethod):
         steps: int = 50,
         baseline: float | torch.Tensor = 0.0,
         batch_size: int = 32,
-        memory_budget: float | None = DEFAULT_MEMORY_BUDGET_GB,
+        memory_budget: float | None = None,  # the API chunks by batch_size alone; the commands pass --memory-budget
     ) -> None:
         super().__init__(batch_size, memory_budget)
         if int(steps) < 1:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import torch
 
 from ..core.errors import LogitShiftError
-from ..core.names import DEFAULT_MEMORY_BUDGET_GB
 from .base import InputMethod, register
 
 
@@ -49,7 +48,7 @@ class SmoothGrad(InputMethod):
         stdev: float | None = None,
         seed: int = 0,
         batch_size: int = 32,
-        memory_budget: float | None = DEFAULT_MEMORY_BUDGET_GB,
+        memory_budget: float | None = None,  # the API chunks by batch_size alone; the commands pass --memory-budget
     ) -> None:
         super().__init__(batch_size, memory_budget)
         if int(samples) < 1:
