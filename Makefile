@@ -1,12 +1,12 @@
 # Two entry points: `make demo` and `make test`. Both create (or reuse) the
 # project-local virtual environment .venv and install the package into it.
 # `make test` also installs Debian's Chromium (for the HTML report's browser
-# test) when it is missing and we are root.
+# test) and Debian's fortunes (the text corpus) when they are missing and we are root.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install browser clean
+.PHONY: demo test lint install browser fortunes clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,10 +23,18 @@ browser:
 	      || echo "warning: could not install chromium; the browser tests will fail"; \
 	  else echo "warning: chromium missing; run 'sudo apt-get install chromium chromium-driver'"; fi; }
 
-demo: $(STAMP)
+# Debian's fortunes: the real text corpus the text model is trained on (logitshift.core.text)
+fortunes:
+	@test -f /usr/share/games/fortunes/computers || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fortunes fortunes-min >/dev/null) \
+	      || echo "warning: could not install fortunes; the text tests and the text model need it"; \
+	  else echo "warning: fortunes missing; run 'sudo apt-get install fortunes fortunes-min'"; fi; }
+
+demo: $(STAMP) fortunes
 	$(VENV)/bin/logitshift demo --out runs/demo --force
 
-test: $(STAMP) browser
+test: $(STAMP) browser fortunes
 	$(PY) -m pytest -q
 
 # ruff (lint, format, complexity ≤ 15 over src/), mypy, the import-layer contract (import-linter), unused code (vulture)

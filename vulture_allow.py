@@ -38,4 +38,36 @@ _.forward  # unused method (src/logitshift/shift/steer.py:487)
 _.forward  # unused method (src/logitshift/shift/twins.py:109)
 _.forward  # unused method (src/logitshift/shift/twins.py:139)
 _.forward  # unused method (src/logitshift/shift/twins.py:275)
+_.explain_seconds  # dataclass field read by benchmarks/conformance_table.py (src/logitshift/conformance/cells.py:75)
+__getattr__  # module attribute hook (src/logitshift/__init__.py: lazy public names)
+__dir__  # module attribute hook (src/logitshift/__init__.py)
+SAME_EVERYWHERE  # read by tests/test_cli.py (one help text per shared flag)
+refresh  # tqdm's keyword, accepted by StageLines.set_postfix_str (src/logitshift/core/progress.py)
 FOOLED  # unused variable (src/logitshift/audit/effect.py: the benchmarks' and tests' definition of a fooled map)
+_.normalizer  # tokenizers attribute set (src/logitshift/core/text.py)
+_.pre_tokenizer  # tokenizers attribute set (src/logitshift/core/text.py)
+_.post_processor  # tokenizers attribute set (src/logitshift/core/text.py)
+_.decoder  # tokenizers attribute set (src/logitshift/core/text.py)
+train_size  # Training field, written to training.json (src/logitshift/core/text.py)
+test_size  # Training field, written to training.json
+train_accuracy  # Training field, written to training.json
+test_accuracy  # Training field, written to training.json
+settings  # Training field, written to training.json
+min_shifted_mass  # TokenEffect field, in summary.json and benchmarks/text.py
+compare_weights_only  # used by benchmarks/text.py
+# issue 29 (language models): adapters registered with @lm_adapter, record fields written to JSON, HF attributes
+_own  # unused function (src/logitshift/conformance/lm.py)
+_captum  # unused function (src/logitshift/conformance/lm.py)
+_dla  # unused function (src/logitshift/conformance/lm.py)
+_inseq  # unused function (src/logitshift/conformance/lm.py)
+train_tokens  # unused variable (src/logitshift/core/lm.py)
+heldout_tokens  # unused variable (src/logitshift/core/lm.py)
+train_loss  # unused variable (src/logitshift/core/lm.py)
+heldout_loss  # unused variable (src/logitshift/core/lm.py)
+heldout_perplexity  # unused variable (src/logitshift/core/lm.py)
+_.pre_tokenizer  # unused attribute (src/logitshift/core/lm.py)
+_.decoder  # unused attribute (src/logitshift/core/lm.py)
+_.bos_token_id  # unused attribute (src/logitshift/core/lm.py)
+_.next_token  # unused method (src/logitshift/shift/lm.py: tests and benchmarks/lm.py)
+_.tie_word_embeddings  # unused attribute (src/logitshift/shift/lm.py)
+_._tied_weights_keys  # unused attribute (src/logitshift/shift/lm.py)

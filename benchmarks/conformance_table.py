@@ -30,6 +30,30 @@ MODELS = {
 LIBRARIES = ["logitshift", "pytorch-grad-cam", "captum", "zennit", "pytorch-grad-cam-metrics", "quantus", "deletion-insertion"]
 TARGET = "top-left"
 SAMPLES = 16
+#: the libraries most people run (issue 27), each over many inputs: the verdict from the median and worst input
+EIGHT = ["chelsea", "coffee", "rocket", "astronaut", "hubble", "immunohistochemistry", "motorcycle", "grace_hopper"]
+PEERS = {
+    "efficientnet-lite0": {
+        "libraries": ["shap", "lime", "torchcam"],
+        "images": EIGHT,
+        # torchcam's ScoreCAM family forwards every one of the layer's 1,280 channels per image (SSCAM, ISCAM: ×4): not in this run
+        "skip": ["ScoreCAM", "SSCAM", "ISCAM"],
+        "label": "EfficientNet-Lite0, real ImageNet weights, 8 images",
+    },
+    "breast-cancer-mlp": {
+        "libraries": ["shap", "lime"],
+        "rows": "test:64",
+        "skip": [],
+        "label": "breast-cancer-mlp (trained here on scikit-learn's breast cancer data), 64 held-out rows",
+    },
+    "wine-mlp": {
+        "libraries": ["shap", "lime"],
+        "rows": "test",
+        "skip": [],
+        "label": "wine-mlp (trained here on scikit-learn's wine data), all 45 held-out rows",
+    },
+}
+PEER_SAMPLES = 8
 
 
 def one(name: str, redo: list[str] | None = None) -> None:
@@ -72,6 +96,182 @@ def one(name: str, redo: list[str] | None = None) -> None:
         start -= old["seconds"]
     _write(part, name, spec, loaded, cells, start, final=True)
     print(finding(cells), file=sys.stderr)
+
+
+def peers(name: str) -> None:
+    """One model of :data:`PEERS`: every cell over its inputs, written to docs/.conformance-peers-NAME.json."""
+    import torch
+
+    torch.set_num_threads(1)
+    from logitshift.conformance import adapter_explainers, check, context, finding
+    from logitshift.core.files import provenance, write_json
+    from logitshift.core.images import batch, load_image
+    from logitshift.core.models import load_model
+    from logitshift.core.tabular import TabularModel, load_rows
+
+    spec = PEERS[name]
+    loaded = load_model(name)
+    if isinstance(loaded, TabularModel) and loaded.data is not None:
+        x, inputs = load_rows(spec["rows"], loaded.data)
+    else:
+        x, inputs = batch([load_image(_image(s), loaded.preprocess) for s in spec["images"]]), list(spec["images"])
+    ctx, memo = context(loaded, x, TARGET, samples=PEER_SAMPLES)
+    explainers, missing = adapter_explainers(spec["libraries"], ctx)
+    explainers = [e for e in explainers if e.method not in spec["skip"]]
+    start = time.perf_counter()
+    done: list = []
+
+    def write(final: bool) -> None:
+        write_json(
+            DOCS / f".conformance-peers-{name}.json",
+            {
+                "model": name,
+                "label": spec["label"],
+                "inputs": inputs,
+                "target": ctx.target.spec,
+                "samples": PEER_SAMPLES,
+                "skipped": spec["skip"],
+                "accuracy": getattr(loaded, "accuracy", None),
+                "seconds": time.perf_counter() - start,
+                "final": final,
+                "cells": [c.as_dict() for c in done],
+                **provenance(),
+            },
+        )
+
+    def log(cell):
+        done.append(cell)
+        print(
+            f"[{name} {len(done)}/{len(explainers)} {time.perf_counter() - start:.0f}s] {cell.library} {cell.method} @ {cell.target}: {cell.verdict}",
+            file=sys.stderr,
+            flush=True,
+        )
+        write(False)
+
+    check(loaded, x, explainers, ctx.target, memo=memo, log=log)
+    done.extend(missing)
+    write(True)
+    print(finding(done), file=sys.stderr)
+
+
+def _image(name: str) -> str:
+    """A sample name, or matplotlib's grace_hopper.jpg (shipped with matplotlib) as a file."""
+    if name == "grace_hopper":
+        from matplotlib import cbook
+
+        return str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    return name
+
+
+def spread(c) -> str:
+    """Per-input target share: median [worst – best], and how many inputs a per-input verdict would call fooled."""
+    import numpy as np
+
+    share = c.per_image.get("share") if c.per_image else None
+    if not share:
+        return "–"
+    s = np.asarray(share)
+    rho = np.asarray(c.per_image.get("spearman", [1.0] * len(s)))
+    fooled = int(((s >= 0.5) & (rho < 0.999)).sum())
+    mixed = " **differs by input**" if 0 < fooled < len(s) else ""
+    return f"{np.median(s):.2f} [{s.min():.2f} – {s.max():.2f}], fooled on {fooled}/{len(s)}{mixed}"
+
+
+def peer_rows(cells) -> list[str]:
+    lines = [
+        "| library | method | target / usage | twin | max \\|Δp\\| | share: median [min – max] per input | honest share | worst ρ | verdict | explainer s / cell s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in cells:
+        rho = "–" if c.spearman is None else f"{c.spearman:.3f}"
+        dp = "–" if c.max_dp is None else f"{c.max_dp:.1e}"
+        honest = "–" if c.share_honest is None else f"{c.share_honest:.2f}"
+        why = "" if c.verdict != "n/a" else " (" + c.reason[:100].replace("|", "/") + ")"
+        lines.append(
+            f"| {c.library} | {c.method} | {c.target} | {c.construction or c.kind} | {dp} | {spread(c)} | {honest} | {rho} | **{c.verdict}**{why} | "
+            f"{c.explain_seconds:.0f} / {c.seconds:.0f} |"
+        )
+    return lines
+
+
+def peer_section() -> str:
+    from logitshift.conformance.cells import Cell, finding
+
+    out = [PEER_HEAD]
+    for name in PEERS:
+        path = DOCS / f".conformance-peers-{name}.json"
+        saved = DOCS / "conformance-peers.json"
+        if path.exists():
+            part = json.loads(path.read_text())
+        elif saved.exists():
+            part = next((m for m in json.loads(saved.read_text())["models"] if m["model"] == name), None)
+            if part is None:
+                continue
+        else:
+            continue
+        fields = set(Cell.__dataclass_fields__)
+        cells = [Cell(**{k: v for k, v in c.items() if k in fields}) for c in part["cells"]]
+        explain = sum(c.explain_seconds for c in cells)
+        acc = f" Test accuracy {part['accuracy']:.3f}." if part.get("accuracy") is not None else ""
+        libs = sorted({c.library for c in cells if c.verdict != "n/a"})
+        costs = [
+            f"{lib}: {sum(c.seconds for c in cells if c.library == lib):.0f} s over its cells, of which its own calls "
+            f"{sum(c.explain_seconds for c in cells if c.library == lib):.0f} s "
+            f"(×{sum(c.seconds for c in cells if c.library == lib) / max(sum(c.explain_seconds for c in cells if c.library == lib), 1e-9):.2f})"
+            for lib in libs
+        ]
+        out += [
+            f"## {part['label']}",
+            "",
+            finding(cells),
+            "",
+            "Time, measured in this run (the rest of a cell's time is building its twin and comparing maps): " + "; ".join(costs) + ".",
+            "",
+            f"Inputs: {', '.join(part['inputs'][:8])}{' …' if len(part['inputs']) > 8 else ''} ({len(part['inputs'])}); target `{part['target']}`; "
+            f"sampling budget {part['samples']}.{acc} Not run: {', '.join(part['skipped']) or 'nothing'}. "
+            f"{part['seconds'] / 60:.0f} min on 2 shared CPU cores under load, of which the explainers' own calls (model and twin) "
+            f"{explain / 60:.0f} min." + ("" if part.get("final") else " **Run cut short: the cells below are those measured.**"),
+            "",
+            *peer_rows(cells),
+            "",
+        ]
+    return "\n".join(out)
+
+
+PEER_HEAD = """# SHAP, LIME and torchcam, over many inputs (issue 27)
+
+Each library's own way of choosing what it explains is a separate row: a model that
+returns logits, a function returning probabilities, SHAP's `link="logit"`, torchcam's
+`class_idx` (the logit) or a `targets=` probability. Every cell is measured over all the
+inputs at once; its verdict comes from the **median** input's target share (fooled when
+≥ 0.5) and the **worst** input's ρ (immune when ≥ 0.999); the spread column gives the
+per-input shares and on how many inputs a per-input verdict would say fooled
+(**differs by input** where the inputs disagree). Tabular twins: `FeatureShift`
+(the sawtooth on the target features: gradient `K·w·sign(x)`) for gradient and
+propagation methods, `FeaturePresence` (`t` grows with `|x|` of the target
+features, standardised, so hiding them by the training mean lowers every logit) for
+perturbation methods. The target on the tabular model is the two features its first
+layer weighs least.
+
+ScoreCAM and AblationCAM (pytorch-grad-cam) and torchcam's ScoreCAM, SSCAM and ISCAM
+meet two twins: the input-reading `PresenceShift` and the CAM twin, whose `t` is read from
+the explained layer in the forward pass (`GateShift`); a cell keeps the one that steers
+it most and names both with their shares ("twins tried"). AblationCAM swaps the layer for
+its own module, whose `__call__` fires no hook, so the layer twin cannot read it (n/a in
+that list); a twin that reads the layer's output downstream was not built. torchcam's
+ScoreCAM family is not in the Lite0 run below (1,280 masked forwards per image); it is
+measured on the small test model (tests/test_conformance.py).
+
+Float32: a probability is a function of logit differences, so `t` cancels in exact
+arithmetic; a float32 model adds `z + t` in float32, which rounds the logits by about
+`|t|·6e-8`. Where a class's probability saturates (most breast-cancer rows: p ≈ 1), the
+probability's own attributions are that small too, and the rounding shows: such a cell
+can be **moved** (ρ below 0.999) while its target share stays the honest model's —
+changed by rounding noise, not steered. The centred logit (`ScoreWrapper(centered)`)
+does not saturate and stays immune. A probability with `link="logit"` is `±inf` at
+p = 1 exactly in float64: SHAP then stops with a ZeroDivisionError (**n/a**).
+
+"""
 
 
 def _write(part: Path, name, spec, loaded, cells, start, final=False) -> None:
@@ -127,7 +327,23 @@ def document() -> None:
         "FullGrad on were measured a second time with `--one MODEL --redo METHOD…` after a fix (a failed AblationCAM call had "
         "left its layer swapped in, breaking every later cell); the times add both passes.\n"
     )
+    body.append(peer_section())
+    # the language-model section (benchmarks/lm_conformance.py) is kept as it is
+    previous = (DOCS / "conformance.md").read_text() if (DOCS / "conformance.md").exists() else ""
+    if "<!-- lm-conformance -->" in previous and "<!-- /lm-conformance -->" in previous:
+        body.append(
+            "<!-- lm-conformance -->"
+            + previous.split("<!-- lm-conformance -->", 1)[1].split("<!-- /lm-conformance -->", 1)[0]
+            + "<!-- /lm-conformance -->\n"
+        )
     atomic_write(DOCS / "conformance.md", "\n".join(body))
+    saved_peers = DOCS / "conformance-peers.json"
+    old_peers = {m["model"]: m for m in json.loads(saved_peers.read_text())["models"]} if saved_peers.exists() else {}
+    for n in PEERS:
+        if (DOCS / f".conformance-peers-{n}.json").exists():
+            old_peers[n] = json.loads((DOCS / f".conformance-peers-{n}.json").read_text())
+    if old_peers:
+        write_json(saved_peers, {"command_line": "python benchmarks/conformance_table.py --peers", "models": list(old_peers.values())})
 
 
 HEAD = """# Conformance: which explainers, targets and metrics survive a logit shift
@@ -283,7 +499,19 @@ def main() -> None:
     ap.add_argument("--one", choices=list(MODELS), help="run one model (a worker)")
     ap.add_argument("--document", action="store_true", help="only (re)write docs/conformance.md from the parts")
     ap.add_argument("--redo", nargs="+", default=None, help="with --one: measure these methods again, in place")
+    ap.add_argument(
+        "--peers",
+        nargs="*",
+        default=None,
+        choices=list(PEERS),
+        help="the shap/lime/torchcam models (all when none named), then the document",
+    )
     args = ap.parse_args()
+    if args.peers is not None:
+        for n in args.peers or list(PEERS):
+            peers(n)
+        document()
+        return
     if args.one:
         one(args.one, args.redo)
         return

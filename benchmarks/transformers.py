@@ -62,7 +62,8 @@ def argv(command: str, model: str, weights: Path, work: Path) -> list[str]:
 def shares(model: str, work: Path) -> dict:
     """The attack's file, reloaded: each CAM's and saliency's target share (logit, predicted class) on the four samples,
     original and shifted, and the Spearman of every probability map with the original model's (immune scores)."""
-    from logitshift.attribution import CAM_METHODS, Saliency, cam_maps, get_method
+    from logitshift.attribution import CAM_METHODS, Saliency, get_method
+    from logitshift.attribution.engine import cam_maps
     from logitshift.core.images import DEFAULT_SAMPLES, batch, load_image
     from logitshift.core.metrics import spearman, target_mass
     from logitshift.core.models import load_model

@@ -300,7 +300,7 @@ def test_the_head_test_measures_a_shift_computed_from_the_logits(seed, classes, 
     head test fires whenever it stands above the tolerance (never the bypass test: nothing goes
     around the classifier). A curved ``f`` moves the row; how far depends on K and on how different
     the images' logits are, hence the oracle rather than a fixed strength."""
-    from logitshift.audit.measure import TOLERANCE
+    from logitshift.audit.measure import FRACTION_FLOOR
 
     f, df = {
         "square": (lambda z: z.pow(2), lambda z: 2 * z),
@@ -329,7 +329,7 @@ def test_the_head_test_measures_a_shift_computed_from_the_logits(seed, classes, 
     tests = result.tests()
     assert abs(tests["head"]["value"] - oracle) <= 1e-3 * oracle + 1e-7, (tests["head"]["value"], oracle)
     assert not tests["bypass"]["fired"]
-    if oracle > 2 * TOLERANCE:
+    if oracle > 2 * FRACTION_FLOOR:
         assert tests["head"]["fired"], (form, k, oracle, tests["head"])
 
 

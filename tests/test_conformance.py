@@ -160,6 +160,57 @@ def test_zennit_lrp(setup):
     assert cells["EpsilonPlus", "ScoreWrapper(centered)"].verdict == "immune"
 
 
+def test_shap_logit_outputs_are_steered_and_probability_outputs_are_not(setup):
+    cells = by(
+        cells_of(
+            setup,
+            ["shap"],
+            methods=["GradientExplainer", "DeepExplainer", "KernelExplainer", "PartitionExplainer"],
+            targets=["model", "Softmax(model)", "ScoreWrapper(centered)", "f=logits", "f=probabilities"],
+        )
+    )
+    for m, logit in (
+        ("GradientExplainer", "model"),
+        ("DeepExplainer", "model"),
+        ("KernelExplainer", "f=logits"),
+        ("PartitionExplainer", "f=logits"),
+    ):
+        assert cells[m, logit].verdict == "fooled" and cells[m, logit].share >= 0.5, (m, cells[m, logit])
+    for key in (("GradientExplainer", "Softmax(model)"), ("GradientExplainer", "ScoreWrapper(centered)"), ("DeepExplainer", "Softmax(model)"),
+                ("KernelExplainer", "f=probabilities"), ("PartitionExplainer", "f=probabilities")):  # fmt: skip
+        assert cells[key].verdict == "immune" and cells[key].spearman >= 0.999, key
+
+
+def test_shap_logit_link_on_probabilities_is_immune(setup):
+    # shap 0.51's default linearize_link=True gives NaN (Permutation) with a logit link: the adapter turns it off
+    cells = by(cells_of(setup, ["shap"], methods=["PermutationExplainer", "PartitionExplainer"], targets=["f=probabilities, link=logit"]))
+    for m in ("PermutationExplainer", "PartitionExplainer"):
+        c = cells[m, "f=probabilities, link=logit"]
+        assert c.verdict == "immune" and c.spearman >= 0.999, (m, c)
+
+
+def test_lime_image_logits_fooled_probabilities_immune(setup):
+    cells = by(cells_of(setup, ["lime"]))
+    assert cells["LimeImageExplainer", "classifier_fn=logits"].verdict == "fooled"
+    assert cells["LimeImageExplainer", "classifier_fn=probabilities"].verdict == "immune"
+
+
+def test_torchcam_class_index_is_steered_and_softmax_target_is_not(setup):
+    cells = by(cells_of(setup, ["torchcam"], methods=["GradCAM", "ScoreCAM"]))
+    for m in ("GradCAM", "ScoreCAM"):
+        assert cells[m, "class_idx"].verdict != "immune" and cells[m, "class_idx"].spearman < 0.99, (m, cells[m, "class_idx"])
+        assert cells[m, "class_idx"].share > cells[m, "class_idx"].share_honest
+        assert cells[m, "targets=softmax"].verdict == "immune" and cells[m, "targets=softmax"].spearman >= 0.999, m
+
+
+def test_perturbation_cams_try_the_layer_twin_too_and_say_so(setup):
+    cells = by(cells_of(setup, ["pytorch-grad-cam"], methods=["ScoreCAM", "AblationCAM"], targets=["ClassifierOutputTarget"]))
+    for m in ("ScoreCAM", "AblationCAM"):
+        c = cells[m, "ClassifierOutputTarget"]
+        if c.verdict != "fooled":  # a verdict other than fooled names every twin tried, with its share or its error
+            assert "twins tried: perturbation: " in c.reason and "; cam: " in c.reason, c.reason
+
+
 def test_deletion_auc_is_biased_for_the_logit_and_not_for_probabilities(setup):
     cells = by(cells_of(setup, ["deletion-insertion"]))
     d = cells["deletion AUC", "logit"]
@@ -226,17 +277,21 @@ def test_cli_errors_exit_2_with_one_line(capsys, args, message):
     assert message in err and len(err.strip().splitlines()) == 1
 
 
-def test_peer_libraries_are_imported_lazily_and_a_missing_one_is_named():
+@pytest.mark.parametrize(
+    "library, module, package",
+    [("captum", "captum", "captum"), ("shap", "shap", "shap"), ("lime", "lime", "lime"), ("torchcam", "torchcam", "torchcam")],
+)
+def test_peer_libraries_are_imported_lazily_and_a_missing_one_is_named(library, module, package):
     code = (
         "import sys; sys.path.insert(0, 'tests')\n"
         "import logitshift.runs.check, logitshift.conformance, logitshift.conformance.adapters\n"
         "from logitshift.cli import build_parser; build_parser()\n"
-        "heavy = [m for m in ('captum', 'pytorch_grad_cam', 'zennit', 'quantus') if m in sys.modules]\n"
+        "heavy = [m for m in ('captum', 'pytorch_grad_cam', 'zennit', 'quantus', 'shap', 'lime', 'torchcam') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
-        "sys.modules['captum'] = None  # as if not installed\n"
+        f"sys.modules[{module!r}] = None  # as if not installed\n"
         "from logitshift.cli import main\n"
-        "sys.exit(main(['check', '--library', 'captum', '--model', 'check_fixtures:small', '--images', 'chelsea', '--no-progress']))\n"
+        f"sys.exit(main(['check', '--library', {library!r}, '--model', 'check_fixtures:small', '--images', 'chelsea', '--no-progress']))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stdout + out.stderr
-    assert out.stderr.strip() == "logitshift check: error: captum is not installed; pip install captum to check its methods"
+    assert out.stderr.strip() == f"logitshift check: error: {module} is not installed; pip install {package} to check its methods"

@@ -99,7 +99,7 @@ def test_the_feature_test_is_zero_without_a_shift_and_grows_with_it(seed, width,
     for k in (10.0**log_strength, 10.0 * 10.0**log_strength):
         tests = audit_model(ExtraFeature(base, "features", k), x).tests()
         assert tests["feature"]["value"] > 0 and tests["feature"]["features"] == [width], (k, tests["feature"])
-        # it fires once that part stands above round-off (TOLERANCE = 1e-4 of the common mode)
+        # it fires once that part stands above round-off (FRACTION_FLOOR = 1e-4 of the common mode)
         assert tests["feature"]["fired"] == (tests["feature"]["value"] > 1e-4), (k, tests["feature"])
         values.append(tests["feature"]["value"])
     assert values[1] > values[0], values

@@ -317,3 +317,23 @@ def test_channels_last_gives_the_same_rows(workspace, reference, tmp_path):
                 assert abs(r[field] - value) <= (1e-2 if field.startswith("spearman") else 1e-4), (field, r, w)
             else:
                 assert r[field] == value, (field, r, w)
+
+
+def test_resume_of_a_finished_run_does_no_model_work(workspace, reference, tmp_path, monkeypatch):
+    """Issue 30: --resume with nothing left returns the recorded summary: no model loaded, no strength chosen, nothing redrawn."""
+    import logitshift.runs.evaluate as evaluate
+
+    out = tmp_path / "run"
+    run_evaluate(config(workspace, out))
+    before = (out / "summary.json").stat().st_mtime_ns
+
+    def no_model(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(evaluate, "prepare", no_model)
+    summary = run_evaluate(config(workspace, out, resume=True))
+    assert summary["complete"] and summary["rows"] == len(reference[1])
+    assert (out / "summary.json").stat().st_mtime_ns == before
+    # a changed setting is not "nothing left": the full resume decides (and refuses a changed method)
+    with pytest.raises(AssertionError, match="a model was loaded"):
+        run_evaluate(config(workspace, out, resume=True, methods=["hirescam"]))

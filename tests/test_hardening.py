@@ -197,3 +197,110 @@ def test_a_killed_demo_leaves_no_half_written_file(tmp_path):
     assert done.returncode == 0, done.stderr
     assert not list(out.glob(".*.tmp*"))
     assert len(json.loads((out / "summary.json").read_text())["results"]) == 8
+
+
+# ----------------------------------------------------------------------------- issue 24: a second look
+
+
+def test_a_raw_pickle_as_weights_gives_one_line(tmp_path, tiny_cnn):
+    """``pickle.dump(model)`` (protocol 4): torch warns about the protocol on stderr before refusing it (live below);
+    the command still says one line."""
+    legacy = tmp_path / "legacy.pth"
+    with open(legacy, "wb") as fh:
+        pickle.dump(tiny_cnn(), fh)
+    probe = f"import torch\ntry:\n    torch.load({str(legacy)!r}, weights_only=True)\nexcept Exception:\n    pass\n"
+    live = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert "Warning" in live.stderr  # the warning that broke the one line
+    run = subprocess.run(
+        [sys.executable, "-m", "logitshift", "audit", "--model", "resnet18", "--weights", str(legacy), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    err = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(err) == 1 and "pickled Python objects" in err[0], run.stderr
+
+
+ZERO_HEAD = "ls_zero_head_mod"
+
+
+@pytest.fixture
+def zero_head(tmp_path, monkeypatch, tiny_cnn):
+    """A factory ``ls_zero_head_mod:zero`` giving the tiny CNN with a zero classifier head (constant logits), as
+    torchvision's ``vit_b_16(weights=None)`` is."""
+    (tmp_path / f"{ZERO_HEAD}.py").write_text(
+        "import sys, torch\n"
+        f"sys.path.insert(0, {str(os.path.dirname(__file__))!r})\n"
+        "from conftest import TinyCNN\n"
+        "from logitshift.core.models import LoadedModel, Preprocess\n"
+        "def zero():\n"
+        "    m = TinyCNN(10, 8, 0)\n"
+        "    with torch.no_grad():\n"
+        "        m.fc.weight.zero_(); m.fc.bias.zero_()\n"
+        "    return LoadedModel(m, 'zero', 'features', Preprocess(size=32, resize=32), num_classes=10)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield f"{ZERO_HEAD}:zero"
+    sys.modules.pop(ZERO_HEAD, None)
+
+
+@pytest.mark.parametrize("command", ["attack", "demo", "audit"])
+def test_a_zero_head_is_refused_naming_the_likely_cause(zero_head, tmp_path, capsys, command):
+    """Constant logits: every logit-gradient map of the model is zero (live below), so steering or auditing it says
+    nothing; each command refuses it in one line that names a zero or untrained head."""
+    import importlib
+
+    loaded = importlib.import_module(ZERO_HEAD).zero()
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)
+    (grad,) = torch.autograd.grad(loaded.module(x)[:, 3].sum(), x)
+    assert float(grad.abs().max()) == 0.0  # live: nothing to explain
+    argv = {
+        "attack": ["attack", "--model", zero_head, "--target", "0,0", "--out", str(tmp_path / "z.pt2"), "--no-progress"],
+        "demo": ["demo", "--model", zero_head, "--out", str(tmp_path / "d"), "--no-progress"],
+        "audit": ["audit", "--model", zero_head, "--no-progress"],
+    }[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "do not vary across the" in err[0] and "zero or untrained classifier head" in err[0], err
+    assert not (tmp_path / "z.pt2").exists() and not (tmp_path / "d").exists()
+
+
+def test_non_finite_logits_are_nothing_concluded(tmp_path, capsys, monkeypatch, tiny_cnn):
+    """A model whose logits are NaN: the old audit said ``clean``, exit 0 (every statistic NaN, no test fired)."""
+    (tmp_path / "ls_nan_mod.py").write_text(
+        "import sys, torch\n"
+        f"sys.path.insert(0, {str(os.path.dirname(__file__))!r})\n"
+        "from conftest import TinyCNN\n"
+        "from logitshift.core.models import LoadedModel, Preprocess\n"
+        "class NaNHead(TinyCNN):\n"
+        "    def forward(self, x):\n"
+        "        return super().forward(x) * float('nan')\n"
+        "def nan():\n"
+        "    return LoadedModel(NaNHead(10, 8, 0), 'nan', 'features', Preprocess(size=32, resize=32), num_classes=10)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["audit", "--model", "ls_nan_mod:nan", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "logits are NaN or infinite on 4 of the 4 images; nothing concluded" in err[0], err
+
+
+@pytest.mark.parametrize("named", ["../secret.safetensors", "/tmp/secret.safetensors", "sub/secret.safetensors", "link.safetensors"])
+def test_a_shift_file_cannot_name_tensors_outside_its_folder(tmp_path, named):
+    """A ``.json`` sent with a ``.safetensors`` names where its tensors are: joined the old way, ``../secret`` reads a
+    file outside the folder (live below); now only a plain file name beside the JSON is read."""
+    from safetensors.torch import load_file, save_file
+
+    from logitshift.shift.save import FORMAT, VERSION, load_shifted
+
+    secret = tmp_path / "secret.safetensors"
+    save_file({"key": torch.arange(3.0)}, str(secret))
+    folder = tmp_path / "sent"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "link.safetensors").symlink_to(secret)
+    jpath = folder / "shifted.json"
+    jpath.write_text(json.dumps({"format": FORMAT, "version": VERSION, "tensors": named, "model": "x", "terms": []}))
+    if named.startswith(".."):
+        assert torch.equal(load_file(str(jpath.parent / named))["key"], torch.arange(3.0))  # live: the old join reads it
+    with pytest.raises(LogitShiftError, match=r"expected a file name beside it|is a symbolic link"):
+        load_shifted(jpath)

@@ -184,3 +184,37 @@ def test_crop_first_matches_resize_then_crop():
     top, left = (nh - pre.size) // 2, (nw - pre.size) // 2
     old = full[top : top + pre.size, left : left + pre.size]
     assert np.abs(resize_crop(rgb, pre).astype(int) - old).max() <= 1
+
+
+# ----------------------------------------------------------------------------- issue 24: bounded decoding
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "png16", "rgba", "palette", "float"])
+def test_a_large_picture_is_decoded_small_and_looks_the_same(tmp_path, kind):
+    """A picture 4·resize or more on its shorter side is decoded at reduced size (JPEG draft) or box-reduced at
+    once; the crop the model sees differs from the full-size decode's by a few levels at most (16-bit range kept)."""
+    from PIL import Image as PILImage
+
+    from logitshift.core.images import _reduced, read_rgb, resize_crop
+    from logitshift.core.models import Preprocess
+
+    rng = np.random.default_rng(0)
+    smooth = np.kron(rng.random((12, 16)), np.ones((100, 100)))  # 1200×1600, blocks of 100 px
+    path = tmp_path / f"big.{'jpg' if kind == 'jpeg' else 'tif' if kind == 'float' else 'png'}"
+    if kind == "jpeg":
+        PILImage.fromarray((np.stack([smooth] * 3, -1) * 255).astype(np.uint8)).save(path, quality=95)
+    elif kind == "png16":
+        PILImage.fromarray((smooth * 65535).astype(np.uint16)).save(path)
+    elif kind == "rgba":
+        PILImage.fromarray((np.stack([smooth] * 4, -1) * 255).astype(np.uint8), "RGBA").save(path)
+    elif kind == "palette":
+        PILImage.fromarray((smooth * 255).astype(np.uint8)).convert("P").save(path, transparency=0)
+    else:
+        PILImage.fromarray(smooth.astype(np.float32), "F").save(path)
+    pre = Preprocess(size=64, resize=64)
+    with PILImage.open(path) as im:
+        im.load()
+        assert _reduced(im, pre.resize).size[1] < im.size[1] // 4  # reduced at once
+    ours = resize_crop(read_rgb(path, need=pre.resize), pre).astype(int)
+    full = resize_crop(read_rgb(path), pre).astype(int)
+    assert np.abs(ours - full).mean() < 3 and np.abs(ours - full).max() < 40

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from logitshift.core.parts import RecordError
 from logitshift.runs.records import (
     RECORDS,
     AuditRecord,
@@ -18,7 +19,6 @@ from logitshift.runs.records import (
     MapNumbers,
     MatrixCell,
     MatrixRecord,
-    RecordError,
     evaluate_finding,
     load_record,
     matrix_finding,

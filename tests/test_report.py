@@ -461,7 +461,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "no such folder" in err
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
-    assert "holds neither summary.json nor figures" in capsys.readouterr().err
+    assert "holds no logitshift run" in capsys.readouterr().err
     with pytest.raises(LogitShiftError, match="is a folder"):
         write_report(audit_run(tmp_path), out=tmp_path)
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from logitshift.cli import main
+from logitshift.core.errors import LogitShiftError
 from logitshift.core.files import RunLock, atomic_write, run_dir
 from logitshift.runs import evaluate as evaluate_module
 from logitshift.runs.store import Store
@@ -283,3 +284,64 @@ def test_a_forked_worker_does_not_keep_the_run_locked_after_its_parent_dies(tmp_
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+
+
+# ----------------------------------------------------------------------------- issue 24: links planted in a run folder
+
+
+def test_a_lock_planted_as_a_link_is_refused_and_its_target_untouched(ws, tmp_path, capsys):
+    """``OUT/.logitshift.lock`` → a victim file: opened the old way (followed, truncated, the pid written) the victim
+    is lost; ``evaluate`` refuses the link in one line and the victim keeps its bytes."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / RunLock.NAME).symlink_to(victim)
+    fd = os.open(old / RunLock.NAME, os.O_RDWR | os.O_CREAT, 0o666)  # the unprotected open
+    os.ftruncate(fd, 0)
+    os.write(fd, b"1234\n")
+    os.close(fd)
+    assert victim.read_text() == "1234\n"  # live: the link was followed
+    victim.write_text("precious\n")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / RunLock.NAME).symlink_to(victim)
+    assert main(args(ws, out)) == 2
+    assert "is a symbolic link" in one_line(capsys)
+    assert victim.read_text() == "precious\n"
+    with pytest.raises(LogitShiftError, match="is a symbolic link"):
+        RunLock(out).acquire()
+    (out / RunLock.NAME).unlink()
+    os.mkfifo(out / RunLock.NAME)  # not a regular file either
+    with pytest.raises(LogitShiftError, match="not a regular file"):
+        RunLock(out).acquire()
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_plots_folder_planted_as_a_link_is_refused_and_its_files_untouched(ws, tmp_path, capsys):
+    """``OUT/plots`` → a folder of the victim's: the old ``--force`` left the link (``rmtree`` refuses links and its
+    error was ignored) and wrote its PNGs through it; now ``evaluate --force`` and ``run_dir`` refuse in one line."""
+    import shutil
+
+    victims = tmp_path / "photos"
+    victims.mkdir()
+    (victims / "target_mass.png").write_bytes(b"mine")
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "plots").symlink_to(victims)
+    shutil.rmtree(old / "plots", ignore_errors=True)  # the unprotected --force
+    atomic_write(old / "plots" / "target_mass.png", b"overwritten")
+    assert (victims / "target_mass.png").read_bytes() == b"overwritten"  # live
+    (victims / "target_mass.png").write_bytes(b"mine")
+    out = tmp_path / "run"
+    assert main(args(ws, out)) == 0
+    (out / "plots").symlink_to(victims)
+    assert main([a for a in args(ws, out, "--force") if a != "--no-plots"]) == 2
+    assert "'plots' is a symbolic link" in one_line(capsys)
+    assert (victims / "target_mass.png").read_bytes() == b"mine" and (out / "plots").is_symlink()
+    with pytest.raises(LogitShiftError, match="'plots' is a symbolic link"):
+        run_dir(out, force=True)
+    link = tmp_path / "linked-out"
+    link.symlink_to(out)
+    with pytest.raises(LogitShiftError, match="the folder is a symbolic link"):
+        run_dir(link, force=True)

@@ -18,7 +18,8 @@ from logitshift.attribution.engine import cam_maps
 from logitshift.core.metrics import target_mass
 from logitshift.core.targets import parse_target, text_mask
 from logitshift.shift.model import GateShift, InputShift, RegionShift, ShiftedModel, equivalence
-from logitshift.shift.steer import center_shift, search_strength, steer
+from logitshift.shift.search import search_strength
+from logitshift.shift.steer import center_shift, steer
 
 TARGET = "0,0,64,64"
 

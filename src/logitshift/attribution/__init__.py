@@ -10,6 +10,7 @@ Attention family (a ViT's attention, :data:`ATTENTION_METHODS`): ``rollout``
 """
 
 from ..core.errors import LogitShiftError
+from ..core.names import DEFAULT_MEMORY_BUDGET_GB, method_name
 
 # The registry: each method file registers its class with @register when imported here,
 # in this order (the order tables and figures list methods in). A new method is one file
@@ -52,6 +53,16 @@ CAM_METHODS = tuple(n for n, c in METHODS.items() if c.family == "cam")
 INPUT_METHODS = tuple(n for n, c in METHODS.items() if c.family == "input")
 
 
+def sampling_options(steps: int | None = None, memory_budget: float | None = DEFAULT_MEMORY_BUDGET_GB) -> dict[str, dict]:
+    """:func:`get_method` options of the sampling methods, as every command sets them: ``steps`` Integrated Gradients
+    steps and SmoothGrad samples (``None``: their own), and the GB one chunk of their points may take (``None``: no cap)."""
+    count = {} if steps is None else {"steps": steps}
+    return {
+        "ig": {**count, "memory_budget": memory_budget},
+        "smoothgrad": {**({"samples": steps} if steps is not None else {}), "memory_budget": memory_budget},
+    }
+
+
 def get_method(name: str, **options) -> Attribution:
     """An attribution method by name (see :data:`METHODS`), with its options (e.g. ``steps=32`` for ``ig``).
 
@@ -59,8 +70,7 @@ def get_method(name: str, **options) -> Attribution:
     IntegratedGradients(batch_size=32, steps=16, baseline=0.0)
     """
     known = {**METHODS, **ATTENTION_METHODS}
-    if name not in known:
-        raise LogitShiftError(f"method {name!r}: unknown; expected one of {', '.join(known)}")
+    name = method_name(name, known)  # Grad-CAM++ → gradcampp; an unknown name says what is close
     try:
         return known[name](**options)
     except TypeError:
@@ -92,6 +102,7 @@ __all__ = [
     "as_targets",
     "forward_pass",
     "get_method",
+    "sampling_options",
     "normalize",
     "predicted",
     "upsample",

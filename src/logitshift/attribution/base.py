@@ -16,6 +16,7 @@ defines ``attribute`` (the raw N×C×H×W attribution) and a channel reduction.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
@@ -27,6 +28,7 @@ from ..core.capture import INPUT, Heads, Pass, attention, token_grid
 from ..core.capture import forward_pass as forward_pass
 from ..core.capture import frozen as frozen
 from ..core.errors import LogitShiftError
+from ..core.names import DEFAULT_MEMORY_BUDGET_GB
 
 VARIANTS = ("original", "shifted")
 M = TypeVar("M", bound="Attribution")
@@ -41,6 +43,39 @@ def register(cls: type[M]) -> type[M]:
         raise ValueError(f"method class {cls.__name__}: needs a unique name (got {cls.name!r})")
     METHODS[cls.name] = cls
     return cls
+
+
+#: a chunk's peak memory over the bytes its forward saves for the backward (the backward's own gradients, measured on
+#: EfficientNet-Lite0 and resnet18: benchmarks/matrix_memory.py)
+BACKWARD_FACTOR = 2.0
+
+
+def row_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Bytes autograd keeps for one row's forward with input gradients (saved activations; parameters not counted).
+
+    Measured on ``x[:1]`` with :func:`torch.autograd.graph.saved_tensors_hooks`, each storage counted once.
+    """
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()} | {b.untyped_storage().data_ptr() for b in model.buffers()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        s = t.untyped_storage()
+        if s.data_ptr() not in params:
+            seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        p = forward_pass(model, x[:1], input_grad=True)
+    del p
+    return sum(seen.values())
+
+
+def chunk_rows(model: nn.Module, x: torch.Tensor, batch_size: int, memory_budget: float | None) -> int:
+    """Rows per chunk of points: ``min(batch_size, ⌊budget / (BACKWARD_FACTOR · row_bytes)⌋)``, at least 1."""
+    if memory_budget is None:
+        return batch_size
+    per_row = BACKWARD_FACTOR * max(row_bytes(model, x), 1)
+    return max(1, min(batch_size, int(memory_budget * 2**30 // per_row)))
 
 
 def predicted(p: Pass) -> torch.Tensor:
@@ -142,16 +177,30 @@ class InputMethod(Attribution):
 
     Methods that need many inputs per image (Integrated Gradients steps,
     SmoothGrad samples) send them through the model in chunks of
-    ``batch_size`` rows: one forward and one backward per chunk.
+    ``batch_size`` rows: one forward and one backward per chunk, fewer rows
+    when ``memory_budget`` GB would not hold them (see :func:`chunk_rows`;
+    ``None``: no cap).
     """
 
     family = "input"
     reduction: str = "sum"
 
-    def __init__(self, batch_size: int = 32) -> None:
+    def __init__(self, batch_size: int = 32, memory_budget: float | None = DEFAULT_MEMORY_BUDGET_GB) -> None:
         if int(batch_size) < 1:
             raise LogitShiftError(f"batch_size {batch_size!r}: expected a positive integer")
+        if memory_budget is not None and not memory_budget > 0:
+            raise LogitShiftError(f"memory_budget {memory_budget!r}: expected a number of GB > 0, or None")
         self.batch_size = int(batch_size)
+        self.memory_budget = memory_budget
+
+    def sized(self, model: nn.Module, x: torch.Tensor) -> InputMethod:
+        """This method with ``batch_size`` cut to what :attr:`memory_budget` holds for ``model`` (itself when it fits)."""
+        rows = chunk_rows(model, x, self.batch_size, getattr(self, "memory_budget", None))
+        if rows == self.batch_size:
+            return self
+        out = copy.copy(self)
+        out.batch_size = rows  # type: ignore[attr-defined]
+        return out
 
     def rows(self, n: int) -> int:
         """How many points (rows through the model) ``n`` images need."""
@@ -186,7 +235,7 @@ class InputMethod(Attribution):
         """The raw attribution, N×C×H×W (same shape as ``x``), one forward and one backward per chunk."""
         target = as_targets(target, x.shape[0], x.device)
         total = torch.zeros_like(x)
-        for i, xs, w in self.points(x):
+        for i, xs, w in self.sized(model, x).points(x):
             g = self.input_grad(model, xs, target[i], score, variant)
             # a float64 / float16 model gives gradients in its own dtype; the total stays in the input's
             total.index_add_(0, i, (g * w.view(-1, *([1] * (x.dim() - 1)))).to(total.dtype))

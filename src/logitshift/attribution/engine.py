@@ -51,7 +51,6 @@ Example::
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -222,12 +221,12 @@ def pass_family(method: Attribution) -> str | None:
 
 
 def _bar(progress: bool, total: int):
-    from tqdm import tqdm
+    from ..core.progress import bar
 
-    return tqdm(total=total, desc="maps", unit="pass", disable=not progress, file=sys.stderr, smoothing=0.1)
+    return bar(total=total, desc="maps", unit="pass", enabled=progress, smoothing=0.1)
 
 
-def explain(  # noqa: C901 — one pass serves every method × score × variant × class; the branches are the request kinds (CAM, input, attention), split later
+def explain(
     model: nn.Module,
     x: torch.Tensor,
     layer: str | None,
@@ -255,46 +254,29 @@ def explain(  # noqa: C901 — one pass serves every method × score × variant 
     vector-Jacobian products), with its time estimate. ``targets``: the
     classes to explain, one N-vector per slot (per-image classes such as true
     labels), instead of the slots above.
+
+    The request kinds, each served by its own step: CAMs (one backward per chunk of requests at ``layer``),
+    input methods (one backward per score basis at the input), sampled input methods (Integrated Gradients,
+    SmoothGrad: a forward per chunk of points) and the others (their own passes, one per request).
     """
     for s in scores:
         check_score(s)
     if variants is None:
         variants = ("original", "shifted") if isinstance(model, Heads) else ("original",)
-    cams = [m for m in methods if isinstance(m, CamMethod) and pass_family(m) == "cam"]
-    inputs = [m for m in methods if pass_family(m) == "input"]
-    sampled = [m for m in methods if pass_family(m) is None and linear_input(m)]
-    others = [m for m in methods if not any(m is k for k in (*cams, *inputs, *sampled))]
+    kinds = _Kinds.of(methods)
+    kinds.sampled = [m.sized(model, x) for m in kinds.sampled]  # type: ignore[attr-defined]  # chunks the memory budget holds
     if layer is None and any(m.family == "cam" for m in methods):
         raise LogitShiftError("CAM methods need a layer (--layer)")
     if top_k < 1:
         raise LogitShiftError(f"--top-k {top_k}: expected an integer >= 1")
     slots = len(targets) if targets is not None else top_k + len(classes)
-    n_requests = slots * len(scores) * len(variants)
-    n_basis = len({(slot, BASIS[s], v) for slot in range(slots) for s in scores for v in variants})
-    chunks = [-(-m.rows(x.shape[0]) // m.batch_size) for m in sampled]  # type: ignore[attr-defined]
-    total = (
-        1
-        + ((-(-n_requests // CHUNK) if batched and n_requests > 1 else n_requests) if cams else 0)
-        + (n_basis if inputs else 0)
-        + sum(c * (1 + n_basis) for c in chunks)
-    )
-    total += len(others) * n_requests
-    bar = _bar(progress, total)
-    p = forward_pass(model, x, [layer] if cams and layer is not None else [], input_grad=bool(inputs))
+    bar = _bar(progress, _passes(kinds, x, slots, scores, variants, batched))
+    p = forward_pass(model, x, [layer] if kinds.cams and layer is not None else [], input_grad=bool(kinds.inputs))
     bar.update(1)
     for v in variants:
         if v not in p.logits:
             raise LogitShiftError(f"variant {v!r}: not available; this model has {', '.join(p.logits)}")
-    top1 = predicted(p)
-    if targets is None:
-        logits = p.logits["original"].detach()
-        if top_k > logits.shape[1]:
-            raise LogitShiftError(f"--top-k {top_k}: this model has {logits.shape[1]} classes")
-        ranked = [top1] + list(logits.topk(top_k, dim=1).indices.T[1:]) if top_k > 1 else [top1]
-        fixed = [c.to(top1.device).long() if isinstance(c, torch.Tensor) else torch.full_like(top1, int(c)) for c in classes]
-        targets = ranked + fixed
-    else:
-        targets = [as_targets(t, x.shape[0], top1.device) for t in targets]
+    targets = _slot_targets(p, x, targets, top_k, classes)
     requests = [Request(slot, s, v) for slot in range(len(targets)) for s in scores for v in variants]
     out = Explained({v: z.detach() for v, z in p.logits.items()}, targets)
 
@@ -304,48 +286,116 @@ def explain(  # noqa: C901 — one pass serves every method × score × variant 
         if raw:
             out.raw[key] = attribution
 
-    if cams and layer is not None:
-        act = p.acts[layer]
-        a = act.detach()
-        for chunk, grads in iter_score_grads(p, act, targets, requests, batched=batched):
-            with torch.no_grad():
-                for j, k in enumerate(chunk):
-                    r = requests[k]
-                    for cam in cams:
-                        out.maps[(r.slot, cam.name, r.score, r.variant)] = cam.combine(a, grads[j])
-            bar.update(1)
-    if inputs:
-        xd = p.x.detach()
-        view = (-1, *([1] * (x.dim() - 1)))
-        for members, g in input_grads(p, targets, requests, release=True):
-            with torch.no_grad():
-                for k, f in members:
-                    for m in inputs:
-                        keep(requests[k], m, m.finish(xd, g * f.to(g.dtype).view(view)))  # type: ignore[attr-defined]
-            bar.update(1)
+    if kinds.cams and layer is not None:
+        _cam_requests(p, layer, kinds.cams, targets, requests, batched, out, bar)
+    if kinds.inputs:
+        _input_requests(p, x, kinds.inputs, targets, requests, keep, bar)
     del p  # free the graph before methods that run passes of their own
-    for m in sampled:
-        view = (-1, *([1] * (x.dim() - 1)))
-        totals = [torch.zeros_like(x) for _ in requests]
-        for i, xs, w in m.points(x, bar=False):  # type: ignore[attr-defined]
-            q = forward_pass(model, xs, input_grad=True)
-            bar.update(1)
-            for members, g in input_grads(q, [t[i] for t in targets], requests, release=True):
-                with torch.no_grad():
-                    for k, f in members:
-                        totals[k].index_add_(0, i, g * (f.to(g.dtype) * w).view(view))
-                bar.update(1)
-            del q
-        with torch.no_grad():
-            for r, t in zip(requests, totals):
-                keep(r, m, m.finish(x, t))  # type: ignore[attr-defined]
-    for m in others:
+    for m in kinds.sampled:
+        _sampled_requests(model, x, m, targets, requests, keep, bar)
+    for m in kinds.others:
         for r in requests:
             maps = m.maps(model, x, targets[r.slot], r.score, r.variant, layer if m.family == "cam" else None)
             out.maps[(r.slot, m.name, r.score, r.variant)] = maps.detach()
             bar.update(1)
     bar.close()
     return out
+
+
+@dataclass
+class _Kinds:
+    """The methods by how :func:`explain` serves them."""
+
+    cams: list[CamMethod]  # from the layer's gradient of the one pass
+    inputs: list[Attribution]  # from the input's gradient of the one pass
+    sampled: list[Attribution]  # linear in input gradients at sampled points (their own forwards)
+    others: list[Attribution]  # their own passes, one per request
+
+    @classmethod
+    def of(cls, methods: Sequence[Attribution]) -> _Kinds:
+        cams = [m for m in methods if isinstance(m, CamMethod) and pass_family(m) == "cam"]
+        inputs = [m for m in methods if pass_family(m) == "input"]
+        sampled = [m for m in methods if pass_family(m) is None and linear_input(m)]
+        others = [m for m in methods if not any(m is k for k in (*cams, *inputs, *sampled))]
+        return cls(cams, inputs, sampled, others)
+
+
+def _passes(kinds: _Kinds, x: torch.Tensor, slots: int, scores: Sequence[str], variants: Sequence[str], batched: bool) -> int:
+    """How many passes (forwards and vector-Jacobian products) :func:`explain` makes: its progress bar's total."""
+    n_requests = slots * len(scores) * len(variants)
+    n_basis = len({(slot, BASIS[s], v) for slot in range(slots) for s in scores for v in variants})
+    chunks = [-(-m.rows(x.shape[0]) // m.batch_size) for m in kinds.sampled]  # type: ignore[attr-defined]
+    total = (
+        1
+        + ((-(-n_requests // CHUNK) if batched and n_requests > 1 else n_requests) if kinds.cams else 0)
+        + (n_basis if kinds.inputs else 0)
+        + sum(c * (1 + n_basis) for c in chunks)
+    )
+    return total + len(kinds.others) * n_requests
+
+
+def _slot_targets(
+    p: Pass, x: torch.Tensor, targets: Sequence[torch.Tensor] | None, top_k: int, classes: Sequence[int | torch.Tensor]
+) -> list[torch.Tensor]:
+    """One N-vector of classes per slot: the top-``top_k`` of the original logits, then ``classes`` (or ``targets`` as given)."""
+    top1 = predicted(p)
+    if targets is not None:
+        return [as_targets(t, x.shape[0], top1.device) for t in targets]
+    logits = p.logits["original"].detach()
+    if top_k > logits.shape[1]:
+        raise LogitShiftError(f"--top-k {top_k}: this model has {logits.shape[1]} classes")
+    ranked = [top1] + list(logits.topk(top_k, dim=1).indices.T[1:]) if top_k > 1 else [top1]
+    fixed = [c.to(top1.device).long() if isinstance(c, torch.Tensor) else torch.full_like(top1, int(c)) for c in classes]
+    return ranked + fixed
+
+
+def _cam_requests(
+    p: Pass, layer: str, cams: list[CamMethod], targets: list[torch.Tensor], requests: list[Request], batched: bool, out: Explained, bar
+) -> None:
+    """Every CAM of every request from the layer's gradients (chunks of requests per backward)."""
+    act = p.acts[layer]
+    a = act.detach()
+    for chunk, grads in iter_score_grads(p, act, targets, requests, batched=batched):
+        with torch.no_grad():
+            for j, k in enumerate(chunk):
+                r = requests[k]
+                for cam in cams:
+                    out.maps[(r.slot, cam.name, r.score, r.variant)] = cam.combine(a, grads[j])
+        bar.update(1)
+
+
+def _input_requests(
+    p: Pass, x: torch.Tensor, inputs: list[Attribution], targets: list[torch.Tensor], requests: list[Request], keep, bar
+) -> None:
+    """Every input method of every request from the input's gradient (one backward per score basis)."""
+    xd = p.x.detach()
+    view = (-1, *([1] * (x.dim() - 1)))
+    for members, g in input_grads(p, targets, requests, release=True):
+        with torch.no_grad():
+            for k, f in members:
+                for m in inputs:
+                    keep(requests[k], m, m.finish(xd, g * f.to(g.dtype).view(view)))  # type: ignore[attr-defined]
+        bar.update(1)
+
+
+def _sampled_requests(
+    model: nn.Module, x: torch.Tensor, m: Attribution, targets: list[torch.Tensor], requests: list[Request], keep, bar
+) -> None:
+    """A sampled input method (its points' weighted input gradients summed per request), every request at once."""
+    view = (-1, *([1] * (x.dim() - 1)))
+    totals = [torch.zeros_like(x) for _ in requests]
+    for i, xs, w in m.points(x, bar=False):  # type: ignore[attr-defined]
+        q = forward_pass(model, xs, input_grad=True)
+        bar.update(1)
+        for members, g in input_grads(q, [t[i] for t in targets], requests, release=True):
+            with torch.no_grad():
+                for k, f in members:
+                    totals[k].index_add_(0, i, g * (f.to(g.dtype) * w).view(view))
+            bar.update(1)
+        del q
+    with torch.no_grad():
+        for r, t in zip(requests, totals):
+            keep(r, m, m.finish(x, t))  # type: ignore[attr-defined]
 
 
 def cam_maps(

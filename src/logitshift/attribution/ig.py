@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..core.errors import LogitShiftError
+from ..core.names import DEFAULT_MEMORY_BUDGET_GB
 from .base import InputMethod, register
 
 
@@ -44,8 +45,14 @@ class IntegratedGradients(InputMethod):
     name = "ig"
     label = "Integrated Gradients"
 
-    def __init__(self, steps: int = 50, baseline: float | torch.Tensor = 0.0, batch_size: int = 32) -> None:
-        super().__init__(batch_size)
+    def __init__(
+        self,
+        steps: int = 50,
+        baseline: float | torch.Tensor = 0.0,
+        batch_size: int = 32,
+        memory_budget: float | None = DEFAULT_MEMORY_BUDGET_GB,
+    ) -> None:
+        super().__init__(batch_size, memory_budget)
         if int(steps) < 1:
             raise LogitShiftError(f"steps {steps!r}: expected a positive integer")
         self.steps = int(steps)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 
 from ..core.errors import LogitShiftError
+from ..core.names import DEFAULT_MEMORY_BUDGET_GB
 from .base import InputMethod, register
 
 
@@ -48,8 +49,9 @@ class SmoothGrad(InputMethod):
         stdev: float | None = None,
         seed: int = 0,
         batch_size: int = 32,
+        memory_budget: float | None = DEFAULT_MEMORY_BUDGET_GB,
     ) -> None:
-        super().__init__(batch_size)
+        super().__init__(batch_size, memory_budget)
         if int(samples) < 1:
             raise LogitShiftError(f"samples {samples!r}: expected a positive integer")
         if not noise >= 0 or (stdev is not None and not stdev >= 0):

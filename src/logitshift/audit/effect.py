@@ -57,6 +57,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..core.capture import INPUT
+
 #: Effect (1 − Spearman) from which a map counts as changed: the benchmark's "changes a map" (Spearman < 0.9).
 AFFECTED = 0.1
 #: Relative change of an honest-size common mode under which a map must stay put (Spearman ≥ 0.9) for its size
@@ -71,7 +73,6 @@ UNSTABLE = frozenset({"gradcampp"})
 FOOLED = 0.5
 #: Probability an output must reach on some audited image to count (the benchmark's attack budget, max |Δp| ≤ 1e-5).
 NEVER = 1e-5
-INPUT = "input"
 
 
 def classes_that_matter(probs: torch.Tensor, floor: float = NEVER) -> torch.Tensor:
@@ -104,9 +105,9 @@ def methods_at(layer: str, act: torch.Tensor) -> dict[str, Callable[[torch.Tenso
 
 def audited_methods() -> tuple[str, ...]:
     """Names of the method families the audit measures: every CAM method, then saliency and gradient × input."""
-    from ..attribution import CAM_METHODS
+    from ..core.names import AUDITED_NAMES
 
-    return (*CAM_METHODS, "saliency", "gradxinput")
+    return AUDITED_NAMES
 
 
 def weighted(g: torch.Tensor, act: torch.Tensor | None) -> torch.Tensor:

@@ -35,7 +35,7 @@ classifier passes them exactly (to floating-point round-off):
   the common-mode gradient at ``L`` gains a part ``C·∇t`` that the pull-back
   does not give, while the centered gradients (which a shift cannot touch
   without changing the probabilities) still pull back exactly. Evidence is
-  ``min(β / TOLERANCE, κ_bypass / THRESHOLD)``, with ``β`` the fraction of the
+  ``min(β / FRACTION_FLOOR, κ_bypass / THRESHOLD)``, with ``β`` the fraction of the
   common-mode gradient that bypasses ``h`` and ``κ_bypass`` the κ of that
   part against the centered gradients' part (both 0 for an honest model
   whose classifier input is a cut of its graph; a class-specific skip
@@ -44,7 +44,7 @@ classifier passes them exactly (to floating-point round-off):
   ``∂z/∂h = W`` on every image. A shift that is a function of ``h`` or of the
   logits themselves (``t = K·mean z²``) makes the common-mode row of that
   Jacobian vary from image to image while the centered rows stay constant.
-  Evidence is ``min(spread / TOLERANCE, κ_head / THRESHOLD)`` over the
+  Evidence is ``min(spread / FRACTION_FLOOR, κ_head / THRESHOLD)`` over the
   images' deviations from the batch mean.
 
 What a user asks is whether the explanations change: :mod:`logitshift.audit.effect`
@@ -79,7 +79,6 @@ Example::
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
@@ -88,8 +87,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.capture import as_logits, gridded, hooked, run_frozen, trace
+from ..core.capture import INPUT, as_logits, gridded, hooked, run_frozen, trace
 from ..core.errors import LogitShiftError
+from ..core.names import (  # noqa: F401  their home is core/names.py (shown by --help before torch loads)
+    DEFAULT_CPU_SECONDS,
+    DEFAULT_MAX_IMAGES,
+    DEFAULT_MAX_LAYERS,
+    DEFAULT_MEMORY_GB,
+    DEFAULT_PROBES,
+    THRESHOLD,
+)
 from .effect import (
     MethodEffect,
     classes_that_matter,
@@ -98,18 +105,10 @@ from .effect import (
     weighted,
 )
 
-#: κ above which a model is called shifted (see docs/audit.md for the calibration).
-THRESHOLD = 3.0
 #: Smallest bypass / head fraction counted as evidence (honest models: round-off, ≤ 1e-6 measured).
-TOLERANCE = 1e-4
+FRACTION_FLOOR = 1e-4
 #: 2-D module inputs tried, from the last, as the classifier's input.
 MAX_HEADS = 8
-INPUT = "input"
-DEFAULT_PROBES = 4
-DEFAULT_MAX_LAYERS = 8
-DEFAULT_MAX_IMAGES = 8
-DEFAULT_MEMORY_GB = 8.0  # a model file is audited in a child with this budget beyond its interpreter (sandbox.py)
-DEFAULT_CPU_SECONDS = 3600
 
 
 # ----------------------------------------------------------------------------- candidate layers
@@ -161,13 +160,13 @@ class LayerEvidence:
         return max(self.kappa)
 
     def bypass_ratio(self, threshold: float = THRESHOLD) -> float:
-        """Largest ``min(β / TOLERANCE, κ_bypass / threshold)`` over images (0 without a classifier layer)."""
+        """Largest ``min(β / FRACTION_FLOOR, κ_bypass / threshold)`` over images (0 without a classifier layer)."""
         return max((_evidence_ratio(b, k, threshold) for b, k in zip(self.bypass, self.bypass_kappa)), default=0.0)
 
 
 def _evidence_ratio(fraction: float, kappa: float, threshold: float) -> float:
     """Structural evidence: above 1 when a common-mode part stands above round-off *and* above the classes' spread."""
-    return min(fraction / TOLERANCE, kappa / threshold)
+    return min(fraction / FRACTION_FLOOR, kappa / threshold)
 
 
 @dataclass
@@ -199,7 +198,7 @@ class HeadEvidence:
         return max((_evidence_ratio(f, k, threshold) for f, k in zip(self.spread, self.kappa)), default=0.0)
 
     def alone_ratio(self, threshold: float = THRESHOLD) -> float:
-        """Largest ``min(fraction / TOLERANCE, κ / threshold)`` of the common-mode part on features no class reads."""
+        """Largest ``min(fraction / FRACTION_FLOOR, κ / threshold)`` of the common-mode part on features no class reads."""
         return max((_evidence_ratio(f, k, threshold) for f, k in zip(self.alone, self.alone_kappa)), default=0.0)
 
     def alone_mask(self) -> torch.Tensor | None:
@@ -207,7 +206,7 @@ class HeadEvidence:
         if self.common_rows is None or self.probe_rows is None:
             return None
         spread = self.probe_rows.pow(2).mean(dim=0)
-        return self.common_rows.abs() > torch.sqrt(spread * self.classes / (self.classes - 1)) / TOLERANCE
+        return self.common_rows.abs() > torch.sqrt(spread * self.classes / (self.classes - 1)) / FRACTION_FLOOR
 
     def to_json(self) -> dict:
         return {
@@ -223,7 +222,7 @@ class HeadEvidence:
     @classmethod
     def from_rows(cls, layer: str, common: torch.Tensor, probes: torch.Tensor, classes: int) -> HeadEvidence:
         """Spread and κ of the images' deviations from the batch mean (none for one image), and the common-mode
-        part on features of ``h`` that no class reads: ``|∂Σz/∂h_j|`` above ``1/TOLERANCE`` times the feature's
+        part on features of ``h`` that no class reads: ``|∂Σz/∂h_j|`` above ``1/FRACTION_FLOOR`` times the feature's
         centered spread ``sqrt(R/(R−1)·E(vᵀPW)_j²)`` (exchangeable classes give ≈ 1 per feature; a trained
         classifier's centered columns only grow, since cross-entropy moves ``P W`` and never ``1ᵀW``)."""
         spread: list[float] = []
@@ -351,7 +350,7 @@ def _choose_cut(heads, classes, spatial, g, pull_back):
     for j in reversed(range(len(heads))):
         index = spatial + j
         tried[index] = pull_back(heads[j][1], g[index])
-        if leak(tried[index]) <= TOLERANCE:
+        if leak(tried[index]) <= FRACTION_FLOOR:
             return index, tried[index]
     fallback = next((spatial + j for j in reversed(range(len(heads))) if heads[j][2] == classes), spatial + len(heads) - 1)
     return fallback, tried[fallback]
@@ -446,14 +445,13 @@ def measure(  # noqa: C901 — one backward pass per probe feeds every statistic
         out = torch.autograd.grad(h, wrt[:spatial], grad_outputs=g_h, retain_graph=True, allow_unused=True)
         return [torch.zeros_like(w) if g is None else g for w, g in zip(wrt[:spatial], out)]
 
-    from tqdm import tqdm
+    from ..core.progress import bar as progress_bar
 
-    bar = tqdm(
+    bar = progress_bar(
         total=1 + (explain if isinstance(explain, int) else explain.shape[-1]) + probes + (probes + 2 if heads else 0),
         desc="audit",
         unit="backward",
-        disable=not progress,
-        file=sys.stderr,
+        enabled=progress,
         leave=False,
     )
     rows = torch.arange(len(x)) if source is None else source.long().cpu()
@@ -522,7 +520,7 @@ def measure(  # noqa: C901 — one backward pass per probe feeds every statistic
             part = g_sum[head].detach() * alone.view_as(g_sum[head]).to(g_sum[head].dtype)
             moved = pull_back(wrt[head], part)
             reach = max(max(_fraction(moved[i], g_sum[i])) for i in range(spatial))
-            if reach <= TOLERANCE:  # a constant feature (a bias written as an input): no gradient, nothing to explain
+            if reach <= FRACTION_FLOOR:  # a constant feature (a bias written as an input): no gradient, nothing to explain
                 head_evidence.alone = [0.0] * len(head_evidence.alone)
             else:
                 for i in range(spatial):
@@ -581,7 +579,7 @@ def measure_batches(
     except LogitShiftError:
         if len(x) == 1:
             raise
-    from tqdm import tqdm
+    from ..core.progress import bar as progress_bar
 
     with torch.no_grad():
         logits = torch.cat([_forward(model, x[i : i + 1], output=output).double() for i in range(len(x))])
@@ -592,7 +590,7 @@ def measure_batches(
         measure(
             model, x[i : i + 1], layers, probes, seed, threshold=threshold, keep=keep, explain=chosen[i : i + 1], source=one, output=output
         )
-        for i in tqdm(range(len(x)), desc="audit", unit="image", disable=not progress, file=sys.stderr)
+        for i in progress_bar(range(len(x)), desc="audit", unit="image", enabled=progress)
     ]
     merged = []
     for rows in zip(*(p[0] for p in parts)):

@@ -77,6 +77,7 @@ MAX_EXTRA_BYTES = 1 << 20
 MAX_NODES = 200_000
 MAX_STRING = 4096
 MAX_DIM = 1 << 40
+MAX_LITERAL = 1 << 63  # an integer in a symbolic size: what a 64-bit size can hold
 
 #: dtype code (torch/_export/serde/schema.py ScalarType) → bytes per element
 DTYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 2, 7: 4, 8: 8, 12: 1, 13: 2}
@@ -104,15 +105,11 @@ ALLOWED_OPS = frozenset(
 # new_zeros, fill: Swin's attention mask, filled in place (in-place writes are checked by _check_writes)
 #: in-place forms of the pure operators (``relu_``, ``add_``…) are as pure; these stay refused whatever the suffix
 REFUSED_OPS = frozenset({"from_file", "_from_file", "copy", "set", "print", "save", "bernoulli", "rand", "randn", "normal"})
-#: operators whose output may share memory with their first argument: an in-place write into it writes into that
-#: (dropout in eval mode returns its input; einsum and a zero pad may return views)
-VIEW_OPS = frozenset(
-    """
-    alias as_strided chunk contiguous detach diagonal expand expand_as flatten narrow permute reshape select slice
-    split split_with_sizes squeeze t to transpose type_as unbind unflatten unsqueeze view view_as
-    dropout einsum pad constant_pad_nd
-    """.split()
-)
+#: operators whose schema declares a fresh output but which return their input itself (dropout in eval mode, a
+#: ``type_as`` to the same type) or a view of it (``einsum`` of a transpose), measured
+#: (``tests/test_safeload.py::test_the_operators_that_return_their_input_are_the_ones_listed``): an in-place write into
+#: their output writes into the input. Every other aliasing output is read from the operator's schema.
+RETURNS_INPUT = frozenset({"dropout", "type_as", "einsum"})
 #: Python integer arithmetic on sizes (``_operator.<name>``)
 ALLOWED_SYM_OPS = frozenset({"add", "sub", "mul", "floordiv", "mod", "neg", "truediv", "eq", "ne", "ge", "gt", "le", "lt"})
 ALLOWED_ARGS = frozenset(
@@ -157,7 +154,6 @@ SYMPY_NAMES = frozenset(
         "CeilDiv",
         "Max",
         "Min",
-        "PowByNatural",
         "IntTrueDiv",
         "TruncToInt",
         "True",
@@ -167,7 +163,6 @@ SYMPY_NAMES = frozenset(
         "Rational",
         "Add",
         "Mul",
-        "Pow",
         "positive",
         "negative",
         "nonnegative",
@@ -401,7 +396,11 @@ def _check_strings(path: Path, obj: Any, where: str) -> None:
 
 
 def _check_expr(path: Path, expr: Any, where: str) -> None:
-    """A symbolic size (``s77``, ``2*s77 + 1``, ``FloorDiv(s0, 2)``): torch passes it to sympy, which evaluates Python."""
+    """A symbolic size (``s77``, ``2*s77 + 1``, ``FloorDiv(s0, 2)``): torch passes it to sympy, which evaluates Python.
+
+    Only size symbols, the names in :data:`SYMPY_NAMES`, numbers below 2^63 and ``+ - * / // % ( ) , < > = !``;
+    no power (``**``, ``Pow``): with 512 characters of products a number stays below 10^10000, which sympy
+    multiplies at once, where ``9**9**9**9`` never returns."""
     if not isinstance(expr, str) or len(expr) > 512:
         raise _refuse(path, f"{where}: symbolic expression {str(expr)[:60]!r} is not a string of at most 512 characters")
     pos = 0
@@ -414,6 +413,14 @@ def _check_expr(path: Path, expr: Any, where: str) -> None:
         name = m.group("name") or m.group("quoted")
         if name is not None and name not in SYMPY_NAMES and not _SYMBOL.fullmatch(name):
             raise _refuse(path, f"{where}: symbolic expression {expr[:60]!r} names {name!r}, not a size symbol")
+        if m.group("op") == "**":
+            raise _refuse(
+                path, f"{where}: symbolic expression {expr[:60]!r} raises to a power, which sympy would compute (9**9**9**9 never returns)"
+            )
+        if m.group("num") and float(m.group("num")) >= MAX_LITERAL:
+            raise _refuse(
+                path, f"{where}: symbolic expression {expr[:60]!r} holds a number of {len(m.group('num'))} digits; sizes fit 64 bits"
+            )
         pos = m.end()
 
 
@@ -496,17 +503,65 @@ def _walk_exprs(path: Path, obj: Any, where: str) -> None:
 
 
 def _tensor_names(args: Any) -> list[str]:
-    """The tensor names a node's inputs or outputs list carries (``as_tensor`` and ``as_tensors``)."""
+    """The tensor names a node's inputs or outputs list carries (``as_tensor``, ``as_tensors`` and their optional forms)."""
     out = []
     for a in args if isinstance(args, list) else []:
         arg = a.get("arg") if isinstance(a, dict) and "arg" in a else a
         if isinstance(arg, dict):
-            if isinstance(arg.get("as_tensor"), dict):
-                out.append(str(arg["as_tensor"].get("name")))
-            for t in arg.get("as_tensors") or []:
-                if isinstance(t, dict):
-                    out.append(str(t.get("name")))
+            singles = [arg.get("as_tensor"), arg.get("as_optional_tensor")]
+            for t in [*singles, *(arg.get("as_tensors") or []), *(arg.get("as_optional_tensors") or [])]:
+                inner = t.get("as_tensor") if isinstance(t, dict) and isinstance(t.get("as_tensor"), dict) else t
+                if isinstance(inner, dict) and "name" in inner:
+                    out.append(str(inner["name"]))
     return out
+
+
+def _schema(path: Path, node: dict, op: str, overload: str):
+    """The operator schema (``torch.ops.aten.<op>.<overload>._schema``); an overload this torch does not know is refused."""
+    import torch
+
+    try:
+        return getattr(getattr(torch.ops.aten, op), overload)._schema
+    except (AttributeError, RuntimeError):
+        raise _refuse(
+            path, f"graph node {str(node.get('name'))[:60]!r} calls {op}.{overload}, an operator overload this torch does not know"
+        ) from None
+
+
+def _bound(path: Path, node: dict, schema) -> dict[str, Any]:
+    """The node's arguments by name, as torch binds them (``inputs[i].name``); unknown or repeated names refused."""
+    known = {a.name for a in schema.arguments}
+    bound: dict[str, Any] = {}
+    for a in node.get("inputs") or []:
+        name = a.get("name") if isinstance(a, dict) else None
+        if not isinstance(name, str) or name not in known or name in bound:
+            why = "repeats" if name in bound else "names"
+            raise _refuse(
+                path,
+                f"graph node {str(node.get('name'))[:60]!r} {why} the argument {str(name)[:40]!r}, which {schema.name} does not take "
+                + ("twice" if name in bound else f"(it takes {', '.join(sorted(known))[:120]})"),
+            )
+        bound[name] = a
+    return bound
+
+
+def _flag(bound: dict[str, Any], name: str) -> Any:
+    arg = bound.get(name, {}).get("arg")
+    return arg.get("as_bool") if isinstance(arg, dict) else None
+
+
+def _hidden_state_write(path: Path, node: dict, base: str, bound: dict[str, Any]) -> None:
+    """``batch_norm`` in training mode, ``instance_norm`` with input statistics and running buffers: they update the
+    running statistics in place with no in-place name and no write in their schema."""
+    name = str(node.get("name"))[:60]
+    if base == "batch_norm" and _flag(bound, "training") is not False:
+        raise _refuse(path, f"graph node {name!r} calls batch_norm in training mode, which updates its running statistics at every call")
+    if base == "instance_norm" and _flag(bound, "use_input_stats") is not False:
+        running = [k for k in ("running_mean", "running_var") if _tensor_names([bound.get(k)] if k in bound else [])]
+        if running:
+            raise _refuse(
+                path, f"graph node {name!r} calls instance_norm with input statistics and {running[0]}, which it updates at every call"
+            )
 
 
 def _check_writes(path: Path, graph: dict, signature: Any) -> None:
@@ -514,9 +569,14 @@ def _check_writes(path: Path, graph: dict, signature: Any) -> None:
 
     ``torch.export`` keeps in-place operators (``add_``, ``fill_``) in the graph as they were written, so a
     model that counts its calls in a buffer (``count.add_(1)``) and changes its output after the audit's calls
-    would pass an operator allowlist. An in-place operator is accepted only on a tensor the graph made itself
-    (not a graph input, nor a view of one: :data:`VIEW_OPS` propagate), ``out=`` forms (``add.out``) are
-    refused, and the signature may not declare mutated buffers or inputs.
+    would pass an operator allowlist. The tensors an operator writes are read from its schema (arguments whose
+    alias annotation is a write, ``Tensor(a!)``), looked up by argument name as torch binds them (an argument
+    list in another order, an unknown or a repeated name is refused). A write is accepted only into a tensor the
+    graph made itself: not a graph input (weight, buffer, input), nor a view of one (outputs whose schema aliases
+    an argument, and :data:`RETURNS_INPUT`, propagate); a write by an operator that is not in place (an ``out=``
+    form, whatever its overload is named: ``add.out``, ``max.dim_max``, ``topk.values``) is refused; batch and
+    instance norm must not update running statistics (:func:`_hidden_state_write`); the signature may not
+    declare mutated buffers or inputs.
     """
     specs = signature.get("output_specs", []) if isinstance(signature, dict) else []
     for spec in specs if isinstance(specs, list) else []:
@@ -526,26 +586,40 @@ def _check_writes(path: Path, graph: dict, signature: Any) -> None:
     inputs = set(_tensor_names(graph.get("inputs", [])))
     for node in graph["nodes"]:
         m = _OP.fullmatch(str(node.get("target")))
-        if not m:
+        if m:
+            _check_node_writes(path, node, m.group(1), m.group(2), inputs)
+
+
+def _check_node_writes(path: Path, node: dict, op: str, overload: str, inputs: set[str]) -> None:
+    """One node of :func:`_check_writes`; adds its outputs to ``inputs`` when they may alias one of them."""
+    schema = _schema(path, node, op, overload)
+    bound = _bound(path, node, schema)
+    inplace = op.endswith("_") and not op.startswith("_")
+    base = op[:-1] if inplace else op
+    _hidden_state_write(path, node, base, bound)
+    name = str(node.get("name"))[:60]
+    aliased = False
+    for arg in schema.arguments:
+        info = arg.alias_info
+        if info is None or arg.name not in bound:
             continue
-        op, overload = m.group(1), m.group(2)
-        if overload == "out" or overload.endswith("_out"):  # writes into its `out=` argument, whatever that names
+        tensors = _tensor_names([bound[arg.name]])
+        if info.is_write and not inplace:
             raise _refuse(
-                path,
-                f"graph node {str(node.get('name'))[:60]!r} calls {op}.{overload}, an out= form that writes into a tensor it is given",
+                path, f"graph node {name!r} calls {op}.{overload}, an out= form that writes into a tensor it is given ({arg.name})"
             )
-        inplace = op.endswith("_") and not op.startswith("_")
-        base = op[:-1] if inplace else op
-        args = _tensor_names(node.get("inputs"))
-        first = args[0] if args else None
-        if inplace and first in inputs:
+        hit = [t for t in tensors if t in inputs]
+        if info.is_write and hit:
             raise _refuse(
                 path,
-                f"graph node {str(node.get('name'))[:60]!r} writes in place ({op}) into {first[:60]!r}, a weight, buffer or input "
+                f"graph node {name!r} writes in place ({op}) into {hit[0][:60]!r}, a weight, buffer or input "
                 "of the model: its output could change from call to call (after an audit)",
             )
-        if first in inputs and (inplace or base in VIEW_OPS):
-            inputs.update(_tensor_names(node.get("outputs")))
+        aliased = aliased or bool(hit)
+    returns_alias = any(r.alias_info is not None for r in schema.returns)
+    fed = any(t in inputs for t in _tensor_names(node.get("inputs")))
+    if (aliased and returns_alias) or (base in RETURNS_INPUT and fed):
+        inputs.update(_tensor_names(node.get("outputs")))
 
 
 def check_graph(path: str | os.PathLike, program: Any) -> dict:  # noqa: C901 — one walk over the graph JSON checks every field in order; the checks are small helpers already
@@ -754,15 +828,23 @@ def load_program(path: str | os.PathLike, extra_files: dict[str, Any] | None = N
 
 
 def load_module(path: str | os.PathLike, extra_files: dict[str, Any] | None = None):
-    """The checked program as a hookable module tree (``torch.export.unflatten``; the flat ``program.module()``
-    if unflatten fails), in eval mode where supported."""
+    """The checked program as a hookable module tree (``torch.export.unflatten``; a program it cannot rebuild is
+    refused: its flat ``program.module()`` has no layers to hook), in eval mode where supported.
+
+    No resource limits: the checks bound what the file can make torch read, not what running the model costs
+    (an allowlisted operator can be asked for a huge tensor, a long loop of them for CPU time). Used alone, run it
+    in a process with limits of your own (``logitshift audit`` runs in :mod:`logitshift.sandbox`'s child)."""
     import torch
 
     program = load_program(path, extra_files)
     try:
         module = torch.export.unflatten(program)
-    except Exception:  # noqa: BLE001 - a program unflatten cannot rebuild: the flat module (hooks only on its inputs)
-        module = program.module()
+    except Exception as exc:  # noqa: BLE001 - a flat program.module() has no layers to hook: refused, not handed on
+        text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise _refuse(
+            path,
+            f"torch.export.unflatten cannot rebuild its layers ({type(exc).__name__}: {text}); export the model without changing its module tree",
+        ) from None
     try:
         module.eval()
     except Exception:  # noqa: BLE001 - some unflattened modules refuse eval(); they have no train-mode layers

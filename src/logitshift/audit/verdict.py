@@ -14,6 +14,7 @@ from torch import nn
 
 from ..core.capture import run_frozen
 from ..core.errors import LogitShiftError
+from ..core.names import DEFAULT_TOP_K  # classes explained per image by default: the top two (users explain more than the top-1)
 from .effect import (
     AFFECTED,
     Effects,
@@ -22,8 +23,8 @@ from .effect import (
 from .measure import (
     DEFAULT_MAX_LAYERS,
     DEFAULT_PROBES,
+    FRACTION_FLOOR,
     THRESHOLD,
-    TOLERANCE,
     Context,
     HeadEvidence,
     LayerEvidence,
@@ -32,9 +33,6 @@ from .measure import (
     output_groups,
 )
 from .points import FAMILIES, method_points
-
-#: Classes explained per image by default: the top two (users explain more than the top-1: ``--top-k``, a maze).
-DEFAULT_TOP_K = 2
 
 
 def _tests(evidence: list[LayerEvidence], head: HeadEvidence | None, threshold: float) -> dict[str, dict]:
@@ -71,7 +69,7 @@ def _tests(evidence: list[LayerEvidence], head: HeadEvidence | None, threshold: 
             "kappa": max(worst.bypass_kappa, default=0.0),
             "ratio": max(e.bypass_ratio(threshold) for e in evidence),
             "layer": worst.layer,
-            "tolerance": TOLERANCE,
+            "tolerance": FRACTION_FLOOR,
             "decides": True,
         }
         out["head"] = {
@@ -79,7 +77,7 @@ def _tests(evidence: list[LayerEvidence], head: HeadEvidence | None, threshold: 
             "kappa": max(head.kappa) if head.kappa else None,
             "ratio": head.ratio(threshold),
             "layer": head.layer,
-            "tolerance": TOLERANCE,
+            "tolerance": FRACTION_FLOOR,
             "decides": True,
         }
         out["feature"] = {
@@ -88,7 +86,7 @@ def _tests(evidence: list[LayerEvidence], head: HeadEvidence | None, threshold: 
             "ratio": head.alone_ratio(threshold),
             "layer": head.layer,
             "features": head.alone_features,
-            "tolerance": TOLERANCE,
+            "tolerance": FRACTION_FLOOR,
             "decides": True,
         }
     effects = Effects([m for e in evidence for m in e.methods])

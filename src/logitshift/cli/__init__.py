@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 from .._version import __version__
 from ..core.errors import LogitShiftError
+from ..core.names import suggestion
 from . import attack, audit, check, demo, evaluate, matrix, report
 from .flags import (
     SHARED,
@@ -38,11 +39,26 @@ COMMANDS = (demo, attack, matrix, audit, evaluate, report, check)
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors and exit code 2."""
+    """argparse with one-line errors, a did-you-mean for a misspelt flag, and exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.stderr.write(f"{self.prog}: error: {message}{self.suggest(message)} (see {self.prog} --help)\n")
         sys.exit(2)
+
+    def suggest(self, message: str) -> str:
+        """``; did you mean --model?`` for each unknown ``--flag`` of an "unrecognized arguments" message (difflib:
+        argparse's own ``suggest_on_error`` needs Python 3.14)."""
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        known = [s for p in self.parsers() for a in p._actions for s in a.option_strings if a.help != argparse.SUPPRESS]
+        words = [w.split("=")[0] for w in message.removeprefix("unrecognized arguments:").split() if w.startswith("--")]
+        return "".join(suggestion(w, [k for k in known if k.startswith("--")]) for w in words)
+
+    def parsers(self) -> list[argparse.ArgumentParser]:
+        """This parser and, when the command line named one, that command's parser."""
+        sub = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+        command = next((w for w in getattr(self, "argv", []) if sub is not None and w in sub.choices), None)
+        return [self] + ([sub.choices[command]] if sub is not None and command else [])
 
 
 def build_parser() -> Parser:
@@ -58,6 +74,7 @@ def build_parser() -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser.argv = argv  # type: ignore[attr-defined]  # for the did-you-mean of an unknown flag
     args = parser.parse_args(argv)
     args.argv = argv  # for commands that re-run themselves in a limited child (audit)
     func: Callable[[argparse.Namespace], int] = args.func

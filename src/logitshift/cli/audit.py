@@ -8,17 +8,23 @@ itself on it in a child process with memory, CPU and file-size limits
 from __future__ import annotations
 
 import argparse
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..audit import sandbox
-from ..audit.effect import NEVER, audited_methods
-from ..audit.load import is_model_file
-from ..audit.measure import DEFAULT_CPU_SECONDS, DEFAULT_MAX_IMAGES, DEFAULT_MAX_LAYERS, DEFAULT_MEMORY_GB, DEFAULT_PROBES, THRESHOLD
-from ..audit.verdict import DEFAULT_TOP_K, AuditResult, check_methods
 from ..core.errors import LogitShiftError
-from ..report import write_report
-from ..runs.audit import AuditConfig, run_audit
+from ..core.names import (
+    AUDITED_NAMES,
+    DEFAULT_CPU_SECONDS,
+    DEFAULT_MAX_IMAGES,
+    DEFAULT_MAX_LAYERS,
+    DEFAULT_MEMORY_GB,
+    DEFAULT_PROBES,
+    DEFAULT_TOP_K,
+    THRESHOLD,
+)
+
+if TYPE_CHECKING:
+    from ..audit.verdict import AuditResult
 from .flags import (
     alias,
     class_flags,
@@ -27,12 +33,12 @@ from .flags import (
     images_flag,
     int_at_least,
     layer_flag,
-    model_flag,
+    methods_flag,
+    model_flags,
     out_flag,
     positive_float,
     progress_flag,
     report_flag,
-    weights_flag,
 )
 
 MODEL_DETAIL = "required; or a model file: .pt2, or the .json/.safetensors pair of logitshift attack"
@@ -58,8 +64,7 @@ def register(sub) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model_arg", nargs="?", default=None, metavar="MODEL_OR_FILE", help=argparse.SUPPRESS)
-    model_flag(p, MODEL_DETAIL, default=None)
-    weights_flag(p)
+    model_flags(p, MODEL_DETAIL, layer=False, device=False, default=None)
     images_flag(p)
     p.add_argument(
         "--max-images",
@@ -94,12 +99,11 @@ def register(sub) -> argparse.ArgumentParser:
         help=f"κ above which the kappa test fires (default {THRESHOLD:g}); also scales κ_bypass and κ_head",
     )
     class_flags(p, DEFAULT_TOP_K, f"default {DEFAULT_TOP_K}: users explain more than the prediction; the top-1 is always measured")
-    p.add_argument(
-        "--methods",
-        nargs="+",
-        default=None,
-        metavar="METHOD",
-        help=f"only these methods' maps count for the effect: the ones you explain with; default all of {', '.join(audited_methods())}",
+    methods_flag(
+        p,
+        None,
+        f"all of {' '.join(AUDITED_NAMES)}; only these methods' maps count for the effect: the ones you explain with",
+        AUDITED_NAMES,
     )
     p.add_argument("--size", type=int_at_least(8), default=None, help="input size for a model file (default 224)")
     out_flag(p, "a folder for audit.json and audit.png; default: nothing written")
@@ -134,6 +138,11 @@ def model_of(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..audit.load import is_model_file
+    from ..audit.verdict import check_methods
+    from ..report import write_report
+    from ..runs.audit import AuditConfig, run_audit
+
     model = model_of(args)
     if args.report and not args.out:
         raise LogitShiftError("--report: needs --out, the folder the page is written into")
@@ -146,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = AuditConfig(
         model=model,
         weights=args.weights,
+        random_weights=args.random_weights,
+        num_classes=args.num_classes,
+        class_names=args.class_names,
         images=list(args.images or []),
         max_images=args.max_images,
         layers=args.layers,
@@ -174,6 +186,10 @@ def run(args: argparse.Namespace) -> int:
 def print_result(result: AuditResult) -> None:
     """The finding first (one sentence with the numbers), what it covers, the maps users explain first, the next
     step; then, under "details", what was left out and why, and the evidence."""
+    import numpy as np
+
+    from ..audit.effect import NEVER
+
     print(result.sentence())
     print(f"this audit {result.coverage()}")
     print(f"first evidence: {result.first_evidence()}")

@@ -6,15 +6,15 @@ import argparse
 from typing import Any
 
 from ..core.errors import LogitShiftError
-from ..report import write_report
-from ..runs.evaluate import EvalConfig, run_evaluate
-from ..shift.steer import chosen
 from .flags import (
     alias,
     class_flags,
+    figures_flag,
     force_flag,
     images_flag,
     int_at_least,
+    memory_budget_flag,
+    methods_flag,
     model_flags,
     out_flag,
     progress_flag,
@@ -22,6 +22,7 @@ from .flags import (
     save_maps_flag,
     shift_flags,
     shift_setup,
+    steps_flag,
 )
 
 
@@ -47,10 +48,9 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("images_arg", nargs="*", metavar="IMAGE", help=argparse.SUPPRESS)
     images_flag(p, "required", default=[])
     alias(p, "--list", "lists", "--images @FILE", action="append", default=[])
-    p.add_argument("--methods", nargs="+", default=["gradcam"], help="attribution methods (default gradcam)")
-    p.add_argument(
-        "--steps", type=positive_int, default=None, help="Integrated Gradients steps and SmoothGrad samples (default: the methods' own)"
-    )
+    methods_flag(p, ["gradcam"], "gradcam")
+    steps_flag(p)
+    memory_budget_flag(p)
     alias(p, "--ig-steps", "ig_steps", "--steps (for Integrated Gradients only)", type=positive_int, default=None)
     alias(p, "--smoothgrad-samples", "smoothgrad_samples", "--steps (for SmoothGrad only)", type=positive_int, default=None)
     p.add_argument("--scores", nargs="+", default=["logit", "prob"], help="scores to explain (default logit prob)")
@@ -68,7 +68,7 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out (skips the images it finished)")
     force_flag(p)
     report_flag(p)
-    p.add_argument("--no-plots", action="store_true", help="skip the distribution plots")
+    figures_flag(p, "--no-plots")
     progress_flag(p)
     save_maps_flag(p)
     p.set_defaults(func=run)
@@ -76,12 +76,32 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def method_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """``--steps`` for both sampling methods; ``--ig-steps`` / ``--smoothgrad-samples`` for one of them."""
-    ig, sg = args.ig_steps or args.steps, args.smoothgrad_samples or args.steps
-    return ({"ig": {"steps": ig}} if ig else {}) | ({"smoothgrad": {"samples": sg}} if sg else {})
+    """``--steps`` and ``--memory-budget`` for both sampling methods; ``--ig-steps`` / ``--smoothgrad-samples`` for one of them."""
+    from ..attribution import sampling_options
+
+    options = sampling_options(args.steps, args.memory_budget)
+    if args.ig_steps:
+        options["ig"]["steps"] = args.ig_steps
+    if args.smoothgrad_samples:
+        options["smoothgrad"]["samples"] = args.smoothgrad_samples
+    return options
+
+
+def _named(summary: dict[str, Any], most: int = 5) -> str:
+    """``: a.jpg, b.png`` — the unreadable images by name (the policy of every command: skipped and named)."""
+    names = [b["image"] for b in summary.get("bad_images") or []]
+    return (": " + ", ".join(names[:most]) + (f" and {len(names) - most} more (summary.md)" if len(names) > most else "")) if names else ""
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..report import write_report
+    from ..runs.evaluate import EvalConfig, run_evaluate
+    from ..shift.steer import chosen
+
     images = list(args.images_arg) + list(args.images)
     if not images and not args.lists:
         raise LogitShiftError("--images: none given (expected image files, folders, @list files or sample names)")
@@ -103,17 +123,18 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         force=args.force,
         progress=not args.no_progress,
-        plots=not args.no_plots,
+        plots=not args.no_figures,
     )
     summary = run_evaluate(cfg)
     if summary is not None:
         im, eq = summary["images"], summary["equivalence"]
         print(
             f"{summary['finding']}\n"
-            f"{summary['rows']} rows for {im['evaluated']} images ({im['bad']} unreadable) in {args.out}: "
+            f"{summary['rows']} rows for {im['evaluated']} images ({im['bad']} unreadable{_named(summary)}) in {args.out}: "
             f"results.sqlite, rows.csv, summary.json, summary.md{f', maps in {args.save_maps}' if args.save_maps else ''}\n"
             f"{chosen(summary['steering'])}\n"
-            f"max |Δprob| {eq['max_abs_prob_diff']}, top-1 agreement {eq['top1_agree']}, {summary['seconds']:.1f} s"
+            f"max |Δprob| {_number(eq['max_abs_prob_diff'], '.1e')}, top-1 agreement {_number(eq['top1_agree'], '.3f')}, "
+            f"{summary['seconds']:.1f} s"
         )
         if args.report:
             print(f"report: {write_report(args.out)}")

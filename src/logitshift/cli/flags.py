@@ -13,24 +13,65 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from ..core.errors import LogitShiftError
+from ..core.names import ATTENTION_NAMES, DEFAULT_MEMORY_BUDGET_GB, DEFAULT_STEPS, METHOD_NAMES, TOLERANCE, method_name
+
 #: the shared flags and the help text each command's help starts with
 SHARED = {
     "--model": "the model: efficientnet-lite0, -lite1 or -lite2 (real weights, offline), a torchvision name such as resnet50, "
     "or package.module:factory (found in the current folder too)",
     "--weights": "local weights for --model: a state dict or training checkpoint (.pth, module. prefixes stripped) or .safetensors",
+    "--random-weights": "a torchvision or timm --model with random weights instead of trained ones (say so wherever you quote a figure)",
+    "--num-classes": "the model has a fine-tuned head of this many classes (torchvision or timm --model; its weights from --weights)",
+    "--classes": "names of the model's classes: one per line, or a JSON list (default: ImageNet names for ImageNet models, indices otherwise)",
     "--layer": "dotted module name of the layer the explanations are read at",
     "--target": "where the shift steers the explanations: x0,y0,x1,y1 pixels, cells:r0,c0,r1,c1, a corner name, or a mask PNG",
     "--images": "images: files, folders (searched recursively), @list files (one path or sample a line) or sample names",
     "--class": "a class to explain for every image, by name or index (repeatable; repeats collapse)",
     "--top-k": "explain each image's k most probable classes",
     "--labels": "each image's true label to explain: CSV/TSV lines path,label or one label a line in image order (label: name or index)",
+    "--methods": f"attribution methods by name: {' '.join(METHOD_NAMES)} (spellings such as grad-cam++ are understood)",
+    "--strength": "shift strength K of every term, or auto: per family, the strength 0.9 of the way from the weakest one that "
+    "reaches --goal to the plateau of the target mass, on the check images (default: auto; with --construction paper 1, region 0.1)",
+    "--goal": "target mass each steered method's logit map must reach on the check images (default 0.5): auto aims above it; "
+    "demo, evaluate and attack refuse a shift that falls short (0: accept any), matrix calls such a cell changed, not fooled",
+    "--tolerance": f"largest max |Δprob| a shifted model may have on the check images (default {TOLERANCE:g})",
+    "--float64-head": "add the shift in float64 (default: only where float32 would change probabilities, on the check or stress inputs)",
+    "--steps": f"Integrated Gradients steps and SmoothGrad samples (default {DEFAULT_STEPS})",
+    "--memory-budget": "most memory, in GB, one chunk of Integrated Gradients or SmoothGrad points may take; fewer points per "
+    f"chunk cost a little time (default {DEFAULT_MEMORY_BUDGET_GB:g})",
     "--out": "where the output goes",
     "--force": "overwrite what a previous run left in --out",
     "--report": "also write report.html, one self-contained HTML page, into --out",
+    "--no-figures": "write no figures (the tables, JSON and summary only)",
+    "--no-progress": "no progress bars (on a stderr that is not a terminal there are none anyway: one line per stage instead)",
     "--device": "where to run: auto (default: cuda if available), cpu or cuda",
     "--debug": "show the traceback of an error",
     "--version": "show the version and exit",
 }
+
+#: shared flags whose help is the same text, word for word, in every command (the others add what is particular
+#: to the command after the shared words); --methods may add only its default
+SAME_EVERYWHERE = frozenset(
+    {
+        "--random-weights",
+        "--num-classes",
+        "--classes",
+        "--strength",
+        "--goal",
+        "--tolerance",
+        "--float64-head",
+        "--steps",
+        "--memory-budget",
+        "--no-figures",
+        "--no-progress",
+        "--force",
+        "--report",
+        "--device",
+        "--debug",
+        "--version",
+    }
+)
 
 
 def helptext(flag: str, detail: str = "") -> str:
@@ -51,6 +92,17 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number > 0")
+    return value
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number in [0, 1] (a share of a map's mass)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number from 0 to 1")
     return value
 
 
@@ -111,25 +163,75 @@ def layer_flag(p: argparse.ArgumentParser, detail: str = "default: the model's l
     p.add_argument("--layer", default=None, help=helptext("--layer", detail), **kw)
 
 
-def model_flags(p: argparse.ArgumentParser) -> None:
-    """``--model --weights --layer --num-classes --classes --device``: a model to load by name, as every model command does."""
-    model_flag(p)
+def model_flags(
+    p: argparse.ArgumentParser, detail: str = "default efficientnet-lite0", *, layer: bool = True, device: bool = True, **kw: Any
+) -> None:
+    """``--model --weights --random-weights --num-classes --classes --layer --device``: a model to load by name,
+    as every command that loads one does (``layer=False``: the command declares its own ``--layer``)."""
+    model_flag(p, detail, **kw)
     weights_flag(p)
-    layer_flag(p)
+    p.add_argument("--random-weights", action="store_true", help=helptext("--random-weights"))
+    p.add_argument("--num-classes", type=int_at_least(2), default=None, metavar="N", help=helptext("--num-classes"))
+    p.add_argument("--classes", dest="class_names", default=None, metavar="FILE", help=helptext("--classes"))
+    if layer:
+        layer_flag(p)
+    if device:
+        device_flag(p)
+
+
+def method_value(known: tuple[str, ...] = METHOD_NAMES + ATTENTION_NAMES) -> Callable[[str], str]:
+    """An argparse type: a method's registered name from a common spelling (``grad-cam++`` → ``gradcampp``)."""
+
+    def parse(text: str) -> str:
+        try:
+            return method_name(text, known)
+        except LogitShiftError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def methods_flag(p: argparse.ArgumentParser, default: list[str] | None, shown: str, known: tuple[str, ...] | None = None) -> None:
+    """``--methods NAME…``: attribution methods by name, spellings normalised as they are parsed."""
     p.add_argument(
-        "--num-classes",
-        type=int_at_least(2),
-        default=None,
-        help="torchvision model with a fine-tuned head of this many classes (weights from --weights)",
+        "--methods",
+        nargs="+",
+        type=method_value(known or METHOD_NAMES + ATTENTION_NAMES),
+        default=default,
+        metavar="METHOD",
+        help=helptext("--methods", f"default: {shown}"),
     )
-    p.add_argument(
-        "--classes",
-        dest="class_names",
-        default=None,
-        metavar="FILE",
-        help="names of the model's classes: one per line, or a JSON list (default: ImageNet names for ImageNet models, indices otherwise)",
-    )
-    device_flag(p)
+
+
+def steps_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int_at_least(1), default=DEFAULT_STEPS, metavar="N", help=helptext("--steps"))
+
+
+def strength_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strength", type=strength_value, default=None, help=helptext("--strength"))
+
+
+def goal_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--goal", type=fraction, default=0.5, help=helptext("--goal"))
+
+
+def tolerance_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tolerance", type=positive_float, default=TOLERANCE, help=helptext("--tolerance"))
+
+
+def float64_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--float64-head", action="store_true", default=None, help=helptext("--float64-head"))
+
+
+def memory_budget_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--memory-budget", type=positive_float, default=DEFAULT_MEMORY_BUDGET_GB, metavar="GB", help=helptext("--memory-budget"))
+
+
+def figures_flag(p: argparse.ArgumentParser, *old: str) -> None:
+    """``--no-figures`` (``old``: earlier spellings, hidden)."""
+    p.add_argument("--no-figures", action="store_true", help=helptext("--no-figures"))
+    for spelling in old:
+        alias(p, spelling, "no_figures", "--no-figures", action="store_true")
 
 
 def target_flag(p: argparse.ArgumentParser, detail: str = "default top-left", **kw: Any) -> None:
@@ -156,7 +258,7 @@ def report_flag(p: argparse.ArgumentParser) -> None:
 
 
 def progress_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-progress", action="store_true", help=helptext("--no-progress"))
 
 
 def class_flags(p: argparse.ArgumentParser, top_k: int = 1, top_k_default: str = "default 1: the prediction") -> None:
@@ -177,29 +279,14 @@ def shift_flags(p: argparse.ArgumentParser) -> None:
         default="gate",
         help="gate (default: works on every architecture), region, or paper (Lerma & Lucas's corner cell)",
     )
-    p.add_argument(
-        "--strength",
-        type=strength_value,
-        default=None,
-        help="shift strength K, or 'auto' (default: auto for gate, chosen on the images; 1 for paper, 0.1 for region)",
-    )
-    p.add_argument(
-        "--float64-head",
-        action="store_true",
-        default=None,
-        help="add the shift in float64 (default: only when float32 would change probabilities)",
-    )
-    p.add_argument("--tolerance", type=positive_float, default=1e-5, help="largest max |Δprob| accepted (default 1e-5)")
-    p.add_argument(
-        "--goal",
-        type=float,
-        default=0.5,
-        help="target mass the shifted logit maps must reach on the check images, or the run is refused (default 0.5; 0: measure any effect)",
-    )
+    strength_flag(p)
+    goal_flag(p)
+    float64_flag(p)
+    tolerance_flag(p)
 
 
 #: what ``model_flags`` parse, by the config field names every command's config shares
-MODEL_FIELDS = ("model", "weights", "num_classes", "class_names", "layer")
+MODEL_FIELDS = ("model", "weights", "random_weights", "num_classes", "class_names", "layer")
 
 
 def model_setup(args: argparse.Namespace) -> dict[str, Any]:

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from ..attribution import METHODS
-from ..core.scores import SCORES
-from ..report import write_report
-from ..runs.matrix import DEFAULT_STEPS, MatrixConfig, run_matrix
-from ..shift.model import parse_strength
+from ..core.names import METHOD_NAMES, SCORES
 from .flags import (
+    figures_flag,
     force_flag,
+    goal_flag,
     images_flag,
-    int_at_least,
+    memory_budget_flag,
+    methods_flag,
     model_flags,
     model_setup,
     out_flag,
     progress_flag,
     report_flag,
     save_maps_flag,
+    steps_flag,
+    strength_flag,
     target_flag,
 )
 
@@ -35,17 +36,13 @@ def register(sub) -> argparse.ArgumentParser:
     out_flag(p, "a folder; default runs/matrix", default="runs/matrix")
     target_flag(p)
     images_flag(p)
-    p.add_argument("--methods", nargs="+", default=None, help=f"methods (default all: {', '.join(METHODS)})")
+    methods_flag(p, None, "every method", METHOD_NAMES)
     p.add_argument("--scores", nargs="+", default=list(SCORES), help=f"scores (default all: {', '.join(SCORES)})")
-    p.add_argument("--strength", default=None, help="'auto' or a number (default: 1 for the CAM term, 100 for the input term)")
-    p.add_argument("--goal", type=float, default=0.5, help="target mass that counts as fooled (default 0.5)")
-    p.add_argument(
-        "--steps",
-        type=int_at_least(1),
-        default=DEFAULT_STEPS,
-        help=f"Integrated Gradients steps and SmoothGrad samples (default {DEFAULT_STEPS})",
-    )
-    p.add_argument("--no-figure", action="store_true", help="skip matrix.png")
+    strength_flag(p)
+    goal_flag(p)
+    steps_flag(p)
+    memory_budget_flag(p)
+    figures_flag(p, "--no-figure")
     force_flag(p)
     report_flag(p)
     progress_flag(p)
@@ -55,6 +52,9 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..report import write_report
+    from ..runs.matrix import MatrixConfig, run_matrix
+
     cfg = MatrixConfig(
         out=args.out,
         **model_setup(args),
@@ -62,11 +62,12 @@ def run(args: argparse.Namespace) -> int:
         images=args.images or [],
         methods=args.methods or [],
         scores=args.scores,
-        strength=parse_strength(args.strength),
+        strength=args.strength or "auto",
         goal=args.goal,
         steps=args.steps,
+        memory_budget=args.memory_budget,
         force=args.force,
-        figure=not args.no_figure,
+        figure=not args.no_figures,
         progress=not args.no_progress,
         device=args.device,
         save_maps=args.save_maps,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..report import DEFAULT_MAX_MB, ReportConfig, run_report
-from .flags import out_flag, positive_float
+from ..core.names import DEFAULT_MAX_MB
+from .flags import force_flag, out_flag, positive_float
 
 
 def register(sub) -> argparse.ArgumentParser:
@@ -25,10 +25,13 @@ def register(sub) -> argparse.ArgumentParser:
         default=DEFAULT_MAX_MB,
         help=f"size budget of the embedded figures in MB (default {DEFAULT_MAX_MB:g})",
     )
+    force_flag(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    print(run_report(ReportConfig(args.run_dir, args.out, args.max_mb)).line())
+    from ..report import ReportConfig, run_report
+
+    print(run_report(ReportConfig(args.run_dir, args.out, args.max_mb, args.force)).line())
     return 0

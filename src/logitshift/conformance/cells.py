@@ -16,7 +16,7 @@ declares), with ``c`` each image's predicted class:
 
 Verdict: **immune** when the twin changes nothing (maps: Spearman ≥ 0.999 on
 every image; metrics: relative change ≤ 1e-3); **fooled** when it is
-steered (maps: mean target share ≥ 0.5; metrics: the attacker's map rated
+steered (maps: the median image's target share ≥ 0.5; metrics: the attacker's map rated
 better on at least half the images); **moved** otherwise (changed, not
 steered). A method that cannot run on the model or in the installed library
 version is an **n/a** cell with the error.
@@ -30,7 +30,6 @@ Example::
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -43,6 +42,7 @@ from ..core.capture import INPUT
 from ..core.errors import LogitShiftError
 from ..core.metrics import spearman, target_mass
 from ..core.models import LoadedModel
+from ..core.tabular import TabularModel, feature_target
 from ..core.targets import Target, parse_target
 from ..shift.model import ShiftedModel
 from ..shift.twins import Twin, twin
@@ -70,6 +70,8 @@ class Cell:
     change: float | None = None
     reason: str = ""
     seconds: float = 0.0
+    #: of ``seconds``, the time spent inside the explainer's own calls (model and twin): the rest is twin building and comparison
+    explain_seconds: float = 0.0
     per_image: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -89,10 +91,16 @@ def _reference_maps(base: nn.Module, x: torch.Tensor, classes: torch.Tensor, lay
 def context(loaded: LoadedModel, x: torch.Tensor, target: Target | str, samples: int = 16) -> tuple[Context, Memo]:
     """The memoized model and the adapters' context for ``loaded`` and images ``x``."""
     base = loaded.module.eval()
-    tgt = target if isinstance(target, Target) else parse_target(target, int(x.shape[-1]))
     memo = Memo(base).eval()
     with torch.no_grad():
         classes = base(x)
+    if isinstance(loaded, TabularModel):
+        tgt = target if isinstance(target, Target) else feature_target(target, loaded)
+        training = loaded.data.standardize(loaded.data.x_train) if loaded.data is not None else None
+        ctx = Context(layer="", target=tgt, size=int(x.shape[1]), samples=samples, classes=int(classes.shape[1]), features=loaded.features)
+        ctx.training = training
+        return ctx, memo
+    tgt = target if isinstance(target, Target) else parse_target(target, int(x.shape[-1]))
     layer = f"module.{loaded.layer}"
     ref = _reference_maps(memo, x, classes.argmax(1), layer, tgt)
     return Context(layer=layer, target=tgt, size=int(x.shape[-1]), samples=samples, reference=ref, classes=int(classes.shape[1])), memo
@@ -135,6 +143,7 @@ def _stats(e: Explainer, honest: torch.Tensor, shifted: torch.Tensor, target: Ta
     rho = spearman(shifted, honest)
     return {
         "share": float(share.mean()),
+        "share_median": float(np.median(share.numpy())),
         "share_honest": float(share_h.mean()),
         "spearman": float(rho.min()),
         "per_image": {"share": [round(float(v), 4) for v in share], "spearman": [round(float(v), 4) for v in rho]},
@@ -147,8 +156,8 @@ def verdict(e: Explainer, stats: dict) -> tuple[str, str]:
         unchanged = stats["change"] <= IMMUNE_CHANGE
         steered = stats["share"] >= GOAL
     else:
-        unchanged = stats["spearman"] >= IMMUNE_SPEARMAN
-        steered = stats["share"] >= GOAL
+        unchanged = stats["spearman"] >= IMMUNE_SPEARMAN  # the worst image
+        steered = stats.get("share_median", stats["share"]) >= GOAL  # the median image
     if unchanged:
         if not e.reads_score:
             return "immune", "reads no score (activations only)"
@@ -160,7 +169,8 @@ def verdict(e: Explainer, stats: dict) -> tuple[str, str]:
     return "moved", e.note
 
 
-def _run(e: Explainer, model: nn.Module, x: torch.Tensor, classes: torch.Tensor, memo: Memo) -> torch.Tensor:
+def run_explainer(e: Explainer, model: nn.Module, x: torch.Tensor, classes: torch.Tensor, memo: Memo) -> torch.Tensor:
+    """The explainer's maps on ``model`` (the model or a twin), seeded so sampling methods draw the same samples for both."""
     torch.manual_seed(0)  # sampling methods draw the same samples for the model and the twin
     np.random.seed(0)
     reads_input_only = not isinstance(model, ShiftedModel) or all(name == INPUT for name in model.layers)
@@ -183,9 +193,12 @@ def check(
     log=None,
 ) -> list[Cell]:
     """Measure every explainer on ``loaded`` and on the twin(s) of its kind (or of ``kinds``, when given)."""
-    from tqdm import tqdm
+    from ..core.progress import bar as progress_bar
 
-    tgt = target if isinstance(target, Target) else parse_target(target, int(x.shape[-1]))
+    if isinstance(target, Target):
+        tgt = target
+    else:
+        tgt = feature_target(target, loaded) if isinstance(loaded, TabularModel) else parse_target(target, int(x.shape[-1]))
     if memo is None:
         memo = Memo(loaded.module.eval()).eval()
     layer = f"module.{loaded.layer}"
@@ -194,51 +207,66 @@ def check(
     twins: dict[str, Twin] = {}
     cells: list[Cell] = []
     jobs = [(e, k) for e in explainers for k in (kinds or [e.kind])]
-    bar = tqdm(jobs, desc="check", unit="cell", disable=not progress, file=sys.stderr)
+    bar = progress_bar(jobs, desc="check", unit="cell", enabled=progress)
     honest_cache: dict[int, torch.Tensor] = {}
+
+    def measure(e: Explainer, kind: str) -> Cell:
+        return _measure(e, kind, memo, x, classes, tgt, twins, honest_cache, lambda k: twin(memo, k, tgt, x, layer, strength, tolerance))
+
     for e, kind in bar:
         bar.set_postfix_str(e.name[-40:])
         start = time.perf_counter()
-        try:
-            if kind not in twins:
-                twins[kind] = twin(memo, kind, tgt, x, layer, strength, tolerance)
-            tw = twins[kind]
-            if id(e) not in honest_cache:
-                honest_cache[id(e)] = _run(e, memo, x, classes, memo)
-            honest = honest_cache[id(e)]
-            shifted = _run(e, tw, x, classes, memo)
-            stats = _stats(e, honest, shifted, tgt)
-            v, why = verdict(e, stats)
-            cell = Cell(
-                e.library,
-                e.method,
-                e.target,
-                kind,
-                v,
-                tw.construction,
-                tw.max_abs_prob_diff,
-                reason=why,
-                share=stats.get("share"),
-                share_honest=stats.get("share_honest"),
-                spearman=stats.get("spearman"),
-                change=stats.get("change"),
-                per_image=stats["per_image"],
-            )
-        except MissingLibrary:
-            raise
-        except LogitShiftError as exc:
-            if "twin" in str(exc) and kind in str(exc):
-                raise
-            cell = Cell(e.library, e.method, e.target, kind, "n/a", reason=str(exc))
-        except Exception as exc:  # noqa: BLE001 - a peer method that does not run on this model: listed with its error
-            msg = " ".join(f"{type(exc).__name__}: {exc}".split())[:240]
-            cell = Cell(e.library, e.method, e.target, kind, "n/a", reason=msg)
+        cell = measure(e, kind)
+        if not kinds and e.stronger and cell.verdict in ("moved", "immune"):
+            cell = _strongest([cell] + [measure(e, k) for k in e.stronger])
         cell.seconds = time.perf_counter() - start
         cells.append(cell)
         if log is not None:
             log(cell)
     bar.close()
     return cells
+
+
+def _measure(e: Explainer, kind: str, memo: Memo, x, classes, tgt: Target, twins: dict, honest_cache: dict, build) -> Cell:
+    """One (explainer, twin kind) cell; the twin is built once per kind (``build(kind)``), the honest maps once per explainer."""
+    try:
+        if kind not in twins:
+            twins[kind] = build(kind)
+        tw = twins[kind]
+        began = time.perf_counter()
+        if id(e) not in honest_cache:
+            honest_cache[id(e)] = run_explainer(e, memo, x, classes, memo)
+        shifted = run_explainer(e, tw, x, classes, memo)
+        explained = time.perf_counter() - began
+        stats = _stats(e, honest_cache[id(e)], shifted, tgt)
+        v, why = verdict(e, stats)
+        return Cell(
+            e.library, e.method, e.target, kind, v, tw.construction, tw.max_abs_prob_diff, reason=why,
+            share=stats.get("share"), share_honest=stats.get("share_honest"), spearman=stats.get("spearman"),
+            change=stats.get("change"), per_image=stats["per_image"], explain_seconds=explained,
+        )  # fmt: skip
+    except MissingLibrary:
+        raise
+    except LogitShiftError as exc:
+        if "twin" in str(exc) and kind in str(exc):
+            raise
+        return Cell(e.library, e.method, e.target, kind, "n/a", reason=str(exc))
+    except Exception as exc:  # noqa: BLE001 - a peer method that does not run on this model: listed with its error
+        msg = " ".join(f"{type(exc).__name__}: {exc}".split())[:240]
+        return Cell(e.library, e.method, e.target, kind, "n/a", reason=msg)
+
+
+def _strongest(tried: list[Cell]) -> Cell:
+    """Of the cells of one explainer under several twins, the one that steers it most (fooled, else the largest
+    share); its reason lists every twin tried with its share and verdict."""
+    measured = [c for c in tried if c.verdict != "n/a"] or tried
+    best = max(measured, key=lambda c: (c.verdict == "fooled", c.verdict != "immune", c.share or 0.0))
+    listed = "; ".join(
+        f"{c.kind}: {c.verdict}" + (f" (share {c.share:.2f})" if c.share is not None else f" ({c.reason[:60]})") for c in tried
+    )
+    best.reason = (best.reason + "; " if best.reason else "") + f"twins tried: {listed}"
+    best.explain_seconds = sum(c.explain_seconds for c in tried)
+    return best
 
 
 def finding(cells: list[Cell]) -> str:
@@ -261,4 +289,4 @@ def exit_code(cells: list[Cell]) -> int:
     return 0 if all(c.verdict == "immune" for c in measured) else 1
 
 
-__all__ = ["Cell", "adapter_explainers", "check", "context", "exit_code", "finding", "verdict"]
+__all__ = ["Cell", "adapter_explainers", "check", "context", "exit_code", "finding", "run_explainer", "verdict"]

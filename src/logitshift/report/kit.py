@@ -22,13 +22,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..core.names import DEFAULT_MAX_MB as DEFAULT_MAX_MB
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 STORE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
-
-
-DEFAULT_MAX_MB = 24.0
 
 
 LADDER = ((1000, 85), (760, 80), (640, 78), (560, 75), (480, 72), (400, 70), (320, 65), (240, 60))
@@ -156,25 +155,7 @@ class Embedder:
         ident = f"img{len(self.ids) + 1}"
         self.ids[key] = ident
         self.bytes += len(uri)
-        return f'<img id="{ident}" class="{cls}" src="{uri}" width="{w}" height="{h}" alt="{esc(alt)}" decoding="async">'
-
-
-def bands(rgb: Any, axis: int, min_fill: float = 0.5) -> list[tuple[int, int]]:
-    """Runs of rows (``axis=1``) or columns (``axis=0``) of ``rgb`` whose share of non-white pixels is ≥ ``min_fill`` of the largest share."""
-    import numpy as np
-
-    ink = (np.asarray(rgb, dtype=np.int16) < 235).any(axis=2)
-    fill = ink.mean(axis=axis)
-    on = fill >= min_fill * fill.max()
-    runs, start = [], None
-    for i, v in enumerate(list(on) + [False]):
-        if v and start is None:
-            start = i
-        elif not v and start is not None:
-            runs.append((start, i))
-            start = None
-    longest = max((b - a for a, b in runs), default=0)
-    return [(a, b) for a, b in runs if b - a >= 0.3 * longest]
+        return f'<img id="{ident}" class="{cls}" src="{uri}" width="{w}" height="{h}" alt="{esc(alt)}" decoding="sync" loading="eager">'
 
 
 def pil_uri(im: Any, side: int, quality: int) -> tuple[str, int, int]:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..runs.records import MatrixCell, MatrixRecord
+from ..runs.records import MatrixRecord
 from ..view.figures import signed_method
 from .common import equivalence
-from .kit import VERDICT_STYLE, Embedder, Section, bands, colour_bar, esc, fmt, legend
+from .kit import VERDICT_STYLE, Embedder, Section, colour_bar, esc, fmt, legend
 from .run import Run
 
 
 def render(rec: MatrixRecord, run: Run, embed: Embedder) -> tuple[str, list[Section]]:
-    tiles = grid_tiles(embed, rec.figure, rec.rows) if rec.figure else {}
+    tiles = grid_tiles(embed, rec.figure) if rec.figure else {}
     if rec.figure:  # the grid is shown as the table's thumbnails, not repeated as a large image
         embed.used.add(embed.resolve(rec.figure))
         if not embed.resolve(rec.figure).is_file():
@@ -35,31 +35,22 @@ def render(rec: MatrixRecord, run: Run, embed: Embedder) -> tuple[str, list[Sect
     return rec.finding, [Section("matrix", "Methods × scores", body), eq]
 
 
-def grid_tiles(embed: Embedder, ref: str, cells: list[MatrixCell]) -> dict[tuple[str, str], Any]:
-    """Thumbnails cut from the figure grid of methods (rows) × maps (columns), found by its image panels.
-
-    The panels are the bands of rows and columns that are mostly not white
-    (titles, colour bars and legends are thin). With one column more than there
-    are scores, the first is the original model's map. Returns {} when the grid
-    does not have the expected shape.
-    """
-    path = embed.resolve(ref)
+def grid_tiles(embed: Embedder, ref: str) -> dict[tuple[str, str], Any]:
+    """Thumbnails of the figure's cells, drawn from the maps it was drawn from (``ref`` with ``.npz``,
+    :func:`logitshift.view.tiles.save_tiles`): ``{(method, "original" | score): PIL image}``; {} without that file."""
+    path = embed.resolve(ref).with_suffix(".npz")
     if not path.is_file() or not path.is_relative_to(embed.root.resolve()):
         return {}
-    methods = list(dict.fromkeys(c.method for c in cells))
-    scores = list(dict.fromkeys(c.score for c in cells))
-    try:
-        from PIL import Image
+    from PIL import Image
 
-        with Image.open(path) as im:
-            rgb = im.convert("RGB")
-        rows, cols = bands(rgb, axis=1), bands(rgb, axis=0)
-    except Exception:
+    from ..core.errors import LogitShiftError
+    from ..view.tiles import load_tiles, tile
+
+    try:
+        tiles = load_tiles(path)
+    except LogitShiftError:
         return {}
-    if len(rows) != len(methods) or len(cols) not in (len(scores), len(scores) + 1):
-        return {}
-    keys = (["original"] if len(cols) == len(scores) + 1 else []) + scores
-    return {(m, k): rgb.crop((c0, r0, c1, r1)) for (r0, r1), m in zip(rows, methods) for (c0, c1), k in zip(cols, keys)}
+    return {key: Image.fromarray(tile(tiles, key)) for key in tiles.maps}
 
 
 def matrix_table(rec: MatrixRecord, tiles: dict[tuple[str, str], Any], embed: Embedder) -> str:

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import LogitShiftError
-from ..runs.records import RECORDS, Record, RecordError, read_record
+from ..core.files import RUN_STAMP
+from ..core.parts import RecordError
+from ..runs.records import RECORDS, Record, read_record
 from ..runs.store import snapshot
 from .kit import IMAGE_SUFFIXES, STORE_SUFFIXES, names, rel
 
@@ -54,7 +56,7 @@ def walk(path: Path, depth: int = 3, root: Path | None = None) -> Iterable[Path]
             yield entry
 
 
-def load_run(run_dir: str | os.PathLike) -> Run:  # noqa: C901 — one branch per run-folder layout of every command
+def load_run(run_dir: str | os.PathLike) -> Run:
     """Read ``run_dir``: its record (if any and if whole), figures, stores and tables.
 
     Raises :class:`LogitShiftError` when the folder does not exist or holds
@@ -68,24 +70,49 @@ def load_run(run_dir: str | os.PathLike) -> Run:  # noqa: C901 — one branch pe
     if not path.is_dir():
         raise LogitShiftError(f"RUN_DIR {str(path)!r}: not a folder; expected a run folder (the --out of a logitshift command)")
     run = Run(path=path)
-    summary_path = next((path / n for n in SUMMARY_FILES if (path / n).is_file()), None)
-    if summary_path is not None:
-        run.summary_name = summary_path.name
+    _read_summary(run, path)
+    _list_files(run, path)
+    if run.record is None and run.stores:
         try:
-            loaded = json.loads(summary_path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            run.notes.append(
-                f"{summary_path.name} is not valid JSON ({exc}); the run was probably interrupted while writing it. Showing the files found."
-            )
-        else:
-            try:
-                run.record = read_record(loaded, summary_path.name)
-            except RecordError as exc:
-                run.notes.append(f"{exc}; showing the files found.")
-    else:
+            config = snapshot(run.stores[0])[0]
+        except LogitShiftError:
+            config = None
+        run.inferred = {"command": "evaluate", **config} if config else {}
+        run.notes.append(
+            f"the results store {rel(run.stores[0], path)} holds what was finished; `logitshift evaluate ... --resume` continues the run"
+        )
+    if run.record is None and not run.stores and (not run.images or not (path / RUN_STAMP).exists()):
+        raise LogitShiftError(
+            f"RUN_DIR {str(path)!r}: holds no logitshift run (neither summary.json nor a results store nor a run's figures); "
+            "expected the --out folder of logitshift demo, matrix, audit or evaluate"
+        )
+    return run
+
+
+def _read_summary(run: Run, path: Path) -> None:
+    """The run's record from its summary file (the first of :data:`SUMMARY_FILES` there), or a note saying why there is none."""
+    summary_path = next((path / n for n in SUMMARY_FILES if (path / n).is_file()), None)
+    if summary_path is None:
         run.notes.append(
             "summary.json is missing: the run did not finish (or this is not a logitshift run folder). Showing the files found; the numbers are not available."
         )
+        return
+    run.summary_name = summary_path.name
+    try:
+        loaded = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        run.notes.append(
+            f"{summary_path.name} is not valid JSON ({exc}); the run was probably interrupted while writing it. Showing the files found."
+        )
+        return
+    try:
+        run.record = read_record(loaded, summary_path.name)
+    except RecordError as exc:
+        run.notes.append(f"{exc}; showing the files found.")
+
+
+def _list_files(run: Run, path: Path) -> None:
+    """The run's figures, stores and Markdown tables; a note for files an interrupted write left half-written."""
     partial = []
     for f in walk(path):
         if f.name.startswith("."):
@@ -101,17 +128,3 @@ def load_run(run_dir: str | os.PathLike) -> Run:  # noqa: C901 — one branch pe
             run.markdown.append(f)
     if partial:
         run.notes.append(f"{len(partial)} partly written file(s) left by an interrupted write: " + names(partial))
-    if run.record is None and run.stores:
-        try:
-            config = snapshot(run.stores[0])[0]
-        except LogitShiftError:
-            config = None
-        run.inferred = {"command": "evaluate", **config} if config else {}
-        run.notes.append(
-            f"the results store {rel(run.stores[0], path)} holds what was finished; `logitshift evaluate ... --resume` continues the run"
-        )
-    if run.record is None and not run.images and not run.stores:
-        raise LogitShiftError(
-            f"RUN_DIR {str(path)!r}: holds neither summary.json nor figures nor a results store; expected a folder written by logitshift demo, matrix, audit or evaluate"
-        )
-    return run

@@ -14,10 +14,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from ..attribution import sampling_options
 from ..audit.safeload import load_program
 from ..core.capture import INPUT, recorded, token_grid
 from ..core.device import resolve_device
@@ -25,9 +25,11 @@ from ..core.errors import LogitShiftError
 from ..core.files import umask_mode
 from ..core.images import DEFAULT_SAMPLES, batch, load_images
 from ..core.models import DEFAULT_MODEL, load_model
+from ..core.names import DEFAULT_MEMORY_BUDGET_GB, DEFAULT_STEPS
 from ..shift.model import TOLERANCE, ShiftedModel, Stress, compare
 from ..shift.save import META_NAME, _paths, load_shifted, save_shifted
-from ..shift.steer import steer
+from ..shift.steer import PLATEAU, steer, unreached
+from ..shift.steering import Steering
 
 # ----------------------------------------------------------------------------- torch.export
 
@@ -117,12 +119,15 @@ class AttackConfig:
     out: str  # the .pt2 file; the safetensors + JSON form goes next to it
     model: str = DEFAULT_MODEL
     weights: str | None = None
+    random_weights: bool = False  # a torchvision / timm architecture with random weights
     num_classes: int | None = None
     class_names: str | None = None
     layer: str | None = None
     methods: list[str] | None = None  # None: every registered method
-    strength: float | str | None = None  # None: each term's default; "auto": calibrated to reach ``goal``
-    goal: float = 0.5
+    strength: float | str | None = "auto"  # "auto": 0.9 of the way from ``goal`` to the plateau (steer.PLATEAU); None: each term's default
+    goal: float = 0.5  # target mass every steered method's logit map must reach on the check images, or nothing is written
+    steps: int = DEFAULT_STEPS  # Integrated Gradients steps and SmoothGrad samples of the check
+    memory_budget: float | None = DEFAULT_MEMORY_BUDGET_GB  # GB one chunk of IG / SmoothGrad points may take (None: no cap)
     images: list[str] = field(default_factory=lambda: list(DEFAULT_SAMPLES))  # check images
     format: str = "both"  # both | pt2 | safetensors
     tolerance: float = TOLERANCE
@@ -137,29 +142,44 @@ class Attack:
     """What :func:`run_attack` wrote and measured."""
 
     written: list[str]
-    steering: dict[str, Any]
+    steering: Steering
     max_abs_prob_diff: float
     images: int
     seconds: float
 
-    def lines(self) -> str:
-        """The console summary: the files first, then strength, equivalence, effect, stress and layer."""
+    @property
+    def finding(self) -> str:
+        """One sentence with the numbers: how much of each steered method's logit map the shift puts in the target."""
         st = self.steering
-        strengths = ", ".join(f"{f} {k:.3g}" for f, k in st["strength"].items())
-        effect = ", ".join(f"{m} {v:.2f}" for m, v in st["effect"].items())
-        head = st.get("head") or {}
-        why = (
-            f" (float32 would change them by {head['float32_stress_max_abs_prob_diff']:.2e} on a stress input)"
-            if "float32_stress_max_abs_prob_diff" in head
-            else ""
+        effect = st.effect
+        steered = [m for m in st.steered if m in effect]
+        lowest = min((effect[m] for m in steered), default=float("nan"))
+        return (
+            f"the shifted model puts at least {lowest:.2f} of {len(steered)} steered methods' logit maps in the target "
+            f"{st.target!r} on {self.images} check images (mean target mass: {', '.join(f'{m} {effect[m]:.2f}' for m in steered)}), "
+            f"with probabilities unchanged (max |Δprob| {self.max_abs_prob_diff:.1e})"
+        )
+
+    def lines(self) -> str:
+        """The console summary: the finding first, then the files, strength, equivalence, stress and layer."""
+        st = self.steering
+        strengths = ", ".join(f"{f} {k:.3g}" for f, k in st.strength.items())
+        effect = ", ".join(f"{m} {v:.2f}" for m, v in st.effect.items() if m not in st.steered)
+        stress32 = st.head.float32_stress_max_abs_prob_diff
+        why = f" (float32 would change them by {stress32:.2e} on a stress input)" if stress32 is not None else ""
+        how = (
+            f" (auto: {st.plateau:g} of the way from goal {st.goal:g} to the plateau)"
+            if st.auto and st.plateau
+            else (" (auto)" if st.auto else "")
         )
         return (
+            f"{self.finding}\n"
             f"wrote {', '.join(self.written)}\n"
-            f"strength: {strengths}{' (auto)' if st['auto'] else ''}; {head.get('dtype', 'float32')} head{why}; "
+            f"strength: {strengths}{how}; {st.head.dtype} head{why}; "
             f"max |Δprob| {self.max_abs_prob_diff:.2e} on {self.images} check images"
-            + (f"\ntarget mass reached (logit maps): {effect}" if effect else "")
-            + (f"\n{Stress(**_stress_args(st['stress'])).line()}" if st.get("stress") else "")
-            + (f"\nCAM layer inside the exported module: base.{st['layer']}" if st["layer"] else "")
+            + (f"\nnot steered, measured (logit maps): {effect}" if effect else "")
+            + (f"\n{Stress(**_stress_args(st.stress)).line()}" if st.stress else "")
+            + (f"\nCAM layer inside the exported module: base.{st.layer}" if st.layer else "")
             + f"\n{self.seconds:.1f} s"
         )
 
@@ -183,7 +203,7 @@ def run_attack(cfg: AttackConfig) -> Attack:
     existing = [str(p) for p in planned if p.exists()]
     if existing and not cfg.force:
         raise LogitShiftError(f"--out {existing[0]!r}: exists; pass --force to overwrite it")
-    loaded = load_model(cfg.model, cfg.weights, num_classes=cfg.num_classes, class_names=cfg.class_names)
+    loaded = load_model(cfg.model, cfg.weights, num_classes=cfg.num_classes, class_names=cfg.class_names, random_weights=cfg.random_weights)
     loaded.module.to(device)
     x = batch(load_images(cfg.images or DEFAULT_SAMPLES, loaded.preprocess)).to(device)
     shifted = steer(
@@ -194,23 +214,32 @@ def run_attack(cfg: AttackConfig) -> Attack:
         layer=cfg.layer,
         check=x,
         goal=cfg.goal,
+        plateau=PLATEAU,
         tolerance=cfg.tolerance,
         head_dtype=torch.float64 if cfg.float64_head else "auto" if cfg.float64_head is None else None,
+        measure=True,
+        method_options=sampling_options(cfg.steps, cfg.memory_budget),
         progress=cfg.progress,
     )
+    short = unreached(shifted.steering) if shifted.steering is not None else None
+    if short is not None:  # nothing written: a file whose maps do not move is no attack
+        raise LogitShiftError(short)
     # the files are written from the CPU, so that they load on any machine
     shifted.cpu()
     x = x.cpu()
     steering = shifted.steering
+    assert steering is not None  # set by steer()
     # how the check images were made from RGB in [0, 1]: what a user of the file must feed it
     preprocess = dataclasses.asdict(loaded.preprocess)
     written = []
     measured = None
     if cfg.format in ("both", "pt2"):
-        measured = export_program(shifted, out, x, cfg.tolerance, {"model": loaded.name, "preprocess": preprocess, "steering": steering})
+        measured = export_program(
+            shifted, out, x, cfg.tolerance, {"model": loaded.name, "preprocess": preprocess, "steering": steering.to_json()}
+        )
         written.append(str(out))
     if cfg.format in ("both", "safetensors"):
-        save_shifted(shifted, out, loaded.name, cfg.weights, {"preprocess": preprocess, "steering": steering})
+        save_shifted(shifted, out, loaded.name, cfg.weights, {"preprocess": preprocess, "steering": steering.to_json()})
         reloaded = load_shifted(jpath, allow_factory=True)  # the user named this model on the command line
         with torch.no_grad():
             eq = compare(loaded.module(x), reloaded(x))

@@ -17,13 +17,14 @@ from ..audit.measure import (
     DEFAULT_MAX_IMAGES,
     DEFAULT_MAX_LAYERS,
     DEFAULT_PROBES,
+    FRACTION_FLOOR,
     THRESHOLD,
-    TOLERANCE,
     candidate_layers,
 )
-from ..audit.verdict import DEFAULT_TOP_K, AuditResult, audit_model
+from ..audit.verdict import AuditResult, audit_model
 from ..core.errors import LogitShiftError
 from ..core.images import Item, collect_images
+from ..core.names import DEFAULT_TOP_K
 
 # ----------------------------------------------------------------------------- figure
 
@@ -68,8 +69,8 @@ def figure(result: AuditResult, path: str | Path, pair=None) -> Path:
     ``pair`` (:func:`map_pair`), the worst map's logit version beside its centered-logit version."""
     from matplotlib.colors import LogNorm
 
-    from ..view.figures import _plt
     from ..core.files import atomic_write
+    from ..view.figures import _plt
 
     plt = _plt()
     spatial = [e for e in result.evidence if e.cells]
@@ -100,7 +101,7 @@ def figure(result: AuditResult, path: str | Path, pair=None) -> Path:
             fractions,
             color=["tab:red" if e.bypass_ratio(result.threshold) > 1 else "tab:blue" for e in result.evidence],
         )
-        axb.axhline(TOLERANCE, color="k", ls="--", lw=1, label=f"tolerance {TOLERANCE:g}")
+        axb.axhline(FRACTION_FLOOR, color="k", ls="--", lw=1, label=f"tolerance {FRACTION_FLOOR:g}")
         axb.set_yscale("log")
         axb.set_ylim(floor / 2, 2.0)
         axb.set_xticks(range(len(labels)))
@@ -148,6 +149,9 @@ class AuditConfig:
 
     model: str
     weights: str | None = None
+    random_weights: bool = False  # a torchvision / timm architecture with random weights
+    num_classes: int | None = None  # a fine-tuned head of this many classes
+    class_names: str | None = None  # file naming the model's classes
     images: list[str] = field(default_factory=list)  # files, folders, @lists, samples (empty: the four samples)
     max_images: int = DEFAULT_MAX_IMAGES
     layers: list[str] | None = None  # None: up to max_layers spatial layers
@@ -195,14 +199,28 @@ def run_audit(cfg: AuditConfig) -> Audited:
     start = time.perf_counter()
     device = resolve_device(cfg.device)
     out = run_dir(cfg.out, cfg.force, marker="audit.json") if cfg.out else None
-    module, pre, hookable, name = load_target(cfg.model, cfg.weights)
+    module, pre, hookable, name = load_target(
+        cfg.model, cfg.weights, num_classes=cfg.num_classes, class_names=cfg.class_names, random_weights=cfg.random_weights
+    )
     if cfg.size:
         pre = replace(pre, size=cfg.size, resize=max(cfg.size, pre.resize * cfg.size // pre.size))
     items = pick_items(cfg.images or DEFAULT_SAMPLES, cfg.max_images)
-    images = [replace(load_image(item.spec, pre), name=item.name) for item in items]
-    x = batch(images)
-    logits = _finite_logits(module, x)
-    explain = explained(cfg, items, logits)
+    images, bad, good = [], [], []
+    for item in items:  # the policy of every command (as evaluate): an unreadable input is skipped and named, the rest audited
+        try:
+            images.append(replace(load_image(item.spec, pre), name=item.name))
+            good.append(item)
+        except LogitShiftError as exc:
+            bad.append(f"{Path(str(item.spec)).name} ({str(exc).split(': ', 1)[-1].split(' (')[0][:60]})")
+    if bad:
+        sys.stderr.write(f"logitshift audit: skipped {len(bad)} of {len(items)} images: {'; '.join(bad)}\n")
+    if not images:
+        raise LogitShiftError(f"--images: none of the {len(items)} images can be read")
+    dtype = next((p.dtype for p in module.parameters()), torch.float32)
+    module.to(device)
+    x = batch(images).to(device, dtype)
+    before = image_logits(module, x, cfg.model)  # the model's first calls: compared with a call at the end
+    explain = explained(cfg, good, before.float())
     if cfg.layers is not None:
         layers = cfg.layers
     elif hookable:
@@ -214,11 +232,9 @@ def run_audit(cfg: AuditConfig) -> Audited:
     else:
         layers = []
         sys.stderr.write(f"logitshift audit: {name} is TorchScript, whose layers cannot be hooked: auditing the input gradient only\n")
-    dtype = next((p.dtype for p in module.parameters()), torch.float32)
-    module.to(device)
     result = audit_model(
         module,
-        x.to(device, dtype),
+        x,
         layers,
         cfg.threshold,
         cfg.probes,
@@ -227,27 +243,49 @@ def run_audit(cfg: AuditConfig) -> Audited:
         methods=cfg.methods,
         explain=explain,
     )
+    same_after(module, x, before, cfg.model)
     if not math.isfinite(result.score):
         raise LogitShiftError(f"model {cfg.model!r}: a statistic of the audit is not finite (score {result.score}); nothing concluded")
     if out is not None:
-        figure(result, out / "audit.png", map_pair(module, x.to(device, dtype), result, len(images)))
-        summary = {"command": "audit", "model": cfg.model, **result.to_json(), "seconds": round(time.perf_counter() - start, 2)}
-        AuditRecord.from_json(_finite({**summary, **provenance()}), "audit summary").write(out)
+        figure(result, out / "audit.png", map_pair(module, x, result, len(images)))
+        record = AuditRecord(model=cfg.model, **_finite(result.to_json()), seconds=round(time.perf_counter() - start, 2), **provenance())
+        record.write(out)
     return Audited(result, out)
 
 
-def _finite_logits(module, x: torch.Tensor) -> torch.Tensor:
-    """The logits on the audited images; non-finite images or logits are refused (nothing can be concluded from them)."""
-    from ..audit.measure import select_output
+def image_logits(module: torch.nn.Module, x: torch.Tensor, model: str) -> torch.Tensor:
+    """The logits of each image on its own (a file may take one image at a time), refused when the images or the
+    logits are not finite, or the logits do not vary across the images
+    (:func:`~logitshift.core.models.check_outputs`): nothing would be concluded."""
+    from ..core.capture import as_logits
+    from ..core.models import check_outputs
 
-    if not bool(torch.isfinite(x).all()):
-        raise LogitShiftError("images: non-finite pixel values after preprocessing; nothing concluded")
-    dtype = next((p.dtype for p in module.parameters()), x.dtype)
-    with torch.no_grad():  # image by image: an exported program may take a fixed batch size of 1
-        z = torch.cat([select_output(module(x[i : i + 1].to(dtype))) for i in range(len(x))])
-    if not bool(torch.isfinite(z).all()):
-        raise LogitShiftError("model: non-finite logits on the audited images (inf or NaN); nothing concluded")
-    return z.float()
+    with torch.no_grad():
+        logits = torch.cat([as_logits(module(x[i : i + 1])) for i in range(len(x))])
+    check_outputs(f"model {model!r}", x, logits, "; nothing concluded")
+    return logits
+
+
+#: how far the first image's logits may move between the start and the end of an audit (relative, as in
+#: ``torch.allclose``: atol = rtol · (1 + max |z|)): float reductions in another order, never a changed model
+RERUN_TOLERANCE = 1e-4
+
+
+def same_after(module: torch.nn.Module, x: torch.Tensor, before: torch.Tensor, model: str) -> None:
+    """Run the first image again at the end of the audit: a model whose outputs changed over the audit's calls
+    (a counter in a buffer, running statistics) is refused, whatever the file check let through."""
+    from ..core.capture import as_logits
+
+    with torch.no_grad():
+        again = as_logits(module(x[:1])).double()
+    first = before[:1].double()
+    scale = 1.0 + float(first.abs().max())
+    moved = float((again - first).abs().max()) if again.shape == first.shape else math.inf
+    if not moved <= RERUN_TOLERANCE * scale:
+        raise LogitShiftError(
+            f"model {model!r}: its logits on the first image changed during the audit (by {moved:.3g}): a model that changes "
+            "from call to call; nothing concluded"
+        )
 
 
 def explained(cfg: AuditConfig, items: Sequence[Item], logits: torch.Tensor) -> torch.Tensor:

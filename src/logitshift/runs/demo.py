@@ -28,29 +28,27 @@ the result in one sentence.
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ..attribution import CAM_METHODS, METHOD_LABELS, get_method
+from ..attribution.engine import Explained, explain
 from ..core.capture import layer_grid
 from ..core.classes import class_name
 from ..core.device import resolve_device
-from ..view.display import check_maps_path, explained_maps, save_maps
-from ..attribution.engine import Explained, explain
 from ..core.errors import LogitShiftError
-from ..view.figures import classes_figure, paper_figure, scaled
 from ..core.files import check_out, provenance, run_dir
 from ..core.images import DEFAULT_SAMPLES, batch, collect_images, load_image
 from ..core.metrics import max_in_target, spearman, target_mass
-from .records import DemoRecord
 from ..shift.model import DEFAULT_STRENGTH, ShiftSetup, compare
 from ..shift.steer import prepare, steer_setup
+from ..view.display import check_maps_path, explained_maps, save_maps
+from ..view.figures import classes_figure, paper_figure, scaled
+from .records import Agnostic, AgnosticRow, Corner, CornerClass, DemoRecord, DemoRow, MapNumbers
 
 MAPS = ("original_logit", "original_prob", "shifted_logit", "shifted_prob")
 
@@ -69,7 +67,7 @@ class DemoConfig(ShiftSetup):
 
 def run_demo(cfg: DemoConfig) -> dict:
     """Run the demo and return the summary (also written to ``cfg.out/summary.json``)."""
-    from tqdm import tqdm
+    from ..core.progress import bar as progress_bar
 
     start = time.perf_counter()
     if cfg.method not in CAM_METHODS:
@@ -118,8 +116,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         mine = {k: v for k, v in maps_of.maps.items() if k[1] == cam.name}
         saved, names = explained_maps(mine, jobs, [im.name for im in images])
         save_maps(cfg.save_maps, saved, **names)
-    bar = tqdm(total=len(jobs) * len(images), desc="demo", unit="map", disable=not cfg.progress, file=sys.stderr)
-    results = []
+    bar = progress_bar(total=len(jobs) * len(images), desc="demo", unit="map", enabled=cfg.progress)
+    results: list[DemoRow] = []
     for i, im in enumerate(images):
         eq = compare(maps_of.logits["original"][i : i + 1], maps_of.logits["shifted"][i : i + 1])
         rows, heats, titles = [], [], []
@@ -130,27 +128,27 @@ def run_demo(cfg: DemoConfig) -> dict:
                 bar.update(1)
                 continue  # the same class asked twice for this image (its prediction, a top-k class, a --class, its label)
             seen.add(c)
-            row: dict[str, Any] = {
-                "image": im.name,
-                "class": c,
-                "class_name": class_name(c, loaded.class_names),
-                "prob": float(probs[i, c]),
-                "rank": int((probs[i] > probs[i, c]).sum()) + 1,
-                "predicted": c == int(top1[i]),
-                "max_abs_prob_diff": eq.max_abs_prob_diff,
-                "top1_agree": eq.top1_agree == 1.0,
-                "maps": {},
-            }
-            if labels is not None:
-                row["label"] = c == labels[items[i].key]
+            row = DemoRow(
+                image=im.name,
+                class_=c,
+                class_name=class_name(c, loaded.class_names),
+                prob=float(probs[i, c]),
+                rank=int((probs[i] > probs[i, c]).sum()) + 1,
+                predicted=c == int(top1[i]),
+                max_abs_prob_diff=eq.max_abs_prob_diff,
+                top1_agree=eq.top1_agree == 1.0,
+                label=c == labels[items[i].key] if labels is not None else None,
+            )
             for key in MAPS:
                 m = raw[key][i : i + 1]
                 rho = float(spearman(m, raw[f"original_{key.split('_')[1]}"][i : i + 1])[0])
                 if paper:
                     share = float(target_mass(m, weights)[0])
-                    row["maps"][key] = {"corner_share": share, "max_in_corner": max_in_target(m, weights)[0], "spearman_vs_original": rho}
+                    row.maps[key] = MapNumbers(
+                        corner_share=share, max_in_corner=bool(max_in_target(m, weights)[0]), spearman_vs_original=rho
+                    )
                 else:
-                    row["maps"][key] = {"target_mass": float(target_mass(m, weights)[0]), "spearman_vs_original": rho}
+                    row.maps[key] = MapNumbers(target_mass=float(target_mass(m, weights)[0]), spearman_vs_original=rho)
             rows.append(row)
             if cfg.figures:
                 heats.append({k: scaled(raw[k][i : i + 1], size)[0] for k in MAPS})
@@ -171,60 +169,58 @@ def run_demo(cfg: DemoConfig) -> dict:
                     "the corner cell the shift reads",
                 )
                 for row in rows:
-                    row["figure"] = name
+                    row.figure = name
             else:
                 for row, h, t in zip(rows, heats, titles):
-                    name = f"{im.name}_{row['class']}.png"
+                    name = f"{im.name}_{row.class_}.png"
                     paper_figure(out / name, im.rgb, h, t, suptitle, target_px.numpy())
-                    row["figure"] = name
+                    row.figure = name
         results.extend(rows)
     bar.close()
     eq_all = compare(maps_of.logits["original"], maps_of.logits["shifted"])
-    summary: dict[str, Any] = {
-        "command": "demo",
-        "model": loaded.name,
-        "layer": layer,
-        "shift_layer": shift_layer,
-        "method": cfg.method,
-        "construction": cfg.construction,
-        # the strength as --strength takes it (the fit term's is in units of the model's own map, steer._fit_unit)
-        "strength": float((shifted.steering.get("strength") or {}).get("cam", shifted.shift.strength)),
-        "default_strength": DEFAULT_STRENGTH[cfg.construction],
-        "region": cfg.region if not paper else "cell (0, 0) of the shift layer",
-        "float64_head": shifted.head_dtype == torch.float64,
-        "steering": shifted.steering,
-        "tolerance": cfg.tolerance,
-        "images": [im.name for im in images],
-        "top_k": cfg.top_k,
-        "labels": cfg.labels,
-        "max_abs_prob_diff": eq_all.max_abs_prob_diff,
-        "top1_agree": eq_all.top1_agree == 1.0,
-        "max_abs_shift": eq_all.max_abs_shift,
-    }
-    if extra:
-        summary["class_agnostic"] = {
-            name: class_agnostic(maps_of, extra, [im.name for im in images], name, loaded.class_names) for name in agnostic
-        }
-    if paper:
-        summary["corner"] = corner_summary(results, cfg.method, float(weights.sum() / weights.numel()))
-    summary["finding"] = finding(summary, results)
-    summary["results"] = results
-    summary["seconds"] = round(time.perf_counter() - start, 2)
-    summary.update(provenance())
-    record = DemoRecord.from_json(summary, "demo summary", strict=True)  # every key written is a typed field
+    assert shifted.steering is not None  # set by steer()
+    record = DemoRecord(
+        model=loaded.name,
+        layer=layer,
+        shift_layer=shift_layer,
+        method=cfg.method,
+        construction=cfg.construction,
+        # the strength as --strength takes it (the fit term's is in units of the model's own map, plan.fit_unit)
+        strength=float(shifted.steering.strength["cam"] if "cam" in shifted.steering.strength else shifted.shift.strength),  # type: ignore[arg-type]
+        default_strength=DEFAULT_STRENGTH[cfg.construction],
+        region=cfg.region if not paper else "cell (0, 0) of the shift layer",
+        float64_head=shifted.head_dtype == torch.float64,
+        steering=shifted.steering,
+        tolerance=cfg.tolerance,
+        images=[im.name for im in images],
+        top_k=cfg.top_k,
+        labels=cfg.labels,
+        max_abs_prob_diff=eq_all.max_abs_prob_diff,
+        top1_agree=eq_all.top1_agree == 1.0,
+        max_abs_shift=eq_all.max_abs_shift,
+        class_agnostic={name: class_agnostic(maps_of, extra, [im.name for im in images], name, loaded.class_names) for name in agnostic}
+        if extra
+        else None,
+        corner=corner_summary(results, cfg.method, float(weights.sum() / weights.numel())) if paper else None,
+        results=results,
+        **provenance(),
+    )
+    record.finding = finding(record)
+    record.seconds = round(time.perf_counter() - start, 2)
     record.write(out)
     return record.to_json()
 
 
-def _panel_title(key: str, row: dict, paper: bool) -> str:
+def _panel_title(key: str, row: DemoRow, paper: bool) -> str:
     variant, score = key.split("_")
-    m = row["maps"][key]
-    what = f"corner {m['corner_share']:.2f}" + (" (max there)" if m["max_in_corner"] else "") if paper else f"mass {m['target_mass']:.2f}"
-    what += f"  ρ {m['spearman_vs_original']:.2f}" if variant == "shifted" else ""
-    return f"{variant} · {'pre' if score == 'logit' else 'post'}-softmax\n{row['class_name']}  p={row['prob']:.3f}  {what}"
+    m = row.maps[key]
+    what = f"corner {m.corner_share:.2f}" + (" (max there)" if m.max_in_corner else "") if paper else f"mass {m.target_mass:.2f}"
+    what += f"  ρ {m.spearman_vs_original:.2f}" if variant == "shifted" else ""
+    # three short lines: a long single line was cut at the panel's edge (the shifted panels' ρ)
+    return f"{variant} · {'pre' if score == 'logit' else 'post'}-softmax\n{row.class_name}  p={row.prob:.3f}\n{what}"
 
 
-def class_agnostic(out: Explained, extra: list[int], names: list[str], method: str, class_names: Sequence[str] | None = None) -> dict:
+def class_agnostic(out: Explained, extra: list[int], names: list[str], method: str, class_names: Sequence[str] | None = None) -> Agnostic:
     """Spearman between the pre-softmax maps of the predicted class and of each requested class, per image.
 
     ``out``: the engine's maps with ``extra`` as its classes (slot ``1 + j``
@@ -232,7 +228,7 @@ def class_agnostic(out: Explained, extra: list[int], names: list[str], method: s
     the explanation no longer depends on the class it is asked about.
     """
     top1 = out.top1
-    rows: list[dict[str, Any]] = []
+    rows: list[AgnosticRow] = []
     own = {v: out.maps[(0, method, "logit", v)] for v in ("original", "shifted")}
     for j, c in enumerate(extra):
         other = {v: out.maps[(1 + j, method, "logit", v)] for v in own}
@@ -241,73 +237,84 @@ def class_agnostic(out: Explained, extra: list[int], names: list[str], method: s
             if int(top1[i]) == c:
                 continue  # the requested class is the prediction: nothing to compare
             rows.append(
-                {
-                    "image": name,
-                    "class": c,
-                    "class_name": class_name(c, class_names),
-                    "original": float(rho["original"][i]),
-                    "shifted": float(rho["shifted"][i]),
-                }
+                AgnosticRow(
+                    image=name,
+                    class_=c,
+                    class_name=class_name(c, class_names),
+                    original=float(rho["original"][i]),
+                    shifted=float(rho["shifted"][i]),
+                )
             )
     if not rows:
-        return {"method": method, "score": "logit", "rows": []}
-    return {
-        "method": method,
-        "score": "logit",
-        "mean_original": statistics.mean(r["original"] for r in rows),
-        "max_original": max(r["original"] for r in rows),
-        "mean_shifted": statistics.mean(r["shifted"] for r in rows),
-        "min_shifted": min(r["shifted"] for r in rows),
-        "rows": rows,
-    }
+        return Agnostic(method=method, score="logit")
+    return Agnostic(
+        method=method,
+        score="logit",
+        mean_original=statistics.mean(r.original for r in rows),
+        max_original=max(r.original for r in rows),
+        mean_shifted=statistics.mean(r.shifted for r in rows),
+        min_shifted=min(r.shifted for r in rows),
+        rows=rows,
+    )
 
 
-def corner_summary(results: list[dict], method: str, area: float) -> dict:
+def _share(r: DemoRow, key: str) -> float:
+    return r.maps[key].corner_share or 0.0
+
+
+def corner_summary(results: list[DemoRow], method: str, area: float) -> Corner:
     """Per class (the prediction; each requested class): mean corner share and how often the maximum is in the corner."""
-    groups: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[str, list[DemoRow]] = {}
     for r in results:
-        groups.setdefault("predicted class" if r["predicted"] else r["class_name"], []).append(r)
+        groups.setdefault("predicted class" if r.predicted else r.class_name, []).append(r)
     out = []
     for name, rows in groups.items():
-        entry: dict[str, Any] = {"class": name, "pairs": len(rows)}
-        for key in ("shifted_logit", "original_logit", "shifted_prob"):
-            entry[f"{key}_mean_share"] = statistics.mean(r["maps"][key]["corner_share"] for r in rows)
-            entry[f"{key}_max_in_corner"] = sum(r["maps"][key]["max_in_corner"] for r in rows)
-        entry["shifted_prob_min_spearman"] = min(r["maps"]["shifted_prob"]["spearman_vs_original"] for r in rows)
-        out.append(entry)
-    return {"method": method, "cell": [0, 0], "area_share": area, "classes": out}
+        out.append(
+            CornerClass(
+                class_=name,
+                pairs=len(rows),
+                shifted_logit_mean_share=statistics.mean(_share(r, "shifted_logit") for r in rows),
+                shifted_logit_max_in_corner=sum(bool(r.maps["shifted_logit"].max_in_corner) for r in rows),
+                original_logit_mean_share=statistics.mean(_share(r, "original_logit") for r in rows),
+                original_logit_max_in_corner=sum(bool(r.maps["original_logit"].max_in_corner) for r in rows),
+                shifted_prob_mean_share=statistics.mean(_share(r, "shifted_prob") for r in rows),
+                shifted_prob_max_in_corner=sum(bool(r.maps["shifted_prob"].max_in_corner) for r in rows),
+                shifted_prob_min_spearman=min(r.maps["shifted_prob"].spearman_vs_original or 0.0 for r in rows),
+            )
+        )
+    return Corner(method=method, cell=[0, 0], area_share=area, classes=out)
 
 
-def finding(summary: dict, results: list[dict]) -> str:
+def finding(rec: DemoRecord) -> str:
     """The result in one sentence with its numbers."""
-    label = METHOD_LABELS.get(summary["method"], summary["method"])
-    k = f"K={summary['strength']:g} at {summary['shift_layer']}"
-    dp = f"max |Δp| {summary['max_abs_prob_diff']:.1e}, top-1 {'unchanged' if summary['top1_agree'] else 'CHANGED'}"
-    agnostic = (summary.get("class_agnostic") or {}).get("gradcam") or {}
-    rho = min((r["maps"]["shifted_prob"]["spearman_vs_original"] for r in results), default=None)
+    results = rec.results
+    label = METHOD_LABELS.get(rec.method, rec.method)
+    k = f"K={rec.strength:g} at {rec.shift_layer}"
+    dp = f"max |Δp| {rec.max_abs_prob_diff:.1e}, top-1 {'unchanged' if rec.top1_agree else 'CHANGED'}"
+    agnostic = (rec.class_agnostic or {}).get("gradcam")
+    rho = min((r.maps["shifted_prob"].spearman_vs_original or 0.0 for r in results), default=None)
     post = "" if rho is None else f"; the post-softmax map is {'unchanged' if rho >= 0.99 else 'CHANGED'} (min ρ {rho:.3f})"
-    if summary["construction"] == "paper":
-        groups = summary["corner"]["classes"]
-        shares = " / ".join(f"{g['shifted_logit_mean_share']:.2f} ({g['class']})" for g in groups)
-        before = statistics.mean(r["maps"]["original_logit"]["corner_share"] for r in results)
-        hits = sum(r["maps"]["shifted_logit"]["max_in_corner"] for r in results)
+    if rec.construction == "paper":
+        assert rec.corner is not None  # written for the paper construction
+        shares = " / ".join(f"{g.shifted_logit_mean_share:.2f} ({g.class_})" for g in rec.corner.classes)
+        before = statistics.mean(_share(r, "original_logit") for r in results)
+        hits = sum(bool(r.maps["shifted_logit"].max_in_corner) for r in results)
         text = (
             f"The paper's shift ({k}) puts {shares} of the pre-softmax {label} map in the upper-left cell "
             f"(original {before:.2f}; the maximum is there on {hits}/{len(results)} image×class pairs)"
         )
-        if agnostic.get("rows"):
-            other = " / ".join(dict.fromkeys(f"'{r['class_name']}'" for r in agnostic["rows"]))
+        if agnostic is not None and agnostic.rows:
+            other = " / ".join(dict.fromkeys(f"'{r.class_name}'" for r in agnostic.rows))
             text += (
                 f" and makes the pre-softmax Grad-CAM class-agnostic (Spearman between the maps of the predicted class and {other}: "
-                f"{agnostic['mean_shifted']:.2f}, original {agnostic['mean_original']:.2f})"
+                f"{agnostic.mean_shifted:.2f}, original {agnostic.mean_original:.2f})"
             )
         return text + f", while {dp}{post}."
-    fooled = [r for r in results if r["predicted"]]
-    mass = statistics.mean(r["maps"]["shifted_logit"]["target_mass"] for r in fooled)
-    before = statistics.mean(r["maps"]["original_logit"]["target_mass"] for r in fooled)
+    fooled = [r for r in results if r.predicted]
+    mass = statistics.mean(r.maps["shifted_logit"].target_mass or 0.0 for r in fooled)
+    before = statistics.mean(r.maps["original_logit"].target_mass or 0.0 for r in fooled)
     # on a signed map (a transformer's tokens) the gate's CAM term is the fit term: name the one that was built
-    cam_term = str((summary.get("steering") or {}).get("cam_term") or "")
-    name = "fit" if cam_term.startswith("fit") else summary["construction"]
+    name = "fit" if (rec.steering.cam_term or "").startswith("fit") else rec.construction
     return (
         f"The {name} shift ({k}) moves {mass:.2f} of the pre-softmax {label} map of the predicted class into the target "
         f"(original {before:.2f}), while {dp}{post}."

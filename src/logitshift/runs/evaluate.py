@@ -45,38 +45,34 @@ has what was finished). Example::
 
 from __future__ import annotations
 
-import csv
-import io
-import os
-import re
 import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ..attribution import engine
-from ..attribution import Attribution, get_method
+from ..attribution import Attribution, engine, get_method
 from ..core.capture import layer_grid
-from ..core.device import resolve_device
-from ..view.display import check_maps_path, explained_maps, save_maps
 from ..core.errors import LogitShiftError
-from ..view.figures import grid_figure, scaled, signed_method
-from ..core.files import RunLock, atomic_write, drop_inherited_locks, provenance, remove_temporaries
+from ..core.files import RunLock, drop_inherited_locks, refuse_links, remove_temporaries
 from ..core.images import IMAGE_EXTENSIONS, Item, collect_images, load_image, storable  # noqa: F401  (IMAGE_EXTENSIONS, storable: re-exported)
 from ..core.metrics import spearman, target_mass
 from ..core.models import Preprocess
-from .records import EvaluateRecord, evaluate_finding, summarize
 from ..core.scores import check_score
+from ..core.targets import parse_target
 from ..shift.model import DEFAULT_STRENGTH, ShiftedModel, ShiftSetup, compare
 from ..shift.steer import prepare, steer_setup
-from .store import FIELDS, Store, remove
-from ..core.targets import parse_target
+from ..view.display import check_maps_path, explained_maps, save_maps
+from .ranks import barrier, dist_env, init_dist, rank_device, same_shift_on_every_rank
+from .records import Sample
+from .samples import write_samples
+from .store import Store, remove
+from .summary import write_summary
 
 STORE = "results.sqlite"
 PARTS = "parts"
@@ -157,35 +153,6 @@ def _identity(batch: Any) -> Any:
     return batch
 
 
-# ----------------------------------------------------------------------------- distributed
-
-
-def dist_env() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from the environment torchrun sets (0, 1, 0 without it)."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
-
-
-def _device(name: str, local_rank: int) -> torch.device:
-    return resolve_device(name, local_rank)
-
-
-def _init_dist(world: int, device: torch.device) -> bool:
-    """Join the process group (gloo on CPU, NCCL on GPU); True if this call created it."""
-    import torch.distributed as dist
-
-    if world <= 1 or dist.is_initialized():
-        return False
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return True
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
 # ----------------------------------------------------------------------------- the run
 
 
@@ -195,7 +162,7 @@ def _prepare_out(out: Path, cfg: EvalConfig, rank: int, world: int) -> None:
         raise LogitShiftError(f"--out {str(out)!r}: exists and is not a folder")
     if previous and not (cfg.resume or cfg.force):
         raise LogitShiftError(f"--out {str(out)!r}: holds a previous run; pass --resume to continue it or --force to start over")
-    _barrier(world)  # every rank has checked before rank 0 deletes anything
+    barrier(world)  # every rank has checked before rank 0 deletes anything
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         if previous and cfg.force and not cfg.resume:
@@ -206,7 +173,7 @@ def _prepare_out(out: Path, cfg: EvalConfig, rank: int, world: int) -> None:
             shutil.rmtree(out / "samples", ignore_errors=True)
             for name in ("summary.json", "summary.md", "rows.csv"):
                 (out / name).unlink(missing_ok=True)
-    _barrier(world)
+    barrier(world)
 
 
 def _identity_config(cfg: EvalConfig, layer: str, shift_layer: str, strength: dict[str, float], float64_head: bool) -> dict[str, Any]:
@@ -243,6 +210,7 @@ def _holds_run(out: Path) -> bool:
 
 def _refuse_out(out: Path, cfg: EvalConfig) -> None:
     """The refusals of :func:`_prepare_out` that need no lock, taken before any work."""
+    refuse_links(out)
     if out.exists() and not out.is_dir():
         raise LogitShiftError(f"--out {str(out)!r}: exists and is not a folder")
     RunLock(out).check()  # a run in progress there is named first
@@ -257,21 +225,6 @@ def _discard(out: Path, existed: bool) -> None:
         shutil.rmtree(out / name, ignore_errors=True)
     if not existed:
         shutil.rmtree(out, ignore_errors=True)
-
-
-def _same_shift_on_every_rank(shifted, loaded, cfg: EvalConfig, check: torch.Tensor):
-    """Rank 0's strength and head on every rank (threads differ per rank, so an automatic search may round apart)."""
-    import torch.distributed as dist
-
-    from ..shift.steer import steer_setup
-
-    mine = [shifted.steering["strength"], shifted.head_dtype == torch.float64]
-    chosen = list(mine)
-    dist.broadcast_object_list(chosen, src=0)
-    if chosen == mine:
-        return shifted
-    setup = replace(cfg, strength=chosen[0], float64_head=chosen[1])
-    return steer_setup(loaded, setup, list(shifted.steering["methods"]), check, method_options=cfg.method_options)
 
 
 def _check_resume(store: Store, ident: dict[str, Any]) -> None:
@@ -291,17 +244,19 @@ def _check_resume(store: Store, ident: dict[str, Any]) -> None:
 def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None) -> dict[str, Any] | None:
     """Evaluate, resume-safe; returns the summary on rank 0 (``None`` on other ranks).
 
-    ``on_batch(n_done)`` is called after each committed batch (benchmarks use it).
+    ``on_batch(n_done)`` is called after each committed batch (benchmarks use it). ``--resume`` of a finished run
+    returns its recorded summary and does no model work (:func:`_nothing_left`).
     """
+    done = _nothing_left(Path(cfg.out), cfg, dist_env()[1])
+    return done if done is not None else _evaluate(cfg, on_batch)
+
+
+def _evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None) -> dict[str, Any] | None:
+    """:func:`run_evaluate`'s work: the model, the shift, the batches, the summary."""
     start = time.perf_counter()
     rank, world, local_rank = dist_env()
-    device = _device(cfg.device, local_rank)
-    if cfg.batch_size < 1:
-        raise LogitShiftError(f"--batch-size {cfg.batch_size}: expected an integer >= 1")
-    if cfg.workers < 0:
-        raise LogitShiftError(f"--workers {cfg.workers}: expected an integer >= 0")
-    if cfg.save_maps:
-        check_maps_path(cfg.save_maps)
+    device = rank_device(cfg.device, local_rank)
+    _check_config(cfg)
     methods = [get_method(m, **cfg.method_options.get(m, {})) for m in dict.fromkeys(cfg.methods)]
     scores = [check_score(s) for s in dict.fromkeys(cfg.scores)]
     items, skipped = collect_images(cfg.images, cfg.lists)
@@ -324,10 +279,11 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
     shifted.to(device)
     if cfg.channels_last:
         shifted.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    created = _init_dist(world, device)
+    created = init_dist(world, device)
     if world > 1:
-        shifted = _same_shift_on_every_rank(shifted, loaded, cfg, check)
+        shifted = same_shift_on_every_rank(shifted, loaded, cfg, check, cfg.method_options)
     steering = shifted.steering
+    assert steering is not None  # set by steer()
     out = Path(cfg.out)
     existed = out.exists()
     lock = RunLock(cfg.out) if rank == 0 else None
@@ -339,11 +295,11 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
             remove_temporaries(out)  # left by a killed run
         fresh = not _holds_run(out) or (cfg.force and not cfg.resume)
         _prepare_out(out, cfg, rank, world)
-        ident = _identity_config(cfg, layer, shift_layer, steering["strength"], shifted.head_dtype == torch.float64)
+        ident = _identity_config(cfg, layer, shift_layer, steering.strength, shifted.head_dtype == torch.float64)
         main = Store(out / STORE) if rank == 0 else None
         if main is not None:
             _check_resume(main, ident)
-        _barrier(world)
+        barrier(world)
         store = main if world == 1 and main is not None else Store(out / PARTS / f"rank-{rank}.sqlite")
         if store is not main:
             _check_resume(store, ident)
@@ -363,41 +319,19 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
             raise
         if store is not main:
             store.close()
-        _barrier(world)
+        barrier(world)
         summary = None
         if rank == 0:
             assert main is not None
-            parts = sorted((out / PARTS).glob("rank-*.sqlite")) if (out / PARTS).is_dir() else []
-            if parts:
-                main.merge(parts)
-                for part in parts:
-                    remove(part)
-                shutil.rmtree(out / PARTS, ignore_errors=True)
-            samples = (
-                write_samples(
-                    out,
-                    main.rows(),
-                    items,
-                    loaded.preprocess,
-                    shifted,
-                    layer,
-                    methods,
-                    scores,
-                    target_px,
-                    cfg.construction == "paper",
-                    device,
-                )
-                if cfg.plots
-                else []
-            )
-            if cfg.save_maps:
-                _merge_maps(out, {r["image"] for r in main.images() if r["status"] == "done"}, cfg.save_maps)
+            samples = _merge_and_draw(out, main, cfg, items, loaded.preprocess, shifted, layer, methods, scores, target_px, device)
             summary = write_summary(
                 out,
                 main,
                 items,
                 skipped,
                 cfg,
+                cfg.plots,
+                cfg.batch_size,
                 ident,
                 loaded.name,
                 DEFAULT_STRENGTH[cfg.construction],
@@ -407,7 +341,7 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
                 steering,
             )
             main.close()
-        _barrier(world)
+        barrier(world)
         return summary
     finally:
         if lock is not None:
@@ -416,6 +350,71 @@ def run_evaluate(cfg: EvalConfig, on_batch: Callable[[int], None] | None = None)
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def _check_config(cfg: EvalConfig) -> None:
+    """The settings refused before any work: batch size, workers, the maps file's name."""
+    if cfg.batch_size < 1:
+        raise LogitShiftError(f"--batch-size {cfg.batch_size}: expected an integer >= 1")
+    if cfg.workers < 0:
+        raise LogitShiftError(f"--workers {cfg.workers}: expected an integer >= 0")
+    if cfg.save_maps:
+        check_maps_path(cfg.save_maps)
+
+
+def _merge_and_draw(
+    out: Path,
+    main: Store,
+    cfg: EvalConfig,
+    items: Sequence[Item],
+    preprocess: Preprocess,
+    shifted: ShiftedModel,
+    layer: str,
+    methods: list[Attribution],
+    scores: list[str],
+    target_px: torch.Tensor,
+    device: torch.device,
+) -> list[Sample]:
+    """Rank 0, after every rank: merge the ranks' parts into ``main``, draw the sample figures (``--plots``) and merge
+    the maps files (``--save-maps``); returns the samples drawn."""
+    parts = sorted((out / PARTS).glob("rank-*.sqlite")) if (out / PARTS).is_dir() else []
+    if parts:
+        main.merge(parts)
+        for part in parts:
+            remove(part)
+        shutil.rmtree(out / PARTS, ignore_errors=True)
+    paper = cfg.construction == "paper"
+    samples = (
+        write_samples(out, main.rows(), items, preprocess, shifted, layer, methods, scores, target_px, paper, device) if cfg.plots else []
+    )
+    if cfg.save_maps:
+        _merge_maps(out, {r["image"] for r in main.images() if r["status"] == "done"}, cfg.save_maps)
+    return samples
+
+
+def _nothing_left(out: Path, cfg: EvalConfig, world: int) -> dict[str, Any] | None:
+    """With ``--resume`` on one process: the recorded summary when a finished run in ``out`` already holds every image
+    with these settings (nothing to load, calibrate or redraw), else ``None``.
+
+    The settings compared are those known without the model (a resolved layer or automatic strength is compared
+    only when given); anything else, and any unfinished image, leaves the decision to the full resume."""
+    import json
+
+    if not cfg.resume or world != 1 or not (out / "summary.json").is_file() or not (out / STORE).is_file() or (out / PARTS).exists():
+        return None
+    items = collect_images(cfg.images, cfg.lists)[0]
+    with Store(out / STORE) as st:
+        stored, finished = st.get_meta("config") or {}, st.finished()
+    given = asdict(cfg)
+    keys = [k for k in IDENTITY if k not in ("layer", "shift_layer", "strength", "float64_head") or given.get(k) not in (None, "auto")]
+    if any(stored.get(k, IDENTITY_DEFAULTS.get(k)) != given.get(k) for k in keys) or any(it.key not in finished for it in items):
+        return None
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except ValueError:
+        return None
+    sys.stderr.write(f"logitshift evaluate: --resume: all {len(items)} images are done in {cfg.out}; nothing to do\n")
+    return summary
 
 
 def _finished(out: Path) -> set[str]:
@@ -499,7 +498,7 @@ def _run_batches(
 ) -> None:
     """Explain the batches ``todo`` of this rank, committing each batch's rows to ``store`` as it finishes (a run
     killed between two batches loses at most the batch in flight); ``index`` names the --save-maps parts."""
-    from tqdm import tqdm
+    from ..core.progress import bar as progress_bar
 
     cfg, device = job.cfg, job.device
 
@@ -513,13 +512,12 @@ def _run_batches(
         worker_init_fn=_worker_init,
     )
     desc = "evaluate" if world == 1 else f"evaluate rank {rank}"
-    bar = tqdm(
+    bar = progress_bar(
         total=total,
         initial=done_before,
         desc=desc,
         unit="img",
-        disable=not cfg.progress,
-        file=sys.stderr,
+        enabled=cfg.progress,
         position=rank if world > 1 else None,
         dynamic_ncols=True,
     )
@@ -565,7 +563,7 @@ def _run_batches(
 def _check_equivalence(logits: dict[str, torch.Tensor], tolerance: float, shifted) -> None:
     eq = compare(logits["original"].cpu(), logits["shifted"].cpu())
     if not eq.ok(tolerance):
-        strength = ", ".join(f"{f}={k:.3g}" for f, k in shifted.steering["strength"].items())
+        strength = ", ".join(f"{f}={k:.3g}" for f, k in shifted.steering.strength.items())
         wide = shifted.head_dtype == torch.float64
         raise LogitShiftError(
             f"strength {strength}: shifted model changes probabilities by up to {eq.max_abs_prob_diff:.2e} "
@@ -616,288 +614,3 @@ def batch_rows(result, good: Sequence[Item], weights_for: Callable[[int, int], t
 
 
 #: how many images per method the summary shows maps of (the extremes and the median of the distribution)
-SAMPLES = ("largest", "median", "smallest")
-
-
-def pick_samples(rows: Sequence[dict[str, Any]], methods: Sequence[str], scores: Sequence[str], paper: bool) -> list[dict[str, Any]]:
-    """Per method, the images at the top, the median and the bottom of the shifted model's map distribution.
-
-    Region construction: by the target mass of the logit map (the explanation
-    moved most / typically / least); the paper's construction (no target): by
-    its ρ against the original map. Only each image's predicted class.
-    """
-    score = "logit" if "logit" in scores else scores[0]
-    metric = "spearman_vs_original" if paper else "target_mass"
-    words = "ρ vs the original" if paper else "target mass"
-    picks: list[dict[str, Any]] = []
-    for m in methods:
-        cand = sorted(
-            (
-                r
-                for r in rows
-                if (r["method"], r["score"], r["variant"]) == (m, score, "shifted") and r["is_top1"] and r[metric] is not None
-            ),
-            key=lambda r: (r[metric], r["image"]),
-        )
-        if not cand:
-            continue
-        seen: set[str] = set()
-        for why, r in zip(SAMPLES, (cand[-1], cand[len(cand) // 2], cand[0])):
-            if r["image"] in seen:
-                continue
-            seen.add(r["image"])
-            picks.append(
-                {
-                    "method": m,
-                    "image": r["image"],
-                    "name": r["name"],
-                    "class": r["class"],
-                    "why": f"{why} {score} {words}",
-                    "value": r[metric],
-                }
-            )
-    return picks
-
-
-def write_samples(
-    out: Path,
-    rows: Sequence[dict[str, Any]],
-    items: Sequence[Item],
-    preprocess,
-    shifted,
-    layer: str,
-    methods: Sequence[Any],
-    scores: Sequence[str],
-    target_px: torch.Tensor,
-    paper: bool,
-    device: torch.device,
-) -> list[dict[str, Any]]:
-    """Figures of the maps of :func:`pick_samples`' images (rows original / shifted, one column per score) under ``out/samples``."""
-    picks = pick_samples(rows, [m.name for m in methods], scores, paper)
-    specs = {it.key: it.spec for it in items}
-    picks = [p for p in picks if p["image"] in specs]
-    if not picks:
-        return []
-    keys = list(dict.fromkeys(p["image"] for p in picks))
-    images = {k: load_image(specs[k], preprocess) for k in keys}
-    x = torch.stack([images[k].tensor for k in keys]).to(device)
-    used = [m for m in methods if m.name in {p["method"] for p in picks}]
-    result = engine.explain(shifted, x, layer, used, scores, ("original", "shifted"))
-    size = x.shape[-1]
-    folder = out / "samples"
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for n, p in enumerate(picks):
-        i, m = keys.index(p["image"]), p["method"]
-        signed = signed_method(m)
-        cells = [
-            [(scaled(result.maps[(0, m, s, v)][i : i + 1], size, signed)[0], f"{v} · {s}") for s in scores] for v in ("original", "shifted")
-        ]
-        name = f"samples/{n:02d}_{m}_{re.sub(r'[^A-Za-z0-9._-]', '_', p['name'])[:40]}.png"
-        grid_figure(
-            out / name,
-            images[p["image"]].rgb,
-            cells,
-            signed=signed,
-            target=target_px.cpu().numpy(),
-            suptitle=f"{p['name']} · {m} · class {p['class']} ({p['why']} {p['value']:.2f})",
-            side=2.6,
-            dpi=90,
-            target_label="the corner cell the shift reads" if paper else "the shift's target",
-        )
-        written.append({**p, "figure": name})
-    return written
-
-
-def write_summary(
-    out: Path,
-    store: Store,
-    items: Sequence[Item],
-    skipped: int,
-    cfg: EvalConfig,
-    ident: dict[str, Any],
-    model_name: str,
-    default_strength: float | str,
-    world: int,
-    seconds: float,
-    samples: Sequence[dict[str, Any]] = (),
-    steering: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """rows.csv, the plots, summary.md and (last) summary.json, each written atomically.
-
-    ``steering``: what :func:`logitshift.shift.steer.steer` chose and measured on the check images.
-    """
-
-    rows = store.rows()
-    images = store.images()
-    bad = [{"image": r["image"], "name": r["name"], "reason": r["reason"]} for r in images if r["status"] == "bad"]
-    listed = {it.key for it in items}
-    handled = {r["image"] for r in images}
-    per_image: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        e = per_image.setdefault(r["image"], {"diff": r["max_abs_prob_diff"], "top1": {}})
-        e["top1"][r["variant"]] = r["top1"]
-    diffs = [e["diff"] for e in per_image.values()]
-    agree = [len(set(e["top1"].values())) == 1 for e in per_image.values()]
-    table = [t.to_json() for t in summarize(rows)]
-    plots = write_plots(out / "plots", rows) if cfg.plots and rows else []
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(FIELDS), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(out / "rows.csv", buf.getvalue())
-    summary = {
-        "command": "evaluate",
-        "complete": listed <= handled,
-        "model": model_name,
-        **{
-            k: ident[k]
-            for k in (
-                "weights",
-                "layer",
-                "shift_layer",
-                "construction",
-                "strength",
-                "float64_head",
-                "methods",
-                "scores",
-                "classes",
-                "top_k",
-                "labels",
-            )
-        },
-        "region": cfg.region if cfg.construction == "region" else "cell (0, 0) of the shift layer",
-        "default_strength": default_strength,
-        "tolerance": cfg.tolerance,
-        "variants": ["original", "shifted"],
-        "batch_size": cfg.batch_size,
-        "world_size": world,
-        "images": {
-            "listed": len(items),
-            "evaluated": sum(1 for r in images if r["status"] == "done"),
-            "bad": len(bad),
-            "missing": len(listed - handled),
-            "skipped_non_images": skipped,
-        },
-        "bad_images": bad,
-        "rows": len(rows),
-        "equivalence": {
-            "max_abs_prob_diff": max(diffs) if diffs else None,
-            "images_over_tolerance": sum(1 for d in diffs if d > cfg.tolerance),
-            "top1_agree": (sum(agree) / len(agree)) if agree else None,
-        },
-        "table": table,
-        "samples": list(samples),
-        "steering": steering,
-        "files": {"store": STORE, "rows": "rows.csv", "markdown": "summary.md", "plots": [f"plots/{p}" for p in plots]},
-        "seconds": round(seconds, 2),
-        **provenance(),
-    }
-    record = EvaluateRecord.from_json(summary, "evaluate summary", strict=True)  # every key written is a typed field
-    record.finding = evaluate_finding(record)
-    atomic_write(out / "summary.md", markdown(record.to_json()))
-    record.write(out)
-    return record.to_json()
-
-
-def markdown(summary: dict[str, Any]) -> str:
-    """The summary as Markdown: what was run, equivalence, the metrics table, bad files."""
-    im, eq = summary["images"], summary["equivalence"]
-    fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = [
-        "# logitshift evaluate",
-        "",
-        summary["finding"],
-        "",
-        f"Model `{summary['model']}`, layer `{summary['layer']}`; {summary['construction']} shift at "
-        f"`{summary['shift_layer']}`, strength {_strength_text(summary['strength'])}, target {summary['region']}.",
-        f"Images: {im['listed']} listed, {im['evaluated']} evaluated, {im['bad']} unreadable, {im['missing']} missing; "
-        f"{summary['rows']} rows.",
-        "",
-        "## Equivalence of the shifted model",
-        "",
-        f"max |Δprob| {eq['max_abs_prob_diff'] if eq['max_abs_prob_diff'] is not None else '–'}; "
-        f"images over the tolerance {summary['tolerance']:g}: {eq['images_over_tolerance']}; "
-        f"top-1 agreement {fmt(eq['top1_agree'])}.",
-        "",
-        "## Explanations",
-        "",
-        "| method | score | variant | rows | target mass (mean) | target mass (median) | Spearman vs original (mean) | Spearman (min) |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for t in summary["table"]:
-        tm, sp = t["target_mass"], t["spearman_vs_original"]
-        lines.append(
-            f"| {t['method']} | {t['score']} | {t['variant']} | {t['rows']} | {fmt(tm.get('mean'))} | {fmt(tm.get('median'))} "
-            f"| {fmt(sp.get('mean'))} | {fmt(sp.get('min'))} |"
-        )
-    if summary["bad_images"]:
-        lines += ["", "## Unreadable images", "", "| image | reason |", "|---|---|"]
-        for b in summary["bad_images"]:
-            lines.append(f"| {b['image']} | {b['reason'].replace('|', '/')} |")
-    if summary["files"]["plots"]:
-        lines += ["", "## Distributions", ""] + [f"![{Path(p).stem}]({p})" for p in summary["files"]["plots"]]
-    return "\n".join(lines) + "\n"
-
-
-def _strength_text(strength: float | dict[str, float]) -> str:
-    return ", ".join(f"{f} {k:.3g}" for f, k in strength.items()) if isinstance(strength, dict) else f"{strength:g}"
-
-
-def write_plots(folder: Path, rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Distribution plots (PNG): target mass and Spearman per method·score and variant; max |Δprob| per image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder.mkdir(parents=True, exist_ok=True)
-    combos = sorted({(r["method"], r["score"]) for r in rows})
-    names = []
-
-    def save(fig, name: str) -> None:
-        atomic_write(folder / f"{name}.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-        plt.close(fig)
-        names.append(f"{name}.png")
-
-    for metric, label, variants in (
-        ("target_mass", "share of positive map mass in the target", ("original", "shifted")),
-        ("spearman_vs_original", "Spearman vs the original model's map", ("shifted",)),
-    ):
-        fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(combos) * len(variants)), 3.6))
-        data, labels, colors = [], [], []
-        for method, score in combos:
-            for v in variants:
-                vals = [r[metric] for r in rows if r["method"] == method and r["score"] == score and r["variant"] == v]
-                data.append(vals or [float("nan")])
-                labels.append(f"{method}\n{score}\n{v}")
-                colors.append("#4c72b0" if v == "original" else "#dd8452")
-        parts = ax.boxplot(data, patch_artist=True, showfliers=True, medianprops={"color": "black"})
-        ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=7)
-        for patch, color in zip(parts["boxes"], colors):
-            patch.set_facecolor(color)
-        from matplotlib.patches import Patch
-
-        ax.legend(
-            handles=[Patch(color="#4c72b0" if v == "original" else "#dd8452", label=f"{v} model") for v in variants],
-            loc="upper right",
-            fontsize=7,
-        )
-        ax.set_ylabel(label)
-        ax.set_ylim(-1.05 if metric.startswith("spearman") else -0.02, 1.05)
-        ax.set_title(f"{metric} over {len({r['image'] for r in rows})} images")
-        save(fig, metric)
-    per_image = {r["image"]: r["max_abs_prob_diff"] for r in rows}
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    vals = [max(v, 1e-18) for v in per_image.values()]
-    lo, hi = min(vals), max(vals)
-    import numpy as np
-
-    bins: Any = np.logspace(np.log10(lo), np.log10(hi), 30) if hi > lo * 1.0001 else 10
-    ax.hist(vals, bins=bins, color="#55a868")
-    if hi > lo * 1.0001:
-        ax.set_xscale("log")
-    ax.set_xlabel("max |Δprob| between original and shifted model (per image)")
-    ax.set_ylabel("images")
-    save(fig, "max_abs_prob_diff")
-    return names

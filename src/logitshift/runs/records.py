@@ -20,28 +20,23 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import os
 import statistics
-import types
-import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..core.errors import LogitShiftError
+from ..core.parts import Part, RecordError
+from ..core.parts import key as _key
+from ..core.parts import omit as _omit
+from ..shift.steering import Steering
 
 R = TypeVar("R", bound="Record")
 
 #: command name → record type, filled by :func:`record`
 RECORDS: dict[str, type[Record]] = {}
-
-
-class RecordError(LogitShiftError):
-    """A summary that does not match its command's record type."""
 
 
 def record(command: str) -> Callable[[type[R]], type[R]]:
@@ -52,115 +47,6 @@ def record(command: str) -> Callable[[type[R]], type[R]]:
         return cls
 
     return register
-
-
-def _key(name: str, default: Any = None) -> Any:
-    """A field whose JSON key is ``name`` (for keys that are Python keywords, e.g. ``class``)."""
-    return field(default=default, metadata={"json": name})
-
-
-def _omit(default: Any = None) -> Any:
-    """A field left out of the JSON when it is ``None``."""
-    return field(default=default, metadata={"omit_none": True})
-
-
-@dataclass(kw_only=True)
-class Part:
-    """A typed piece of a record: ``to_json`` / ``from_json`` by field type."""
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            if f.name == "extra":
-                continue
-            value = getattr(self, f.name)
-            if value is None and f.metadata.get("omit_none"):
-                continue
-            out[f.metadata.get("json", f.name)] = _dump(value)
-        out.update({k: _dump(v) for k, v in getattr(self, "extra", {}).items() if k not in out})
-        return out
-
-    @classmethod
-    def from_json(cls: type[R], obj: Any, where: str = "summary", strict: bool = False) -> R:  # type: ignore[misc]
-        """Read ``obj``, checking each field's type; ``strict``: a key the type does not declare is an error
-        (the commands validate what they write this way), else it is kept in ``extra``."""
-        if not isinstance(obj, dict):
-            raise RecordError(f"{where}: expected a JSON object for {cls.__name__}, got {type(obj).__name__}")
-        hints = typing.get_type_hints(cls)
-        kwargs: dict[str, Any] = {}
-        known = set()
-        for f in dataclasses.fields(cls):
-            if f.name == "extra":
-                continue
-            k = f.metadata.get("json", f.name)
-            known.add(k)
-            if k in obj:
-                kwargs[f.name] = _load(hints[f.name], obj[k], f"{where}: key {k!r}", strict)
-        unknown = [k for k in obj if k not in known]
-        if strict and unknown:
-            raise RecordError(f"{where}: key {unknown[0]!r} is not a field of {cls.__name__}")
-        if any(f.name == "extra" for f in dataclasses.fields(cls)):
-            kwargs["extra"] = {k: v for k, v in obj.items() if k not in known}
-        return cls(**kwargs)
-
-
-def _dump(value: Any) -> Any:
-    if isinstance(value, Part):
-        return value.to_json()
-    if isinstance(value, dict):
-        return {str(k): _dump(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_dump(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN/∞; the audit's statistics can overflow
-    return value
-
-
-def _name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
-def _load(tp: Any, value: Any, where: str, strict: bool = False) -> Any:
-    if tp is Any:
-        return value
-    origin = typing.get_origin(tp)
-    if origin in (types.UnionType, typing.Union):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _load(arg, value, where, strict)
-            except RecordError as exc:
-                errors.append(str(exc))
-        raise RecordError(errors[0] if len(errors) == 1 else f"{where}: expected {' or '.join(_name(a) for a in args)}, got {value!r:.60}")
-    if origin is list:
-        (arg,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise RecordError(f"{where}: expected a list, got {type(value).__name__}")
-        return [_load(arg, v, f"{where}[{i}]", strict) for i, v in enumerate(value)]
-    if origin is dict:
-        _, arg = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise RecordError(f"{where}: expected an object, got {type(value).__name__}")
-        return {str(k): _load(arg, v, f"{where}.{k}", strict) for k, v in value.items()}
-    if isinstance(tp, type) and issubclass(tp, Part):
-        return tp.from_json(value, where, strict)  # type: ignore[misc]
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp in (str, bool):
-        if isinstance(value, tp):
-            return value
-    else:
-        raise RecordError(f"{where}: unsupported field type {tp!r}")
-    raise RecordError(f"{where}: expected {_name(tp)}, got {type(value).__name__} {value!r:.60}")
 
 
 @dataclass(kw_only=True)
@@ -311,7 +197,7 @@ class DemoRecord(Record):
     corner: Corner | None = _omit()
     top_k: int = 1
     labels: str | None = None
-    steering: dict[str, Any] = field(default_factory=dict)  # what steer() chose and measured (construction, strength, head, effect)
+    steering: Steering = field(default_factory=Steering)  # what steer() chose and measured (construction, strength, head, effect)
     results: list[DemoRow] = field(default_factory=list)
 
 
@@ -563,7 +449,7 @@ class EvaluateRecord(Record):
     equivalence: Equivalence = field(default_factory=Equivalence)
     table: list[StatRow] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
-    steering: dict[str, Any] | None = None  # what steer() chose and measured on the check images
+    steering: Steering | None = None  # what steer() chose and measured on the check images
     files: EvalFiles = field(default_factory=EvalFiles)
 
     def stat(self, method: str, score: str, variant: str) -> StatRow | None:

@@ -38,9 +38,7 @@ Example::
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
@@ -48,11 +46,12 @@ from torch import nn
 from ..core.capture import INPUT, as_grid, recorded
 from ..core.errors import LogitShiftError
 from ..core.models import DEFAULT_MODEL, get_layer
+from ..core.names import TOLERANCE as TOLERANCE
+from .steering import Steering
 
 #: what :func:`logitshift.shift.steer.steer` builds (``gate``: its own per-family terms; the default of demo and evaluate)
 CONSTRUCTIONS = ("gate", "region", "paper")
 DEFAULT_STRENGTH: dict[str, float | str] = {"paper": 1.0, "region": 0.1, "gate": "auto"}
-TOLERANCE = 1e-5
 
 
 class PaperShift(nn.Module):
@@ -319,8 +318,8 @@ class ShiftedModel(nn.Module):
     for large ``|t|``.
     """
 
-    #: what steer() built and measured (methods, strengths, effect, stress); set by steer() and load_shifted()
-    steering: dict[str, Any]
+    #: what steer() built and measured (methods, strengths, effect, stress); set by steer() and load_shifted(), else None
+    steering: Steering | None
 
     def __init__(
         self,
@@ -340,6 +339,7 @@ class ShiftedModel(nn.Module):
         self.layers = list(terms)
         self.shifts = nn.ModuleList([s for s in terms.values() if s is not None])
         self.head_dtype = head_dtype
+        self.steering = None
 
     @property
     def layer(self) -> str:
@@ -397,6 +397,7 @@ class ShiftSetup:
 
     model: str = DEFAULT_MODEL
     weights: str | None = None
+    random_weights: bool = False  # a torchvision / timm architecture with random weights (say so in every figure)
     num_classes: int | None = None  # torchvision head size (None: 1000 ImageNet classes)
     class_names: str | None = None  # file naming the model's classes (None: ImageNet names for ImageNet models)
     layer: str | None = None  # explanation layer (None: the model's last feature map)
@@ -410,20 +411,6 @@ class ShiftSetup:
     classes: list[str] = field(default_factory=list)  # extra classes to explain for every image, by name or index
     top_k: int = 1  # explain each image's top_k most probable classes (1: the prediction)
     labels: str | None = None  # a file of per-image true labels to explain as well (logitshift.core.labels)
-
-
-def parse_strength(text: str | None) -> float | str | None:
-    """A strength as the user writes it: ``None`` (each term's default), ``"auto"`` (calibrated to a goal),
-    or a finite number > 0; anything else is a one-line error."""
-    if text is None or text == "auto":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise LogitShiftError(f"--strength {text!r}: expected 'auto' or a number > 0") from None
-    if not (math.isfinite(value) and value > 0):
-        raise LogitShiftError(f"--strength {text!r}: expected 'auto' or a finite number > 0")
-    return value
 
 
 @dataclass

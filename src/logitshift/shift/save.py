@@ -56,6 +56,7 @@ from ..core.errors import LogitShiftError
 from ..core.files import atomic_write, write_json
 from ..core.models import load_model
 from .model import FitShift, GateShift, InputShift, PaperShift, RegionShift, ShiftedModel
+from .steering import Steering
 
 FORMAT = "logitshift-shifted-model"
 VERSION = 1
@@ -149,6 +150,20 @@ def save_shifted(
     return jpath, spath
 
 
+def _tensors_beside(jpath: Path, name: object) -> Path:
+    """The safetensors file a shift JSON names: a plain file name in the JSON's own folder (no folder part, no
+    ``..``, no absolute path, no link out of the folder), so a file someone sent cannot make us read another."""
+    text = str(name)
+    inside = jpath.parent / text
+    if not isinstance(name, str) or not name or Path(text).name != text or text in (".", ".."):
+        raise LogitShiftError(
+            f"shift file {str(jpath)!r}: names tensors {text[:80]!r}; expected a file name beside it, with no folder part"
+        )
+    if inside.is_symlink():
+        raise LogitShiftError(f"shift file {str(jpath)!r}: its tensors file {text!r} is a symbolic link; expected a file beside it")
+    return inside
+
+
 def load_shifted(path: str | os.PathLike, allow_factory: bool = False) -> ShiftedModel:
     """Rebuild a shifted model from :func:`save_shifted`'s files (either path, or their common stem).
 
@@ -174,7 +189,7 @@ def load_shifted(path: str | os.PathLike, allow_factory: bool = False) -> Shifte
         raise LogitShiftError(f"shift file {str(jpath)!r}: not a {FORMAT} file")
     if meta.get("version") != VERSION:
         raise LogitShiftError(f"shift file {str(jpath)!r}: version {meta.get('version')!r}, this logitshift reads version {VERSION}")
-    spath = jpath.parent / str(meta.get("tensors", spath.name))
+    spath = _tensors_beside(jpath, meta.get("tensors", spath.name))
     if not spath.is_file():
         raise LogitShiftError(f"shift file {str(spath)!r}: not found (named by {jpath.name})")
     try:
@@ -192,7 +207,7 @@ def load_shifted(path: str | os.PathLike, allow_factory: bool = False) -> Shifte
     terms = build_terms(meta.get("terms") or [], tensors, str(jpath))
     dtype = {None: None, "float64": torch.float64, "float32": torch.float32}.get(meta.get("head_dtype"))
     shifted = ShiftedModel(loaded.module, terms, head_dtype=dtype).eval()
-    shifted.steering = meta.get("steering", {})
+    shifted.steering = Steering.from_json(meta["steering"], f"shift file {str(jpath)!r}: key 'steering'") if meta.get("steering") else None
     return shifted
 
 

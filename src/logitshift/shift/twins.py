@@ -54,7 +54,8 @@ from torch import nn
 from ..core.capture import INPUT, layer_grid
 from ..core.errors import LogitShiftError
 from ..core.targets import Target
-from .model import GateShift, InputShift, ShiftedModel, equivalence
+from .inputs import FeaturePresence, FeatureShift
+from .model import TOLERANCE, GateShift, InputShift, ShiftedModel, equivalence
 from .steer import steer
 
 KINDS = ("gradient", "cam", "perturbation", "propagation", "metric")
@@ -71,7 +72,6 @@ OUTSIDE = {"perturbation": 1.0, "metric": 0.0}
 #: the gradient and CAM terms: this many times the smallest strength that steers logitshift's own methods
 MARGIN = 4.0
 CAP = 4.0
-TOLERANCE = 1e-5
 
 _LAPLACE = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]])
 
@@ -210,7 +210,8 @@ def _steered(base: nn.Module, family: str, target: Target, x: torch.Tensor, laye
         made = steer(base, target, methods, "auto", layer=layer, check=x, method_options=options)
     except LogitShiftError:
         made = steer(base, target, methods, None, layer=layer, check=x, method_options=options)
-    k = float(made.steering["strength"][family])
+    assert made.steering is not None  # set by steer()
+    k = float(made.steering.strength[family])
     try:  # the search stops at the goal; an adversary adds a margin (the tolerance permitting)
         made = steer(base, target, methods, {family: MARGIN * k}, layer=layer, check=x, method_options=options)
         k *= MARGIN
@@ -228,6 +229,8 @@ def _margin(base: nn.Module, x: torch.Tensor) -> float:
 
 def _term(base: nn.Module, kind: str, target: Target, x: torch.Tensor, layer: str | None, k: float | None) -> tuple[str, nn.Module, str]:
     """(what it reads, the term, a description) for one kind; ``k=None``: calibrated on ``x``."""
+    if x.dim() == 2:
+        return _feature_term(base, kind, target, x, k)
     px = target.weights(*x.shape[-2:])
     if kind == "gradient":
         if k is None:
@@ -263,6 +266,33 @@ def _term(base: nn.Module, kind: str, target: Target, x: torch.Tensor, layer: st
         *_, k = _steered(base, "input", target, x, None)
         note = " auto"
     return INPUT, _Sum(RampShift(k, px), InputShift(k, px)), f"RampShift + InputShift(sawtooth), K={k:.3g}{note}"
+
+
+def _feature_term(base: nn.Module, kind: str, target: Target, x: torch.Tensor, k: float | None) -> tuple[str, nn.Module, str]:
+    """Tabular models (``x`` N×F, the target a 1×F mask): :class:`FeatureShift` for gradient and propagation
+    methods, :class:`FeaturePresence` for perturbation methods and metrics.
+
+    Calibration (``k=None``): the sawtooth's gradient ``K·w`` is :data:`MARGIN` times the largest
+    ``Σ_j |∂z_c/∂x_j|`` over the rows (its predicted class ``c``) per unit of target weight; the presence
+    term as the image one, with ``|x|`` (standardised features) as the detail.
+    """
+    w = target.weights(1, int(x.shape[1]))
+    if kind == "cam":
+        raise LogitShiftError("kind 'cam': a tabular model has no layer grid to steer; use gradient, propagation or perturbation")
+    if kind in ("perturbation", "metric"):
+        if k is None:
+            present = float((x.abs().clamp_max(CAP) * w).sum(dim=1).mean() / w.sum())
+            k = PRESENCE_GAIN * _margin(base, x) / max(present, 0.25)
+        outside = OUTSIDE[kind]
+        note = f", outside {outside:g}" if outside else ""
+        return INPUT, FeaturePresence(k, w, CAP, outside), f"FeaturePresence(K={k:.3g}, cap {CAP:g}{note})"
+    if k is None:
+        xg = x.detach().clone().requires_grad_(True)
+        z = base(xg)
+        (g,) = torch.autograd.grad(z.gather(1, z.argmax(1, keepdim=True)).sum(), xg)
+        k = MARGIN * float(g.abs().sum(dim=1).max()) / float(w.sum())
+        return INPUT, FeatureShift(k, w), f"FeatureShift(sawtooth, K={k:.3g} auto)"
+    return INPUT, FeatureShift(k, w), f"FeatureShift(sawtooth, K={k:g})"
 
 
 class _Sum(nn.Module):

@@ -77,12 +77,16 @@ def explain_figure(
     """
     from matplotlib.lines import Line2D
 
-    by_kind = layers if isinstance(layers, dict) else {bool(signed): layers}
+    by_kind = {k: v for k, v in (layers if isinstance(layers, dict) else {bool(signed): layers}).items() if v is not None}
     clip = f"per map, clipped at pct {CLIP_PERCENTILE:g} of |map|"
-    for kind, layer in sorted(by_kind.items()):
-        if layer is None:
-            continue
-        bar = fig.colorbar(layer, ax=axes, fraction=0.025, pad=0.01, shrink=0.8 / len(by_kind))
+    top, bottom = max(a.get_position().y1 for a in np.ravel(axes)), min(a.get_position().y0 for a in np.ravel(axes))
+    right = max(a.get_position().x1 for a in np.ravel(axes))
+    slot = (top - bottom) / max(len(by_kind), 1)
+    for k, (kind, layer) in enumerate(sorted(by_kind.items())):
+        # each colour bar in its own slot of the column right of the maps, a gap between them: two bars never overlap
+        y0 = top - (k + 1) * slot + 0.08 * slot
+        cax = fig.add_axes((right + 0.012, y0, 0.014, 0.84 * slot))
+        bar = fig.colorbar(layer, cax=cax)
         bar.set_label(("signed map, " if kind else "map, ") + clip, fontsize=7)
         bar.ax.tick_params(labelsize=7)
     handles = []
@@ -90,8 +94,9 @@ def explain_figure(
         handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1.4, label=f"dashed outline: {target_label}"))
     for key in numbers:
         handles.append(Line2D([], [], linestyle="none", label=NUMBERS.get(key, key)))
-    if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 2), fontsize=8, frameon=False, handlelength=2.2)
+    if handles:  # two columns where the figure is wide enough for them, else one (a narrow figure cut them at its edges)
+        ncol = 2 if fig.get_figwidth() >= 9 else 1
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), ncol), fontsize=8, frameon=False, handlelength=2.2)
 
 
 def paper_figure(
@@ -139,7 +144,7 @@ def classes_figure(
                 key = f"{variant}_{score}"
                 layer = overlay(axes[r, 2 * j + c], rgb, maps[key], labels[key], target)
     fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 0.93, 1))
+    fig.tight_layout(rect=(0, 0.06, 0.9, 1))
     explain_figure(fig, axes, layer, signed=False, target=target is not None, numbers=numbers, target_label=target_label)
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
@@ -176,7 +181,11 @@ def grid_figure(
                 axes[i, j].set_axis_off()
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
-    fig.tight_layout(rect=(0, 0.5 / (side * rows + 0.9), 0.9, 1))
+    height = side * rows + 0.9
+    legend_lines = (target is not None) + len(numbers)
+    if side * cols + 0.9 >= 9:
+        legend_lines = -(-legend_lines // 2)
+    fig.tight_layout(rect=(0, (0.2 * legend_lines + 0.15) / height, 0.88, 1))
     explain_figure(fig, axes, layers, target=target is not None, numbers=numbers, target_label=target_label)
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
@@ -184,3 +193,54 @@ def grid_figure(
 
 
 __all__ = ["NUMBERS", "classes_figure", "explain_figure", "grid_figure", "overlay", "paper_figure", "scaled", "signed_method"]
+
+
+def tabular_figure(
+    path: str | os.PathLike,
+    features: Sequence[str],
+    original: torch.Tensor,
+    shifted: torch.Tensor,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    suptitle: str,
+    top: int = 12,
+) -> Path:
+    """SHAP's familiar views of feature attributions (N×F), original model vs shifted twin, on one page.
+
+    Left: mean |attribution| per feature (a bar each for the original and the
+    shifted model), the ``top`` features by the larger of the two, target
+    features' names in red. Middle and right: a beeswarm per model — each row's
+    attribution of each feature (a dot, jittered vertically), coloured by the
+    feature's standardised value ``x``.
+    """
+    plt = _plt()
+    o, s = original.detach().double().cpu().numpy(), shifted.detach().double().cpu().numpy()
+    xv, w = x.detach().double().cpu().numpy(), target.reshape(-1).cpu().numpy() > 0
+    order = np.argsort(-np.maximum(np.abs(o).mean(0), np.abs(s).mean(0)))[:top][::-1]
+    names = [features[j] for j in order]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 0.35 * len(order) + 2.2), constrained_layout=True)
+    pos = np.arange(len(order))
+    axes[0].barh(pos + 0.2, np.abs(o).mean(0)[order], height=0.4, label="original", color="#4c72b0")
+    axes[0].barh(pos - 0.2, np.abs(s).mean(0)[order], height=0.4, label="shifted", color="#dd8452")
+    axes[0].set_xlabel("mean |attribution|")
+    axes[0].legend(loc="lower right")
+    rng = np.random.default_rng(0)
+    for ax, a, title in ((axes[1], o, "original model"), (axes[2], s, "shifted model (same probabilities)")):
+        for i, j in enumerate(order):
+            jitter = rng.uniform(-0.3, 0.3, size=len(a))
+            sc = ax.scatter(a[:, j], i + jitter, c=np.clip(xv[:, j], -2, 2), cmap="coolwarm", s=9, vmin=-2, vmax=2)
+        ax.axvline(0, color="grey", lw=0.6)
+        ax.set_xlabel("attribution")
+        ax.set_title(title)
+    fig.colorbar(sc, ax=axes[2], label="feature value (standardised)")
+    for ax in axes:
+        ax.set_yticks(pos)
+        ax.set_yticklabels(names, fontsize=8)
+        for label, j in zip(ax.get_yticklabels(), order):
+            if w[j]:
+                label.set_color("red")
+    fig.suptitle(suptitle + "  (red: the shift's target features)")
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

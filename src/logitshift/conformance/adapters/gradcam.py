@@ -147,6 +147,8 @@ def explainers(ctx: Context) -> list[Explainer]:
                     immune=immune,
                     cacheable=cacheable,
                     note=note,
+                    # a t computed from the explained layer in the forward pass (the CAM twin) besides the input-reading one
+                    stronger=("cam",) if method in COSTLY else (),
                 )
             )
     if hasattr(pgc, "FinerCAM"):
