@@ -88,10 +88,17 @@ def worst(honest: nn.Module, model: nn.Module, x: torch.Tensor, ig: bool = False
     out = 1.0
     for method, layer in (("gradcam", "features"), ("saliency", None), *((("ig", None),) if ig else ())):
         for r in range(2):
-            a = get_method(method).maps(honest, x, top2[:, r], layer=layer)
-            b = get_method(method).maps(model, x, top2[:, r], layer=layer)
+            a = get_method(method).maps(honest, x, top2[:, r], layer=_named(honest, layer))
+            b = get_method(method).maps(model, x, top2[:, r], layer=_named(model, layer))
             out = min(out, float(spearman(a, b).min()))
     return out
+
+
+def _named(model: nn.Module, layer: str | None) -> str | None:
+    """The full name of the module called ``layer`` in ``model`` (the shortest, when wrapped)."""
+    if layer is None:
+        return None
+    return min((n for n, _ in model.named_modules() if n.split(".")[-1] == layer), key=len)
 
 
 def one_class_images(model: nn.Module, label: int = 3, count: int = 6) -> torch.Tensor:

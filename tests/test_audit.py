@@ -284,7 +284,7 @@ def test_an_exported_fixed_batch_model_still_gets_the_head_test(tmp_path, capsys
     assert code == 1 and "verdict: shifted" in printed
     report = json.loads((out / "audit.json").read_text())
     assert report["tests"]["head"]["fired"] and not report["tests"]["bypass"]["fired"]
-    assert len(report["classifier"]["spread"]) == 3
+    assert len(report["points"]) == 4 and len(report["classifier"]["spread"]) == 3 + 4  # the images and the method inputs
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
