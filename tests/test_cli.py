@@ -22,10 +22,10 @@ SHIFT = {"--target", "--methods", "--strength", "--goal", "--no-progress"}
 CLASSES = {"--class", "--top-k", "--labels"}
 SAMPLING = {"--steps", "--memory-budget"}
 EXPECTED = {
-    "demo": EVERY | MODEL | SHIFT | CLASSES | {"--report", "--tolerance", "--float64-head"},
+    "demo": EVERY | MODEL | SHIFT | CLASSES | {"--report", "--tolerance", "--float64-head", "--steps"},  # --steps: demo --texts (IG)
     "attack": EVERY | MODEL | SHIFT | SAMPLING | {"--tolerance", "--float64-head"},
     "matrix": EVERY | MODEL | SHIFT | SAMPLING | {"--report", "--no-figures"},
-    "audit": EVERY | MODEL | {"--report", "--methods", "--no-progress"},
+    "audit": EVERY | MODEL | CLASSES | {"--report", "--methods", "--no-progress"},  # CLASSES: issue 25, the classes users explain
     "evaluate": EVERY | MODEL | SHIFT | CLASSES | SAMPLING | {"--report", "--tolerance", "--float64-head", "--no-figures"},
     "report": EVERY | {"--out", "--force"},
     "check": EVERY | (MODEL - {"--device"}) | {"--target", "--steps", "--tolerance", "--no-progress"},

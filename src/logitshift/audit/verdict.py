@@ -226,7 +226,7 @@ class AuditResult:
         images = len(self.images) - len(self.points)
         methods = sorted({m.method for m in self.effects.methods})
         ranks = 1 + max((m.rank for m in self.effects.methods), default=0)
-        families = sorted({p.split()[0] for p in self.points})
+        families = sorted({p.split(" · ")[-1].split()[0] for p in self.points})
         inputs = f" and {len(self.points)} inputs explanation methods feed the model ({', '.join(families)})" if self.points else ""
         output = f"; output {self.output!r} of {len(self.groups)}, each audited on its own" if self.groups else ""
         return (
@@ -299,7 +299,7 @@ class AuditResult:
             "passed_over": self.context.passed_over if self.context else [],
             "classifier": self.head.to_json() if self.head is not None else None,
             "tests": self.tests(),
-            "images": self.images,
+            "images": self.images[: len(self.images) - len(self.points)],  # the audited images; their method inputs in "points"
             "evidence": [
                 {
                     **{k: v for k, v in asdict(e).items() if k != "methods"},
@@ -378,7 +378,7 @@ def audit_model(
     worst = max(results, key=lambda r: (r.shifted, r.score))
     if len(results) > 1:
         worst.groups = [{"output": r.output, "finding": r.finding, "score": r.score} for r in results]
-    worst.points = list(pts.labels)
+    worst.points = rows[len(names) :]  # "<image> · <method input>", the rows after the images
     return worst
 
 

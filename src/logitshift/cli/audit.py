@@ -103,7 +103,6 @@ def register(sub) -> argparse.ArgumentParser:
         p,
         None,
         f"all of {' '.join(AUDITED_NAMES)}; only these methods' maps count for the effect: the ones you explain with",
-        AUDITED_NAMES,
     )
     p.add_argument("--size", type=int_at_least(8), default=None, help="input size for a model file (default 224)")
     out_flag(p, "a folder for audit.json and audit.png; default: nothing written")
