@@ -93,7 +93,7 @@ def _model(recipe: str, classes: int, seed: int) -> DigitsCNN:
 
 
 def _batch(recipe: str, x: torch.Tensor, y: torch.Tensor, classes: int, gen: torch.Generator, teacher) -> tuple[torch.Tensor, torch.Tensor]:
-    """A training batch of 32: mixed pairs with soft targets (mixup), the teacher's softmax at T = 4 (distill)."""
+    """A training batch of 32: mixed pairs with soft targets (mixup), the teacher's softmax at T = 2 (distill)."""
     idx = torch.randint(len(x), (32,), generator=gen)
     xb, yb = x[idx], y[idx]
     if recipe == "mixup":
@@ -104,7 +104,7 @@ def _batch(recipe: str, x: torch.Tensor, y: torch.Tensor, classes: int, gen: tor
         return lam * xb + (1 - lam) * xb[perm], lam * one + (1 - lam) * one[perm]
     if recipe == "distill":
         with torch.no_grad():
-            return xb, torch.softmax(teacher(xb) / 4.0, dim=1)
+            return xb, torch.softmax(teacher(xb) / 2.0, dim=1)
     return xb, yb
 
 
