@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from .errors import LogitShiftError
-from .models import LoadedModel
+from .loaded import LoadedModel
 from .targets import Target
 
 #: --model name -> scikit-learn loader name
