@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-# this folder holds a script called transformers.py: keep it from shadowing the library
+# keep this folder's scripts from shadowing libraries of the same name
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 METHODS = ["saliency", "gradxinput", "ig"]
 SCORES = ("logit", "prob", "logprob", "centered", "contrast")

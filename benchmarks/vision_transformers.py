@@ -7,7 +7,7 @@ dict and passed as ``--weights``. The figures are mechanics (does each command
 run, keep probabilities, steer, detect), not the effect sizes on trained
 transformers, which stay an open question.
 
-    python benchmarks/transformers.py [--models vit_b_16 swin_t] [--commands demo attack ...] [--out benchmarks/results]
+    python benchmarks/vision_transformers.py [--models vit_b_16 swin_t] [--commands demo attack ...] [--out benchmarks/results]
 
 Writes ``transformers.json`` and ``transformers.md`` (per model and command:
 exit code, wall time, the output's first line, and the figures each command
@@ -187,7 +187,7 @@ def markdown(data: dict) -> str:
     lines = ["# The commands on vision transformers — RANDOM WEIGHTS (mechanics, not trained-model effect sizes)", ""]
     lines += [finding(data), ""]
     lines += [
-        f"`python benchmarks/transformers.py` · torch {run.get('torch', '(not recorded)')} · load average at the end "
+        f"`python benchmarks/vision_transformers.py` · torch {run.get('torch', '(not recorded)')} · load average at the end "
         + ("(not recorded)" if load is None else f"{load:.1f}"),
         "",
     ]
