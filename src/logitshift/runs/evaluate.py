@@ -179,8 +179,21 @@ def _prepare_out(out: Path, cfg: EvalConfig, rank: int, world: int) -> None:
 def _identity_config(cfg: EvalConfig, layer: str, shift_layer: str, strength: dict[str, float], float64_head: bool) -> dict[str, Any]:
     """The settings that decide the rows, as resolved (the strength and head chosen, not ``auto``)."""
     d = asdict(cfg)
-    d.update(layer=layer, shift_layer=shift_layer, strength=dict(strength), float64_head=float64_head)
+    d.update(layer=layer, shift_layer=shift_layer, strength=dict(strength), float64_head=float64_head, method_options=resolved_options(cfg))
     return {k: d[k] for k in IDENTITY}
+
+
+def resolved_options(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
+    """Each method's settings that change its maps (IG steps, SmoothGrad samples and noise), as resolved from
+    ``method_options`` and the defaults; how its points are chunked (``batch_size``, ``memory_budget``) changes no map,
+    so a run resumes under another ``--memory-budget`` and the API's defaults equal the command line's."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(cfg.methods):
+        m = get_method(name, **cfg.method_options.get(name, {}))
+        kept = {k: v for k, v in vars(m).items() if k not in ("batch_size", "memory_budget") and isinstance(v, (bool, int, float, str))}
+        if kept:
+            out[name] = kept
+    return out
 
 
 #: how many of the set's first readable images the shift is chosen and checked on
@@ -405,7 +418,7 @@ def _nothing_left(out: Path, cfg: EvalConfig, world: int) -> dict[str, Any] | No
     items = collect_images(cfg.images, cfg.lists)[0]
     with Store(out / STORE) as st:
         stored, finished = st.get_meta("config") or {}, st.finished()
-    given = asdict(cfg)
+    given = {**asdict(cfg), "method_options": resolved_options(cfg)}
     keys = [k for k in IDENTITY if k not in ("layer", "shift_layer", "strength", "float64_head") or given.get(k) not in (None, "auto")]
     if any(stored.get(k, IDENTITY_DEFAULTS.get(k)) != given.get(k) for k in keys) or any(it.key not in finished for it in items):
         return None
@@ -413,6 +426,12 @@ def _nothing_left(out: Path, cfg: EvalConfig, world: int) -> dict[str, Any] | No
         summary = json.loads((out / "summary.json").read_text())
     except ValueError:
         return None
+    lock = RunLock(cfg.out)
+    lock.acquire()  # a killed run's temporaries go, as at any start (never under a running one)
+    try:
+        remove_temporaries(out)
+    finally:
+        lock.release()
     sys.stderr.write(f"logitshift evaluate: --resume: all {len(items)} images are done in {cfg.out}; nothing to do\n")
     return summary
 
