@@ -81,7 +81,12 @@ def load_run(run_dir: str | os.PathLike) -> Run:
         run.notes.append(
             f"the results store {rel(run.stores[0], path)} holds what was finished; `logitshift evaluate ... --resume` continues the run"
         )
-    if run.record is None and not any((path / n).is_file() for n in SUMMARY_FILES) and not run.stores and (not run.images or not (path / RUN_STAMP).exists()):
+    if (
+        run.record is None
+        and not any((path / n).is_file() for n in SUMMARY_FILES)
+        and not run.stores
+        and (not run.images or not (path / RUN_STAMP).exists())
+    ):
         raise LogitShiftError(
             f"RUN_DIR {str(path)!r}: holds no logitshift run (neither summary.json nor a results store nor a run's figures); "
             "expected the --out folder of logitshift demo, matrix, audit or evaluate"
