@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 from adaptive import LogitNorm, MaxShift, PathGated, TwoHeads, Wrapped  # noqa: E402
 
 from logitshift.attribution import get_method  # noqa: E402
-from logitshift.audit.measure import output_groups  # noqa: E402
+from logitshift.audit.outputs import output_groups  # noqa: E402
 from logitshift.audit.verdict import audit_model  # noqa: E402
 from logitshift.core.metrics import spearman  # noqa: E402
 

@@ -30,8 +30,8 @@ from .measure import (
     LayerEvidence,
     candidate_layers,
     measure_batches,
-    output_groups,
 )
+from .outputs import output_groups
 from .points import FAMILIES, method_points
 
 
@@ -343,7 +343,7 @@ def audit_model(
     * ``points``: the method families whose own inputs are added to the images (:mod:`logitshift.audit.points`:
       Integrated Gradients' path points, SmoothGrad's noisy copies, occlusion's and Score-CAM's masked images);
       every test and map is taken there too. ``()``: the images only.
-    * a model with several outputs (a tuple or dict of N×C tensors, :func:`~logitshift.audit.measure.output_groups`)
+    * a model with several outputs (a tuple or dict of N×C tensors, :func:`~logitshift.audit.outputs.output_groups`)
       has each softmax group audited on its own; the result is the worst group's, with every group's finding in
       ``groups``.
 

@@ -61,7 +61,6 @@ from ..core.capture import layer_grid
 from ..core.errors import LogitShiftError
 from ..core.files import RunLock, drop_inherited_locks, refuse_links, remove_temporaries
 from ..core.images import IMAGE_EXTENSIONS, Item, collect_images, load_image, storable  # noqa: F401  (IMAGE_EXTENSIONS, storable: re-exported)
-from ..core.metrics import spearman, target_mass
 from ..core.models import Preprocess
 from ..core.scores import check_score
 from ..core.targets import parse_target
@@ -70,6 +69,7 @@ from ..shift.steer import prepare, steer_setup
 from ..view.display import check_maps_path, explained_maps, save_maps
 from .ranks import barrier, dist_env, init_dist, rank_device, same_shift_on_every_rank
 from .records import Sample
+from .rows import batch_rows
 from .samples import write_samples
 from .store import Store, remove
 from .summary import write_summary
@@ -589,44 +589,6 @@ def _check_equivalence(logits: dict[str, torch.Tensor], tolerance: float, shifte
             f"(top-1 agreement {eq.top1_agree:.2f}, |t| up to {eq.max_abs_shift:.3g}) on a batch beyond the check images, over the "
             f"tolerance {tolerance:g}; use a smaller strength" + ("" if wide else " or a float64 head (--float64-head)")
         )
-
-
-def batch_rows(result, good: Sequence[Item], weights_for: Callable[[int, int], torch.Tensor]) -> list[dict[str, Any]]:
-    """One row per (image, class, method, score, variant) of an :class:`~logitshift.attribution.engine.Explained` batch."""
-    probs = {v: torch.softmax(z.double(), dim=1).cpu() for v, z in result.logits.items()}
-    top1 = {v: p.argmax(dim=1) for v, p in probs.items()}
-    diff = (probs["original"] - probs["shifted"]).abs().max(dim=1).values if "shifted" in probs else torch.zeros(len(good))
-    base_top1 = result.top1.cpu()
-    targets = [t.cpu() for t in result.targets]
-    rows = []
-    for (slot, method, score, variant), maps in result.maps.items():
-        maps = maps.detach().double().cpu()
-        mass = target_mass(maps, weights_for(*maps.shape[-2:]))
-        if variant == "original":
-            rho = torch.ones(len(good), dtype=torch.float64)
-        else:
-            rho = spearman(maps, result.maps[(slot, method, score, "original")])
-        for i, item in enumerate(good):
-            c = int(targets[slot][i])
-            if any(int(targets[earlier][i]) == c for earlier in range(slot)):
-                continue  # this image's class in an earlier slot (its top-1, a top-k class, a --class): already a row
-            rows.append(
-                {
-                    "image": item.key,
-                    "name": item.name,
-                    "class": c,
-                    "is_top1": int(c == int(base_top1[i])),
-                    "method": method,
-                    "score": score,
-                    "variant": variant,
-                    "target_mass": float(mass[i]),
-                    "spearman_vs_original": float(rho[i]),
-                    "max_abs_prob_diff": float(diff[i]),
-                    "prob": float(probs[variant][i, c]),
-                    "top1": int(top1[variant][i]),
-                }
-            )
-    return rows
 
 
 # ----------------------------------------------------------------------------- summary
