@@ -102,7 +102,7 @@ def run_text_demo(cfg: TextDemoConfig) -> dict[str, Any]:
         "finding": finding(s["target"], s["strength"]["input"], effects, s["max_abs_prob_diff"], s["stress"]["max_abs_prob_diff"]),
         "model": model.name,
         "model_info": model.info,
-        "steering": s,
+        "steering": s.to_json(),
         "effects": [e.__dict__ for e in effects],
         "results": results,
         "seconds": time.perf_counter() - start,
